@@ -1,0 +1,575 @@
+//! The in-process broker: weir's embedded default, so that examples, tests and
+//! benchmarks need no Kafka.
+//!
+//! It models what a Kafka Streams application relies on and nothing more: named topics
+//! with a fixed number of partitions, append-only partition logs with offsets, Kafka's
+//! keyed partitioning, and committed offsets per consumer group. Sources and sinks
+//! attach to it through the same fetch / append path they will use for Kafka.
+//!
+//! Storage follows Kafka's log: each partition is a list of segments holding encoded
+//! records back to back. A sealed segment is one immutable `Bytes` buffer, so a fetch
+//! hands out slices of it without copying; the active segment is copied once per fetch.
+//! Everything lives in memory for now; the log is not bounded by the runtime's
+//! memory limit (it stands in for a remote broker), so keep test inputs sized sensibly.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::{Buf, BufMut, Bytes};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::error::{Error, Result};
+use crate::partitioner::partition_for_key;
+use crate::record::{ConsumerRecord, Headers, RawRecord, Record, now_millis};
+use crate::serde::{DefaultSerde, Serde};
+
+/// Size at which a partition's active segment is sealed.
+const SEGMENT_BYTES: usize = 1 << 20;
+
+/// A handle to an in-process broker. Cloning is cheap and every clone sees the same
+/// topics; hand one to several runtimes to model several processes sharing a cluster.
+#[derive(Clone, Default)]
+pub struct Broker {
+    inner: Arc<BrokerInner>,
+}
+
+#[derive(Default)]
+struct BrokerInner {
+    topics: RwLock<HashMap<String, Arc<TopicLog>>>,
+    /// (group, topic, partition) -> next offset to consume.
+    committed: Mutex<HashMap<(String, String, u32), i64>>,
+    listeners: Mutex<Vec<Sender<()>>>,
+    round_robin: AtomicU64,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("topics", &self.topics())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// An empty broker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates a topic. Creating an existing topic with the same partition count is a
+    /// no-op; with another count it is an error.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::Config("topic name must not be empty".into()));
+        }
+        if partitions == 0 {
+            return Err(Error::Config(format!(
+                "topic '{name}' needs at least one partition"
+            )));
+        }
+        let mut topics = self.inner.topics.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = topics.get(name) {
+            let existing = t.partitions.len() as u32;
+            return if existing == partitions {
+                Ok(())
+            } else {
+                Err(Error::TopicExists {
+                    topic: name.to_string(),
+                    existing,
+                    requested: partitions,
+                })
+            };
+        }
+        topics.insert(
+            name.to_string(),
+            Arc::new(TopicLog {
+                name: Arc::from(name),
+                partitions: (0..partitions).map(|_| PartitionLog::default()).collect(),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Names of all topics, sorted.
+    pub fn topics(&self) -> Vec<String> {
+        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = topics.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Partition count of a topic.
+    pub fn partitions(&self, topic: &str) -> Result<u32> {
+        Ok(self.topic(topic)?.partitions.len() as u32)
+    }
+
+    pub(crate) fn topic(&self, name: &str) -> Result<Arc<TopicLog>> {
+        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopic(name.to_string()))
+    }
+
+    /// Appends a record, choosing the partition as Kafka's default partitioner does:
+    /// murmur2 of the key bytes, round robin for null keys. Returns (partition, offset).
+    pub fn produce(&self, topic: &str, record: RawRecord) -> Result<(u32, i64)> {
+        let log = self.topic(topic)?;
+        let n = log.partitions.len() as u32;
+        let partition = match &record.key {
+            Some(k) => partition_for_key(k, n),
+            None => (self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(n)) as u32,
+        };
+        let offset = log.append(partition, std::iter::once(record))?;
+        self.notify();
+        Ok((partition, offset))
+    }
+
+    /// Appends records to one partition in order; returns the offset of the first.
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: impl IntoIterator<Item = RawRecord>,
+    ) -> Result<i64> {
+        let offset = self.topic(topic)?.append(partition, records)?;
+        self.notify();
+        Ok(offset)
+    }
+
+    pub(crate) fn notify(&self) {
+        let mut listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        // A full channel already holds a wake-up token; a disconnected one is pruned.
+        listeners.retain(|l| !matches!(l.try_send(()), Err(TrySendError::Disconnected(_))));
+    }
+
+    /// A channel that receives a token (coalesced) after every append.
+    pub(crate) fn subscribe(&self) -> Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        listeners.push(tx);
+        rx
+    }
+
+    /// Serializes with the types' default serdes and appends with the current time.
+    pub fn send<K: DefaultSerde, V: DefaultSerde>(
+        &self,
+        topic: &str,
+        key: &K,
+        value: &V,
+    ) -> Result<(u32, i64)> {
+        self.send_at(topic, key, value, now_millis())
+    }
+
+    /// Like [`Broker::send`] with an explicit event timestamp.
+    pub fn send_at<K: DefaultSerde, V: DefaultSerde>(
+        &self,
+        topic: &str,
+        key: &K,
+        value: &V,
+        timestamp: i64,
+    ) -> Result<(u32, i64)> {
+        let record = Record {
+            key: K::default_serde().serialize(key)?,
+            value: V::default_serde().serialize(value)?,
+            timestamp,
+            headers: Headers::new(),
+        };
+        self.produce(topic, record)
+    }
+
+    /// Reads up to `max_records` records of one partition from `offset`, stopping once
+    /// `max_bytes` (as [`RawRecord::size_bytes`]) would be exceeded. The first record is
+    /// always returned, however large, so a consumer can make progress (as Kafka does).
+    pub fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(i64, RawRecord)>> {
+        let mut out = Vec::new();
+        self.topic(topic)?
+            .fetch(partition, offset, max_records, max_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// The offset the next appended record of this partition will get.
+    pub fn end_offset(&self, topic: &str, partition: u32) -> Result<i64> {
+        self.topic(topic)?.end_offset(partition)
+    }
+
+    /// Every record of a topic, partition by partition, deserialized with the types'
+    /// default serdes. Meant for tests and examples.
+    pub fn read_all<K: DefaultSerde, V: DefaultSerde>(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<ConsumerRecord<K, V>>> {
+        self.read_all_with(topic, &K::default_serde(), &V::default_serde())
+    }
+
+    /// Every record of a topic, deserialized with the given serdes.
+    pub fn read_all_with<K, V>(
+        &self,
+        topic: &str,
+        key_serde: &impl Serde<K>,
+        value_serde: &impl Serde<V>,
+    ) -> Result<Vec<ConsumerRecord<K, V>>> {
+        let log = self.topic(topic)?;
+        let mut out = Vec::new();
+        let mut raw = Vec::new();
+        for p in 0..log.partitions.len() as u32 {
+            raw.clear();
+            log.fetch(p, 0, usize::MAX, usize::MAX, &mut raw)?;
+            for (offset, r) in raw.drain(..) {
+                out.push(ConsumerRecord {
+                    topic: topic.to_string(),
+                    partition: p,
+                    offset,
+                    record: Record {
+                        key: key_serde.deserialize(r.key.as_ref())?,
+                        value: value_serde.deserialize(r.value.as_ref())?,
+                        timestamp: r.timestamp,
+                        headers: r.headers,
+                    },
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits `offset` (the next offset to consume) for a group.
+    pub fn commit(&self, group: &str, topic: &str, partition: u32, offset: i64) {
+        let mut c = self.inner.committed.lock().unwrap_or_else(|p| p.into_inner());
+        c.insert((group.to_string(), topic.to_string(), partition), offset);
+    }
+
+    /// The committed offset of a group on a partition, if any.
+    pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<i64> {
+        let c = self.inner.committed.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(&(group.to_string(), topic.to_string(), partition))
+            .copied()
+    }
+}
+
+/// One topic's partition logs; held by sources and sinks so the hot path does no lookup.
+pub(crate) struct TopicLog {
+    pub(crate) name: Arc<str>,
+    partitions: Vec<PartitionLog>,
+}
+
+impl TopicLog {
+    pub(crate) fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    fn log(&self, partition: u32) -> Result<&PartitionLog> {
+        self.partitions
+            .get(partition as usize)
+            .ok_or_else(|| Error::UnknownPartition {
+                topic: self.name.to_string(),
+                partition,
+                partitions: self.partitions.len() as u32,
+            })
+    }
+
+    pub(crate) fn append(
+        &self,
+        partition: u32,
+        records: impl IntoIterator<Item = RawRecord>,
+    ) -> Result<i64> {
+        let log = self.log(partition)?;
+        let mut inner = log.inner.write().unwrap_or_else(|p| p.into_inner());
+        let first = inner.next_offset;
+        for r in records {
+            inner.push(&r);
+        }
+        Ok(first)
+    }
+
+    pub(crate) fn fetch(
+        &self,
+        partition: u32,
+        offset: i64,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<(i64, RawRecord)>,
+    ) -> Result<()> {
+        let log = self.log(partition)?;
+        let inner = log.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.fetch(offset, max_records, max_bytes, out);
+        Ok(())
+    }
+
+    pub(crate) fn end_offset(&self, partition: u32) -> Result<i64> {
+        let log = self.log(partition)?;
+        let inner = log.inner.read().unwrap_or_else(|p| p.into_inner());
+        Ok(inner.next_offset)
+    }
+}
+
+#[derive(Default)]
+struct PartitionLog {
+    inner: RwLock<LogInner>,
+}
+
+#[derive(Default)]
+struct LogInner {
+    sealed: Vec<Segment>,
+    active: ActiveSegment,
+    next_offset: i64,
+}
+
+struct Segment {
+    base_offset: i64,
+    data: Bytes,
+    positions: Vec<u32>,
+}
+
+#[derive(Default)]
+struct ActiveSegment {
+    base_offset: i64,
+    data: Vec<u8>,
+    positions: Vec<u32>,
+}
+
+impl LogInner {
+    fn push(&mut self, r: &RawRecord) {
+        let need = encoded_len(r);
+        if !self.active.positions.is_empty() && self.active.data.len() + need > SEGMENT_BYTES {
+            let full = std::mem::take(&mut self.active);
+            self.sealed.push(Segment {
+                base_offset: full.base_offset,
+                data: Bytes::from(full.data),
+                positions: full.positions,
+            });
+            self.active.base_offset = self.next_offset;
+        }
+        if self.active.data.capacity() == 0 {
+            self.active.data.reserve(SEGMENT_BYTES.max(need));
+        }
+        self.active.positions.push(self.active.data.len() as u32);
+        encode(r, &mut self.active.data);
+        self.next_offset += 1;
+    }
+
+    fn fetch(
+        &self,
+        offset: i64,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<(i64, RawRecord)>,
+    ) {
+        let mut offset = offset.max(0);
+        let mut budget = Budget {
+            records: max_records,
+            bytes: max_bytes,
+            first: true,
+        };
+        // Sealed segments: zero-copy slices.
+        let start = self
+            .sealed
+            .partition_point(|s| s.base_offset + s.positions.len() as i64 <= offset);
+        for seg in &self.sealed[start..] {
+            if !decode_range(&seg.data, seg.base_offset, &seg.positions, &mut offset, &mut budget, out) {
+                return;
+            }
+        }
+        // Active segment: copy the wanted tail once, then slice that copy.
+        let a = &self.active;
+        if offset < a.base_offset || offset >= self.next_offset {
+            return;
+        }
+        let idx = (offset - a.base_offset) as usize;
+        let from = a.positions[idx] as usize;
+        let copy = Bytes::copy_from_slice(&a.data[from..]);
+        let positions: Vec<u32> = a.positions[idx..].iter().map(|p| p - from as u32).collect();
+        decode_range(&copy, offset, &positions, &mut offset, &mut budget, out);
+    }
+}
+
+struct Budget {
+    records: usize,
+    bytes: usize,
+    first: bool,
+}
+
+/// Decodes records of one segment from `*offset` on; false once the budget is spent.
+fn decode_range(
+    data: &Bytes,
+    base: i64,
+    positions: &[u32],
+    offset: &mut i64,
+    budget: &mut Budget,
+    out: &mut Vec<(i64, RawRecord)>,
+) -> bool {
+    let mut idx = (*offset - base) as usize;
+    while idx < positions.len() {
+        if budget.records == 0 {
+            return false;
+        }
+        let end = positions.get(idx + 1).map_or(data.len(), |p| *p as usize);
+        let r = decode(data.slice(positions[idx] as usize..end));
+        let size = r.size_bytes();
+        if size > budget.bytes && !budget.first {
+            return false;
+        }
+        budget.first = false;
+        budget.bytes = budget.bytes.saturating_sub(size);
+        budget.records -= 1;
+        out.push((*offset, r));
+        *offset += 1;
+        idx += 1;
+    }
+    true
+}
+
+fn encoded_len(r: &RawRecord) -> usize {
+    8 + 4
+        + r.key.as_ref().map_or(0, Bytes::len)
+        + 4
+        + r.value.as_ref().map_or(0, Bytes::len)
+        + 4
+        + r
+            .headers
+            .iter()
+            .map(|h| 8 + h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>()
+}
+
+fn put_opt(buf: &mut Vec<u8>, b: &Option<Bytes>) {
+    match b {
+        Some(b) => {
+            buf.put_i32_le(b.len() as i32);
+            buf.put_slice(b);
+        }
+        None => buf.put_i32_le(-1),
+    }
+}
+
+fn encode(r: &RawRecord, buf: &mut Vec<u8>) {
+    buf.put_i64_le(r.timestamp);
+    put_opt(buf, &r.key);
+    put_opt(buf, &r.value);
+    buf.put_u32_le(r.headers.len() as u32);
+    for h in r.headers.iter() {
+        buf.put_u32_le(h.key.len() as u32);
+        buf.put_slice(h.key.as_bytes());
+        put_opt(buf, &h.value);
+    }
+}
+
+fn get_opt(b: &mut Bytes) -> Option<Bytes> {
+    let len = b.get_i32_le();
+    (len >= 0).then(|| b.split_to(len as usize))
+}
+
+/// Decodes one record that `encode` wrote; the log only holds what it encoded itself.
+fn decode(mut b: Bytes) -> RawRecord {
+    let timestamp = b.get_i64_le();
+    let key = get_opt(&mut b);
+    let value = get_opt(&mut b);
+    let n = b.get_u32_le();
+    let mut headers = Headers::new();
+    for _ in 0..n {
+        let klen = b.get_u32_le() as usize;
+        let k = b.split_to(klen);
+        let v = get_opt(&mut b);
+        headers.add(String::from_utf8_lossy(&k).into_owned(), v);
+    }
+    Record {
+        key,
+        value,
+        timestamp,
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(k: Option<&str>, v: &str, ts: i64) -> RawRecord {
+        Record::new(
+            k.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            Some(Bytes::copy_from_slice(v.as_bytes())),
+            ts,
+        )
+    }
+
+    #[test]
+    fn append_fetch_across_segments() {
+        let b = Broker::new();
+        b.create_topic("t", 1).unwrap();
+        let big = "x".repeat(300_000);
+        for i in 0..10 {
+            let off = b.append("t", 0, [raw(Some("k"), &format!("{i}{big}"), i)]).unwrap();
+            assert_eq!(off, i);
+        }
+        assert_eq!(b.end_offset("t", 0).unwrap(), 10);
+        let all = b.fetch("t", 0, 0, usize::MAX, usize::MAX).unwrap();
+        assert_eq!(all.len(), 10);
+        for (i, (off, r)) in all.iter().enumerate() {
+            assert_eq!(*off, i as i64);
+            assert_eq!(r.timestamp, i as i64);
+            assert!(r.value.as_ref().unwrap().starts_with(i.to_string().as_bytes()));
+        }
+        let mid = b.fetch("t", 0, 7, 2, usize::MAX).unwrap();
+        assert_eq!(mid.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![7, 8]);
+        // A byte limit smaller than one record still returns that record.
+        assert_eq!(b.fetch("t", 0, 3, 10, 1).unwrap().len(), 1);
+        assert!(b.fetch("t", 0, 10, 10, usize::MAX).unwrap().is_empty());
+    }
+
+    #[test]
+    fn headers_and_nulls_survive() {
+        let b = Broker::new();
+        b.create_topic("t", 1).unwrap();
+        let mut h = Headers::new();
+        h.add("a", Some(Bytes::from_static(b"1"))).add("b", None::<Bytes>);
+        let r = Record::new(None, None, -5).with_headers(h.clone());
+        b.append("t", 0, [r.clone()]).unwrap();
+        let (_, got) = b.fetch("t", 0, 0, 1, usize::MAX).unwrap().pop().unwrap();
+        assert_eq!(got, r);
+    }
+
+    #[test]
+    fn keyed_partitioning_matches_kafka_and_round_robin_for_null() {
+        let b = Broker::new();
+        b.create_topic("t", 50).unwrap();
+        let (p, _) = b.produce("t", raw(Some("foobar"), "v", 0)).unwrap();
+        assert_eq!(p, 16);
+        let ps: std::collections::HashSet<u32> = (0..50)
+            .map(|_| b.produce("t", raw(None, "v", 0)).unwrap().0)
+            .collect();
+        assert_eq!(ps.len(), 50);
+    }
+
+    #[test]
+    fn topics_and_offsets() {
+        let b = Broker::new();
+        b.create_topic("t", 2).unwrap();
+        b.create_topic("t", 2).unwrap();
+        assert!(matches!(b.create_topic("t", 3), Err(Error::TopicExists { .. })));
+        assert!(matches!(b.partitions("nope"), Err(Error::UnknownTopic(_))));
+        assert!(matches!(b.fetch("t", 2, 0, 1, 1), Err(Error::UnknownPartition { .. })));
+        assert_eq!(b.committed("g", "t", 0), None);
+        b.commit("g", "t", 0, 42);
+        assert_eq!(b.committed("g", "t", 0), Some(42));
+        assert_eq!(b.committed("other", "t", 0), None);
+    }
+
+    #[test]
+    fn typed_send_and_read_back() {
+        let b = Broker::new();
+        b.create_topic("t", 3).unwrap();
+        b.send_at("t", &"k".to_string(), &7i64, 99).unwrap();
+        let recs = b.read_all::<String, i64>("t").unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].record.key, "k");
+        assert_eq!(recs[0].record.value, 7);
+        assert_eq!(recs[0].record.timestamp, 99);
+    }
+}

@@ -1,0 +1,275 @@
+//! Runtime configuration: a builder that validates everything before anything starts.
+//!
+//! The settings a user needs are the worker count, the memory limit and the state
+//! directory. The rest have Kafka Streams' defaults (1000 records per partition,
+//! 30 s commit interval) and exist so tests and benchmarks can tighten them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+
+/// What to do with a record whose key or value cannot be deserialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeserializationHandler {
+    /// Fail the query with an error naming topic, partition and offset (the default).
+    #[default]
+    Fail,
+    /// Log a warning, count the record as skipped, and go on.
+    LogAndContinue,
+}
+
+/// Where a query starts reading a partition that its group has no committed offset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// From the first record (Kafka Streams' default).
+    #[default]
+    Earliest,
+    /// From the end: only records appended after the query starts.
+    Latest,
+}
+
+/// Smallest memory limit the runtime accepts.
+pub const MIN_MEMORY_LIMIT: usize = 16 << 20;
+
+/// A validated runtime configuration. Build one with [`RuntimeConfig::builder`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub(crate) application_id: String,
+    pub(crate) workers: usize,
+    pub(crate) memory_limit: usize,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) queue_max_records_per_partition: usize,
+    pub(crate) queue_max_bytes: usize,
+    pub(crate) max_batch_records: usize,
+    pub(crate) max_batch_time: Duration,
+    pub(crate) commit_interval: Duration,
+    pub(crate) deserialization_handler: DeserializationHandler,
+    pub(crate) offset_reset: OffsetReset,
+    pub(crate) broker: Broker,
+}
+
+impl RuntimeConfig {
+    /// A builder with defaults for everything.
+    pub fn builder() -> RuntimeConfigBuilder {
+        RuntimeConfigBuilder::default()
+    }
+
+    /// The application id (prefix of consumer groups and internal topics).
+    pub fn application_id(&self) -> &str {
+        &self.application_id
+    }
+    /// Number of worker threads in the pool.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+    /// The process memory limit in bytes.
+    pub fn memory_limit(&self) -> usize {
+        self.memory_limit
+    }
+    /// The state directory.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
+    }
+    /// Record cap of each partition queue.
+    pub fn queue_max_records_per_partition(&self) -> usize {
+        self.queue_max_records_per_partition
+    }
+    /// Byte cap over all partition queues.
+    pub fn queue_max_bytes(&self) -> usize {
+        self.queue_max_bytes
+    }
+    /// The broker the runtime's sources and sinks attach to.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+}
+
+/// Builds a [`RuntimeConfig`]; [`RuntimeConfigBuilder::build`] validates it.
+#[derive(Debug, Default, Clone)]
+pub struct RuntimeConfigBuilder {
+    application_id: Option<String>,
+    workers: Option<usize>,
+    memory_limit: Option<usize>,
+    state_dir: Option<PathBuf>,
+    queue_max_records_per_partition: Option<usize>,
+    queue_max_bytes: Option<usize>,
+    max_batch_records: Option<usize>,
+    max_batch_time: Option<Duration>,
+    commit_interval: Option<Duration>,
+    deserialization_handler: DeserializationHandler,
+    offset_reset: OffsetReset,
+    broker: Option<Broker>,
+}
+
+impl RuntimeConfigBuilder {
+    /// Application id: consumer groups are `<id>-<query>`, internal topics
+    /// `<id>-<query>-<name>-repartition`. Default `weir`.
+    pub fn application_id(mut self, id: impl Into<String>) -> Self {
+        self.application_id = Some(id.into());
+        self
+    }
+    /// Worker threads in the one pool that runs every query. Default: available cores.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+    /// The memory limit for the whole process, in bytes. Default 1 GiB.
+    pub fn memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+    /// Where stores keep their files. Default `<tmp>/weir/<application id>`.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+    /// Record cap of each partition queue. Default 1000 (Kafka Streams'
+    /// `buffered.records.per.partition`).
+    pub fn queue_max_records_per_partition(mut self, n: usize) -> Self {
+        self.queue_max_records_per_partition = Some(n);
+        self
+    }
+    /// Byte cap over all partition queues of the runtime. Default: 1/16 of the memory
+    /// limit.
+    pub fn queue_max_bytes(mut self, bytes: usize) -> Self {
+        self.queue_max_bytes = Some(bytes);
+        self
+    }
+    /// Most records a task processes before it yields the worker. Default 1000.
+    pub fn max_batch_records(mut self, n: usize) -> Self {
+        self.max_batch_records = Some(n);
+        self
+    }
+    /// Longest a task runs before it yields the worker. Default 5 ms.
+    pub fn max_batch_time(mut self, d: Duration) -> Self {
+        self.max_batch_time = Some(d);
+        self
+    }
+    /// How often tasks commit their progress. Default 30 s (Kafka Streams' at-least-once
+    /// default).
+    pub fn commit_interval(mut self, d: Duration) -> Self {
+        self.commit_interval = Some(d);
+        self
+    }
+    /// Default handler for records that fail to deserialize. Default: fail the query.
+    pub fn deserialization_handler(mut self, h: DeserializationHandler) -> Self {
+        self.deserialization_handler = h;
+        self
+    }
+    /// Where to start without a committed offset. Default: earliest.
+    pub fn offset_reset(mut self, r: OffsetReset) -> Self {
+        self.offset_reset = r;
+        self
+    }
+    /// The in-process broker to attach to. Default: a new, empty one.
+    pub fn broker(mut self, broker: Broker) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Validates and returns the configuration, creating the state directory.
+    pub fn build(self) -> Result<RuntimeConfig> {
+        let application_id = self.application_id.unwrap_or_else(|| "weir".to_string());
+        if application_id.is_empty()
+            || !application_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(Error::Config(format!(
+                "application_id '{application_id}' must be non-empty ASCII letters, digits, '.', '_' or '-' (it names topics and groups)"
+            )));
+        }
+        let workers = match self.workers {
+            Some(0) => return Err(Error::Config("workers must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let memory_limit = self.memory_limit.unwrap_or(1 << 30);
+        if memory_limit < MIN_MEMORY_LIMIT {
+            return Err(Error::Config(format!(
+                "memory_limit {memory_limit} bytes is below the minimum of {MIN_MEMORY_LIMIT} bytes"
+            )));
+        }
+        let queue_max_bytes = self.queue_max_bytes.unwrap_or(memory_limit / 16);
+        if queue_max_bytes == 0 || queue_max_bytes > memory_limit {
+            return Err(Error::Config(format!(
+                "queue_max_bytes {queue_max_bytes} must be between 1 and memory_limit ({memory_limit})"
+            )));
+        }
+        let queue_max_records_per_partition = self.queue_max_records_per_partition.unwrap_or(1000);
+        if queue_max_records_per_partition == 0 {
+            return Err(Error::Config(
+                "queue_max_records_per_partition must be at least 1".into(),
+            ));
+        }
+        let max_batch_records = self.max_batch_records.unwrap_or(1000);
+        if max_batch_records == 0 {
+            return Err(Error::Config("max_batch_records must be at least 1".into()));
+        }
+        let max_batch_time = self.max_batch_time.unwrap_or(Duration::from_millis(5));
+        if max_batch_time.is_zero() {
+            return Err(Error::Config("max_batch_time must be positive".into()));
+        }
+        let commit_interval = self.commit_interval.unwrap_or(Duration::from_secs(30));
+        if commit_interval.is_zero() {
+            return Err(Error::Config("commit_interval must be positive".into()));
+        }
+        let state_dir = self
+            .state_dir
+            .unwrap_or_else(|| std::env::temp_dir().join("weir").join(&application_id));
+        std::fs::create_dir_all(&state_dir).map_err(|e| {
+            Error::io(
+                format!("cannot create state directory {}", state_dir.display()),
+                e,
+            )
+        })?;
+        Ok(RuntimeConfig {
+            application_id,
+            workers,
+            memory_limit,
+            state_dir,
+            queue_max_records_per_partition,
+            queue_max_bytes,
+            max_batch_records,
+            max_batch_time,
+            commit_interval,
+            deserialization_handler: self.deserialization_handler,
+            offset_reset: self.offset_reset,
+            broker: self.broker.unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = RuntimeConfig::builder().build().unwrap();
+        assert!(c.workers() >= 1);
+        assert_eq!(c.memory_limit(), 1 << 30);
+        assert_eq!(c.queue_max_bytes(), 64 << 20);
+        assert_eq!(c.queue_max_records_per_partition(), 1000);
+        assert!(c.state_dir().is_dir());
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = |b: RuntimeConfigBuilder| b.build().unwrap_err().to_string();
+        assert!(err(RuntimeConfig::builder().workers(0)).contains("workers"));
+        assert!(err(RuntimeConfig::builder().memory_limit(1024)).contains("memory_limit"));
+        assert!(
+            err(RuntimeConfig::builder().memory_limit(32 << 20).queue_max_bytes(64 << 20))
+                .contains("queue_max_bytes")
+        );
+        assert!(err(RuntimeConfig::builder().application_id("a b")).contains("application_id"));
+        assert!(err(RuntimeConfig::builder().commit_interval(Duration::ZERO)).contains("commit_interval"));
+        assert!(
+            err(RuntimeConfig::builder().state_dir("/proc/weir-cannot-exist"))
+                .contains("cannot create state directory")
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! The runtime's one I/O thread: it moves records from the broker into the bounded
+//! partition queues, and it is the only timer (wall-clock punctuations and commit
+//! deadlines wake tasks from here).
+//!
+//! For each bound partition it fetches at most the room left under the record cap and
+//! the bytes left in the budget. A partition whose queue is full is *paused*: nothing is
+//! fetched for it until its task drains it and wakes this thread. A partition with an
+//! empty queue is never paused; if the byte budget is spent it simply waits, and the
+//! budget is freed by queues that do hold data, whose tasks are runnable. So a task is
+//! never starved of a partition it needs (the deadlock Kafka Streams hit when it paused
+//! empty partitions).
+//!
+//! The thread sleeps until a command, a wake-up (a queue drained, a budget released),
+//! a broker append, or the next timer deadline.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, select};
+
+use crate::broker::TopicLog;
+use crate::queue::{ByteBudget, PartitionQueue, Queued, TryPushError};
+use crate::record::now_millis;
+use crate::task::Task;
+
+/// Most records moved per partition per pass, so one partition cannot hog the thread.
+const FETCH_BATCH: usize = 1024;
+
+/// One partition feeding one task's queue.
+pub(crate) struct Binding {
+    pub(crate) query: u64,
+    pub(crate) topic: Arc<TopicLog>,
+    pub(crate) partition: u32,
+    pub(crate) next_offset: i64,
+    pub(crate) queue: Arc<PartitionQueue<Queued>>,
+    pub(crate) task: Weak<Task>,
+}
+
+pub(crate) enum IoCommand {
+    Bind(Vec<Binding>),
+    Unbind { query: u64 },
+    WakeAt { at_ms: i64, task: Weak<Task> },
+    Shutdown,
+}
+
+/// Counters the I/O thread publishes (paused partitions now).
+#[derive(Default)]
+pub(crate) struct IoStats {
+    pub(crate) paused: AtomicUsize,
+    pub(crate) bound: AtomicUsize,
+}
+
+pub(crate) struct IoThread {
+    pub(crate) commands: Receiver<IoCommand>,
+    pub(crate) wake: Receiver<()>,
+    pub(crate) appends: Receiver<()>,
+    pub(crate) budget: Arc<ByteBudget>,
+    pub(crate) stats: Arc<IoStats>,
+}
+
+impl IoThread {
+    pub(crate) fn run(self) {
+        let mut bindings: Vec<Binding> = Vec::new();
+        let mut timers: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::new();
+        let mut timer_tasks: std::collections::HashMap<u64, Weak<Task>> = Default::default();
+        let mut timer_seq = 0u64;
+        let mut buf: Vec<(i64, crate::record::RawRecord)> = Vec::with_capacity(FETCH_BATCH);
+
+        loop {
+            // Commands first: they change what to fetch.
+            while let Ok(cmd) = self.commands.try_recv() {
+                match cmd {
+                    IoCommand::Bind(b) => bindings.extend(b),
+                    IoCommand::Unbind { query } => bindings.retain(|b| b.query != query),
+                    IoCommand::WakeAt { at_ms, task } => {
+                        timer_seq += 1;
+                        timers.push(Reverse((at_ms, timer_seq)));
+                        timer_tasks.insert(timer_seq, task);
+                    }
+                    IoCommand::Shutdown => return,
+                }
+            }
+
+            let now = now_millis();
+            while let Some(Reverse((at, seq))) = timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                timers.pop();
+                if let Some(task) = timer_tasks.remove(&seq).and_then(|w| w.upgrade()) {
+                    task.notify();
+                }
+            }
+
+            let mut moved = 0usize;
+            let mut paused = 0usize;
+            bindings.retain_mut(|b| {
+                let (n, alive) = fill(b, &self.budget, &mut buf);
+                moved += n;
+                paused += usize::from(b.queue.is_paused());
+                alive
+            });
+            self.stats.paused.store(paused, Ordering::Relaxed);
+            self.stats.bound.store(bindings.len(), Ordering::Relaxed);
+            metrics::gauge!("weir_queue_bytes").set(self.budget.used() as f64);
+            metrics::gauge!("weir_partitions_paused").set(paused as f64);
+            if moved > 0 {
+                continue;
+            }
+
+            let timeout = timers
+                .peek()
+                .map_or(Duration::from_secs(1), |Reverse((at, _))| {
+                    Duration::from_millis((at - now).clamp(0, 1000) as u64)
+                });
+            select! {
+                recv(self.commands) -> cmd => match cmd {
+                    Ok(IoCommand::Bind(b)) => bindings.extend(b),
+                    Ok(IoCommand::Unbind { query }) => bindings.retain(|b| b.query != query),
+                    Ok(IoCommand::WakeAt { at_ms, task }) => {
+                        timer_seq += 1;
+                        timers.push(Reverse((at_ms, timer_seq)));
+                        timer_tasks.insert(timer_seq, task);
+                    }
+                    Ok(IoCommand::Shutdown) | Err(_) => return,
+                },
+                recv(self.wake) -> _ => {},
+                recv(self.appends) -> _ => {},
+                default(timeout) => {},
+            }
+        }
+    }
+}
+
+/// Moves what fits from the log into the queue. Returns (records moved, binding alive).
+fn fill(
+    b: &mut Binding,
+    budget: &ByteBudget,
+    buf: &mut Vec<(i64, crate::record::RawRecord)>,
+) -> (usize, bool) {
+    let Some(task) = b.task.upgrade() else {
+        return (0, false);
+    };
+    if b.queue.pause_if_full() {
+        return (0, true);
+    }
+    let room = b.queue.room();
+    buf.clear();
+    if b
+        .topic
+        .fetch(
+            b.partition,
+            b.next_offset,
+            room.min(FETCH_BATCH),
+            budget.available().max(1),
+            buf,
+        )
+        .is_err()
+    {
+        return (0, false);
+    }
+    let mut moved = 0;
+    for (offset, record) in buf.drain(..) {
+        match b.queue.try_push(Queued { offset, record }) {
+            Ok(()) => {
+                b.next_offset = offset + 1;
+                moved += 1;
+            }
+            Err(TryPushError::Closed(_)) => return (moved, false),
+            Err(TryPushError::Full(_) | TryPushError::OverBudget(_)) => break,
+        }
+    }
+    if moved > 0 {
+        task.notify();
+    }
+    (moved, true)
+}

@@ -1,0 +1,42 @@
+//! # weir-runtime
+//!
+//! The engine under [weir](https://docs.rs/weir): the parts that make one memory limit
+//! and one fixed thread pool hold for every query in a process.
+//!
+//! - [`Runtime`]: one rayon worker pool plus one I/O thread, whatever the number of
+//!   queries. Queries compile into tasks (sub-topology × partition) that run a bounded
+//!   batch and yield.
+//! - [`queue`]: partition queues bounded in records per partition and in bytes across
+//!   the runtime; full partitions are paused, empty ones never are.
+//! - [`broker::Broker`]: the in-process broker, the embedded default for examples,
+//!   tests and benchmarks.
+//! - [`processor`]: the Processor API every DSL operator compiles into.
+//! - [`serde`]: key and value serdes.
+//!
+//! Most users depend on the `weir` crate, which re-exports all of this and adds the DSL.
+
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod config;
+pub mod error;
+mod io;
+pub mod partitioner;
+pub mod processor;
+pub mod queue;
+pub mod record;
+mod runtime;
+pub mod serde;
+mod task;
+pub mod topology;
+
+pub use broker::Broker;
+pub use config::{DeserializationHandler, OffsetReset, RuntimeConfig, RuntimeConfigBuilder};
+pub use error::{Error, RecordField, Result};
+pub use processor::{
+    Cancellable, Data, Processor, ProcessorContext, Punctuation, PunctuationType, PunctuatorId,
+    TaskId,
+};
+pub use record::{ConsumerRecord, Header, Headers, RawRecord, Record, RecordMetadata};
+pub use runtime::{QueryHandle, QueryState, QueryStats, Runtime};
+pub use topology::{SinkSpec, SourceSpec, StreamPartitioner, Topology, TopologyDescription};

@@ -1,0 +1,389 @@
+//! The Processor API: what every DSL operator compiles into, and what users write when
+//! the DSL is not enough.
+//!
+//! A [`Processor`] receives typed records and forwards typed records to its children
+//! through a [`ProcessorContext`], which also exposes the current record's coordinates,
+//! the task's stream time, and punctuation scheduling — the shape of Kafka Streams'
+//! `api.Processor`. One processor instance exists per task (sub-topology × partition)
+//! and is only ever called by one worker at a time, so it needs `Send` but not `Sync`.
+//!
+//! Punctuators run on the worker pool like everything else: stream-time ones when a
+//! record advances the task's stream time past the schedule, wall-clock ones when the
+//! runtime's I/O thread wakes the task at the deadline. There is no timer thread per
+//! query.
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::record::{Record, RecordMetadata, now_millis};
+use crate::task::TaskCore;
+use crate::topology::NodeId;
+
+/// Types that can flow between processors: cloned when a processor has several
+/// children, moved between workers between batches.
+pub trait Data: Clone + Send + 'static {}
+impl<T: Clone + Send + 'static> Data for T {}
+
+/// What drives a punctuator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PunctuationType {
+    /// The task's stream time (the largest record timestamp it has processed).
+    StreamTime,
+    /// The system clock.
+    WallClockTime,
+}
+
+/// Identifies a scheduled punctuator, so a processor with several can tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PunctuatorId(pub(crate) u64);
+
+/// One firing of a punctuator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Punctuation {
+    /// Which punctuator.
+    pub id: PunctuatorId,
+    /// Stream time or wall clock.
+    pub kind: PunctuationType,
+    /// The stream time or wall-clock time (ms) it fired at.
+    pub timestamp: i64,
+}
+
+/// Returned by [`ProcessorContext::schedule`]; cancels the punctuator.
+#[derive(Debug, Clone)]
+pub struct Cancellable {
+    id: PunctuatorId,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Cancellable {
+    /// Stops the punctuator; it does not fire again.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    /// The punctuator's id, as passed to [`Processor::punctuate`].
+    pub fn id(&self) -> PunctuatorId {
+        self.id
+    }
+}
+
+/// A scheduled punctuator inside a task.
+pub(crate) struct PunctuatorEntry {
+    pub(crate) id: PunctuatorId,
+    pub(crate) node: NodeId,
+    pub(crate) kind: PunctuationType,
+    pub(crate) interval_ms: i64,
+    /// Next firing time; `None` for a stream-time punctuator until stream time is known.
+    pub(crate) next: Option<i64>,
+    pub(crate) cancelled: Arc<AtomicBool>,
+}
+
+impl PunctuatorEntry {
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// If due at `now`, returns the firing time and moves `next` past `now`
+    /// (missed intervals fire once, as in Kafka Streams).
+    pub(crate) fn due(&mut self, now: i64) -> Option<i64> {
+        let next = match self.next {
+            Some(n) => n,
+            None => {
+                // First stream time seen: fire now, then every interval.
+                self.next = Some(now);
+                now
+            }
+        };
+        if now < next {
+            return None;
+        }
+        let missed = (now - next) / self.interval_ms;
+        self.next = Some(next + (missed + 1) * self.interval_ms);
+        Some(now)
+    }
+}
+
+/// A record processor. `KIn`/`VIn` are what it receives, `KOut`/`VOut` what it forwards.
+pub trait Processor<KIn, VIn, KOut, VOut>: Send + 'static {
+    /// Called once when the task is created, before any record.
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, KOut, VOut>) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Processes one record.
+    fn process(
+        &mut self,
+        record: Record<KIn, VIn>,
+        ctx: &mut ProcessorContext<'_, KOut, VOut>,
+    ) -> Result<()>;
+
+    /// Called when a punctuator scheduled by this processor fires.
+    fn punctuate(
+        &mut self,
+        punctuation: &Punctuation,
+        ctx: &mut ProcessorContext<'_, KOut, VOut>,
+    ) -> Result<()> {
+        let _ = (punctuation, ctx);
+        Ok(())
+    }
+
+    /// Called once when the task closes (query stopped or failed).
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What a processor can do while it runs: forward, look at the current record's
+/// coordinates and the task's time, schedule punctuations.
+pub struct ProcessorContext<'a, K, V> {
+    core: &'a mut TaskCore,
+    node: NodeId,
+    _out: PhantomData<fn(K, V)>,
+}
+
+impl<'a, K: Data, V: Data> ProcessorContext<'a, K, V> {
+    pub(crate) fn new(core: &'a mut TaskCore, node: NodeId) -> Self {
+        ProcessorContext {
+            core,
+            node,
+            _out: PhantomData,
+        }
+    }
+
+    /// Forwards a record to every child (cloned for all but the last).
+    pub fn forward(&mut self, record: Record<K, V>) -> Result<()> {
+        let n = self.core.children[self.node].len();
+        if n == 0 {
+            return Ok(());
+        }
+        for i in 0..n - 1 {
+            let child = self.core.children[self.node][i];
+            let mut slot: Option<Record<K, V>> = Some(record.clone());
+            self.core.dispatch(child, &mut slot as &mut dyn Any)?;
+        }
+        let child = self.core.children[self.node][n - 1];
+        let mut slot: Option<Record<K, V>> = Some(record);
+        self.core.dispatch(child, &mut slot as &mut dyn Any)
+    }
+
+    /// Forwards a record to the named child only.
+    pub fn forward_to(&mut self, child: &str, record: Record<K, V>) -> Result<()> {
+        let found = self.core.children[self.node]
+            .iter()
+            .copied()
+            .find(|c| self.core.names[*c] == child);
+        match found {
+            Some(c) => {
+                let mut slot: Option<Record<K, V>> = Some(record);
+                self.core.dispatch(c, &mut slot as &mut dyn Any)
+            }
+            None => Err(Error::Topology(format!(
+                "processor '{}' has no child named '{child}'",
+                self.core.names[self.node]
+            ))),
+        }
+    }
+
+    /// Names of this processor's children, in the order they were connected.
+    pub fn child_names(&self) -> Vec<&str> {
+        self.core.children[self.node]
+            .iter()
+            .map(|c| self.core.names[*c].as_str())
+            .collect()
+    }
+}
+
+impl<K, V> ProcessorContext<'_, K, V> {
+    /// Topic, partition and offset of the record being processed; `None` inside a
+    /// punctuation.
+    pub fn record_metadata(&self) -> Option<&RecordMetadata> {
+        self.core.env.metadata.as_ref()
+    }
+
+    /// The task's stream time: the largest timestamp it has processed (`i64::MIN` before
+    /// the first record).
+    pub fn stream_time(&self) -> i64 {
+        self.core.env.stream_time
+    }
+
+    /// Wall-clock time in milliseconds since the Unix epoch.
+    pub fn current_system_time_ms(&self) -> i64 {
+        now_millis()
+    }
+
+    /// This processor's name in the topology.
+    pub fn processor_name(&self) -> &str {
+        &self.core.names[self.node]
+    }
+
+    /// The query this task belongs to.
+    pub fn query_name(&self) -> &str {
+        &self.core.env.query
+    }
+
+    /// The runtime's application id.
+    pub fn application_id(&self) -> &str {
+        &self.core.env.application_id
+    }
+
+    /// This task's id: (sub-topology, partition).
+    pub fn task_id(&self) -> TaskId {
+        self.core.env.task_id
+    }
+
+    /// Schedules [`Processor::punctuate`] every `interval` of stream time or wall-clock
+    /// time. Intervals under 1 ms are rejected.
+    pub fn schedule(&mut self, interval: Duration, kind: PunctuationType) -> Result<Cancellable> {
+        let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        if interval_ms < 1 {
+            return Err(Error::Config(format!(
+                "punctuation interval must be at least 1 ms (processor '{}')",
+                self.core.names[self.node]
+            )));
+        }
+        let env = &mut self.core.env;
+        let id = PunctuatorId(env.next_punctuator);
+        env.next_punctuator += 1;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let next = match kind {
+            PunctuationType::WallClockTime => Some(now_millis() + interval_ms),
+            PunctuationType::StreamTime => {
+                (env.stream_time != i64::MIN).then_some(env.stream_time + interval_ms)
+            }
+        };
+        env.punctuators.push(PunctuatorEntry {
+            id,
+            node: self.node,
+            kind,
+            interval_ms,
+            next,
+            cancelled: cancelled.clone(),
+        });
+        Ok(Cancellable { id, cancelled })
+    }
+}
+
+/// A task's id: which sub-topology, which partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    /// Sub-topology index.
+    pub subtopology: usize,
+    /// Partition number.
+    pub partition: u32,
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.subtopology, self.partition)
+    }
+}
+
+/// The erased form of every node in a task's graph (sources, processors, sinks).
+pub(crate) trait Node: Send {
+    fn init(&mut self, core: &mut TaskCore, me: NodeId) -> Result<()>;
+    /// `input` is `&mut Option<Record<K, V>>` for the node's input types (for a source,
+    /// `&mut Option<Queued>`); the node takes the record out.
+    fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()>;
+    fn punctuate(&mut self, p: &Punctuation, core: &mut TaskCore, me: NodeId) -> Result<()>;
+    /// Writes out anything buffered (sinks). Called at the end of every batch and before
+    /// a commit.
+    fn flush(&mut self, core: &mut TaskCore) -> Result<()>;
+    fn close(&mut self) -> Result<()>;
+}
+
+/// Adapts a typed [`Processor`] to [`Node`].
+pub(crate) struct ProcessorNode<P, KI, VI, KO, VO> {
+    pub(crate) processor: P,
+    pub(crate) _types: PhantomData<fn(KI, VI, KO, VO)>,
+}
+
+pub(crate) fn take_input<T: 'static>(input: &mut dyn Any, core: &TaskCore, me: NodeId) -> Result<T> {
+    input
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+        .ok_or_else(|| {
+            Error::Topology(format!(
+                "node '{}' received a record of the wrong type (expected {})",
+                core.names[me],
+                std::any::type_name::<T>()
+            ))
+        })
+}
+
+impl<P, KI, VI, KO, VO> Node for ProcessorNode<P, KI, VI, KO, VO>
+where
+    P: Processor<KI, VI, KO, VO>,
+    KI: Data,
+    VI: Data,
+    KO: Data,
+    VO: Data,
+{
+    fn init(&mut self, core: &mut TaskCore, me: NodeId) -> Result<()> {
+        let name = core.names[me].clone();
+        self.processor
+            .init(&mut ProcessorContext::new(core, me))
+            .map_err(|e| e.in_processor(&name))
+    }
+
+    fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
+        let record: Record<KI, VI> = take_input(input, core, me)?;
+        match self.processor.process(record, &mut ProcessorContext::new(core, me)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.in_processor(&core.names[me])),
+        }
+    }
+
+    fn punctuate(&mut self, p: &Punctuation, core: &mut TaskCore, me: NodeId) -> Result<()> {
+        match self.processor.punctuate(p, &mut ProcessorContext::new(core, me)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.in_processor(&core.names[me])),
+        }
+    }
+
+    fn flush(&mut self, _core: &mut TaskCore) -> Result<()> {
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.processor.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(interval_ms: i64, next: Option<i64>) -> PunctuatorEntry {
+        PunctuatorEntry {
+            id: PunctuatorId(0),
+            node: 0,
+            kind: PunctuationType::StreamTime,
+            interval_ms,
+            next,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn punctuator_fires_once_per_due_point_and_skips_missed() {
+        let mut e = entry(10, Some(100));
+        assert_eq!(e.due(99), None);
+        assert_eq!(e.due(100), Some(100));
+        assert_eq!(e.due(105), None);
+        assert_eq!(e.due(135), Some(135)); // 110, 120, 130 missed: fires once
+        assert_eq!(e.next, Some(140));
+    }
+
+    #[test]
+    fn stream_time_punctuator_starts_at_first_stream_time() {
+        let mut e = entry(10, None);
+        assert_eq!(e.due(7), Some(7));
+        assert_eq!(e.due(16), None);
+        assert_eq!(e.due(17), Some(17));
+    }
+}

@@ -1,0 +1,434 @@
+//! Bounded partition queues: a record cap per partition AND one byte cap over all of
+//! them.
+//!
+//! Kafka Streams bounds its partition buffers only in records, per partition
+//! (`buffered.records.per.partition`), so the bytes held grow with partitions × record
+//! size. weir charges every queued record to a runtime-wide [`ByteBudget`] as well.
+//!
+//! A record stays charged until the task has *processed* it ([`PartitionQueue::release`]),
+//! not merely taken it off the queue ([`PartitionQueue::claim`]): a task works through
+//! a local batch, and without this rule the fetcher would refill the queue behind it
+//! and the bound would silently double.
+//!
+//! Each queue has a single producer (the fetcher) and a single consumer (its task), so
+//! the cap checks in [`PartitionQueue::try_push`] cannot race with another push. When a
+//! push fails the queue is marked *paused*; the consumer's release clears the mark and
+//! reports that the fetcher should be woken. Both sides use sequentially consistent
+//! atomics, so either the fetcher sees the room or the consumer sees the mark.
+//!
+//! One exception to the byte cap, as in Kafka's `fetch.max.bytes`: a single record
+//! larger than the whole budget is admitted when nothing else is queued, so that it can
+//! make progress. The bound is therefore `max(cap, largest record)`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+/// Something that can be queued: it knows how many bytes it is charged.
+pub trait QueueItem {
+    /// Bytes charged to the budget while this item is queued or being processed.
+    fn size_bytes(&self) -> usize;
+}
+
+/// One byte cap shared by every partition queue of a runtime.
+#[derive(Debug)]
+pub struct ByteBudget {
+    cap: usize,
+    used: AtomicUsize,
+    blocked: AtomicBool,
+}
+
+impl ByteBudget {
+    /// A budget of `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        ByteBudget {
+            cap,
+            used: AtomicUsize::new(0),
+            blocked: AtomicBool::new(false),
+        }
+    }
+
+    /// The cap.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(SeqCst)
+    }
+
+    /// Bytes that can still be reserved (ignoring the oversized-record exception).
+    pub fn available(&self) -> usize {
+        self.cap.saturating_sub(self.used())
+    }
+
+    /// Charges `n` bytes if they fit (or if nothing is charged at all). On refusal the
+    /// budget remembers that someone is waiting, so the next release says so.
+    pub fn try_reserve(&self, n: usize) -> bool {
+        let mut cur = self.used.load(SeqCst);
+        loop {
+            if cur + n > self.cap && cur != 0 {
+                self.blocked.store(true, SeqCst);
+                // Re-check: a release may have happened before the flag was visible.
+                cur = self.used.load(SeqCst);
+                if cur + n > self.cap && cur != 0 {
+                    return false;
+                }
+                continue;
+            }
+            match self.used.compare_exchange(cur, cur + n, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Returns `n` bytes; true if a reservation had been refused since the last release
+    /// (the caller should wake the fetcher).
+    pub fn release(&self, n: usize) -> bool {
+        if n == 0 {
+            return false;
+        }
+        self.used.fetch_sub(n, SeqCst);
+        self.blocked.swap(false, SeqCst)
+    }
+}
+
+/// Why a push was refused; the item is handed back, as crossbeam's `TrySendError` does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TryPushError<T> {
+    /// The partition already holds its record cap.
+    Full(T),
+    /// The runtime-wide byte budget is spent.
+    OverBudget(T),
+    /// The queue was closed (its task is gone).
+    Closed(T),
+}
+
+impl<T> TryPushError<T> {
+    /// The item that was not queued.
+    pub fn into_inner(self) -> T {
+        match self {
+            TryPushError::Full(t) | TryPushError::OverBudget(t) | TryPushError::Closed(t) => t,
+        }
+    }
+}
+
+/// One partition's queue between the fetcher and its task.
+#[derive(Debug)]
+pub struct PartitionQueue<T> {
+    items: Mutex<VecDeque<T>>,
+    /// Records charged: queued plus claimed-but-not-released.
+    records: AtomicUsize,
+    /// Bytes charged by this queue (its share of the budget).
+    bytes: AtomicUsize,
+    cap: usize,
+    budget: Arc<ByteBudget>,
+    paused: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl<T: QueueItem> PartitionQueue<T> {
+    /// A queue holding at most `cap` records, charging its bytes to `budget`.
+    pub fn new(cap: usize, budget: Arc<ByteBudget>) -> Self {
+        PartitionQueue {
+            items: Mutex::new(VecDeque::new()),
+            records: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            cap: cap.max(1),
+            budget,
+            paused: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Records charged to this queue (queued and claimed-but-unprocessed).
+    pub fn len(&self) -> usize {
+        self.records.load(SeqCst)
+    }
+
+    /// True if nothing is charged.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes charged to this queue.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(SeqCst)
+    }
+
+    /// The record cap.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Room left under the record cap.
+    pub fn room(&self) -> usize {
+        self.cap.saturating_sub(self.len())
+    }
+
+    /// True while the fetcher has stopped fetching this partition because a push failed.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(SeqCst)
+    }
+
+    /// If the queue is at its record cap, marks it paused and returns true. The mark is
+    /// set before the re-check, so a concurrent release either sees it (and reports a
+    /// wake-up) or has already left room that the re-check sees.
+    pub fn pause_if_full(&self) -> bool {
+        if self.len() < self.cap {
+            return false;
+        }
+        self.paused.store(true, SeqCst);
+        if self.len() < self.cap {
+            self.paused.store(false, SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Queues `item` if the partition is under its record cap and the bytes fit the
+    /// budget. Must be called by one producer at a time.
+    pub fn try_push(&self, item: T) -> Result<(), TryPushError<T>> {
+        if self.closed.load(SeqCst) {
+            return Err(TryPushError::Closed(item));
+        }
+        if self.pause_if_full() {
+            return Err(TryPushError::Full(item));
+        }
+        let size = item.size_bytes();
+        if !self.budget.try_reserve(size) {
+            // Only a partition that holds data counts as paused: an empty one is merely
+            // waiting for budget, which queues that do hold data will free.
+            if !self.is_empty() {
+                self.paused.store(true, SeqCst);
+            }
+            return Err(TryPushError::OverBudget(item));
+        }
+        self.records.fetch_add(1, SeqCst);
+        self.bytes.fetch_add(size, SeqCst);
+        self.paused.store(false, SeqCst);
+        self.items.lock().unwrap_or_else(|p| p.into_inner()).push_back(item);
+        Ok(())
+    }
+
+    /// Moves up to `max` items to `out`. They stay charged until [`Self::release`].
+    pub fn claim(&self, max: usize, out: &mut VecDeque<T>) -> usize {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let n = max.min(items.len());
+        out.extend(items.drain(..n));
+        n
+    }
+
+    /// Uncharges `records` processed items totalling `bytes`. Returns true if the
+    /// fetcher should be woken (this partition was paused, or the budget refused
+    /// someone).
+    pub fn release(&self, records: usize, bytes: usize) -> bool {
+        if records == 0 && bytes == 0 {
+            return false;
+        }
+        self.records.fetch_sub(records, SeqCst);
+        self.bytes.fetch_sub(bytes, SeqCst);
+        let budget_waiter = self.budget.release(bytes);
+        let was_paused = self.records.load(SeqCst) < self.cap && self.paused.swap(false, SeqCst);
+        budget_waiter || was_paused
+    }
+
+    /// Closes the queue: later pushes fail, and everything still queued is dropped and
+    /// uncharged. Claimed items stay charged until their holder releases them.
+    pub fn close(&self) -> bool {
+        self.closed.store(true, SeqCst);
+        let drained: Vec<T> = self
+            .items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        let bytes = drained.iter().map(QueueItem::size_bytes).sum();
+        self.release(drained.len(), bytes)
+    }
+}
+
+impl QueueItem for crate::record::RawRecord {
+    fn size_bytes(&self) -> usize {
+        crate::record::RawRecord::size_bytes(self)
+    }
+}
+
+/// A record in a partition queue: its offset and the record.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Offset in the source partition.
+    pub offset: i64,
+    /// The record.
+    pub record: crate::record::RawRecord,
+}
+
+impl QueueItem for Queued {
+    fn size_bytes(&self) -> usize {
+        self.record.size_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Item {
+        partition: usize,
+        seq: usize,
+        size: usize,
+    }
+
+    impl QueueItem for Item {
+        fn size_bytes(&self) -> usize {
+            self.size
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push { partition: usize, size: usize },
+        Claim { partition: usize, max: usize },
+        Release { partition: usize, n: usize },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..4usize, 1..200usize).prop_map(|(partition, size)| Op::Push { partition, size }),
+            1 => (0..4usize, 1..8usize).prop_map(|(partition, max)| Op::Claim { partition, max }),
+            1 => (0..4usize, 1..8usize).prop_map(|(partition, n)| Op::Release { partition, n }),
+        ]
+    }
+
+    proptest! {
+        /// Never more than the caps, never a lost or duplicated item, per-partition order
+        /// kept: pushes that are refused hand the item back and are retried later, as
+        /// the fetcher does.
+        #[test]
+        fn caps_hold_and_nothing_is_lost(
+            ops in proptest::collection::vec(op(), 1..400),
+            cap in 1..6usize,
+            byte_cap in 200..1000usize,
+        ) {
+            let budget = Arc::new(ByteBudget::new(byte_cap));
+            let queues: Vec<_> = (0..4).map(|_| PartitionQueue::new(cap, budget.clone())).collect();
+            // Per partition: items not yet accepted (the fetcher's position), claimed
+            // but unprocessed items, and everything processed in order.
+            let mut pending: Vec<VecDeque<Item>> = vec![VecDeque::new(); 4];
+            let mut claimed: Vec<VecDeque<Item>> = vec![VecDeque::new(); 4];
+            let mut done: Vec<Vec<Item>> = vec![Vec::new(); 4];
+            let mut next_seq = [0usize; 4];
+
+            for op in ops {
+                match op {
+                    Op::Push { partition, size } => {
+                        pending[partition].push_back(Item { partition, seq: next_seq[partition], size });
+                        next_seq[partition] += 1;
+                        let item = pending[partition].pop_front().unwrap();
+                        match queues[partition].try_push(item) {
+                            Ok(()) => {}
+                            Err(e) => {
+                                if matches!(e, TryPushError::Full(_)) {
+                                    prop_assert!(queues[partition].is_paused());
+                                }
+                                pending[partition].push_front(e.into_inner());
+                            }
+                        }
+                    }
+                    Op::Claim { partition, max } => {
+                        queues[partition].claim(max, &mut claimed[partition]);
+                    }
+                    Op::Release { partition, n } => {
+                        let n = n.min(claimed[partition].len());
+                        let items: Vec<Item> = claimed[partition].drain(..n).collect();
+                        let bytes = items.iter().map(|i| i.size).sum();
+                        queues[partition].release(items.len(), bytes);
+                        done[partition].extend(items);
+                    }
+                }
+                for q in &queues {
+                    prop_assert!(q.len() <= cap);
+                }
+                let charged: usize = queues.iter().map(|q| q.bytes()).sum();
+                prop_assert_eq!(charged, budget.used());
+                prop_assert!(budget.used() <= byte_cap);
+            }
+            // Drain everything: like the fetcher, each pass retries every partition's
+            // pending items after every task has processed what it holds.
+            while pending.iter().any(|p| !p.is_empty()) || queues.iter().any(|q| !q.is_empty()) {
+                for p in 0..4 {
+                    queues[p].claim(usize::MAX, &mut claimed[p]);
+                    let items: Vec<Item> = claimed[p].drain(..).collect();
+                    let bytes = items.iter().map(|i| i.size).sum();
+                    queues[p].release(items.len(), bytes);
+                    done[p].extend(items);
+                }
+                for p in 0..4 {
+                    while let Some(item) = pending[p].pop_front() {
+                        if let Err(e) = queues[p].try_push(item) {
+                            pending[p].push_front(e.into_inner());
+                            break;
+                        }
+                    }
+                }
+            }
+            for p in 0..4 {
+                let seqs: Vec<usize> = done[p].iter().map(|i| i.seq).collect();
+                prop_assert_eq!(seqs, (0..next_seq[p]).collect::<Vec<_>>());
+            }
+            prop_assert_eq!(budget.used(), 0);
+        }
+    }
+
+    #[test]
+    fn oversized_record_admitted_only_when_budget_is_empty() {
+        let budget = Arc::new(ByteBudget::new(100));
+        let q = PartitionQueue::new(10, budget.clone());
+        let small = Item { partition: 0, seq: 0, size: 10 };
+        let big = Item { partition: 0, seq: 1, size: 500 };
+        q.try_push(small.clone()).unwrap();
+        assert!(matches!(q.try_push(big.clone()), Err(TryPushError::OverBudget(_))));
+        assert!(q.is_paused(), "a partition holding data is paused");
+        let mut out = VecDeque::new();
+        q.claim(10, &mut out);
+        assert!(q.release(1, 10), "release wakes the fetcher");
+        assert!(!q.is_paused());
+        q.try_push(big).unwrap();
+        assert_eq!(budget.used(), 500);
+    }
+
+    #[test]
+    fn empty_partition_waiting_for_budget_is_not_paused() {
+        let budget = Arc::new(ByteBudget::new(100));
+        let a = PartitionQueue::new(10, budget.clone());
+        let b = PartitionQueue::new(10, budget.clone());
+        a.try_push(Item { partition: 0, seq: 0, size: 90 }).unwrap();
+        assert!(matches!(
+            b.try_push(Item { partition: 1, seq: 0, size: 20 }),
+            Err(TryPushError::OverBudget(_))
+        ));
+        assert!(!b.is_paused());
+        let mut out = VecDeque::new();
+        a.claim(1, &mut out);
+        assert!(a.release(1, 90), "the refused reservation asks for a wake-up");
+    }
+
+    #[test]
+    fn close_uncharges_queued_items_and_refuses_pushes() {
+        let budget = Arc::new(ByteBudget::new(100));
+        let q = PartitionQueue::new(10, budget.clone());
+        q.try_push(Item { partition: 0, seq: 0, size: 30 }).unwrap();
+        q.try_push(Item { partition: 0, seq: 1, size: 30 }).unwrap();
+        q.close();
+        assert_eq!(budget.used(), 0);
+        assert_eq!(q.len(), 0);
+        assert!(matches!(
+            q.try_push(Item { partition: 0, seq: 2, size: 1 }),
+            Err(TryPushError::Closed(_))
+        ));
+    }
+}

@@ -1,0 +1,643 @@
+//! The runtime: one worker pool, one I/O thread, and the queries running on them.
+//!
+//! Threads are fixed when the runtime is built: `workers` rayon threads
+//! (`weir-worker-N`) and one I/O thread (`weir-io`). Starting or stopping a query
+//! creates and ends tasks, which are plain values scheduled onto the pool; no query
+//! ever owns a thread.
+//!
+//! Fairness: runnable tasks wait in one FIFO run queue (a crossbeam channel). Each
+//! enqueue spawns one rayon job that pops the *oldest* runnable task and runs one batch.
+//! A task that yields with work left goes to the back. (Spawning the task itself would
+//! let rayon's LIFO local deque run a self-re-spawning task again at once.)
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::broker::Broker;
+use crate::config::{OffsetReset, RuntimeConfig};
+use crate::error::{Error, Result};
+use crate::io::{Binding, IoCommand, IoStats, IoThread};
+use crate::processor::TaskId;
+use crate::queue::{ByteBudget, PartitionQueue};
+use crate::task::{Input, Task, TaskCore, TaskEnv, TaskInner};
+use crate::topology::{NodeKind, Topology};
+
+static NEXT_QUERY: AtomicU64 = AtomicU64::new(1);
+
+/// What the tasks share: configuration, the pool and its run queue, the I/O thread.
+pub(crate) struct RuntimeCore {
+    pub(crate) config: RuntimeConfig,
+    pool: rayon::ThreadPool,
+    runq_tx: Sender<Arc<Task>>,
+    runq_rx: Receiver<Arc<Task>>,
+    io_tx: Sender<IoCommand>,
+    io_wake: Sender<()>,
+    pub(crate) budget: Arc<ByteBudget>,
+    io_stats: Arc<IoStats>,
+}
+
+impl RuntimeCore {
+    pub(crate) fn enqueue(&self, task: Arc<Task>) {
+        // Unbounded and never closed while `self` lives.
+        let _ = self.runq_tx.send(task);
+        let rx = self.runq_rx.clone();
+        self.pool.spawn(move || {
+            if let Ok(task) = rx.try_recv() {
+                task.run();
+            }
+        });
+    }
+
+    pub(crate) fn wake_io(&self) {
+        let _ = self.io_wake.try_send(());
+    }
+
+    pub(crate) fn wake_at(&self, at_ms: i64, task: Weak<Task>) {
+        let _ = self.io_tx.send(IoCommand::WakeAt { at_ms, task });
+    }
+}
+
+/// The lifecycle state of a query.
+#[derive(Debug, Clone)]
+pub enum QueryState {
+    /// Processing.
+    Running,
+    /// `stop` was called (or a task failed) and tasks are closing.
+    Stopping,
+    /// Stopped cleanly: every task flushed and committed.
+    Stopped,
+    /// Failed: the first error any of its tasks hit. Nothing after the last commit was
+    /// committed.
+    Failed(Error),
+}
+
+impl QueryState {
+    /// True for `Stopped` and `Failed`.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, QueryState::Stopped | QueryState::Failed(_))
+    }
+}
+
+impl PartialEq for QueryState {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+/// Counters of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueryStats {
+    /// Records taken from partition queues and run through the topology.
+    pub records_processed: u64,
+    /// Records skipped by a log-and-continue deserialization handler.
+    pub records_skipped: u64,
+    /// Tasks (sub-topology × partition) the query runs.
+    pub tasks: usize,
+}
+
+struct Status {
+    state: QueryState,
+    failure: Option<Error>,
+}
+
+/// Shared state of one running query.
+pub(crate) struct QueryShared {
+    pub(crate) id: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) group: String,
+    status: Mutex<Status>,
+    cv: Condvar,
+    stopping: AtomicBool,
+    open_tasks: std::sync::atomic::AtomicUsize,
+    tasks: Mutex<Vec<Arc<Task>>>,
+    task_count: usize,
+    processed: AtomicU64,
+    skipped: AtomicU64,
+    io_tx: Sender<IoCommand>,
+}
+
+impl QueryShared {
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_clean_stop(&self) -> bool {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).failure.is_none()
+    }
+
+    pub(crate) fn record_progress(&self, processed: u64, skipped: u64) {
+        self.processed.fetch_add(processed, Ordering::Relaxed);
+        if skipped > 0 {
+            self.skipped.fetch_add(skipped, Ordering::Relaxed);
+            metrics::counter!("weir_records_skipped_total", "query" => self.name.to_string())
+                .increment(skipped);
+        }
+        metrics::counter!("weir_records_processed_total", "query" => self.name.to_string())
+            .increment(processed);
+    }
+
+    /// Starts closing every task: cleanly (commit) unless a failure was recorded.
+    fn begin_stop(&self) {
+        {
+            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            if matches!(s.state, QueryState::Running) {
+                s.state = QueryState::Stopping;
+            }
+        }
+        if !self.stopping.swap(true, Ordering::AcqRel) {
+            let _ = self.io_tx.send(IoCommand::Unbind { query: self.id });
+        }
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for t in &tasks {
+            t.notify();
+        }
+    }
+
+    /// Records the first failure and stops the query without committing.
+    pub(crate) fn fail(&self, e: Error) {
+        {
+            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            if s.failure.is_none() && !s.state.is_terminal() {
+                s.failure = Some(e);
+            }
+        }
+        self.begin_stop();
+    }
+
+    /// One task has closed; the last one makes the query terminal.
+    pub(crate) fn task_closed(&self) {
+        if self.open_tasks.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.state = match s.failure.clone() {
+            Some(e) => QueryState::Failed(e),
+            None => QueryState::Stopped,
+        };
+        // Break the task -> query -> task cycle; nothing schedules these tasks again.
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.cv.notify_all();
+    }
+
+    fn state(&self) -> QueryState {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).state.clone()
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> QueryState {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        while !s.state.is_terminal() {
+            match deadline {
+                None => s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    s = self.cv.wait_timeout(s, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                }
+            }
+        }
+        s.state.clone()
+    }
+}
+
+/// A handle on a running query.
+#[derive(Clone)]
+pub struct QueryHandle {
+    shared: Arc<QueryShared>,
+    core: Arc<RuntimeCore>,
+}
+
+impl std::fmt::Debug for QueryHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryHandle")
+            .field("name", &self.shared.name)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl QueryHandle {
+    /// The query's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The consumer group the query commits its offsets to (`<application>-<query>`).
+    pub fn group_id(&self) -> &str {
+        &self.shared.group
+    }
+
+    /// The current state.
+    pub fn state(&self) -> QueryState {
+        self.shared.state()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> QueryStats {
+        QueryStats {
+            records_processed: self.shared.processed.load(Ordering::Relaxed),
+            records_skipped: self.shared.skipped.load(Ordering::Relaxed),
+            tasks: self.shared.task_count,
+        }
+    }
+
+    /// Stops the query cleanly: every task finishes its batch, flushes its sinks,
+    /// commits its offsets and closes its processors. Blocks until that is done, except
+    /// when called from one of the runtime's own workers (then it only starts the stop;
+    /// use [`QueryHandle::await_termination`] elsewhere). Returns the query's error if it
+    /// had failed.
+    pub fn stop(&self) -> Result<()> {
+        self.shared.begin_stop();
+        if self.core.pool.current_thread_index().is_some() {
+            return Ok(());
+        }
+        match self.shared.wait(None) {
+            QueryState::Failed(e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until the query is stopped or failed, or `timeout` passes; returns its
+    /// state then.
+    pub fn await_termination(&self, timeout: Option<Duration>) -> QueryState {
+        self.shared.wait(timeout)
+    }
+}
+
+/// The engine: one fixed worker pool running every query.
+pub struct Runtime {
+    core: Arc<RuntimeCore>,
+    queries: Mutex<HashMap<String, Arc<QueryShared>>>,
+    io_thread: Mutex<Option<JoinHandle<()>>>,
+    shut_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("application_id", &self.core.config.application_id)
+            .field("workers", &self.core.config.workers)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Starts the worker pool and the I/O thread.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.workers)
+            .thread_name(|i| format!("weir-worker-{i}"))
+            .panic_handler(|p| {
+                // Tasks catch their own panics; this only sees the runtime's own bugs.
+                log::error!("panic escaped a weir task: {:?}", p.downcast_ref::<&str>());
+            })
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start the worker pool: {e}")))?;
+        let (runq_tx, runq_rx) = crossbeam_channel::unbounded();
+        let (io_tx, io_rx) = crossbeam_channel::unbounded();
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let budget = Arc::new(ByteBudget::new(config.queue_max_bytes));
+        let io_stats = Arc::new(IoStats::default());
+        let io = IoThread {
+            commands: io_rx,
+            wake: wake_rx,
+            appends: config.broker.subscribe(),
+            budget: budget.clone(),
+            stats: io_stats.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("weir-io".into())
+            .spawn(move || io.run())
+            .map_err(|e| Error::io("cannot start the I/O thread", e))?;
+        metrics::gauge!("weir_threads", "kind" => "worker").set(config.workers as f64);
+        metrics::gauge!("weir_threads", "kind" => "io").set(1.0);
+        metrics::gauge!("weir_queue_bytes_limit").set(config.queue_max_bytes as f64);
+        Ok(Runtime {
+            core: Arc::new(RuntimeCore {
+                config,
+                pool,
+                runq_tx,
+                runq_rx,
+                io_tx,
+                io_wake: wake_tx,
+                budget,
+                io_stats,
+            }),
+            queries: Mutex::new(HashMap::new()),
+            io_thread: Mutex::new(Some(handle)),
+            shut_down: AtomicBool::new(false),
+        })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.core.config
+    }
+
+    /// The broker its sources and sinks attach to.
+    pub fn broker(&self) -> &Broker {
+        &self.core.config.broker
+    }
+
+    /// Threads the runtime owns: workers plus the I/O thread. Fixed for its lifetime.
+    pub fn thread_count(&self) -> usize {
+        self.core.config.workers + 1
+    }
+
+    /// Bytes held in partition queues now, and their cap.
+    pub fn queue_bytes(&self) -> (usize, usize) {
+        (self.core.budget.used(), self.core.budget.cap())
+    }
+
+    /// Partitions the I/O thread is holding back because their queues are full.
+    pub fn paused_partitions(&self) -> usize {
+        self.core.io_stats.paused.load(Ordering::Relaxed)
+    }
+
+    /// The handle of a query started on this runtime (running or terminated).
+    pub fn query(&self, name: &str) -> Option<QueryHandle> {
+        let queries = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+        queries.get(name).map(|q| QueryHandle {
+            shared: q.clone(),
+            core: self.core.clone(),
+        })
+    }
+
+    /// Starts a query. Its consumer group is `<application>-<name>`; its internal topics
+    /// are created as `<application>-<name>-<topic>`. Source and sink topics must exist.
+    /// Every processor's `init` runs before this returns, and an error there is returned
+    /// here.
+    pub fn start_query(&self, name: &str, topology: Topology) -> Result<QueryHandle> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(Error::Config(format!(
+                "query name '{name}' must be non-empty ASCII letters, digits, '.', '_' or '-'"
+            )));
+        }
+        let mut queries = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = queries.get(name)
+            && !q.state().is_terminal()
+        {
+            return Err(Error::QueryExists(name.to_string()));
+        }
+        let shared = self.build_query(name, &topology)?;
+        queries.insert(name.to_string(), shared.clone());
+        Ok(QueryHandle {
+            shared,
+            core: self.core.clone(),
+        })
+    }
+
+    fn build_query(&self, name: &str, topology: &Topology) -> Result<Arc<QueryShared>> {
+        let cfg = &self.core.config;
+        let broker = &cfg.broker;
+        if topology.is_empty() {
+            return Err(Error::Topology(format!("query '{name}' has an empty topology")));
+        }
+        let subs = topology.subtopologies()?;
+        let prefix = format!("{}-{name}-", cfg.application_id);
+        let topic_names: Arc<HashMap<String, String>> = Arc::new(topology
+            .internal_topics
+            .keys()
+            .map(|t| (t.clone(), format!("{prefix}{t}")))
+            .collect());
+        let resolve = |t: &str| topic_names.get(t).cloned().unwrap_or_else(|| t.to_string());
+
+        // Partition count of each sub-topology = max over its source topics; internal
+        // topics without a count take the count of the sub-topology writing them.
+        let mut internal: HashMap<String, u32> = HashMap::new();
+        for (t, p) in &topology.internal_topics {
+            if let Some(p) = p {
+                internal.insert(t.clone(), *p);
+            }
+        }
+        let mut counts: Vec<Option<u32>> = vec![None; subs.len()];
+        for _ in 0..=subs.len() {
+            for (i, st) in subs.iter().enumerate() {
+                let mut max = Some(0u32);
+                for &s in &st.sources {
+                    let NodeKind::Source { topics } = &topology.nodes[s].kind else { continue };
+                    for t in topics {
+                        let n = if topology.internal_topics.contains_key(t) {
+                            internal.get(t).copied()
+                        } else {
+                            Some(broker.partitions(t).map_err(|_| {
+                                Error::Topology(format!(
+                                    "source topic '{t}' of query '{name}' does not exist"
+                                ))
+                            })?)
+                        };
+                        max = match (max, n) {
+                            (Some(m), Some(n)) => Some(m.max(n)),
+                            _ => None,
+                        };
+                    }
+                }
+                counts[i] = max;
+                if let Some(c) = max {
+                    for &k in &st.sinks {
+                        if let NodeKind::Sink { topic } = &topology.nodes[k].kind
+                            && topology.internal_topics.contains_key(topic)
+                        {
+                            internal.entry(topic.clone()).or_insert(c);
+                        }
+                    }
+                }
+            }
+        }
+        for (t, _) in &topology.internal_topics {
+            let Some(p) = internal.get(t) else {
+                return Err(Error::Topology(format!(
+                    "cannot size internal topic '{t}': it is read in a cycle or never written"
+                )));
+            };
+            broker.create_topic(&resolve(t), *p)?;
+        }
+        for def in &topology.nodes {
+            if let NodeKind::Sink { topic } = &def.kind
+                && !topology.internal_topics.contains_key(topic)
+                && broker.partitions(topic).is_err()
+            {
+                return Err(Error::Topology(format!(
+                    "sink topic '{topic}' of query '{name}' does not exist"
+                )));
+            }
+        }
+
+        let id = NEXT_QUERY.fetch_add(1, Ordering::Relaxed);
+        let group = format!("{}-{name}", cfg.application_id);
+        let children: Arc<Vec<Vec<usize>>> =
+            Arc::new(topology.nodes.iter().map(|n| n.children.clone()).collect());
+        let names: Arc<Vec<String>> = Arc::new(topology.nodes.iter().map(|n| n.name.clone()).collect());
+        let kinds: Arc<Vec<NodeKind>> = Arc::new(topology.nodes.iter().map(|n| n.kind.clone()).collect());
+        let query_name: Arc<str> = Arc::from(name);
+
+        let mut built: Vec<(TaskId, TaskInner)> = Vec::new();
+        let mut bindings_spec = Vec::new();
+        for (si, st) in subs.iter().enumerate() {
+            let partitions = counts[si].unwrap_or(0);
+            for p in 0..partitions {
+                let task_id = TaskId { subtopology: si, partition: p };
+                let mut nodes: Vec<Option<Box<dyn crate::processor::Node>>> =
+                    (0..topology.nodes.len()).map(|_| None).collect();
+                for &n in &st.nodes {
+                    nodes[n] = Some((topology.nodes[n].factory)());
+                }
+                let core = TaskCore {
+                    nodes,
+                    children: children.clone(),
+                    names: names.clone(),
+                    kinds: kinds.clone(),
+                    env: TaskEnv {
+                        task_id,
+                        query: query_name.clone(),
+                        application_id: Arc::from(cfg.application_id.as_str()),
+                        metadata: None,
+                        stream_time: i64::MIN,
+                        punctuators: Vec::new(),
+                        next_punctuator: 0,
+                        broker: broker.clone(),
+                        topic_names: topic_names.clone(),
+                        deserialization_handler: cfg.deserialization_handler,
+                        skipped: 0,
+                    },
+                    current: None,
+                };
+                let mut inputs = Vec::new();
+                for &s in &st.sources {
+                    let NodeKind::Source { topics } = &topology.nodes[s].kind else { continue };
+                    for t in topics {
+                        let actual = resolve(t);
+                        let log = broker.topic(&actual)?;
+                        if p >= log.partition_count() {
+                            continue;
+                        }
+                        let start = match broker.committed(&group, &actual, p) {
+                            Some(o) => o,
+                            None => match cfg.offset_reset {
+                                OffsetReset::Earliest => 0,
+                                OffsetReset::Latest => log.end_offset(p)?,
+                            },
+                        };
+                        let queue = Arc::new(PartitionQueue::new(
+                            cfg.queue_max_records_per_partition,
+                            self.core.budget.clone(),
+                        ));
+                        inputs.push(Input::new(log.name.clone(), p, s, queue.clone()));
+                        bindings_spec.push((built.len(), log, p, start, queue));
+                    }
+                }
+                let mut inner = TaskInner::new(core, inputs, st.nodes.clone(), st.sinks.clone());
+                if let Err(e) = inner.init() {
+                    inner.close_all();
+                    for (_, mut other) in built {
+                        other.close_all();
+                    }
+                    return Err(e);
+                }
+                built.push((task_id, inner));
+            }
+        }
+
+        let shared = Arc::new(QueryShared {
+            id,
+            name: query_name,
+            group,
+            status: Mutex::new(Status {
+                state: QueryState::Running,
+                failure: None,
+            }),
+            cv: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            open_tasks: std::sync::atomic::AtomicUsize::new(built.len()),
+            tasks: Mutex::new(Vec::new()),
+            task_count: built.len(),
+            processed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            io_tx: self.core.io_tx.clone(),
+        });
+        let tasks: Vec<Arc<Task>> = built
+            .into_iter()
+            .map(|(tid, inner)| Arc::new(Task::new(tid, shared.clone(), self.core.clone(), inner)))
+            .collect();
+        let bindings = bindings_spec
+            .into_iter()
+            .map(|(ti, topic, partition, next_offset, queue)| Binding {
+                query: id,
+                topic,
+                partition,
+                next_offset,
+                queue,
+                task: Arc::downgrade(&tasks[ti]),
+            })
+            .collect();
+        *shared.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks.clone();
+        if tasks.is_empty() {
+            shared.open_tasks.store(1, Ordering::Release);
+            shared.task_closed();
+        }
+        let _ = self.core.io_tx.send(IoCommand::Bind(bindings));
+        // Run each task once so wall-clock punctuators and commits get their deadlines.
+        for t in &tasks {
+            t.notify();
+        }
+        log::info!(
+            "query '{name}' started: {} tasks over {} sub-topologies",
+            tasks.len(),
+            subs.len()
+        );
+        Ok(shared)
+    }
+
+    /// Stops every query cleanly and then the I/O thread. Returns the first error of a
+    /// query that had failed. Idempotent; also done on drop.
+    pub fn shutdown(&self) -> Result<()> {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let queries: Vec<Arc<QueryShared>> = self
+            .queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for q in &queries {
+            q.begin_stop();
+        }
+        let mut first_error = None;
+        for q in &queries {
+            if let QueryState::Failed(e) = q.wait(None)
+                && first_error.is_none()
+            {
+                first_error = Some(e);
+            }
+        }
+        let _ = self.core.io_tx.send(IoCommand::Shutdown);
+        if let Some(h) = self.io_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            log::warn!("runtime shut down with a failed query: {e}");
+        }
+    }
+}

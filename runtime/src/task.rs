@@ -1,0 +1,514 @@
+//! Tasks: one sub-topology instantiated for one input partition, run cooperatively on
+//! the shared worker pool.
+//!
+//! A task is *runnable* when one of its partition queues holds records, a wall-clock
+//! deadline has passed, or its query is stopping. It then runs one bounded batch (at
+//! most `max_batch_records` records or `max_batch_time`), flushes its sinks, gives
+//! back its queue charges, and yields: if it still has work it goes to the back of the
+//! runtime's run queue, so a hot query cannot starve the others.
+//!
+//! Scheduling state is one atomic: IDLE → QUEUED (enqueued once) → RUNNING, and a
+//! notification that arrives while RUNNING becomes NOTIFIED, which re-queues the task
+//! when its batch ends. That gives at most one queued copy of a task and no lost
+//! wake-ups. CLOSED is terminal.
+//!
+//! Commit (at-least-once): every `commit_interval` and on a clean stop, a task flushes
+//! its sinks, then commits the next offset of each input partition to its query's
+//! group. A task that fails commits nothing, so a restart re-reads from the last
+//! commit.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::broker::{Broker, TopicLog};
+use crate::config::DeserializationHandler;
+use crate::error::{Error, Result};
+use crate::processor::{Node, Punctuation, PunctuationType, PunctuatorEntry, TaskId};
+use crate::queue::{PartitionQueue, Queued};
+use crate::record::{RecordMetadata, now_millis};
+use crate::runtime::{QueryShared, RuntimeCore};
+use crate::topology::{NodeId, NodeKind};
+
+/// What processors see of their task besides the graph.
+pub(crate) struct TaskEnv {
+    pub(crate) task_id: TaskId,
+    pub(crate) query: Arc<str>,
+    pub(crate) application_id: Arc<str>,
+    pub(crate) metadata: Option<RecordMetadata>,
+    pub(crate) stream_time: i64,
+    pub(crate) punctuators: Vec<PunctuatorEntry>,
+    pub(crate) next_punctuator: u64,
+    pub(crate) broker: Broker,
+    /// Topology topic name -> broker topic name (internal topics are prefixed).
+    pub(crate) topic_names: Arc<HashMap<String, String>>,
+    pub(crate) deserialization_handler: DeserializationHandler,
+    pub(crate) skipped: u64,
+}
+
+impl TaskEnv {
+    pub(crate) fn resolve_topic(&self, name: &str) -> Result<Arc<TopicLog>> {
+        let actual = self.topic_names.get(name).map_or(name, String::as_str);
+        self.broker.topic(actual)
+    }
+}
+
+/// A task's node graph (indexed by topology node id; nodes of other sub-topologies are
+/// `None`) and its environment.
+pub(crate) struct TaskCore {
+    pub(crate) nodes: Vec<Option<Box<dyn Node>>>,
+    pub(crate) children: Arc<Vec<Vec<NodeId>>>,
+    pub(crate) names: Arc<Vec<String>>,
+    pub(crate) kinds: Arc<Vec<NodeKind>>,
+    pub(crate) env: TaskEnv,
+    /// The node running now; after a panic, the one that panicked.
+    pub(crate) current: Option<NodeId>,
+}
+
+impl TaskCore {
+    /// Runs `node` on `input`. The node is taken out of the arena while it runs, so it
+    /// can forward to its children through `self`.
+    pub(crate) fn dispatch(&mut self, node: NodeId, input: &mut dyn Any) -> Result<()> {
+        let mut n = self.take(node)?;
+        let prev = self.current.replace(node);
+        let r = n.process(input, self, node);
+        self.current = prev;
+        self.nodes[node] = Some(n);
+        r
+    }
+
+    fn take(&mut self, node: NodeId) -> Result<Box<dyn Node>> {
+        self.nodes
+            .get_mut(node)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                Error::Topology(format!(
+                    "node '{}' is not part of this task (or forwards to itself)",
+                    self.names.get(node).map_or("?", String::as_str)
+                ))
+            })
+    }
+
+    pub(crate) fn init_node(&mut self, node: NodeId) -> Result<()> {
+        let mut n = self.take(node)?;
+        let prev = self.current.replace(node);
+        let r = n.init(self, node);
+        self.current = prev;
+        self.nodes[node] = Some(n);
+        r
+    }
+
+    fn punctuate_node(&mut self, node: NodeId, p: &Punctuation) -> Result<()> {
+        let mut n = self.take(node)?;
+        let prev = self.current.replace(node);
+        let r = n.punctuate(p, self, node);
+        self.current = prev;
+        self.nodes[node] = Some(n);
+        r
+    }
+
+    fn flush_node(&mut self, node: NodeId) -> Result<()> {
+        let mut n = self.take(node)?;
+        let r = n.flush(self);
+        self.nodes[node] = Some(n);
+        r
+    }
+
+    /// Fires every punctuator of `kind` that is due at `now`.
+    fn punctuate(&mut self, kind: PunctuationType, now: i64) -> Result<()> {
+        let mut due = Vec::new();
+        self.env.punctuators.retain(|p| !p.is_cancelled());
+        for p in self.env.punctuators.iter_mut().filter(|p| p.kind == kind) {
+            if let Some(ts) = p.due(now) {
+                due.push((p.node, Punctuation { id: p.id, kind, timestamp: ts }));
+            }
+        }
+        let saved = self.env.metadata.take();
+        let mut result = Ok(());
+        for (node, p) in due {
+            result = self.punctuate_node(node, &p);
+            if result.is_err() {
+                break;
+            }
+        }
+        self.env.metadata = saved;
+        result
+    }
+
+    fn next_wall_deadline(&self) -> Option<i64> {
+        self.env
+            .punctuators
+            .iter()
+            .filter(|p| p.kind == PunctuationType::WallClockTime && !p.is_cancelled())
+            .filter_map(|p| p.next)
+            .min()
+    }
+}
+
+/// One input partition of a task.
+pub(crate) struct Input {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) source: NodeId,
+    pub(crate) queue: Arc<PartitionQueue<Queued>>,
+    local: VecDeque<Queued>,
+    /// Next offset to commit, once something was processed.
+    consumed: Option<i64>,
+    committed: Option<i64>,
+    release_records: usize,
+    release_bytes: usize,
+}
+
+impl Input {
+    pub(crate) fn new(
+        topic: Arc<str>,
+        partition: u32,
+        source: NodeId,
+        queue: Arc<PartitionQueue<Queued>>,
+    ) -> Self {
+        Input {
+            topic,
+            partition,
+            source,
+            queue,
+            local: VecDeque::new(),
+            consumed: None,
+            committed: None,
+            release_records: 0,
+            release_bytes: 0,
+        }
+    }
+
+    fn head_timestamp(&mut self, refill: usize) -> Option<i64> {
+        if self.local.is_empty() {
+            self.queue.claim(refill, &mut self.local);
+        }
+        self.local.front().map(|q| q.record.timestamp)
+    }
+
+    /// Gives back the charges of processed records; true if the fetcher should wake.
+    fn release(&mut self) -> bool {
+        let wake = self.queue.release(self.release_records, self.release_bytes);
+        self.release_records = 0;
+        self.release_bytes = 0;
+        wake
+    }
+}
+
+const IDLE: u8 = 0;
+const QUEUED: u8 = 1;
+const RUNNING: u8 = 2;
+const NOTIFIED: u8 = 3;
+const CLOSED: u8 = 4;
+
+enum After {
+    More,
+    Idle,
+    Closed,
+}
+
+/// The mutable part of a task, behind a lock that only its running worker takes.
+pub(crate) struct TaskInner {
+    pub(crate) core: TaskCore,
+    pub(crate) inputs: Vec<Input>,
+    /// Nodes of this task's sub-topology, in topology order.
+    pub(crate) nodes: Vec<NodeId>,
+    pub(crate) sinks: Vec<NodeId>,
+    last_commit: Instant,
+    uncommitted: bool,
+    registered_wake: Option<i64>,
+    closed: bool,
+}
+
+impl TaskInner {
+    pub(crate) fn new(core: TaskCore, inputs: Vec<Input>, nodes: Vec<NodeId>, sinks: Vec<NodeId>) -> Self {
+        TaskInner {
+            core,
+            inputs,
+            nodes,
+            sinks,
+            last_commit: Instant::now(),
+            uncommitted: false,
+            registered_wake: None,
+            closed: false,
+        }
+    }
+
+    /// Calls `init` on every node, parents first.
+    pub(crate) fn init(&mut self) -> Result<()> {
+        for &n in &self.nodes {
+            self.core.init_node(n)?;
+        }
+        Ok(())
+    }
+
+    fn flush_sinks(&mut self) -> Result<()> {
+        for &s in &self.sinks {
+            self.core.flush_node(s)?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, group: &str, broker: &Broker) -> Result<()> {
+        self.flush_sinks()?;
+        for input in &mut self.inputs {
+            if let Some(off) = input.consumed
+                && input.committed != Some(off)
+            {
+                broker.commit(group, &input.topic, input.partition, off);
+                input.committed = Some(off);
+            }
+        }
+        self.last_commit = Instant::now();
+        self.uncommitted = false;
+        Ok(())
+    }
+
+    /// Closes every node and queue. Returns true if the fetcher should wake.
+    pub(crate) fn close_all(&mut self) -> bool {
+        let mut wake = false;
+        for &n in &self.nodes {
+            if let Some(node) = self.core.nodes[n].as_mut()
+                && let Err(e) = node.close()
+            {
+                log::warn!(
+                    "query '{}' task {}: closing '{}' failed: {e}",
+                    self.core.env.query,
+                    self.core.env.task_id,
+                    self.core.names[n]
+                );
+            }
+        }
+        for input in &mut self.inputs {
+            for q in input.local.drain(..) {
+                input.release_records += 1;
+                input.release_bytes += q.record.size_bytes();
+            }
+            wake |= input.release();
+            wake |= input.queue.close();
+        }
+        self.closed = true;
+        wake
+    }
+}
+
+/// A task and its scheduling state.
+pub(crate) struct Task {
+    pub(crate) id: TaskId,
+    state: AtomicU8,
+    pub(crate) query: Arc<QueryShared>,
+    rt: Arc<RuntimeCore>,
+    inner: Mutex<TaskInner>,
+}
+
+impl Task {
+    pub(crate) fn new(id: TaskId, query: Arc<QueryShared>, rt: Arc<RuntimeCore>, inner: TaskInner) -> Self {
+        Task {
+            id,
+            state: AtomicU8::new(IDLE),
+            query,
+            rt,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    /// Makes the task run soon (unless it is queued already, or closed).
+    pub(crate) fn notify(self: &Arc<Self>) {
+        let mut s = self.state.load(SeqCst);
+        loop {
+            let next = match s {
+                IDLE => QUEUED,
+                RUNNING => NOTIFIED,
+                _ => return,
+            };
+            match self.state.compare_exchange(s, next, SeqCst, SeqCst) {
+                Ok(_) => {
+                    if next == QUEUED {
+                        self.rt.enqueue(self.clone());
+                    }
+                    return;
+                }
+                Err(actual) => s = actual,
+            }
+        }
+    }
+
+    /// Runs one batch on the current worker. Called only by the scheduler.
+    pub(crate) fn run(self: Arc<Self>) {
+        if self
+            .state
+            .compare_exchange(QUEUED, RUNNING, SeqCst, SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.run_batch()));
+        let after = match outcome {
+            Ok(Ok(after)) => after,
+            Ok(Err(e)) => {
+                self.fail(e);
+                After::Closed
+            }
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                let processor = {
+                    let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                    inner
+                        .core
+                        .current
+                        .map_or_else(|| format!("task {}", self.id), |n| inner.core.names[n].clone())
+                };
+                self.fail(Error::Panic { processor, message });
+                After::Closed
+            }
+        };
+        match after {
+            After::Closed => self.state.store(CLOSED, SeqCst),
+            After::More => {
+                self.state.store(QUEUED, SeqCst);
+                self.rt.enqueue(self.clone());
+            }
+            After::Idle => {
+                if self
+                    .state
+                    .compare_exchange(RUNNING, IDLE, SeqCst, SeqCst)
+                    .is_err()
+                {
+                    self.state.store(QUEUED, SeqCst);
+                    self.rt.enqueue(self.clone());
+                }
+            }
+        }
+    }
+
+    /// Fails the query and closes this task without committing.
+    fn fail(self: &Arc<Self>, e: Error) {
+        log::error!("query '{}' task {} failed: {e}", self.query.name, self.id);
+        self.query.fail(e);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !inner.closed {
+            inner.core.current = None;
+            if inner.close_all() {
+                self.rt.wake_io();
+            }
+            drop(inner);
+            self.query.task_closed();
+        }
+    }
+
+    fn run_batch(self: &Arc<Self>) -> Result<After> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &mut *guard;
+        if inner.closed {
+            return Ok(After::Closed);
+        }
+        let cfg = &self.rt.config;
+        if self.query.is_stopping() {
+            if self.query.is_clean_stop() {
+                inner.commit(&self.query.group, &cfg.broker)?;
+            }
+            if inner.close_all() {
+                self.rt.wake_io();
+            }
+            drop(guard);
+            self.query.task_closed();
+            return Ok(After::Closed);
+        }
+
+        let started = Instant::now();
+        inner.core.punctuate(PunctuationType::WallClockTime, now_millis())?;
+        let max = cfg.max_batch_records;
+        let mut n = 0usize;
+        while n < max && (n % 64 != 0 || n == 0 || started.elapsed() < cfg.max_batch_time) {
+            // Next record: the lowest timestamp across this task's partitions.
+            let mut best: Option<(usize, i64)> = None;
+            for (i, input) in inner.inputs.iter_mut().enumerate() {
+                if let Some(ts) = input.head_timestamp(max)
+                    && best.is_none_or(|(_, b)| ts < b)
+                {
+                    best = Some((i, ts));
+                }
+            }
+            let Some((i, _)) = best else { break };
+            let input = &mut inner.inputs[i];
+            let Some(q) = input.local.pop_front() else { break };
+            input.consumed = Some(q.offset + 1);
+            input.release_records += 1;
+            input.release_bytes += q.record.size_bytes();
+            let source = input.source;
+            let core = &mut inner.core;
+            core.env.metadata = Some(RecordMetadata {
+                topic: input.topic.clone(),
+                partition: input.partition,
+                offset: q.offset,
+            });
+            let ts = q.record.timestamp;
+            let mut slot = Some(q);
+            core.dispatch(source, &mut slot as &mut dyn Any)?;
+            if ts > core.env.stream_time {
+                core.env.stream_time = ts;
+                core.punctuate(PunctuationType::StreamTime, ts)?;
+            }
+            n += 1;
+        }
+        inner.core.env.metadata = None;
+        inner.core.punctuate(PunctuationType::WallClockTime, now_millis())?;
+        inner.flush_sinks()?;
+
+        let mut wake = false;
+        for input in &mut inner.inputs {
+            wake |= input.release();
+        }
+        if wake {
+            self.rt.wake_io();
+        }
+        if n > 0 {
+            inner.uncommitted = true;
+            self.query.record_progress(n as u64, std::mem::take(&mut inner.core.env.skipped));
+        }
+        if inner.uncommitted && inner.last_commit.elapsed() >= cfg.commit_interval {
+            inner.commit(&self.query.group, &cfg.broker)?;
+        }
+        self.register_deadline(inner);
+
+        let more = inner
+            .inputs
+            .iter()
+            .any(|i| !i.local.is_empty() || i.queue.len() > i.release_records + i.local.len());
+        Ok(if more { After::More } else { After::Idle })
+    }
+
+    /// Asks the I/O thread to wake this task at its next wall-clock deadline (the next
+    /// wall-clock punctuation, or the next commit if it has uncommitted progress).
+    fn register_deadline(self: &Arc<Self>, inner: &mut TaskInner) {
+        let commit_at = inner.uncommitted.then(|| {
+            let left = self.rt.config.commit_interval.saturating_sub(inner.last_commit.elapsed());
+            now_millis() + left.as_millis() as i64
+        });
+        let deadline = match (inner.core.next_wall_deadline(), commit_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let now = now_millis();
+        if let Some(d) = deadline {
+            let stale = inner.registered_wake.is_none_or(|r| r <= now || d < r);
+            if stale {
+                inner.registered_wake = Some(d);
+                self.rt.wake_at(d, Arc::downgrade(self));
+            }
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}

@@ -1,0 +1,749 @@
+//! Topologies: the graph of sources, processors and sinks a query runs.
+//!
+//! The DSL in the `weir` crate builds a [`Topology`]; users of the Processor API can
+//! build one by hand, as with Kafka Streams' `Topology`. Edges are typed: each node
+//! records the key and value types it takes and emits, and connecting mismatched nodes
+//! is an error when the node is added, not when a record arrives.
+//!
+//! A topology splits into *sub-topologies*: the connected components of the graph.
+//! A repartition topic cuts a graph in two (a sink writes it, a source in another
+//! component reads it back). Each sub-topology runs as one task per input partition.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use crate::broker::TopicLog;
+use crate::config::DeserializationHandler;
+use crate::error::{Error, RecordField, Result};
+use crate::partitioner::partition_for_key;
+use crate::processor::{Data, Node, Processor, ProcessorNode, Punctuation, take_input};
+use crate::queue::Queued;
+use crate::record::{Record, RawRecord};
+use crate::serde::Serde;
+use crate::task::TaskCore;
+
+/// Index of a node in its topology.
+pub type NodeId = usize;
+
+pub(crate) type NodeFactory = Arc<dyn Fn() -> Box<dyn Node> + Send + Sync>;
+
+/// Chooses a sink partition for a record: `None` falls back to the default partitioner.
+pub type StreamPartitioner<K, V> = Arc<dyn Fn(&K, &V, u32) -> Option<u32> + Send + Sync>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Types {
+    key: TypeId,
+    value: TypeId,
+    key_name: &'static str,
+    value_name: &'static str,
+}
+
+impl Types {
+    fn of<K: 'static, V: 'static>() -> Self {
+        Types {
+            key: TypeId::of::<K>(),
+            value: TypeId::of::<V>(),
+            key_name: std::any::type_name::<K>(),
+            value_name: std::any::type_name::<V>(),
+        }
+    }
+}
+
+impl std::fmt::Display for Types {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{}, {}>", self.key_name, self.value_name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum NodeKind {
+    Source { topics: Vec<String> },
+    Processor,
+    Sink { topic: String },
+}
+
+#[derive(Clone)]
+pub(crate) struct NodeDef {
+    pub(crate) name: String,
+    pub(crate) kind: NodeKind,
+    pub(crate) parents: Vec<NodeId>,
+    pub(crate) children: Vec<NodeId>,
+    pub(crate) factory: NodeFactory,
+    output: Option<Types>,
+}
+
+/// A sub-topology: one connected component of the graph.
+#[derive(Debug, Clone)]
+pub(crate) struct SubTopology {
+    pub(crate) nodes: Vec<NodeId>,
+    pub(crate) sources: Vec<NodeId>,
+    pub(crate) sinks: Vec<NodeId>,
+}
+
+/// How a source reads its topics.
+pub struct SourceSpec<K, V> {
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+    handler: Option<DeserializationHandler>,
+}
+
+impl<K, V> Clone for SourceSpec<K, V> {
+    fn clone(&self) -> Self {
+        SourceSpec {
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+            handler: self.handler,
+        }
+    }
+}
+
+impl<K, V> SourceSpec<K, V> {
+    /// A source deserializing with these serdes.
+    pub fn new(key_serde: impl Serde<K>, value_serde: impl Serde<V>) -> Self {
+        SourceSpec {
+            key_serde: Arc::new(key_serde),
+            value_serde: Arc::new(value_serde),
+            handler: None,
+        }
+    }
+
+    /// Overrides the runtime's default deserialization handler for this source.
+    pub fn deserialization_handler(mut self, handler: DeserializationHandler) -> Self {
+        self.handler = Some(handler);
+        self
+    }
+}
+
+/// How a sink writes its topic.
+pub struct SinkSpec<K, V> {
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+    partitioner: Option<StreamPartitioner<K, V>>,
+}
+
+impl<K, V> Clone for SinkSpec<K, V> {
+    fn clone(&self) -> Self {
+        SinkSpec {
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+            partitioner: self.partitioner.clone(),
+        }
+    }
+}
+
+impl<K, V> SinkSpec<K, V> {
+    /// A sink serializing with these serdes and Kafka's default partitioner.
+    pub fn new(key_serde: impl Serde<K>, value_serde: impl Serde<V>) -> Self {
+        SinkSpec {
+            key_serde: Arc::new(key_serde),
+            value_serde: Arc::new(value_serde),
+            partitioner: None,
+        }
+    }
+
+    /// Chooses partitions with `f(key, value, partition_count)`; `None` falls back to the
+    /// default partitioner.
+    pub fn partitioner(
+        mut self,
+        f: impl Fn(&K, &V, u32) -> Option<u32> + Send + Sync + 'static,
+    ) -> Self {
+        self.partitioner = Some(Arc::new(f));
+        self
+    }
+}
+
+/// A graph of sources, processors and sinks; give it to `Runtime::start_query`.
+#[derive(Clone, Default)]
+pub struct Topology {
+    pub(crate) nodes: Vec<NodeDef>,
+    by_name: HashMap<String, NodeId>,
+    /// Internal (repartition) topics: name -> partition count (None: as upstream).
+    pub(crate) internal_topics: BTreeMap<String, Option<u32>>,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.describe())
+    }
+}
+
+impl Topology {
+    /// An empty topology.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn check_name(&self, name: &str) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::Topology("node names must not be empty".into()));
+        }
+        if self.by_name.contains_key(name) {
+            return Err(Error::Topology(format!("a node named '{name}' already exists")));
+        }
+        Ok(())
+    }
+
+    fn parents(&self, name: &str, parents: &[&str], input: Types) -> Result<Vec<NodeId>> {
+        if parents.is_empty() {
+            return Err(Error::Topology(format!("node '{name}' needs at least one parent")));
+        }
+        let mut ids = Vec::with_capacity(parents.len());
+        for p in parents {
+            let id = *self.by_name.get(*p).ok_or_else(|| {
+                Error::Topology(format!("parent '{p}' of node '{name}' does not exist"))
+            })?;
+            let def = &self.nodes[id];
+            let Some(out) = def.output else {
+                return Err(Error::Topology(format!(
+                    "sink '{p}' cannot be the parent of '{name}'"
+                )));
+            };
+            if out != input {
+                return Err(Error::Topology(format!(
+                    "node '{name}' takes {input} but its parent '{p}' emits {out}"
+                )));
+            }
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn push(&mut self, mut def: NodeDef) -> NodeId {
+        let id = self.nodes.len();
+        for p in def.parents.clone() {
+            self.nodes[p].children.push(id);
+        }
+        def.children.clear();
+        self.by_name.insert(def.name.clone(), id);
+        self.nodes.push(def);
+        id
+    }
+
+    /// Adds a source reading `topics` (all must have the same partition count per task:
+    /// task `p` reads partition `p` of each topic that has it).
+    pub fn add_source<K: Data, V: Data>(
+        &mut self,
+        name: &str,
+        topics: &[&str],
+        spec: SourceSpec<K, V>,
+    ) -> Result<&mut Self> {
+        self.check_name(name)?;
+        if topics.is_empty() {
+            return Err(Error::Topology(format!("source '{name}' names no topic")));
+        }
+        for t in topics {
+            if t.is_empty() {
+                return Err(Error::Topology(format!("source '{name}' names an empty topic")));
+            }
+            for n in &self.nodes {
+                if let NodeKind::Source { topics } = &n.kind
+                    && topics.iter().any(|x| x == t)
+                {
+                    return Err(Error::Topology(format!(
+                        "topic '{t}' is already read by source '{}'",
+                        n.name
+                    )));
+                }
+            }
+        }
+        let factory: NodeFactory = Arc::new(move || {
+            Box::new(SourceNode {
+                spec: spec.clone(),
+            }) as Box<dyn Node>
+        });
+        self.push(NodeDef {
+            name: name.to_string(),
+            kind: NodeKind::Source {
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+            },
+            parents: Vec::new(),
+            children: Vec::new(),
+            factory,
+            output: Some(Types::of::<K, V>()),
+        });
+        Ok(self)
+    }
+
+    /// Adds a processor; `supplier` makes one instance per task.
+    pub fn add_processor<KI, VI, KO, VO, P, S>(
+        &mut self,
+        name: &str,
+        supplier: S,
+        parents: &[&str],
+    ) -> Result<&mut Self>
+    where
+        KI: Data,
+        VI: Data,
+        KO: Data,
+        VO: Data,
+        P: Processor<KI, VI, KO, VO>,
+        S: Fn() -> P + Send + Sync + 'static,
+    {
+        self.check_name(name)?;
+        let parents = self.parents(name, parents, Types::of::<KI, VI>())?;
+        let factory: NodeFactory = Arc::new(move || {
+            Box::new(ProcessorNode::<P, KI, VI, KO, VO> {
+                processor: supplier(),
+                _types: PhantomData,
+            }) as Box<dyn Node>
+        });
+        self.push(NodeDef {
+            name: name.to_string(),
+            kind: NodeKind::Processor,
+            parents,
+            children: Vec::new(),
+            factory,
+            output: Some(Types::of::<KO, VO>()),
+        });
+        Ok(self)
+    }
+
+    /// Adds a sink writing to `topic`.
+    pub fn add_sink<K: Data, V: Data>(
+        &mut self,
+        name: &str,
+        topic: &str,
+        spec: SinkSpec<K, V>,
+        parents: &[&str],
+    ) -> Result<&mut Self> {
+        self.check_name(name)?;
+        if topic.is_empty() {
+            return Err(Error::Topology(format!("sink '{name}' names an empty topic")));
+        }
+        let parents = self.parents(name, parents, Types::of::<K, V>())?;
+        let factory: NodeFactory = Arc::new(move || {
+            Box::new(SinkNode {
+                spec: spec.clone(),
+                topic: None,
+                buffers: Vec::new(),
+                round_robin: 0,
+            }) as Box<dyn Node>
+        });
+        self.push(NodeDef {
+            name: name.to_string(),
+            kind: NodeKind::Sink {
+                topic: topic.to_string(),
+            },
+            parents,
+            children: Vec::new(),
+            factory,
+            output: None,
+        });
+        Ok(self)
+    }
+
+    /// Declares an internal topic (a repartition topic): at query start it is created as
+    /// `<application>-<query>-<name>`, with `partitions` or, if `None`, as many
+    /// partitions as the sub-topology that writes it reads.
+    pub fn add_internal_topic(&mut self, name: &str, partitions: Option<u32>) -> Result<&mut Self> {
+        if partitions == Some(0) {
+            return Err(Error::Topology(format!(
+                "internal topic '{name}' needs at least one partition"
+            )));
+        }
+        self.internal_topics.insert(name.to_string(), partitions);
+        Ok(self)
+    }
+
+    /// True if no node was added.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The connected components, ordered by their first node; fails if one has no source.
+    pub(crate) fn subtopologies(&self) -> Result<Vec<SubTopology>> {
+        let n = self.nodes.len();
+        let mut parent: Vec<usize> = (0..n).collect();
+        fn find(p: &mut [usize], mut x: usize) -> usize {
+            while p[x] != x {
+                p[x] = p[p[x]];
+                x = p[x];
+            }
+            x
+        }
+        for (i, def) in self.nodes.iter().enumerate() {
+            for &q in &def.parents {
+                let (a, b) = (find(&mut parent, i), find(&mut parent, q));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+        let mut groups: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
+        for i in 0..n {
+            let root = find(&mut parent, i);
+            groups.entry(root).or_default().push(i);
+        }
+        let mut out = Vec::new();
+        for nodes in groups.into_values() {
+            let sources: Vec<NodeId> = nodes
+                .iter()
+                .copied()
+                .filter(|i| matches!(self.nodes[*i].kind, NodeKind::Source { .. }))
+                .collect();
+            if sources.is_empty() {
+                return Err(Error::Topology(format!(
+                    "node '{}' is not connected to any source",
+                    self.nodes[nodes[0]].name
+                )));
+            }
+            let sinks = nodes
+                .iter()
+                .copied()
+                .filter(|i| matches!(self.nodes[*i].kind, NodeKind::Sink { .. }))
+                .collect();
+            out.push(SubTopology {
+                nodes,
+                sources,
+                sinks,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A printable description of the sub-topologies, in Kafka Streams' format.
+    pub fn describe(&self) -> TopologyDescription {
+        let mut text = String::from("Topologies:\n");
+        let subs = match self.subtopologies() {
+            Ok(s) => s,
+            Err(e) => {
+                text.push_str(&format!("   (invalid: {e})\n"));
+                return TopologyDescription { text };
+            }
+        };
+        let names = |ids: &[NodeId]| -> String {
+            if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.iter()
+                    .map(|i| self.nodes[*i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        let topic = |t: &str| -> String {
+            if self.internal_topics.contains_key(t) {
+                format!("{t} (internal)")
+            } else {
+                t.to_string()
+            }
+        };
+        for (i, st) in subs.iter().enumerate() {
+            text.push_str(&format!("   Sub-topology: {i}\n"));
+            for &id in &st.nodes {
+                let def = &self.nodes[id];
+                match &def.kind {
+                    NodeKind::Source { topics } => {
+                        let ts: Vec<String> = topics.iter().map(|t| topic(t)).collect();
+                        text.push_str(&format!(
+                            "    Source: {} (topics: [{}])\n",
+                            def.name,
+                            ts.join(", ")
+                        ));
+                    }
+                    NodeKind::Processor => {
+                        text.push_str(&format!("    Processor: {}\n", def.name));
+                    }
+                    NodeKind::Sink { topic: t } => {
+                        text.push_str(&format!("    Sink: {} (topic: {})\n", def.name, topic(t)));
+                    }
+                }
+                if !def.children.is_empty() {
+                    text.push_str(&format!("      --> {}\n", names(&def.children)));
+                }
+                if !def.parents.is_empty() {
+                    text.push_str(&format!("      <-- {}\n", names(&def.parents)));
+                }
+            }
+        }
+        TopologyDescription { text }
+    }
+
+    /// Names of every source topic (internal ones unprefixed).
+    pub fn source_topics(&self) -> BTreeSet<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::Source { topics } => Some(topics.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+/// The text of [`Topology::describe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyDescription {
+    text: String,
+}
+
+impl std::fmt::Display for TopologyDescription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Deserializes queued records and forwards them.
+struct SourceNode<K, V> {
+    spec: SourceSpec<K, V>,
+}
+
+impl<K: Data, V: Data> Node for SourceNode<K, V> {
+    fn init(&mut self, _core: &mut TaskCore, _me: NodeId) -> Result<()> {
+        Ok(())
+    }
+
+    fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
+        let q: Queued = take_input(input, core, me)?;
+        let key = match self.spec.key_serde.deserialize(q.record.key.as_ref()) {
+            Ok(k) => k,
+            Err(e) => return self.on_error(core, &q, RecordField::Key, e),
+        };
+        let value = match self.spec.value_serde.deserialize(q.record.value.as_ref()) {
+            Ok(v) => v,
+            Err(e) => return self.on_error(core, &q, RecordField::Value, e),
+        };
+        let record = Record {
+            key,
+            value,
+            timestamp: q.record.timestamp,
+            headers: q.record.headers,
+        };
+        let mut slot = Some(record);
+        let n = core.children[me].len();
+        for i in 0..n {
+            let child = core.children[me][i];
+            if i + 1 < n {
+                let mut copy = slot.clone();
+                core.dispatch(child, &mut copy as &mut dyn Any)?;
+            } else {
+                core.dispatch(child, &mut slot as &mut dyn Any)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn punctuate(&mut self, _p: &Punctuation, _core: &mut TaskCore, _me: NodeId) -> Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self, _core: &mut TaskCore) -> Result<()> {
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<K, V> SourceNode<K, V> {
+    fn on_error(&self, core: &mut TaskCore, q: &Queued, field: RecordField, e: Error) -> Result<()> {
+        let meta = core.env.metadata.as_ref();
+        let (topic, partition) = meta.map_or((String::new(), 0), |m| (m.topic.to_string(), m.partition));
+        let reason = e.to_string();
+        match self.spec.handler.unwrap_or(core.env.deserialization_handler) {
+            DeserializationHandler::Fail => Err(Error::Deserialization {
+                topic,
+                partition,
+                offset: q.offset,
+                field,
+                reason,
+            }),
+            DeserializationHandler::LogAndContinue => {
+                log::warn!(
+                    "query '{}': skipping record at {topic}-{partition} offset {}: cannot deserialize its {field}: {reason}",
+                    core.env.query,
+                    q.offset
+                );
+                core.env.skipped += 1;
+                Ok(())
+            }
+        }
+    }
+}
+
+static SINK_SEED: AtomicU64 = AtomicU64::new(0);
+
+/// Serializes, partitions and buffers records; the task flushes the buffers to the
+/// broker at the end of each batch.
+struct SinkNode<K, V> {
+    spec: SinkSpec<K, V>,
+    topic: Option<Arc<TopicLog>>,
+    buffers: Vec<Vec<RawRecord>>,
+    round_robin: u64,
+}
+
+impl<K: Data, V: Data> Node for SinkNode<K, V> {
+    fn init(&mut self, core: &mut TaskCore, me: NodeId) -> Result<()> {
+        let NodeKind::Sink { topic } = &core.kinds[me] else {
+            return Err(Error::Topology(format!("'{}' is not a sink", core.names[me])));
+        };
+        let log = core.env.resolve_topic(topic)?;
+        self.buffers = (0..log.partition_count()).map(|_| Vec::new()).collect();
+        self.topic = Some(log);
+        self.round_robin = SINK_SEED.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
+        let record: Record<K, V> = take_input(input, core, me)?;
+        let Some(log) = &self.topic else {
+            return Err(Error::Topology(format!("sink '{}' used before init", core.names[me])));
+        };
+        let ser_err = |field: RecordField, e: Error| Error::Serialization {
+            topic: log.name.to_string(),
+            field,
+            reason: e.to_string(),
+        };
+        let key = self
+            .spec
+            .key_serde
+            .serialize(&record.key)
+            .map_err(|e| ser_err(RecordField::Key, e))?;
+        let value = self
+            .spec
+            .value_serde
+            .serialize(&record.value)
+            .map_err(|e| ser_err(RecordField::Value, e))?;
+        let n = log.partition_count();
+        let chosen = self
+            .spec
+            .partitioner
+            .as_ref()
+            .and_then(|p| p(&record.key, &record.value, n));
+        let partition = match chosen {
+            Some(p) if p < n => p,
+            Some(p) => {
+                return Err(Error::UnknownPartition {
+                    topic: log.name.to_string(),
+                    partition: p,
+                    partitions: n,
+                });
+            }
+            None => match &key {
+                Some(k) => partition_for_key(k, n),
+                None => {
+                    self.round_robin = self.round_robin.wrapping_add(1);
+                    (self.round_robin % u64::from(n)) as u32
+                }
+            },
+        };
+        self.buffers[partition as usize].push(Record {
+            key: key.map(Bytes::from),
+            value: value.map(Bytes::from),
+            timestamp: record.timestamp,
+            headers: record.headers,
+        });
+        Ok(())
+    }
+
+    fn punctuate(&mut self, _p: &Punctuation, _core: &mut TaskCore, _me: NodeId) -> Result<()> {
+        Ok(())
+    }
+
+    fn flush(&mut self, core: &mut TaskCore) -> Result<()> {
+        let Some(log) = &self.topic else {
+            return Ok(());
+        };
+        let mut wrote = false;
+        for (p, buf) in self.buffers.iter_mut().enumerate() {
+            if !buf.is_empty() {
+                log.append(p as u32, buf.drain(..))?;
+                wrote = true;
+            }
+        }
+        if wrote {
+            core.env.broker.notify();
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serde::{I64Serde, StringSerde};
+
+    struct Pass;
+    impl Processor<String, String, String, String> for Pass {
+        fn process(
+            &mut self,
+            r: Record<String, String>,
+            ctx: &mut crate::processor::ProcessorContext<'_, String, String>,
+        ) -> Result<()> {
+            ctx.forward(r)
+        }
+    }
+
+    #[test]
+    fn type_mismatch_is_caught_when_connecting() {
+        let mut t = Topology::new();
+        t.add_source("src", &["in"], SourceSpec::<String, i64>::new(StringSerde, I64Serde))
+            .unwrap();
+        let err = t.add_processor("p", || Pass, &["src"]).unwrap_err().to_string();
+        assert!(err.contains("takes <alloc::string::String, alloc::string::String>"), "{err}");
+        assert!(err.contains("emits <alloc::string::String, i64>"), "{err}");
+    }
+
+    #[test]
+    fn names_parents_and_topics_are_checked() {
+        let mut t = Topology::new();
+        t.add_source("src", &["in"], SourceSpec::<String, String>::new(StringSerde, StringSerde))
+            .unwrap();
+        assert!(t.add_processor("src", || Pass, &["src"]).is_err());
+        assert!(t.add_processor("p", || Pass, &["nope"]).is_err());
+        assert!(t.add_processor("p", || Pass, &[]).is_err());
+        assert!(
+            t.add_source("src2", &["in"], SourceSpec::<String, String>::new(StringSerde, StringSerde))
+                .is_err()
+        );
+        t.add_sink("out", "o", SinkSpec::<String, String>::new(StringSerde, StringSerde), &["src"])
+            .unwrap();
+        let err = t.add_processor("p", || Pass, &["out"]).unwrap_err().to_string();
+        assert!(err.contains("sink 'out' cannot be the parent"), "{err}");
+    }
+
+    #[test]
+    fn subtopologies_split_at_internal_topics_and_describe() {
+        let mut t = Topology::new();
+        let s = || SourceSpec::<String, String>::new(StringSerde, StringSerde);
+        let k = || SinkSpec::<String, String>::new(StringSerde, StringSerde);
+        t.add_source("a", &["in"], s()).unwrap();
+        t.add_processor("p", || Pass, &["a"]).unwrap();
+        t.add_internal_topic("r-repartition", None).unwrap();
+        t.add_sink("to-r", "r-repartition", k(), &["p"]).unwrap();
+        t.add_source("b", &["r-repartition"], s()).unwrap();
+        t.add_sink("out", "output", k(), &["b"]).unwrap();
+        let subs = t.subtopologies().unwrap();
+        assert_eq!(subs.len(), 2);
+        assert_eq!(subs[0].nodes, vec![0, 1, 2]);
+        assert_eq!(subs[1].nodes, vec![3, 4]);
+        let d = t.describe().to_string();
+        let want = "Topologies:
+   Sub-topology: 0
+    Source: a (topics: [in])
+      --> p
+    Processor: p
+      --> to-r
+      <-- a
+    Sink: to-r (topic: r-repartition (internal))
+      <-- p
+   Sub-topology: 1
+    Source: b (topics: [r-repartition (internal)])
+      --> out
+    Sink: out (topic: output)
+      <-- b
+";
+        assert_eq!(d, want);
+    }
+}
