@@ -1,1 +1,75 @@
-//! placeholder
+//! # weir
+//!
+//! Embedded stream processing in which one memory limit bounds the whole process and
+//! the number of threads does not grow with the number of queries.
+//!
+//! Write queries with a Kafka Streams-style DSL ([`StreamsBuilder`], [`KStream`]), run
+//! them on a [`Runtime`]: one fixed worker pool shared by every query, bounded
+//! partition queues, and an in-process [`Broker`] as the embedded default.
+//!
+//! ```
+//! use weir::prelude::*;
+//!
+//! # fn main() -> weir::Result<()> {
+//! let runtime = Runtime::new(RuntimeConfig::builder().workers(2).build()?)?;
+//! let broker = runtime.broker().clone();
+//! broker.create_topic("orders", 2)?;
+//! broker.create_topic("big-orders", 2)?;
+//!
+//! let builder = StreamsBuilder::new();
+//! builder
+//!     .stream::<String, i64>("orders")
+//!     .filter(|_customer, amount| *amount >= 100)
+//!     .map_values(|amount| amount * 100) // cents
+//!     .to("big-orders");
+//! let query = runtime.start_query("big-orders", builder.build()?)?;
+//!
+//! broker.send("orders", &"alice".to_string(), &250i64)?;
+//! broker.send("orders", &"bob".to_string(), &20i64)?;
+//! # while broker.read_all::<String, i64>("big-orders")?.is_empty() {
+//! #     std::thread::sleep(std::time::Duration::from_millis(5));
+//! # }
+//! query.stop()?;
+//! let out = broker.read_all::<String, i64>("big-orders")?;
+//! assert_eq!(out.len(), 1);
+//! assert_eq!((out[0].record.key.as_str(), out[0].record.value), ("alice", 25_000));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The engine lives in `weir-runtime` and is re-exported here whole ([`runtime`]), as
+//! rayon re-exports rayon-core.
+
+#![warn(missing_docs)]
+
+mod ops;
+mod stream;
+
+pub use weir_runtime as runtime;
+pub use weir_runtime::serde;
+pub use weir_runtime::{
+    Broker, Cancellable, ConsumerRecord, Data, DeserializationHandler, Error, Header, Headers,
+    OffsetReset, Processor, ProcessorContext, Punctuation, PunctuationType, PunctuatorId,
+    QueryHandle, QueryState, QueryStats, RawRecord, Record, RecordField, RecordMetadata, Result,
+    Runtime, RuntimeConfig, RuntimeConfigBuilder, SinkSpec, SourceSpec, TaskId, Topology,
+    TopologyDescription,
+};
+
+pub use stream::{
+    Branched, BranchedKStream, Consumed, KStream, Produced, Repartitioned, StreamsBuilder,
+};
+
+/// Everything a query needs, in one `use weir::prelude::*`.
+pub mod prelude {
+    pub use crate::serde::{
+        BytesSerde, DefaultSerde, I32Serde, I64Serde, OptionSerde, Serde, StringSerde, U64Serde,
+        UnitSerde,
+    };
+    #[cfg(feature = "json")]
+    pub use crate::serde::{Json, JsonSerde};
+    pub use crate::{
+        Branched, Broker, Consumed, DeserializationHandler, Error, KStream, OffsetReset, Processor,
+        ProcessorContext, Produced, PunctuationType, QueryHandle, QueryState, Record, Repartitioned,
+        Result, Runtime, RuntimeConfig, StreamsBuilder, Topology,
+    };
+}

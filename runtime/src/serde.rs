@@ -10,7 +10,7 @@
 //! [`DefaultSerde`] names each type's usual serde so the DSL can pick it at compile time
 //! (`builder.stream::<String, i64>("topic")`); anything else is passed explicitly.
 
-use bytes::Bytes;
+pub use bytes::Bytes;
 
 use crate::error::{Error, Result};
 

@@ -1,0 +1,582 @@
+//! The Kafka Streams-style DSL: [`StreamsBuilder`] and [`KStream`].
+//!
+//! Operators are methods on `KStream<K, V>` taking Rust closures; each adds a processor
+//! to the [`Topology`] under construction, named the way Kafka Streams names them
+//! (`KSTREAM-FILTER-0000000001`). Types are checked by the compiler, serdes are picked
+//! from the types ([`DefaultSerde`]) unless given ([`Consumed`], [`Produced`],
+//! [`Repartitioned`]). Errors that only show up at build time (a duplicate name, a topic
+//! read twice) are collected and returned by [`StreamsBuilder::build`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use weir_runtime::serde::{DefaultSerde, Serde};
+use weir_runtime::{
+    Data, DeserializationHandler, Error, Processor, Result, SinkSpec, SourceSpec, Topology,
+};
+
+use crate::ops;
+
+struct Inner {
+    topology: Topology,
+    index: usize,
+    errors: Vec<Error>,
+}
+
+impl Inner {
+    fn next_name(&mut self, prefix: &str) -> String {
+        let name = format!("{prefix}-{:010}", self.index);
+        self.index += 1;
+        name
+    }
+
+    fn check<T>(&mut self, r: Result<T>) {
+        if let Err(e) = r {
+            self.errors.push(e);
+        }
+    }
+}
+
+/// Builds a topology with the DSL. `build()` returns it for `Runtime::start_query`.
+pub struct StreamsBuilder {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl Default for StreamsBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamsBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        StreamsBuilder {
+            inner: Rc::new(RefCell::new(Inner {
+                topology: Topology::new(),
+                index: 0,
+                errors: Vec::new(),
+            })),
+        }
+    }
+
+    /// A stream of `topic`, deserialized with the types' default serdes.
+    pub fn stream<K, V>(&self, topic: &str) -> KStream<K, V>
+    where
+        K: Data + DefaultSerde,
+        V: Data + DefaultSerde,
+    {
+        self.stream_with(&[topic], Consumed::defaults())
+    }
+
+    /// A stream of one or more topics with explicit serdes and options.
+    pub fn stream_with<K: Data, V: Data>(
+        &self,
+        topics: &[&str],
+        consumed: Consumed<K, V>,
+    ) -> KStream<K, V> {
+        let mut inner = self.inner.borrow_mut();
+        let name = consumed
+            .name
+            .unwrap_or_else(|| inner.next_name("KSTREAM-SOURCE"));
+        let r = inner.topology.add_source(&name, topics, consumed.spec).map(|_| ());
+        inner.check(r);
+        KStream::new(&self.inner, name)
+    }
+
+    /// The topology, or the first error any operator hit while it was built.
+    pub fn build(self) -> Result<Topology> {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(e) = inner.errors.drain(..).next() {
+            return Err(e);
+        }
+        Ok(std::mem::take(&mut inner.topology))
+    }
+}
+
+/// How a stream reads its topics: serdes, deserialization handler, source name.
+pub struct Consumed<K, V> {
+    spec: SourceSpec<K, V>,
+    name: Option<String>,
+}
+
+impl<K, V> Consumed<K, V> {
+    /// Explicit serdes.
+    pub fn with(key_serde: impl Serde<K>, value_serde: impl Serde<V>) -> Self {
+        Consumed {
+            spec: SourceSpec::new(key_serde, value_serde),
+            name: None,
+        }
+    }
+
+    /// The types' default serdes.
+    pub fn defaults() -> Self
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        Self::with(K::default_serde(), V::default_serde())
+    }
+
+    /// What to do with records that fail to deserialize (default: the runtime's).
+    pub fn with_deserialization_handler(mut self, handler: DeserializationHandler) -> Self {
+        self.spec = self.spec.deserialization_handler(handler);
+        self
+    }
+
+    /// Names the source node.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// How a stream writes a topic: serdes, partitioner, sink name.
+pub struct Produced<K, V> {
+    spec: SinkSpec<K, V>,
+    name: Option<String>,
+}
+
+impl<K, V> Produced<K, V> {
+    /// Explicit serdes, default partitioner.
+    pub fn with(key_serde: impl Serde<K>, value_serde: impl Serde<V>) -> Self {
+        Produced {
+            spec: SinkSpec::new(key_serde, value_serde),
+            name: None,
+        }
+    }
+
+    /// The types' default serdes.
+    pub fn defaults() -> Self
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        Self::with(K::default_serde(), V::default_serde())
+    }
+
+    /// Picks partitions with `f(key, value, partitions)`; `None` means default.
+    pub fn with_partitioner(
+        mut self,
+        f: impl Fn(&K, &V, u32) -> Option<u32> + Send + Sync + 'static,
+    ) -> Self {
+        self.spec = self.spec.partitioner(f);
+        self
+    }
+
+    /// Names the sink node.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// How `repartition` writes and reads its internal topic.
+pub struct Repartitioned<K, V> {
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+    name: Option<String>,
+    partitions: Option<u32>,
+}
+
+impl<K, V> Repartitioned<K, V> {
+    /// Explicit serdes.
+    pub fn with(key_serde: impl Serde<K>, value_serde: impl Serde<V>) -> Self {
+        Repartitioned {
+            key_serde: Arc::new(key_serde),
+            value_serde: Arc::new(value_serde),
+            name: None,
+            partitions: None,
+        }
+    }
+
+    /// The types' default serdes.
+    pub fn defaults() -> Self
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        Self::with(K::default_serde(), V::default_serde())
+    }
+
+    /// Names the topic `<application>-<query>-<name>-repartition`.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Partition count of the internal topic (default: as many as the input).
+    pub fn with_partitions(mut self, n: u32) -> Self {
+        self.partitions = Some(n);
+        self
+    }
+}
+
+struct ArcSerde<T>(Arc<dyn Serde<T>>);
+
+impl<T: 'static> Serde<T> for ArcSerde<T> {
+    fn serialize(&self, value: &T) -> Result<Option<weir_runtime::serde::Bytes>> {
+        self.0.serialize(value)
+    }
+    fn deserialize(&self, data: Option<&weir_runtime::serde::Bytes>) -> Result<T> {
+        self.0.deserialize(data)
+    }
+}
+
+/// A name for a branch of [`KStream::split`].
+#[derive(Debug, Clone, Default)]
+pub struct Branched {
+    name: Option<String>,
+}
+
+impl Branched {
+    /// The branch is keyed `<split prefix><name>` in the returned map.
+    pub fn as_(name: impl Into<String>) -> Self {
+        Branched {
+            name: Some(name.into()),
+        }
+    }
+}
+
+/// A record stream of key type `K` and value type `V`.
+pub struct KStream<K, V> {
+    builder: Rc<RefCell<Inner>>,
+    node: String,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for KStream<K, V> {
+    fn clone(&self) -> Self {
+        KStream {
+            builder: self.builder.clone(),
+            node: self.node.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<K: Data, V: Data> KStream<K, V> {
+    fn new(builder: &Rc<RefCell<Inner>>, node: String) -> Self {
+        KStream {
+            builder: builder.clone(),
+            node,
+            _types: PhantomData,
+        }
+    }
+
+    /// The name of the node this stream comes out of.
+    pub fn node_name(&self) -> &str {
+        &self.node
+    }
+
+    fn add<K2: Data, V2: Data, P, S>(&self, prefix: &str, supplier: S) -> KStream<K2, V2>
+    where
+        P: Processor<K, V, K2, V2>,
+        S: Fn() -> P + Send + Sync + 'static,
+    {
+        let name = self.builder.borrow_mut().next_name(prefix);
+        self.add_named(name, supplier)
+    }
+
+    fn add_named<K2: Data, V2: Data, P, S>(&self, name: String, supplier: S) -> KStream<K2, V2>
+    where
+        P: Processor<K, V, K2, V2>,
+        S: Fn() -> P + Send + Sync + 'static,
+    {
+        let mut inner = self.builder.borrow_mut();
+        let r = inner
+            .topology
+            .add_processor(&name, supplier, &[self.node.as_str()])
+            .map(|_| ());
+        inner.check(r);
+        drop(inner);
+        KStream::new(&self.builder, name)
+    }
+
+    /// Keeps records for which `f(key, value)` is true.
+    pub fn filter<F>(&self, f: F) -> KStream<K, V>
+    where
+        F: Fn(&K, &V) -> bool + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.add("KSTREAM-FILTER", move || ops::Filter { f: f.clone(), keep: true })
+    }
+
+    /// Drops records for which `f(key, value)` is true.
+    pub fn filter_not<F>(&self, f: F) -> KStream<K, V>
+    where
+        F: Fn(&K, &V) -> bool + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.add("KSTREAM-FILTER", move || ops::Filter { f: f.clone(), keep: false })
+    }
+
+    /// Replaces key and value. Changing the key means a later keyed operation must
+    /// repartition.
+    pub fn map<K2: Data, V2: Data, F>(&self, f: F) -> KStream<K2, V2>
+    where
+        F: Fn(K, V) -> (K2, V2) + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.add("KSTREAM-MAP", move || ops::Map(f.clone()))
+    }
+
+    /// Replaces the value, keeping the key.
+    pub fn map_values<V2: Data, F>(&self, f: F) -> KStream<K, V2>
+    where
+        F: Fn(V) -> V2 + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.add("KSTREAM-MAPVALUES", move || ops::MapValues(f.clone()))
+    }
+
+    /// Replaces the value, given the key too.
+    pub fn map_values_with_key<V2: Data, F>(&self, f: F) -> KStream<K, V2>
+    where
+        F: Fn(&K, V) -> V2 + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.add("KSTREAM-MAPVALUES", move || ops::MapValuesWithKey(f.clone()))
+    }
+
+    /// Replaces each record by zero or more (key, value) pairs, each keeping the input's
+    /// timestamp and headers.
+    pub fn flat_map<K2: Data, V2: Data, I, F>(&self, f: F) -> KStream<K2, V2>
+    where
+        I: IntoIterator<Item = (K2, V2)>,
+        F: Fn(K, V) -> I + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.add("KSTREAM-FLATMAP", move || ops::FlatMap(f.clone()))
+    }
+
+    /// Replaces each value by zero or more values under the same key.
+    pub fn flat_map_values<V2: Data, I, F>(&self, f: F) -> KStream<K, V2>
+    where
+        I: IntoIterator<Item = V2>,
+        F: Fn(V) -> I + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.add("KSTREAM-FLATMAPVALUES", move || ops::FlatMapValues(f.clone()))
+    }
+
+    /// Sets a new key computed from key and value.
+    pub fn select_key<K2: Data, F>(&self, f: F) -> KStream<K2, V>
+    where
+        F: Fn(&K, &V) -> K2 + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.add("KSTREAM-KEY-SELECT", move || ops::SelectKey(f.clone()))
+    }
+
+    /// Calls `f` on each record and passes it on unchanged.
+    pub fn peek<F>(&self, f: F) -> KStream<K, V>
+    where
+        F: Fn(&K, &V) + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        self.add("KSTREAM-PEEK", move || ops::Peek(f.clone()))
+    }
+
+    /// Calls `f` on each record; terminal.
+    pub fn foreach<F>(&self, f: F)
+    where
+        F: Fn(K, V) + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        let _: KStream<K, V> = self.add("KSTREAM-FOREACH", move || ops::Foreach(f.clone()));
+    }
+
+    /// Runs a custom [`Processor`]; `supplier` makes one per task.
+    pub fn process<K2: Data, V2: Data, P, S>(&self, supplier: S) -> KStream<K2, V2>
+    where
+        P: Processor<K, V, K2, V2>,
+        S: Fn() -> P + Send + Sync + 'static,
+    {
+        self.add("KSTREAM-PROCESSOR", supplier)
+    }
+
+    /// Like [`KStream::process`] with a chosen node name.
+    pub fn process_named<K2: Data, V2: Data, P, S>(&self, name: &str, supplier: S) -> KStream<K2, V2>
+    where
+        P: Processor<K, V, K2, V2>,
+        S: Fn() -> P + Send + Sync + 'static,
+    {
+        self.add_named(name.to_string(), supplier)
+    }
+
+    /// One stream of the records of both.
+    pub fn merge(&self, other: &KStream<K, V>) -> KStream<K, V> {
+        let mut inner = self.builder.borrow_mut();
+        let name = inner.next_name("KSTREAM-MERGE");
+        if !Rc::ptr_eq(&self.builder, &other.builder) {
+            inner.errors.push(Error::Topology(
+                "merge: both streams must come from the same StreamsBuilder".into(),
+            ));
+            drop(inner);
+            return KStream::new(&self.builder, name);
+        }
+        let r = inner
+            .topology
+            .add_processor::<K, V, K, V, _, _>(
+                &name,
+                || ops::PassThrough,
+                &[self.node.as_str(), other.node.as_str()],
+            )
+            .map(|_| ());
+        inner.check(r);
+        drop(inner);
+        KStream::new(&self.builder, name)
+    }
+
+    /// Splits the stream: each record goes to the first branch whose predicate holds.
+    pub fn split(&self) -> BranchedKStream<K, V> {
+        let prefix = self.builder.borrow_mut().next_name("KSTREAM-BRANCH") + "-";
+        self.split_named(&prefix)
+    }
+
+    /// Like [`KStream::split`]; branch names start with `prefix`.
+    pub fn split_named(&self, prefix: &str) -> BranchedKStream<K, V> {
+        BranchedKStream {
+            parent: self.clone(),
+            prefix: prefix.to_string(),
+            branches: Vec::new(),
+        }
+    }
+
+    /// Writes the stream to `topic` with the types' default serdes.
+    pub fn to(&self, topic: &str)
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        self.to_with(topic, Produced::defaults())
+    }
+
+    /// Writes the stream to `topic` with explicit serdes and options.
+    pub fn to_with(&self, topic: &str, produced: Produced<K, V>) {
+        let mut inner = self.builder.borrow_mut();
+        let name = produced
+            .name
+            .unwrap_or_else(|| inner.next_name("KSTREAM-SINK"));
+        let r = inner
+            .topology
+            .add_sink(&name, topic, produced.spec, &[self.node.as_str()])
+            .map(|_| ());
+        inner.check(r);
+    }
+
+    /// Routes records through an internal topic so each key lands on the partition of
+    /// the default partitioner (and so on one task); uses the types' default serdes.
+    pub fn repartition(&self) -> KStream<K, V>
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        self.repartition_with(Repartitioned::defaults())
+    }
+
+    /// Like [`KStream::repartition`] with explicit serdes, name or partition count.
+    pub fn repartition_with(&self, r: Repartitioned<K, V>) -> KStream<K, V> {
+        let mut inner = self.builder.borrow_mut();
+        let base = r
+            .name
+            .unwrap_or_else(|| inner.next_name("KSTREAM-REPARTITION"));
+        let topic = format!("{base}-repartition");
+        let sink = format!("{base}-repartition-sink");
+        let source = format!("{base}-repartition-source");
+        let res = inner.topology.add_internal_topic(&topic, r.partitions).map(|_| ());
+        inner.check(res);
+        let res = inner
+            .topology
+            .add_sink(
+                &sink,
+                &topic,
+                SinkSpec::new(ArcSerde(r.key_serde.clone()), ArcSerde(r.value_serde.clone())),
+                &[self.node.as_str()],
+            )
+            .map(|_| ());
+        inner.check(res);
+        let res = inner
+            .topology
+            .add_source(
+                &source,
+                &[topic.as_str()],
+                SourceSpec::new(ArcSerde(r.key_serde), ArcSerde(r.value_serde)),
+            )
+            .map(|_| ());
+        inner.check(res);
+        drop(inner);
+        KStream::new(&self.builder, source)
+    }
+}
+
+/// A stream being split by [`KStream::split`].
+pub struct BranchedKStream<K, V> {
+    parent: KStream<K, V>,
+    prefix: String,
+    branches: Vec<(ops::Predicate<K, V>, String)>,
+}
+
+impl<K: Data, V: Data> BranchedKStream<K, V> {
+    /// Adds a branch taking records for which `pred` holds (and no earlier branch did).
+    /// Unnamed branches are keyed by their position, from 1.
+    pub fn branch<F>(mut self, pred: F, branched: Branched) -> Self
+    where
+        F: Fn(&K, &V) -> bool + Send + Sync + 'static,
+    {
+        let name = branched
+            .name
+            .unwrap_or_else(|| (self.branches.len() + 1).to_string());
+        self.branches
+            .push((Arc::new(pred), format!("{}{name}", self.prefix)));
+        self
+    }
+
+    /// Ends the split with a branch for every record no predicate took, keyed
+    /// `<prefix>0` unless named.
+    pub fn default_branch(self, branched: Branched) -> HashMap<String, KStream<K, V>> {
+        let name = format!("{}{}", self.prefix, branched.name.unwrap_or_else(|| "0".into()));
+        self.finish(Some(name))
+    }
+
+    /// Ends the split; records no predicate took are dropped.
+    pub fn no_default_branch(self) -> HashMap<String, KStream<K, V>> {
+        self.finish(None)
+    }
+
+    fn finish(self, default: Option<String>) -> HashMap<String, KStream<K, V>> {
+        let builder = self.parent.builder.clone();
+        let branch_node = format!("{}branch", self.prefix);
+        let branches = Arc::new(self.branches);
+        let default_name: Option<Arc<str>> = default.as_deref().map(Arc::from);
+        {
+            let b = branches.clone();
+            let d = default_name.clone();
+            let mut inner = builder.borrow_mut();
+            let r = inner
+                .topology
+                .add_processor(
+                    &branch_node,
+                    move || ops::Branch {
+                        branches: b.clone(),
+                        default: d.clone(),
+                    },
+                    &[self.parent.node.as_str()],
+                )
+                .map(|_| ());
+            inner.check(r);
+        }
+        let node = KStream::<K, V>::new(&builder, branch_node);
+        let mut out = HashMap::new();
+        let names = branches.iter().map(|(_, n)| n.clone()).chain(default);
+        for name in names {
+            let s: KStream<K, V> = node.add_named(name.clone(), || ops::PassThrough);
+            out.insert(name, s);
+        }
+        out
+    }
+}
