@@ -46,7 +46,11 @@ const LINES: &[&str] = &[
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 
-    let runtime = Runtime::new(RuntimeConfig::builder().application_id("word-count").build()?)?;
+    let runtime = Runtime::new(
+        RuntimeConfig::builder()
+            .application_id("word-count")
+            .build()?,
+    )?;
     let broker = runtime.broker().clone();
     broker.create_topic("text-input", 2)?;
     broker.create_topic("word-counts", 2)?;

@@ -68,8 +68,8 @@ pub mod prelude {
     #[cfg(feature = "json")]
     pub use crate::serde::{Json, JsonSerde};
     pub use crate::{
-        Branched, Broker, Consumed, DeserializationHandler, Error, KStream, OffsetReset, Processor,
-        ProcessorContext, Produced, PunctuationType, QueryHandle, QueryState, Record, Repartitioned,
-        Result, Runtime, RuntimeConfig, StreamsBuilder, Topology,
+        Branched, Broker, Consumed, DeserializationHandler, Error, Headers, KStream, OffsetReset,
+        Processor, ProcessorContext, Produced, PunctuationType, QueryHandle, QueryState, Record,
+        Repartitioned, Result, Runtime, RuntimeConfig, StreamsBuilder, Topology,
     };
 }

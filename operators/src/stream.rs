@@ -82,7 +82,10 @@ impl StreamsBuilder {
         let name = consumed
             .name
             .unwrap_or_else(|| inner.next_name("KSTREAM-SOURCE"));
-        let r = inner.topology.add_source(&name, topics, consumed.spec).map(|_| ());
+        let r = inner
+            .topology
+            .add_source(&name, topics, consumed.spec)
+            .map(|_| ());
         inner.check(r);
         KStream::new(&self.inner, name)
     }
@@ -302,7 +305,10 @@ impl<K: Data, V: Data> KStream<K, V> {
         F: Fn(&K, &V) -> bool + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add("KSTREAM-FILTER", move || ops::Filter { f: f.clone(), keep: true })
+        self.add("KSTREAM-FILTER", move || ops::Filter {
+            f: f.clone(),
+            keep: true,
+        })
     }
 
     /// Drops records for which `f(key, value)` is true.
@@ -311,7 +317,10 @@ impl<K: Data, V: Data> KStream<K, V> {
         F: Fn(&K, &V) -> bool + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add("KSTREAM-FILTER", move || ops::Filter { f: f.clone(), keep: false })
+        self.add("KSTREAM-FILTER", move || ops::Filter {
+            f: f.clone(),
+            keep: false,
+        })
     }
 
     /// Replaces key and value. Changing the key means a later keyed operation must
@@ -339,7 +348,9 @@ impl<K: Data, V: Data> KStream<K, V> {
         F: Fn(&K, V) -> V2 + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add("KSTREAM-MAPVALUES", move || ops::MapValuesWithKey(f.clone()))
+        self.add("KSTREAM-MAPVALUES", move || {
+            ops::MapValuesWithKey(f.clone())
+        })
     }
 
     /// Replaces each record by zero or more (key, value) pairs, each keeping the input's
@@ -360,7 +371,9 @@ impl<K: Data, V: Data> KStream<K, V> {
         F: Fn(V) -> I + Send + Sync + 'static,
     {
         let f = Arc::new(f);
-        self.add("KSTREAM-FLATMAPVALUES", move || ops::FlatMapValues(f.clone()))
+        self.add("KSTREAM-FLATMAPVALUES", move || {
+            ops::FlatMapValues(f.clone())
+        })
     }
 
     /// Sets a new key computed from key and value.
@@ -400,7 +413,11 @@ impl<K: Data, V: Data> KStream<K, V> {
     }
 
     /// Like [`KStream::process`] with a chosen node name.
-    pub fn process_named<K2: Data, V2: Data, P, S>(&self, name: &str, supplier: S) -> KStream<K2, V2>
+    pub fn process_named<K2: Data, V2: Data, P, S>(
+        &self,
+        name: &str,
+        supplier: S,
+    ) -> KStream<K2, V2>
     where
         P: Processor<K, V, K2, V2>,
         S: Fn() -> P + Send + Sync + 'static,
@@ -488,14 +505,20 @@ impl<K: Data, V: Data> KStream<K, V> {
         let topic = format!("{base}-repartition");
         let sink = format!("{base}-repartition-sink");
         let source = format!("{base}-repartition-source");
-        let res = inner.topology.add_internal_topic(&topic, r.partitions).map(|_| ());
+        let res = inner
+            .topology
+            .add_internal_topic(&topic, r.partitions)
+            .map(|_| ());
         inner.check(res);
         let res = inner
             .topology
             .add_sink(
                 &sink,
                 &topic,
-                SinkSpec::new(ArcSerde(r.key_serde.clone()), ArcSerde(r.value_serde.clone())),
+                SinkSpec::new(
+                    ArcSerde(r.key_serde.clone()),
+                    ArcSerde(r.value_serde.clone()),
+                ),
                 &[self.node.as_str()],
             )
             .map(|_| ());
@@ -539,7 +562,11 @@ impl<K: Data, V: Data> BranchedKStream<K, V> {
     /// Ends the split with a branch for every record no predicate took, keyed
     /// `<prefix>0` unless named.
     pub fn default_branch(self, branched: Branched) -> HashMap<String, KStream<K, V>> {
-        let name = format!("{}{}", self.prefix, branched.name.unwrap_or_else(|| "0".into()));
+        let name = format!(
+            "{}{}",
+            self.prefix,
+            branched.name.unwrap_or_else(|| "0".into())
+        );
         self.finish(Some(name))
     }
 

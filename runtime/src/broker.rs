@@ -139,7 +139,11 @@ impl Broker {
     }
 
     pub(crate) fn notify(&self) {
-        let mut listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         // A full channel already holds a wake-up token; a disconnected one is pruned.
         listeners.retain(|l| !matches!(l.try_send(()), Err(TrySendError::Disconnected(_))));
     }
@@ -147,7 +151,11 @@ impl Broker {
     /// A channel that receives a token (coalesced) after every append.
     pub(crate) fn subscribe(&self) -> Receiver<()> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let mut listeners = self.inner.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut listeners = self
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         listeners.push(tx);
         rx
     }
@@ -242,13 +250,21 @@ impl Broker {
 
     /// Commits `offset` (the next offset to consume) for a group.
     pub fn commit(&self, group: &str, topic: &str, partition: u32, offset: i64) {
-        let mut c = self.inner.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self
+            .inner
+            .committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         c.insert((group.to_string(), topic.to_string(), partition), offset);
     }
 
     /// The committed offset of a group on a partition, if any.
     pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<i64> {
-        let c = self.inner.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let c = self
+            .inner
+            .committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         c.get(&(group.to_string(), topic.to_string(), partition))
             .copied()
     }
@@ -373,7 +389,14 @@ impl LogInner {
             .sealed
             .partition_point(|s| s.base_offset + s.positions.len() as i64 <= offset);
         for seg in &self.sealed[start..] {
-            if !decode_range(&seg.data, seg.base_offset, &seg.positions, &mut offset, &mut budget, out) {
+            if !decode_range(
+                &seg.data,
+                seg.base_offset,
+                &seg.positions,
+                &mut offset,
+                &mut budget,
+                out,
+            ) {
                 return;
             }
         }
@@ -432,8 +455,7 @@ fn encoded_len(r: &RawRecord) -> usize {
         + 4
         + r.value.as_ref().map_or(0, Bytes::len)
         + 4
-        + r
-            .headers
+        + r.headers
             .iter()
             .map(|h| 8 + h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
             .sum::<usize>()
@@ -505,7 +527,9 @@ mod tests {
         b.create_topic("t", 1).unwrap();
         let big = "x".repeat(300_000);
         for i in 0..10 {
-            let off = b.append("t", 0, [raw(Some("k"), &format!("{i}{big}"), i)]).unwrap();
+            let off = b
+                .append("t", 0, [raw(Some("k"), &format!("{i}{big}"), i)])
+                .unwrap();
             assert_eq!(off, i);
         }
         assert_eq!(b.end_offset("t", 0).unwrap(), 10);
@@ -514,7 +538,12 @@ mod tests {
         for (i, (off, r)) in all.iter().enumerate() {
             assert_eq!(*off, i as i64);
             assert_eq!(r.timestamp, i as i64);
-            assert!(r.value.as_ref().unwrap().starts_with(i.to_string().as_bytes()));
+            assert!(
+                r.value
+                    .as_ref()
+                    .unwrap()
+                    .starts_with(i.to_string().as_bytes())
+            );
         }
         let mid = b.fetch("t", 0, 7, 2, usize::MAX).unwrap();
         assert_eq!(mid.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![7, 8]);
@@ -528,7 +557,8 @@ mod tests {
         let b = Broker::new();
         b.create_topic("t", 1).unwrap();
         let mut h = Headers::new();
-        h.add("a", Some(Bytes::from_static(b"1"))).add("b", None::<Bytes>);
+        h.add("a", Some(Bytes::from_static(b"1")))
+            .add("b", None::<Bytes>);
         let r = Record::new(None, None, -5).with_headers(h.clone());
         b.append("t", 0, [r.clone()]).unwrap();
         let (_, got) = b.fetch("t", 0, 0, 1, usize::MAX).unwrap().pop().unwrap();
@@ -552,9 +582,15 @@ mod tests {
         let b = Broker::new();
         b.create_topic("t", 2).unwrap();
         b.create_topic("t", 2).unwrap();
-        assert!(matches!(b.create_topic("t", 3), Err(Error::TopicExists { .. })));
+        assert!(matches!(
+            b.create_topic("t", 3),
+            Err(Error::TopicExists { .. })
+        ));
         assert!(matches!(b.partitions("nope"), Err(Error::UnknownTopic(_))));
-        assert!(matches!(b.fetch("t", 2, 0, 1, 1), Err(Error::UnknownPartition { .. })));
+        assert!(matches!(
+            b.fetch("t", 2, 0, 1, 1),
+            Err(Error::UnknownPartition { .. })
+        ));
         assert_eq!(b.committed("g", "t", 0), None);
         b.commit("g", "t", 0, 42);
         assert_eq!(b.committed("g", "t", 0), Some(42));

@@ -262,11 +262,16 @@ mod tests {
         assert!(err(RuntimeConfig::builder().workers(0)).contains("workers"));
         assert!(err(RuntimeConfig::builder().memory_limit(1024)).contains("memory_limit"));
         assert!(
-            err(RuntimeConfig::builder().memory_limit(32 << 20).queue_max_bytes(64 << 20))
-                .contains("queue_max_bytes")
+            err(RuntimeConfig::builder()
+                .memory_limit(32 << 20)
+                .queue_max_bytes(64 << 20))
+            .contains("queue_max_bytes")
         );
         assert!(err(RuntimeConfig::builder().application_id("a b")).contains("application_id"));
-        assert!(err(RuntimeConfig::builder().commit_interval(Duration::ZERO)).contains("commit_interval"));
+        assert!(
+            err(RuntimeConfig::builder().commit_interval(Duration::ZERO))
+                .contains("commit_interval")
+        );
         assert!(
             err(RuntimeConfig::builder().state_dir("/proc/weir-cannot-exist"))
                 .contains("cannot create state directory")

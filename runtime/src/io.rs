@@ -95,14 +95,26 @@ impl IoThread {
                 }
             }
 
+            // Fill every partition first, then wake the tasks: a task reading several
+            // partitions then sees all of them when it picks the lowest timestamp.
             let mut moved = 0usize;
             let mut paused = 0usize;
+            let mut fed: Vec<Arc<Task>> = Vec::new();
             bindings.retain_mut(|b| {
                 let (n, alive) = fill(b, &self.budget, &mut buf);
+                if n > 0
+                    && let Some(t) = b.task.upgrade()
+                    && !fed.iter().any(|f| Arc::ptr_eq(f, &t))
+                {
+                    fed.push(t);
+                }
                 moved += n;
                 paused += usize::from(b.queue.is_paused());
                 alive
             });
+            for t in fed {
+                t.notify();
+            }
             self.stats.paused.store(paused, Ordering::Relaxed);
             self.stats.bound.store(bindings.len(), Ordering::Relaxed);
             metrics::gauge!("weir_queue_bytes").set(self.budget.used() as f64);
@@ -141,16 +153,15 @@ fn fill(
     budget: &ByteBudget,
     buf: &mut Vec<(i64, crate::record::RawRecord)>,
 ) -> (usize, bool) {
-    let Some(task) = b.task.upgrade() else {
+    if b.task.strong_count() == 0 {
         return (0, false);
-    };
+    }
     if b.queue.pause_if_full() {
         return (0, true);
     }
     let room = b.queue.room();
     buf.clear();
-    if b
-        .topic
+    if b.topic
         .fetch(
             b.partition,
             b.next_offset,
@@ -172,9 +183,6 @@ fn fill(
             Err(TryPushError::Closed(_)) => return (moved, false),
             Err(TryPushError::Full(_) | TryPushError::OverBudget(_)) => break,
         }
-    }
-    if moved > 0 {
-        task.notify();
     }
     (moved, true)
 }

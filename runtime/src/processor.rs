@@ -302,7 +302,11 @@ pub(crate) struct ProcessorNode<P, KI, VI, KO, VO> {
     pub(crate) _types: PhantomData<fn(KI, VI, KO, VO)>,
 }
 
-pub(crate) fn take_input<T: 'static>(input: &mut dyn Any, core: &TaskCore, me: NodeId) -> Result<T> {
+pub(crate) fn take_input<T: 'static>(
+    input: &mut dyn Any,
+    core: &TaskCore,
+    me: NodeId,
+) -> Result<T> {
     input
         .downcast_mut::<Option<T>>()
         .and_then(Option::take)
@@ -332,14 +336,20 @@ where
 
     fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
         let record: Record<KI, VI> = take_input(input, core, me)?;
-        match self.processor.process(record, &mut ProcessorContext::new(core, me)) {
+        match self
+            .processor
+            .process(record, &mut ProcessorContext::new(core, me))
+        {
             Ok(()) => Ok(()),
             Err(e) => Err(e.in_processor(&core.names[me])),
         }
     }
 
     fn punctuate(&mut self, p: &Punctuation, core: &mut TaskCore, me: NodeId) -> Result<()> {
-        match self.processor.punctuate(p, &mut ProcessorContext::new(core, me)) {
+        match self
+            .processor
+            .punctuate(p, &mut ProcessorContext::new(core, me))
+        {
             Ok(()) => Ok(()),
             Err(e) => Err(e.in_processor(&core.names[me])),
         }

@@ -209,7 +209,10 @@ impl<T: QueueItem> PartitionQueue<T> {
         self.records.fetch_add(1, SeqCst);
         self.bytes.fetch_add(size, SeqCst);
         self.paused.store(false, SeqCst);
-        self.items.lock().unwrap_or_else(|p| p.into_inner()).push_back(item);
+        self.items
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(item);
         Ok(())
     }
 
@@ -388,10 +391,21 @@ mod tests {
     fn oversized_record_admitted_only_when_budget_is_empty() {
         let budget = Arc::new(ByteBudget::new(100));
         let q = PartitionQueue::new(10, budget.clone());
-        let small = Item { partition: 0, seq: 0, size: 10 };
-        let big = Item { partition: 0, seq: 1, size: 500 };
+        let small = Item {
+            partition: 0,
+            seq: 0,
+            size: 10,
+        };
+        let big = Item {
+            partition: 0,
+            seq: 1,
+            size: 500,
+        };
         q.try_push(small.clone()).unwrap();
-        assert!(matches!(q.try_push(big.clone()), Err(TryPushError::OverBudget(_))));
+        assert!(matches!(
+            q.try_push(big.clone()),
+            Err(TryPushError::OverBudget(_))
+        ));
         assert!(q.is_paused(), "a partition holding data is paused");
         let mut out = VecDeque::new();
         q.claim(10, &mut out);
@@ -406,28 +420,54 @@ mod tests {
         let budget = Arc::new(ByteBudget::new(100));
         let a = PartitionQueue::new(10, budget.clone());
         let b = PartitionQueue::new(10, budget.clone());
-        a.try_push(Item { partition: 0, seq: 0, size: 90 }).unwrap();
+        a.try_push(Item {
+            partition: 0,
+            seq: 0,
+            size: 90,
+        })
+        .unwrap();
         assert!(matches!(
-            b.try_push(Item { partition: 1, seq: 0, size: 20 }),
+            b.try_push(Item {
+                partition: 1,
+                seq: 0,
+                size: 20
+            }),
             Err(TryPushError::OverBudget(_))
         ));
         assert!(!b.is_paused());
         let mut out = VecDeque::new();
         a.claim(1, &mut out);
-        assert!(a.release(1, 90), "the refused reservation asks for a wake-up");
+        assert!(
+            a.release(1, 90),
+            "the refused reservation asks for a wake-up"
+        );
     }
 
     #[test]
     fn close_uncharges_queued_items_and_refuses_pushes() {
         let budget = Arc::new(ByteBudget::new(100));
         let q = PartitionQueue::new(10, budget.clone());
-        q.try_push(Item { partition: 0, seq: 0, size: 30 }).unwrap();
-        q.try_push(Item { partition: 0, seq: 1, size: 30 }).unwrap();
+        q.try_push(Item {
+            partition: 0,
+            seq: 0,
+            size: 30,
+        })
+        .unwrap();
+        q.try_push(Item {
+            partition: 0,
+            seq: 1,
+            size: 30,
+        })
+        .unwrap();
         q.close();
         assert_eq!(budget.used(), 0);
         assert_eq!(q.len(), 0);
         assert!(matches!(
-            q.try_push(Item { partition: 0, seq: 2, size: 1 }),
+            q.try_push(Item {
+                partition: 0,
+                seq: 2,
+                size: 1
+            }),
             Err(TryPushError::Closed(_))
         ));
     }

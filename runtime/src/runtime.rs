@@ -127,7 +127,11 @@ impl QueryShared {
     }
 
     pub(crate) fn is_clean_stop(&self) -> bool {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).failure.is_none()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failure
+            .is_none()
     }
 
     pub(crate) fn record_progress(&self, processed: u64, skipped: u64) {
@@ -185,7 +189,11 @@ impl QueryShared {
     }
 
     fn state(&self) -> QueryState {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).state.clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state
+            .clone()
     }
 
     fn wait(&self, timeout: Option<Duration>) -> QueryState {
@@ -199,7 +207,11 @@ impl QueryShared {
                     if now >= d {
                         break;
                     }
-                    s = self.cv.wait_timeout(s, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                    s = self
+                        .cv
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
                 }
             }
         }
@@ -405,15 +417,19 @@ impl Runtime {
         let cfg = &self.core.config;
         let broker = &cfg.broker;
         if topology.is_empty() {
-            return Err(Error::Topology(format!("query '{name}' has an empty topology")));
+            return Err(Error::Topology(format!(
+                "query '{name}' has an empty topology"
+            )));
         }
         let subs = topology.subtopologies()?;
         let prefix = format!("{}-{name}-", cfg.application_id);
-        let topic_names: Arc<HashMap<String, String>> = Arc::new(topology
-            .internal_topics
-            .keys()
-            .map(|t| (t.clone(), format!("{prefix}{t}")))
-            .collect());
+        let topic_names: Arc<HashMap<String, String>> = Arc::new(
+            topology
+                .internal_topics
+                .keys()
+                .map(|t| (t.clone(), format!("{prefix}{t}")))
+                .collect(),
+        );
         let resolve = |t: &str| topic_names.get(t).cloned().unwrap_or_else(|| t.to_string());
 
         // Partition count of each sub-topology = max over its source topics; internal
@@ -429,7 +445,9 @@ impl Runtime {
             for (i, st) in subs.iter().enumerate() {
                 let mut max = Some(0u32);
                 for &s in &st.sources {
-                    let NodeKind::Source { topics } = &topology.nodes[s].kind else { continue };
+                    let NodeKind::Source { topics } = &topology.nodes[s].kind else {
+                        continue;
+                    };
                     for t in topics {
                         let n = if topology.internal_topics.contains_key(t) {
                             internal.get(t).copied()
@@ -458,7 +476,7 @@ impl Runtime {
                 }
             }
         }
-        for (t, _) in &topology.internal_topics {
+        for t in topology.internal_topics.keys() {
             let Some(p) = internal.get(t) else {
                 return Err(Error::Topology(format!(
                     "cannot size internal topic '{t}': it is read in a cycle or never written"
@@ -481,8 +499,10 @@ impl Runtime {
         let group = format!("{}-{name}", cfg.application_id);
         let children: Arc<Vec<Vec<usize>>> =
             Arc::new(topology.nodes.iter().map(|n| n.children.clone()).collect());
-        let names: Arc<Vec<String>> = Arc::new(topology.nodes.iter().map(|n| n.name.clone()).collect());
-        let kinds: Arc<Vec<NodeKind>> = Arc::new(topology.nodes.iter().map(|n| n.kind.clone()).collect());
+        let names: Arc<Vec<String>> =
+            Arc::new(topology.nodes.iter().map(|n| n.name.clone()).collect());
+        let kinds: Arc<Vec<NodeKind>> =
+            Arc::new(topology.nodes.iter().map(|n| n.kind.clone()).collect());
         let query_name: Arc<str> = Arc::from(name);
 
         let mut built: Vec<(TaskId, TaskInner)> = Vec::new();
@@ -490,7 +510,10 @@ impl Runtime {
         for (si, st) in subs.iter().enumerate() {
             let partitions = counts[si].unwrap_or(0);
             for p in 0..partitions {
-                let task_id = TaskId { subtopology: si, partition: p };
+                let task_id = TaskId {
+                    subtopology: si,
+                    partition: p,
+                };
                 let mut nodes: Vec<Option<Box<dyn crate::processor::Node>>> =
                     (0..topology.nodes.len()).map(|_| None).collect();
                 for &n in &st.nodes {
@@ -518,7 +541,9 @@ impl Runtime {
                 };
                 let mut inputs = Vec::new();
                 for &s in &st.sources {
-                    let NodeKind::Source { topics } = &topology.nodes[s].kind else { continue };
+                    let NodeKind::Source { topics } = &topology.nodes[s].kind else {
+                        continue;
+                    };
                     for t in topics {
                         let actual = resolve(t);
                         let log = broker.topic(&actual)?;
@@ -627,7 +652,12 @@ impl Runtime {
             }
         }
         let _ = self.core.io_tx.send(IoCommand::Shutdown);
-        if let Some(h) = self.io_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self
+            .io_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
         first_error.map_or(Ok(()), Err)

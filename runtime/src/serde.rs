@@ -113,8 +113,16 @@ macro_rules! int_serde {
     };
 }
 
-int_serde!(I32Serde, i32, "Big-endian `i32`, byte-compatible with Kafka's `Serdes.Integer()`.");
-int_serde!(I64Serde, i64, "Big-endian `i64`, byte-compatible with Kafka's `Serdes.Long()`.");
+int_serde!(
+    I32Serde,
+    i32,
+    "Big-endian `i32`, byte-compatible with Kafka's `Serdes.Integer()`."
+);
+int_serde!(
+    I64Serde,
+    i64,
+    "Big-endian `i64`, byte-compatible with Kafka's `Serdes.Long()`."
+);
 int_serde!(U64Serde, u64, "Big-endian `u64`.");
 
 /// `()`: always null, like Kafka's `Serdes.Void()`; non-null input is an error.
@@ -278,15 +286,23 @@ mod tests {
 
     #[test]
     fn bad_input_is_a_clear_error() {
-        let e = Serde::<i64>::deserialize(&I64Serde, Some(&Bytes::from_static(b"abc")))
-            .unwrap_err();
-        assert!(e.to_string().contains("3 bytes where a 8-byte big-endian i64"), "{e}");
+        let e =
+            Serde::<i64>::deserialize(&I64Serde, Some(&Bytes::from_static(b"abc"))).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("3 bytes where a 8-byte big-endian i64"),
+            "{e}"
+        );
         let e = Serde::<String>::deserialize(&StringSerde, Some(&Bytes::from_static(b"\xff")))
             .unwrap_err();
         assert!(e.to_string().contains("invalid UTF-8"), "{e}");
         let e = Serde::<String>::deserialize(&StringSerde, None).unwrap_err();
         assert!(e.to_string().contains("null where String"), "{e}");
-        assert!(UnitSerde.deserialize(Some(&Bytes::from_static(b"x"))).is_err());
+        assert!(
+            UnitSerde
+                .deserialize(Some(&Bytes::from_static(b"x")))
+                .is_err()
+        );
     }
 
     #[cfg(feature = "json")]
@@ -297,10 +313,25 @@ mod tests {
             id: u32,
             item: String,
         }
-        round_trip(&JsonSerde::<Order>::new(), Order { id: 1, item: "x".into() });
-        round_trip(&JsonSerde::<Order>::new(), Json(Order { id: 2, item: "y".into() }));
-        let e = Serde::<Order>::deserialize(&JsonSerde::<Order>::new(), Some(&Bytes::from_static(b"{")))
-            .unwrap_err();
+        round_trip(
+            &JsonSerde::<Order>::new(),
+            Order {
+                id: 1,
+                item: "x".into(),
+            },
+        );
+        round_trip(
+            &JsonSerde::<Order>::new(),
+            Json(Order {
+                id: 2,
+                item: "y".into(),
+            }),
+        );
+        let e = Serde::<Order>::deserialize(
+            &JsonSerde::<Order>::new(),
+            Some(&Bytes::from_static(b"{")),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("JSON:"), "{e}");
     }
 }

@@ -123,7 +123,14 @@ impl TaskCore {
         self.env.punctuators.retain(|p| !p.is_cancelled());
         for p in self.env.punctuators.iter_mut().filter(|p| p.kind == kind) {
             if let Some(ts) = p.due(now) {
-                due.push((p.node, Punctuation { id: p.id, kind, timestamp: ts }));
+                due.push((
+                    p.node,
+                    Punctuation {
+                        id: p.id,
+                        kind,
+                        timestamp: ts,
+                    },
+                ));
             }
         }
         let saved = self.env.metadata.take();
@@ -224,7 +231,12 @@ pub(crate) struct TaskInner {
 }
 
 impl TaskInner {
-    pub(crate) fn new(core: TaskCore, inputs: Vec<Input>, nodes: Vec<NodeId>, sinks: Vec<NodeId>) -> Self {
+    pub(crate) fn new(
+        core: TaskCore,
+        inputs: Vec<Input>,
+        nodes: Vec<NodeId>,
+        sinks: Vec<NodeId>,
+    ) -> Self {
         TaskInner {
             core,
             inputs,
@@ -305,7 +317,12 @@ pub(crate) struct Task {
 }
 
 impl Task {
-    pub(crate) fn new(id: TaskId, query: Arc<QueryShared>, rt: Arc<RuntimeCore>, inner: TaskInner) -> Self {
+    pub(crate) fn new(
+        id: TaskId,
+        query: Arc<QueryShared>,
+        rt: Arc<RuntimeCore>,
+        inner: TaskInner,
+    ) -> Self {
         Task {
             id,
             state: AtomicU8::new(IDLE),
@@ -356,10 +373,10 @@ impl Task {
                 let message = panic_message(payload.as_ref());
                 let processor = {
                     let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-                    inner
-                        .core
-                        .current
-                        .map_or_else(|| format!("task {}", self.id), |n| inner.core.names[n].clone())
+                    inner.core.current.map_or_else(
+                        || format!("task {}", self.id),
+                        |n| inner.core.names[n].clone(),
+                    )
                 };
                 self.fail(Error::Panic { processor, message });
                 After::Closed
@@ -419,7 +436,9 @@ impl Task {
         }
 
         let started = Instant::now();
-        inner.core.punctuate(PunctuationType::WallClockTime, now_millis())?;
+        inner
+            .core
+            .punctuate(PunctuationType::WallClockTime, now_millis())?;
         let max = cfg.max_batch_records;
         let mut n = 0usize;
         while n < max && (n % 64 != 0 || n == 0 || started.elapsed() < cfg.max_batch_time) {
@@ -434,7 +453,9 @@ impl Task {
             }
             let Some((i, _)) = best else { break };
             let input = &mut inner.inputs[i];
-            let Some(q) = input.local.pop_front() else { break };
+            let Some(q) = input.local.pop_front() else {
+                break;
+            };
             input.consumed = Some(q.offset + 1);
             input.release_records += 1;
             input.release_bytes += q.record.size_bytes();
@@ -445,17 +466,24 @@ impl Task {
                 partition: input.partition,
                 offset: q.offset,
             });
+            // Stream time includes the record being processed (as in Kafka Streams);
+            // stream-time punctuators fire after it.
             let ts = q.record.timestamp;
+            let advanced = ts > core.env.stream_time;
+            if advanced {
+                core.env.stream_time = ts;
+            }
             let mut slot = Some(q);
             core.dispatch(source, &mut slot as &mut dyn Any)?;
-            if ts > core.env.stream_time {
-                core.env.stream_time = ts;
+            if advanced {
                 core.punctuate(PunctuationType::StreamTime, ts)?;
             }
             n += 1;
         }
         inner.core.env.metadata = None;
-        inner.core.punctuate(PunctuationType::WallClockTime, now_millis())?;
+        inner
+            .core
+            .punctuate(PunctuationType::WallClockTime, now_millis())?;
         inner.flush_sinks()?;
 
         let mut wake = false;
@@ -467,7 +495,8 @@ impl Task {
         }
         if n > 0 {
             inner.uncommitted = true;
-            self.query.record_progress(n as u64, std::mem::take(&mut inner.core.env.skipped));
+            self.query
+                .record_progress(n as u64, std::mem::take(&mut inner.core.env.skipped));
         }
         if inner.uncommitted && inner.last_commit.elapsed() >= cfg.commit_interval {
             inner.commit(&self.query.group, &cfg.broker)?;
@@ -485,7 +514,11 @@ impl Task {
     /// wall-clock punctuation, or the next commit if it has uncommitted progress).
     fn register_deadline(self: &Arc<Self>, inner: &mut TaskInner) {
         let commit_at = inner.uncommitted.then(|| {
-            let left = self.rt.config.commit_interval.saturating_sub(inner.last_commit.elapsed());
+            let left = self
+                .rt
+                .config
+                .commit_interval
+                .saturating_sub(inner.last_commit.elapsed());
             now_millis() + left.as_millis() as i64
         });
         let deadline = match (inner.core.next_wall_deadline(), commit_at) {

@@ -15,15 +15,13 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-
 use crate::broker::TopicLog;
 use crate::config::DeserializationHandler;
 use crate::error::{Error, RecordField, Result};
 use crate::partitioner::partition_for_key;
 use crate::processor::{Data, Node, Processor, ProcessorNode, Punctuation, take_input};
 use crate::queue::Queued;
-use crate::record::{Record, RawRecord};
+use crate::record::{RawRecord, Record};
 use crate::serde::Serde;
 use crate::task::TaskCore;
 
@@ -183,14 +181,18 @@ impl Topology {
             return Err(Error::Topology("node names must not be empty".into()));
         }
         if self.by_name.contains_key(name) {
-            return Err(Error::Topology(format!("a node named '{name}' already exists")));
+            return Err(Error::Topology(format!(
+                "a node named '{name}' already exists"
+            )));
         }
         Ok(())
     }
 
     fn parents(&self, name: &str, parents: &[&str], input: Types) -> Result<Vec<NodeId>> {
         if parents.is_empty() {
-            return Err(Error::Topology(format!("node '{name}' needs at least one parent")));
+            return Err(Error::Topology(format!(
+                "node '{name}' needs at least one parent"
+            )));
         }
         let mut ids = Vec::with_capacity(parents.len());
         for p in parents {
@@ -240,7 +242,9 @@ impl Topology {
         }
         for t in topics {
             if t.is_empty() {
-                return Err(Error::Topology(format!("source '{name}' names an empty topic")));
+                return Err(Error::Topology(format!(
+                    "source '{name}' names an empty topic"
+                )));
             }
             for n in &self.nodes {
                 if let NodeKind::Source { topics } = &n.kind
@@ -253,11 +257,8 @@ impl Topology {
                 }
             }
         }
-        let factory: NodeFactory = Arc::new(move || {
-            Box::new(SourceNode {
-                spec: spec.clone(),
-            }) as Box<dyn Node>
-        });
+        let factory: NodeFactory =
+            Arc::new(move || Box::new(SourceNode { spec: spec.clone() }) as Box<dyn Node>);
         self.push(NodeDef {
             name: name.to_string(),
             kind: NodeKind::Source {
@@ -315,7 +316,9 @@ impl Topology {
     ) -> Result<&mut Self> {
         self.check_name(name)?;
         if topic.is_empty() {
-            return Err(Error::Topology(format!("sink '{name}' names an empty topic")));
+            return Err(Error::Topology(format!(
+                "sink '{name}' names an empty topic"
+            )));
         }
         let parents = self.parents(name, parents, Types::of::<K, V>())?;
         let factory: NodeFactory = Arc::new(move || {
@@ -543,11 +546,22 @@ impl<K: Data, V: Data> Node for SourceNode<K, V> {
 }
 
 impl<K, V> SourceNode<K, V> {
-    fn on_error(&self, core: &mut TaskCore, q: &Queued, field: RecordField, e: Error) -> Result<()> {
+    fn on_error(
+        &self,
+        core: &mut TaskCore,
+        q: &Queued,
+        field: RecordField,
+        e: Error,
+    ) -> Result<()> {
         let meta = core.env.metadata.as_ref();
-        let (topic, partition) = meta.map_or((String::new(), 0), |m| (m.topic.to_string(), m.partition));
+        let (topic, partition) =
+            meta.map_or((String::new(), 0), |m| (m.topic.to_string(), m.partition));
         let reason = e.to_string();
-        match self.spec.handler.unwrap_or(core.env.deserialization_handler) {
+        match self
+            .spec
+            .handler
+            .unwrap_or(core.env.deserialization_handler)
+        {
             DeserializationHandler::Fail => Err(Error::Deserialization {
                 topic,
                 partition,
@@ -582,7 +596,10 @@ struct SinkNode<K, V> {
 impl<K: Data, V: Data> Node for SinkNode<K, V> {
     fn init(&mut self, core: &mut TaskCore, me: NodeId) -> Result<()> {
         let NodeKind::Sink { topic } = &core.kinds[me] else {
-            return Err(Error::Topology(format!("'{}' is not a sink", core.names[me])));
+            return Err(Error::Topology(format!(
+                "'{}' is not a sink",
+                core.names[me]
+            )));
         };
         let log = core.env.resolve_topic(topic)?;
         self.buffers = (0..log.partition_count()).map(|_| Vec::new()).collect();
@@ -594,7 +611,10 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
     fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
         let record: Record<K, V> = take_input(input, core, me)?;
         let Some(log) = &self.topic else {
-            return Err(Error::Topology(format!("sink '{}' used before init", core.names[me])));
+            return Err(Error::Topology(format!(
+                "sink '{}' used before init",
+                core.names[me]
+            )));
         };
         let ser_err = |field: RecordField, e: Error| Error::Serialization {
             topic: log.name.to_string(),
@@ -635,8 +655,8 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
             },
         };
         self.buffers[partition as usize].push(Record {
-            key: key.map(Bytes::from),
-            value: value.map(Bytes::from),
+            key,
+            value,
             timestamp: record.timestamp,
             headers: record.headers,
         });
@@ -688,28 +708,54 @@ mod tests {
     #[test]
     fn type_mismatch_is_caught_when_connecting() {
         let mut t = Topology::new();
-        t.add_source("src", &["in"], SourceSpec::<String, i64>::new(StringSerde, I64Serde))
-            .unwrap();
-        let err = t.add_processor("p", || Pass, &["src"]).unwrap_err().to_string();
-        assert!(err.contains("takes <alloc::string::String, alloc::string::String>"), "{err}");
+        t.add_source(
+            "src",
+            &["in"],
+            SourceSpec::<String, i64>::new(StringSerde, I64Serde),
+        )
+        .unwrap();
+        let err = t
+            .add_processor("p", || Pass, &["src"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("takes <alloc::string::String, alloc::string::String>"),
+            "{err}"
+        );
         assert!(err.contains("emits <alloc::string::String, i64>"), "{err}");
     }
 
     #[test]
     fn names_parents_and_topics_are_checked() {
         let mut t = Topology::new();
-        t.add_source("src", &["in"], SourceSpec::<String, String>::new(StringSerde, StringSerde))
-            .unwrap();
+        t.add_source(
+            "src",
+            &["in"],
+            SourceSpec::<String, String>::new(StringSerde, StringSerde),
+        )
+        .unwrap();
         assert!(t.add_processor("src", || Pass, &["src"]).is_err());
         assert!(t.add_processor("p", || Pass, &["nope"]).is_err());
         assert!(t.add_processor("p", || Pass, &[]).is_err());
         assert!(
-            t.add_source("src2", &["in"], SourceSpec::<String, String>::new(StringSerde, StringSerde))
-                .is_err()
+            t.add_source(
+                "src2",
+                &["in"],
+                SourceSpec::<String, String>::new(StringSerde, StringSerde)
+            )
+            .is_err()
         );
-        t.add_sink("out", "o", SinkSpec::<String, String>::new(StringSerde, StringSerde), &["src"])
-            .unwrap();
-        let err = t.add_processor("p", || Pass, &["out"]).unwrap_err().to_string();
+        t.add_sink(
+            "out",
+            "o",
+            SinkSpec::<String, String>::new(StringSerde, StringSerde),
+            &["src"],
+        )
+        .unwrap();
+        let err = t
+            .add_processor("p", || Pass, &["out"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sink 'out' cannot be the parent"), "{err}");
     }
 

@@ -1,0 +1,323 @@
+//! Every DSL operator, run on the in-process broker, checked against its expected output.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{read_n, runtime, sorted, wait_until};
+use weir::prelude::*;
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+#[test]
+fn filter_filter_not_map_values_to() {
+    let rt = runtime(2);
+    let b = rt.broker().clone();
+    b.create_topic("in", 3).unwrap();
+    b.create_topic("even", 3).unwrap();
+    b.create_topic("odd", 3).unwrap();
+    let builder = StreamsBuilder::new();
+    let input = builder.stream::<String, i64>("in");
+    input
+        .filter(|_, v| v % 2 == 0)
+        .map_values(|v| v * 10)
+        .to("even");
+    input.filter_not(|_, v| v % 2 == 0).to("odd");
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    for i in 0..100i64 {
+        b.send("in", &format!("k{i}"), &i).unwrap();
+    }
+    let even = read_n::<String, i64>(&b, "even", 50);
+    let odd = read_n::<String, i64>(&b, "odd", 50);
+    q.stop().unwrap();
+    assert_eq!(
+        sorted(even.iter().map(|(_, v)| *v).collect()),
+        (0..100)
+            .filter(|i| i % 2 == 0)
+            .map(|i| i * 10)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sorted(odd.iter().map(|(_, v)| *v).collect()),
+        (0..100).filter(|i| i % 2 == 1).collect::<Vec<_>>()
+    );
+    // Keys are unchanged, so each output record sits on its key's partition.
+    for r in b.read_all::<String, i64>("even").unwrap() {
+        assert_eq!(r.record.key, format!("k{}", r.record.value / 10));
+        assert_eq!(
+            r.partition,
+            weir::runtime::partitioner::partition_for_key(r.record.key.as_bytes(), 3)
+        );
+    }
+    assert_eq!(q.state(), QueryState::Stopped);
+}
+
+#[test]
+fn map_flat_map_flat_map_values_select_key_keep_timestamps_and_headers() {
+    let rt = runtime(2);
+    let b = rt.broker().clone();
+    for t in ["in", "mapped", "flat", "flatvals", "rekeyed"] {
+        b.create_topic(t, 1).unwrap();
+    }
+    let builder = StreamsBuilder::new();
+    let input = builder.stream::<String, String>("in");
+    input.map(|k, v| (v, k)).to("mapped");
+    input
+        .flat_map(|k, v| {
+            v.chars()
+                .map(move |c| (format!("{k}{c}"), c.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .to("flat");
+    input
+        .flat_map_values(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
+        .to("flatvals");
+    input
+        .select_key(|_, v| v.len() as i64)
+        .to_with("rekeyed", Produced::with(I64Serde, StringSerde));
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    let mut headers = Headers::new();
+    headers.add("trace", Some(b"abc".to_vec()));
+    let rec = Record::new(
+        Some(s("k").into_bytes().into()),
+        Some(s("a,b").into_bytes().into()),
+        1234,
+    )
+    .with_headers(headers.clone());
+    b.append("in", 0, [rec]).unwrap();
+
+    let mapped = read_n::<String, String>(&b, "mapped", 1);
+    assert_eq!(mapped, vec![(s("a,b"), s("k"))]);
+    let flat = read_n::<String, String>(&b, "flat", 3);
+    assert_eq!(
+        flat,
+        vec![(s("ka"), s("a")), (s("k,"), s(",")), (s("kb"), s("b"))]
+    );
+    let flatvals = read_n::<String, String>(&b, "flatvals", 2);
+    assert_eq!(flatvals, vec![(s("k"), s("a")), (s("k"), s("b"))]);
+    let rekeyed = read_n::<i64, String>(&b, "rekeyed", 1);
+    assert_eq!(rekeyed, vec![(3, s("a,b"))]);
+    for topic in ["mapped", "flat", "flatvals"] {
+        for r in b.read_all::<String, String>(topic).unwrap() {
+            assert_eq!(
+                r.record.timestamp, 1234,
+                "{topic} keeps the input timestamp"
+            );
+            assert_eq!(r.record.headers, headers, "{topic} keeps the input headers");
+        }
+    }
+    q.stop().unwrap();
+}
+
+#[test]
+fn peek_and_foreach_see_every_record() {
+    let rt = runtime(2);
+    let b = rt.broker().clone();
+    b.create_topic("in", 2).unwrap();
+    b.create_topic("out", 2).unwrap();
+    let peeked = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let builder = StreamsBuilder::new();
+    let input = builder.stream::<String, i64>("in");
+    let p = peeked.clone();
+    input
+        .peek(move |_, _| {
+            p.fetch_add(1, Ordering::SeqCst);
+        })
+        .to("out");
+    let s2 = seen.clone();
+    input.foreach(move |k, v| s2.lock().unwrap().push((k, v)));
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    for i in 0..20i64 {
+        b.send("in", &format!("k{}", i % 4), &i).unwrap();
+    }
+    read_n::<String, i64>(&b, "out", 20);
+    wait_until("foreach", || seen.lock().unwrap().len() == 20);
+    q.stop().unwrap();
+    assert_eq!(peeked.load(Ordering::SeqCst), 20);
+    let got = sorted(seen.lock().unwrap().iter().map(|(_, v)| *v).collect());
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn split_routes_to_first_matching_branch_and_default() {
+    let rt = runtime(2);
+    let b = rt.broker().clone();
+    for t in ["in", "small", "medium", "rest", "small2"] {
+        b.create_topic(t, 1).unwrap();
+    }
+    let builder = StreamsBuilder::new();
+    let input = builder.stream::<String, i64>("in");
+    let branches = input
+        .split_named("size-")
+        .branch(|_, v| *v < 10, Branched::as_("small"))
+        .branch(|_, v| *v < 100, Branched::as_("medium"))
+        .default_branch(Branched::default());
+    assert_eq!(
+        sorted(branches.keys().cloned().collect()),
+        vec![s("size-0"), s("size-medium"), s("size-small")]
+    );
+    branches["size-small"].to("small");
+    branches["size-medium"].to("medium");
+    branches["size-0"].to("rest");
+    // Unnamed, no default: keyed by position; unmatched records are dropped.
+    let only_small = input
+        .split()
+        .branch(|_, v| *v < 10, Branched::default())
+        .no_default_branch();
+    assert_eq!(only_small.len(), 1);
+    only_small.values().next().unwrap().to("small2");
+
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    for v in [1i64, 50, 500, 5, 99, 100] {
+        b.send("in", &s("k"), &v).unwrap();
+    }
+    let vals = |t: &str, n| {
+        read_n::<String, i64>(&b, t, n)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(vals("small", 2), vec![1, 5]);
+    assert_eq!(vals("medium", 2), vec![50, 99]);
+    assert_eq!(vals("rest", 2), vec![500, 100]);
+    assert_eq!(vals("small2", 2), vec![1, 5]);
+    q.stop().unwrap();
+}
+
+#[test]
+fn merge_takes_records_of_both_streams() {
+    let rt = runtime(2);
+    let b = rt.broker().clone();
+    b.create_topic("a", 2).unwrap();
+    b.create_topic("b", 2).unwrap();
+    b.create_topic("out", 2).unwrap();
+    let builder = StreamsBuilder::new();
+    let a = builder.stream::<String, i64>("a");
+    let bb = builder.stream::<String, i64>("b").map_values(|v| v + 1000);
+    a.merge(&bb).to("out");
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    for i in 0..10i64 {
+        b.send("a", &format!("k{i}"), &i).unwrap();
+        b.send("b", &format!("k{i}"), &i).unwrap();
+    }
+    let out = read_n::<String, i64>(&b, "out", 20);
+    q.stop().unwrap();
+    let want: Vec<i64> = (0..10).chain(1000..1010).collect();
+    assert_eq!(sorted(out.into_iter().map(|(_, v)| v).collect()), want);
+}
+
+#[test]
+fn merging_streams_of_two_builders_is_a_build_error() {
+    let b1 = StreamsBuilder::new();
+    let b2 = StreamsBuilder::new();
+    let x = b1.stream::<String, String>("x");
+    let y = b2.stream::<String, String>("y");
+    x.merge(&y);
+    let err = b1.build().unwrap_err().to_string();
+    assert!(err.contains("same StreamsBuilder"), "{err}");
+}
+
+#[test]
+fn repartition_moves_each_key_to_its_kafka_partition() {
+    let rt = runtime(2);
+    let b = rt.broker().clone();
+    b.create_topic("in", 4).unwrap();
+    b.create_topic("out", 4).unwrap();
+    let seen_by: Arc<Mutex<HashMap<String, Vec<u32>>>> = Arc::default();
+    let builder = StreamsBuilder::new();
+
+    struct RecordPartition(Arc<Mutex<HashMap<String, Vec<u32>>>>);
+    impl Processor<String, i64, String, i64> for RecordPartition {
+        fn process(
+            &mut self,
+            r: Record<String, i64>,
+            ctx: &mut ProcessorContext<'_, String, i64>,
+        ) -> Result<()> {
+            let p = ctx.record_metadata().unwrap().partition;
+            assert_eq!(ctx.task_id().partition, p);
+            self.0
+                .lock()
+                .unwrap()
+                .entry(r.key.clone())
+                .or_default()
+                .push(p);
+            ctx.forward(r)
+        }
+    }
+
+    let seen = seen_by.clone();
+    builder
+        .stream::<(), i64>("in")
+        .select_key(|_, v| format!("user-{}", v % 7))
+        .repartition_with(
+            Repartitioned::defaults()
+                .with_name("by-user")
+                .with_partitions(3),
+        )
+        .process(move || RecordPartition(seen.clone()))
+        .to("out");
+    let topology = builder.build().unwrap();
+    assert!(
+        topology
+            .describe()
+            .to_string()
+            .contains("by-user-repartition (internal)")
+    );
+    let q = rt.start_query("q", topology).unwrap();
+    // Null-keyed input, spread round robin over 4 partitions.
+    for i in 0..70i64 {
+        b.produce(
+            "in",
+            Record::new(None, Some(i.to_be_bytes().to_vec().into()), i),
+        )
+        .unwrap();
+    }
+    read_n::<String, i64>(&b, "out", 70);
+    q.stop().unwrap();
+    assert_eq!(b.partitions("weir-q-by-user-repartition").unwrap(), 3);
+    let seen = seen_by.lock().unwrap();
+    assert_eq!(seen.len(), 7);
+    for (key, parts) in seen.iter() {
+        assert_eq!(parts.len(), 10);
+        let want = weir::runtime::partitioner::partition_for_key(key.as_bytes(), 3);
+        assert!(
+            parts.iter().all(|p| *p == want),
+            "{key} seen on {parts:?}, want {want}"
+        );
+    }
+}
+
+#[cfg(feature = "json")]
+#[test]
+fn json_values_round_trip_through_a_query() {
+    #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+    struct Order {
+        id: u32,
+        amount: i64,
+    }
+    let rt = runtime(1);
+    let b = rt.broker().clone();
+    b.create_topic("orders", 1).unwrap();
+    b.create_topic("big", 1).unwrap();
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, Json<Order>>("orders")
+        .filter(|_, o| o.0.amount > 10)
+        .to("big");
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    for (id, amount) in [(1, 5), (2, 50), (3, 500)] {
+        b.send("orders", &s("c"), &Json(Order { id, amount }))
+            .unwrap();
+    }
+    let out = read_n::<String, Json<Order>>(&b, "big", 2);
+    q.stop().unwrap();
+    assert_eq!(
+        out.iter().map(|(_, o)| o.0.id).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+}
