@@ -1,1 +1,75 @@
+//! Shared helpers for weir's benchmarks: preloading topics and timing a query from
+//! start until its output is complete.
 
+use std::time::{Duration, Instant};
+
+use weir::prelude::*;
+use weir::runtime::RawRecord;
+
+/// Appends `n` records `(key = i % keys as u64, value = i as i64, timestamp = i)` to
+/// `topic`, spread over its partitions by key like Kafka's default partitioner.
+pub fn preload_u64_i64(broker: &Broker, topic: &str, n: u64, keys: u64) -> Result<()> {
+    let parts = broker.partitions(topic)?;
+    let mut batches: Vec<Vec<RawRecord>> = (0..parts).map(|_| Vec::new()).collect();
+    for i in 0..n {
+        let key = (i % keys).to_be_bytes();
+        let p = weir::runtime::partitioner::partition_for_key(&key, parts);
+        batches[p as usize].push(Record::new(
+            Some(key.to_vec().into()),
+            Some((i as i64).to_be_bytes().to_vec().into()),
+            i as i64,
+        ));
+        if batches[p as usize].len() == 64 * 1024 {
+            broker.append(topic, p, batches[p as usize].drain(..))?;
+        }
+    }
+    for (p, b) in batches.into_iter().enumerate() {
+        broker.append(topic, p as u32, b)?;
+    }
+    Ok(())
+}
+
+/// Sum of the end offsets of every partition of `topic`.
+pub fn topic_len(broker: &Broker, topic: &str) -> Result<i64> {
+    let mut n = 0;
+    for p in 0..broker.partitions(topic)? {
+        n += broker.end_offset(topic, p)?;
+    }
+    Ok(n)
+}
+
+/// Waits until `topic` holds `n` records; returns the time it took from `start`.
+pub fn wait_for_len(broker: &Broker, topic: &str, n: i64, start: Instant) -> Result<Duration> {
+    let deadline = start + Duration::from_secs(600);
+    loop {
+        if topic_len(broker, topic)? >= n {
+            return Ok(start.elapsed());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::msg(format!("timed out waiting for {n} records in {topic}")));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// The median of some measurements.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident set size of this process so far, in bytes (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::error::{Error, Result};
@@ -305,6 +305,19 @@ impl TopicLog {
         Ok(first)
     }
 
+    /// Appends records that [`EncodedBatch`] encoded; copies bytes, re-encodes nothing.
+    pub(crate) fn append_encoded(&self, partition: u32, batch: &EncodedBatch) -> Result<i64> {
+        let log = self.log(partition)?;
+        let mut inner = log.inner.write().unwrap_or_else(|p| p.into_inner());
+        let first = inner.next_offset;
+        let mut start = 0usize;
+        for &end in &batch.ends {
+            inner.push_encoded(&batch.data[start..end as usize]);
+            start = end as usize;
+        }
+        Ok(first)
+    }
+
     pub(crate) fn fetch(
         &self,
         partition: u32,
@@ -353,7 +366,13 @@ struct ActiveSegment {
 
 impl LogInner {
     fn push(&mut self, r: &RawRecord) {
-        let need = encoded_len(r);
+        let mut buf = Vec::with_capacity(encoded_len(r));
+        encode(r, &mut buf);
+        self.push_encoded(&buf);
+    }
+
+    fn push_encoded(&mut self, record: &[u8]) {
+        let need = record.len();
         if !self.active.positions.is_empty() && self.active.data.len() + need > SEGMENT_BYTES {
             let full = std::mem::take(&mut self.active);
             self.sealed.push(Segment {
@@ -367,7 +386,7 @@ impl LogInner {
             self.active.data.reserve(SEGMENT_BYTES.max(need));
         }
         self.active.positions.push(self.active.data.len() as u32);
-        encode(r, &mut self.active.data);
+        self.active.data.extend_from_slice(record);
         self.next_offset += 1;
     }
 
@@ -384,32 +403,22 @@ impl LogInner {
             bytes: max_bytes,
             first: true,
         };
-        // Sealed segments: zero-copy slices.
+        // Each segment's wanted range is copied once into a buffer private to this fetch,
+        // and records are slices of that copy. Slicing the shared segment instead would
+        // make every consumer thread bump one reference count per record, and that cache
+        // line would bounce between the fetcher and the workers.
         let start = self
             .sealed
             .partition_point(|s| s.base_offset + s.positions.len() as i64 <= offset);
         for seg in &self.sealed[start..] {
-            if !decode_range(
-                &seg.data,
-                seg.base_offset,
-                &seg.positions,
-                &mut offset,
-                &mut budget,
-                out,
-            ) {
+            if !copy_and_decode(&seg.data, seg.base_offset, &seg.positions, &mut offset, &mut budget, out) {
                 return;
             }
         }
-        // Active segment: copy the wanted tail once, then slice that copy.
         let a = &self.active;
-        if offset < a.base_offset || offset >= self.next_offset {
-            return;
+        if offset >= a.base_offset && offset < self.next_offset {
+            copy_and_decode(&a.data, a.base_offset, &a.positions, &mut offset, &mut budget, out);
         }
-        let idx = (offset - a.base_offset) as usize;
-        let from = a.positions[idx] as usize;
-        let copy = Bytes::copy_from_slice(&a.data[from..]);
-        let positions: Vec<u32> = a.positions[idx..].iter().map(|p| p - from as u32).collect();
-        decode_range(&copy, offset, &positions, &mut offset, &mut budget, out);
     }
 }
 
@@ -419,34 +428,49 @@ struct Budget {
     first: bool,
 }
 
-/// Decodes records of one segment from `*offset` on; false once the budget is spent.
-fn decode_range(
-    data: &Bytes,
+/// Decodes records of one segment from `*offset` on, within the budget, from one
+/// private copy of the bytes they span. Returns false once the budget is spent.
+fn copy_and_decode(
+    data: &[u8],
     base: i64,
     positions: &[u32],
     offset: &mut i64,
     budget: &mut Budget,
     out: &mut Vec<(i64, RawRecord)>,
 ) -> bool {
-    let mut idx = (*offset - base) as usize;
-    while idx < positions.len() {
+    let first = (*offset - base) as usize;
+    if first >= positions.len() {
+        return true;
+    }
+    let end_of = |i: usize| positions.get(i + 1).map_or(data.len(), |p| *p as usize);
+    // Pick the records that fit the budget before copying.
+    let mut last = first;
+    let mut exhausted = false;
+    while last < positions.len() {
         if budget.records == 0 {
-            return false;
+            exhausted = true;
+            break;
         }
-        let end = positions.get(idx + 1).map_or(data.len(), |p| *p as usize);
-        let r = decode(data.slice(positions[idx] as usize..end));
-        let size = r.size_bytes();
+        let size = end_of(last) - positions[last] as usize + crate::record::RECORD_OVERHEAD_BYTES;
         if size > budget.bytes && !budget.first {
-            return false;
+            exhausted = true;
+            break;
         }
         budget.first = false;
         budget.bytes = budget.bytes.saturating_sub(size);
         budget.records -= 1;
-        out.push((*offset, r));
-        *offset += 1;
-        idx += 1;
+        last += 1;
     }
-    true
+    if last > first {
+        let from = positions[first] as usize;
+        let copy = Bytes::copy_from_slice(&data[from..end_of(last - 1)]);
+        for i in first..last {
+            let r = decode(&copy, positions[i] as usize - from, end_of(i) - from);
+            out.push((*offset, r));
+            *offset += 1;
+        }
+    }
+    !exhausted
 }
 
 fn encoded_len(r: &RawRecord) -> usize {
@@ -459,6 +483,69 @@ fn encoded_len(r: &RawRecord) -> usize {
             .iter()
             .map(|h| 8 + h.key.len() + h.value.as_ref().map_or(0, Bytes::len))
             .sum::<usize>()
+}
+
+/// Records encoded in the log's format by a sink, ready for [`TopicLog::append_encoded`].
+/// Reused across batches, so steady-state encoding allocates nothing.
+#[derive(Default)]
+pub(crate) struct EncodedBatch {
+    data: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl EncodedBatch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+
+    /// Encodes one record: `key` is already serialized (`None` = null), `value` is
+    /// written by the closure (returning false for null).
+    pub(crate) fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: impl FnOnce(&mut Vec<u8>) -> Result<bool>,
+        headers: &Headers,
+    ) -> Result<()> {
+        let start = self.data.len();
+        self.data.put_i64_le(timestamp);
+        match key {
+            Some(k) => {
+                self.data.put_i32_le(k.len() as i32);
+                self.data.put_slice(k);
+            }
+            None => self.data.put_i32_le(-1),
+        }
+        let len_at = self.data.len();
+        self.data.put_i32_le(0);
+        match value(&mut self.data) {
+            Ok(true) => {
+                let len = (self.data.len() - len_at - 4) as i32;
+                self.data[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+            }
+            Ok(false) => {
+                self.data.truncate(len_at + 4);
+                self.data[len_at..len_at + 4].copy_from_slice(&(-1i32).to_le_bytes());
+            }
+            Err(e) => {
+                self.data.truncate(start);
+                return Err(e);
+            }
+        }
+        self.data.put_u32_le(headers.len() as u32);
+        for h in headers.iter() {
+            self.data.put_u32_le(h.key.len() as u32);
+            self.data.put_slice(h.key.as_bytes());
+            put_opt(&mut self.data, &h.value);
+        }
+        self.ends.push(self.data.len() as u32);
+        Ok(())
+    }
 }
 
 fn put_opt(buf: &mut Vec<u8>, b: &Option<Bytes>) {
@@ -483,24 +570,37 @@ fn encode(r: &RawRecord, buf: &mut Vec<u8>) {
     }
 }
 
-fn get_opt(b: &mut Bytes) -> Option<Bytes> {
-    let len = b.get_i32_le();
-    (len >= 0).then(|| b.split_to(len as usize))
+/// Reads a length-prefixed field at `*pos` as a slice of `buf` (no copy).
+fn get_opt(buf: &Bytes, pos: &mut usize) -> Option<Bytes> {
+    let len = i32::from_le_bytes(buf[*pos..*pos + 4].try_into().expect("4 bytes"));
+    *pos += 4;
+    (len >= 0).then(|| {
+        let s = buf.slice(*pos..*pos + len as usize);
+        *pos += len as usize;
+        s
+    })
 }
 
-/// Decodes one record that `encode` wrote; the log only holds what it encoded itself.
-fn decode(mut b: Bytes) -> RawRecord {
-    let timestamp = b.get_i64_le();
-    let key = get_opt(&mut b);
-    let value = get_opt(&mut b);
-    let n = b.get_u32_le();
+/// Decodes the record `encode` wrote at `buf[start..end]`; the log only holds what it
+/// encoded itself.
+fn decode(buf: &Bytes, start: usize, end: usize) -> RawRecord {
+    let mut pos = start;
+    let timestamp = i64::from_le_bytes(buf[pos..pos + 8].try_into().expect("8 bytes"));
+    pos += 8;
+    let key = get_opt(buf, &mut pos);
+    let value = get_opt(buf, &mut pos);
+    let n = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes"));
+    pos += 4;
     let mut headers = Headers::new();
     for _ in 0..n {
-        let klen = b.get_u32_le() as usize;
-        let k = b.split_to(klen);
-        let v = get_opt(&mut b);
-        headers.add(String::from_utf8_lossy(&k).into_owned(), v);
+        let klen = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        pos += 4;
+        let k = String::from_utf8_lossy(&buf[pos..pos + klen]).into_owned();
+        pos += klen;
+        let v = get_opt(buf, &mut pos);
+        headers.add(k, v);
     }
+    debug_assert_eq!(pos, end);
     Record {
         key,
         value,

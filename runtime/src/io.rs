@@ -22,7 +22,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, select};
 
 use crate::broker::TopicLog;
-use crate::queue::{ByteBudget, PartitionQueue, Queued, TryPushError};
+use crate::queue::{ByteBudget, PartitionQueue, PushStop, Queued};
 use crate::record::now_millis;
 use crate::task::Task;
 
@@ -173,16 +173,16 @@ fn fill(
     {
         return (0, false);
     }
-    let mut moved = 0;
-    for (offset, record) in buf.drain(..) {
-        match b.queue.try_push(Queued { offset, record }) {
-            Ok(()) => {
-                b.next_offset = offset + 1;
-                moved += 1;
-            }
-            Err(TryPushError::Closed(_)) => return (moved, false),
-            Err(TryPushError::Full(_) | TryPushError::OverBudget(_)) => break,
-        }
+    let mut batch: Vec<Queued> = buf
+        .drain(..)
+        .map(|(offset, record)| Queued { offset, record })
+        .collect();
+    let (moved, stop) = b.queue.try_push_batch(&mut batch);
+    if moved > 0 {
+        b.next_offset += moved as i64;
+    }
+    if stop == Some(PushStop::Closed) {
+        return (moved, false);
     }
     (moved, true)
 }

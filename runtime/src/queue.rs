@@ -84,6 +84,18 @@ impl ByteBudget {
         }
     }
 
+    /// Records that someone needs `n` bytes, unless they fit now (then returns false and
+    /// records nothing). The next release reports the waiter.
+    fn block_unless_fits(&self, n: usize) -> bool {
+        self.blocked.store(true, SeqCst);
+        let cur = self.used.load(SeqCst);
+        if cur + n <= self.cap || cur == 0 {
+            self.blocked.store(false, SeqCst);
+            return false;
+        }
+        true
+    }
+
     /// Returns `n` bytes; true if a reservation had been refused since the last release
     /// (the caller should wake the fetcher).
     pub fn release(&self, n: usize) -> bool {
@@ -113,6 +125,17 @@ impl<T> TryPushError<T> {
             TryPushError::Full(t) | TryPushError::OverBudget(t) | TryPushError::Closed(t) => t,
         }
     }
+}
+
+/// Why [`PartitionQueue::try_push_batch`] stopped before the end of its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushStop {
+    /// The partition holds its record cap.
+    Full,
+    /// The byte budget is spent.
+    OverBudget,
+    /// The queue was closed.
+    Closed,
 }
 
 /// One partition's queue between the fetcher and its task.
@@ -216,6 +239,60 @@ impl<T: QueueItem> PartitionQueue<T> {
         Ok(())
     }
 
+    /// Queues items from the front of `items` while they fit under the record cap and the
+    /// byte budget (one lock and one reservation for all of them); the queued items are
+    /// removed from `items`. Returns how many were queued and, if not all, why not.
+    /// Must be called by one producer at a time.
+    pub fn try_push_batch(&self, items: &mut Vec<T>) -> (usize, Option<PushStop>) {
+        if items.is_empty() {
+            return (0, None);
+        }
+        if self.closed.load(SeqCst) {
+            return (0, Some(PushStop::Closed));
+        }
+        if self.pause_if_full() {
+            return (0, Some(PushStop::Full));
+        }
+        let room = self.room();
+        let available = self.budget.available();
+        let budget_empty = self.budget.used() == 0;
+        let (mut n, mut bytes) = (0usize, 0usize);
+        for item in items.iter().take(room) {
+            let size = item.size_bytes();
+            if bytes + size > available && !(n == 0 && budget_empty) {
+                break;
+            }
+            bytes += size;
+            n += 1;
+        }
+        if n > 0 && !self.budget.try_reserve(bytes) {
+            n = 0;
+        }
+        if n > 0 {
+            self.records.fetch_add(n, SeqCst);
+            self.bytes.fetch_add(bytes, SeqCst);
+            self.paused.store(false, SeqCst);
+            self.items
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(items.drain(..n));
+        }
+        if items.is_empty() {
+            return (n, None);
+        }
+        if self.pause_if_full() {
+            return (n, Some(PushStop::Full));
+        }
+        if self.budget.block_unless_fits(items[0].size_bytes()) {
+            if !self.is_empty() {
+                self.paused.store(true, SeqCst);
+            }
+            return (n, Some(PushStop::OverBudget));
+        }
+        // Room appeared meanwhile: the caller simply fetches again.
+        (n, None)
+    }
+
     /// Moves up to `max` items to `out`. They stay charged until [`Self::release`].
     pub fn claim(&self, max: usize, out: &mut VecDeque<T>) -> usize {
         let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
@@ -295,6 +372,7 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Push { partition: usize, size: usize },
+        PushBatch { partition: usize, sizes: Vec<usize> },
         Claim { partition: usize, max: usize },
         Release { partition: usize, n: usize },
     }
@@ -302,6 +380,8 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             3 => (0..4usize, 1..200usize).prop_map(|(partition, size)| Op::Push { partition, size }),
+            1 => (0..4usize, proptest::collection::vec(1..200usize, 0..8))
+                .prop_map(|(partition, sizes)| Op::PushBatch { partition, sizes }),
             1 => (0..4usize, 1..8usize).prop_map(|(partition, max)| Op::Claim { partition, max }),
             1 => (0..4usize, 1..8usize).prop_map(|(partition, n)| Op::Release { partition, n }),
         ]
@@ -340,6 +420,22 @@ mod tests {
                                 }
                                 pending[partition].push_front(e.into_inner());
                             }
+                        }
+                    }
+                    Op::PushBatch { partition, sizes } => {
+                        for size in sizes {
+                            pending[partition].push_back(Item { partition, seq: next_seq[partition], size });
+                            next_seq[partition] += 1;
+                        }
+                        let mut batch: Vec<Item> = pending[partition].drain(..).collect();
+                        let before = batch.len();
+                        let (n, stop) = queues[partition].try_push_batch(&mut batch);
+                        prop_assert_eq!(n + batch.len(), before);
+                        if stop == Some(PushStop::Full) {
+                            prop_assert!(queues[partition].is_paused());
+                        }
+                        for item in batch.into_iter().rev() {
+                            pending[partition].push_front(item);
                         }
                     }
                     Op::Claim { partition, max } => {

@@ -20,6 +20,18 @@ pub trait Serde<T>: Send + Sync + 'static {
     fn serialize(&self, value: &T) -> Result<Option<Bytes>>;
     /// Deserializes bytes (`None` is a null) into a `T`.
     fn deserialize(&self, data: Option<&Bytes>) -> Result<T>;
+    /// Appends the bytes of `value` to `out` and returns true, or returns false for a
+    /// null (appending nothing). Sinks use this to encode without an allocation per
+    /// record; the default goes through [`Serde::serialize`].
+    fn serialize_into(&self, value: &T, out: &mut Vec<u8>) -> Result<bool> {
+        match self.serialize(value)? {
+            Some(b) => {
+                out.extend_from_slice(&b);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// Makes any serde nullable: `None` is null, `Some(t)` is `t`'s bytes. This is the
@@ -41,6 +53,13 @@ impl<T, S: Serde<T>> Serde<Option<T>> for OptionSerde<S> {
             None => Ok(None),
         }
     }
+
+    fn serialize_into(&self, value: &Option<T>, out: &mut Vec<u8>) -> Result<bool> {
+        match value {
+            Some(v) => self.0.serialize_into(v, out),
+            None => Ok(false),
+        }
+    }
 }
 
 fn required(data: Option<&Bytes>, what: &str) -> Result<Bytes> {
@@ -59,6 +78,10 @@ impl Serde<Bytes> for BytesSerde {
     fn serialize(&self, value: &Bytes) -> Result<Option<Bytes>> {
         Ok(Some(value.clone()))
     }
+    fn serialize_into(&self, value: &Bytes, out: &mut Vec<u8>) -> Result<bool> {
+        out.extend_from_slice(value);
+        Ok(true)
+    }
     fn deserialize(&self, data: Option<&Bytes>) -> Result<Bytes> {
         required(data, "Bytes")
     }
@@ -67,6 +90,10 @@ impl Serde<Bytes> for BytesSerde {
 impl Serde<Vec<u8>> for BytesSerde {
     fn serialize(&self, value: &Vec<u8>) -> Result<Option<Bytes>> {
         Ok(Some(Bytes::copy_from_slice(value)))
+    }
+    fn serialize_into(&self, value: &Vec<u8>, out: &mut Vec<u8>) -> Result<bool> {
+        out.extend_from_slice(value);
+        Ok(true)
     }
     fn deserialize(&self, data: Option<&Bytes>) -> Result<Vec<u8>> {
         required(data, "Vec<u8>").map(|b| b.to_vec())
@@ -80,6 +107,10 @@ pub struct StringSerde;
 impl Serde<String> for StringSerde {
     fn serialize(&self, value: &String) -> Result<Option<Bytes>> {
         Ok(Some(Bytes::copy_from_slice(value.as_bytes())))
+    }
+    fn serialize_into(&self, value: &String, out: &mut Vec<u8>) -> Result<bool> {
+        out.extend_from_slice(value.as_bytes());
+        Ok(true)
     }
     fn deserialize(&self, data: Option<&Bytes>) -> Result<String> {
         let b = required(data, "String")?;
@@ -96,6 +127,10 @@ macro_rules! int_serde {
         impl Serde<$t> for $name {
             fn serialize(&self, value: &$t) -> Result<Option<Bytes>> {
                 Ok(Some(Bytes::copy_from_slice(&value.to_be_bytes())))
+            }
+            fn serialize_into(&self, value: &$t, out: &mut Vec<u8>) -> Result<bool> {
+                out.extend_from_slice(&value.to_be_bytes());
+                Ok(true)
             }
             fn deserialize(&self, data: Option<&Bytes>) -> Result<$t> {
                 let b = required(data, stringify!($t))?;
@@ -132,6 +167,9 @@ pub struct UnitSerde;
 impl Serde<()> for UnitSerde {
     fn serialize(&self, _: &()) -> Result<Option<Bytes>> {
         Ok(None)
+    }
+    fn serialize_into(&self, _: &(), _: &mut Vec<u8>) -> Result<bool> {
+        Ok(false)
     }
     fn deserialize(&self, data: Option<&Bytes>) -> Result<()> {
         match data {
@@ -180,6 +218,10 @@ where
             .map(|v| Some(Bytes::from(v)))
             .map_err(|e| Error::Serde(format!("JSON: {e}")))
     }
+    fn serialize_into(&self, value: &T, out: &mut Vec<u8>) -> Result<bool> {
+        serde_json::to_writer(&mut *out, value).map_err(|e| Error::Serde(format!("JSON: {e}")))?;
+        Ok(true)
+    }
     fn deserialize(&self, data: Option<&Bytes>) -> Result<T> {
         let b = required(data, std::any::type_name::<T>())?;
         serde_json::from_slice(&b).map_err(|e| Error::Serde(format!("JSON: {e}")))
@@ -198,6 +240,9 @@ where
 {
     fn serialize(&self, value: &Json<T>) -> Result<Option<Bytes>> {
         Serde::<T>::serialize(self, &value.0)
+    }
+    fn serialize_into(&self, value: &Json<T>, out: &mut Vec<u8>) -> Result<bool> {
+        Serde::<T>::serialize_into(self, &value.0, out)
     }
     fn deserialize(&self, data: Option<&Bytes>) -> Result<Json<T>> {
         Serde::<T>::deserialize(self, data).map(Json)
@@ -256,6 +301,11 @@ mod tests {
     fn round_trip<T: PartialEq + std::fmt::Debug, S: Serde<T>>(s: &S, v: T) {
         let bytes = s.serialize(&v).unwrap();
         assert_eq!(s.deserialize(bytes.as_ref()).unwrap(), v);
+        // serialize_into writes the same bytes (after what is already in the buffer).
+        let mut out = b"prefix".to_vec();
+        let non_null = s.serialize_into(&v, &mut out).unwrap();
+        assert_eq!(non_null, bytes.is_some());
+        assert_eq!(&out[6..], bytes.as_deref().unwrap_or(&[]));
     }
 
     #[test]

@@ -119,6 +119,9 @@ impl TaskCore {
 
     /// Fires every punctuator of `kind` that is due at `now`.
     fn punctuate(&mut self, kind: PunctuationType, now: i64) -> Result<()> {
+        if self.env.punctuators.is_empty() {
+            return Ok(());
+        }
         let mut due = Vec::new();
         self.env.punctuators.retain(|p| !p.is_cancelled());
         for p in self.env.punctuators.iter_mut().filter(|p| p.kind == kind) {
@@ -461,11 +464,19 @@ impl Task {
             input.release_bytes += q.record.size_bytes();
             let source = input.source;
             let core = &mut inner.core;
-            core.env.metadata = Some(RecordMetadata {
-                topic: input.topic.clone(),
-                partition: input.partition,
-                offset: q.offset,
-            });
+            match &mut core.env.metadata {
+                Some(m) if Arc::ptr_eq(&m.topic, &input.topic) => {
+                    m.partition = input.partition;
+                    m.offset = q.offset;
+                }
+                slot => {
+                    *slot = Some(RecordMetadata {
+                        topic: input.topic.clone(),
+                        partition: input.partition,
+                        offset: q.offset,
+                    })
+                }
+            }
             // Stream time includes the record being processed (as in Kafka Streams);
             // stream-time punctuators fire after it.
             let ts = q.record.timestamp;

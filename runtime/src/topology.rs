@@ -15,13 +15,13 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::broker::TopicLog;
+use crate::broker::{EncodedBatch, TopicLog};
 use crate::config::DeserializationHandler;
 use crate::error::{Error, RecordField, Result};
 use crate::partitioner::partition_for_key;
 use crate::processor::{Data, Node, Processor, ProcessorNode, Punctuation, take_input};
 use crate::queue::Queued;
-use crate::record::{RawRecord, Record};
+use crate::record::Record;
 use crate::serde::Serde;
 use crate::task::TaskCore;
 
@@ -326,6 +326,7 @@ impl Topology {
                 spec: spec.clone(),
                 topic: None,
                 buffers: Vec::new(),
+                key_buf: Vec::new(),
                 round_robin: 0,
             }) as Box<dyn Node>
         });
@@ -584,25 +585,23 @@ impl<K, V> SourceNode<K, V> {
 
 static SINK_SEED: AtomicU64 = AtomicU64::new(0);
 
-/// Serializes, partitions and buffers records; the task flushes the buffers to the
-/// broker at the end of each batch.
+/// Serializes, partitions and encodes records into one buffer per partition; the task
+/// appends the buffers to the topic at the end of each batch.
 struct SinkNode<K, V> {
     spec: SinkSpec<K, V>,
     topic: Option<Arc<TopicLog>>,
-    buffers: Vec<Vec<RawRecord>>,
+    buffers: Vec<EncodedBatch>,
+    key_buf: Vec<u8>,
     round_robin: u64,
 }
 
 impl<K: Data, V: Data> Node for SinkNode<K, V> {
     fn init(&mut self, core: &mut TaskCore, me: NodeId) -> Result<()> {
         let NodeKind::Sink { topic } = &core.kinds[me] else {
-            return Err(Error::Topology(format!(
-                "'{}' is not a sink",
-                core.names[me]
-            )));
+            return Err(Error::Topology(format!("'{}' is not a sink", core.names[me])));
         };
         let log = core.env.resolve_topic(topic)?;
-        self.buffers = (0..log.partition_count()).map(|_| Vec::new()).collect();
+        self.buffers = (0..log.partition_count()).map(|_| EncodedBatch::default()).collect();
         self.topic = Some(log);
         self.round_robin = SINK_SEED.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -611,26 +610,19 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
     fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
         let record: Record<K, V> = take_input(input, core, me)?;
         let Some(log) = &self.topic else {
-            return Err(Error::Topology(format!(
-                "sink '{}' used before init",
-                core.names[me]
-            )));
+            return Err(Error::Topology(format!("sink '{}' used before init", core.names[me])));
         };
         let ser_err = |field: RecordField, e: Error| Error::Serialization {
             topic: log.name.to_string(),
             field,
             reason: e.to_string(),
         };
-        let key = self
+        self.key_buf.clear();
+        let has_key = self
             .spec
             .key_serde
-            .serialize(&record.key)
+            .serialize_into(&record.key, &mut self.key_buf)
             .map_err(|e| ser_err(RecordField::Key, e))?;
-        let value = self
-            .spec
-            .value_serde
-            .serialize(&record.value)
-            .map_err(|e| ser_err(RecordField::Value, e))?;
         let n = log.partition_count();
         let chosen = self
             .spec
@@ -646,21 +638,21 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
                     partitions: n,
                 });
             }
-            None => match &key {
-                Some(k) => partition_for_key(k, n),
-                None => {
-                    self.round_robin = self.round_robin.wrapping_add(1);
-                    (self.round_robin % u64::from(n)) as u32
-                }
-            },
+            None if has_key => partition_for_key(&self.key_buf, n),
+            None => {
+                self.round_robin = self.round_robin.wrapping_add(1);
+                (self.round_robin % u64::from(n)) as u32
+            }
         };
-        self.buffers[partition as usize].push(Record {
-            key,
-            value,
-            timestamp: record.timestamp,
-            headers: record.headers,
-        });
-        Ok(())
+        let value_serde = &self.spec.value_serde;
+        self.buffers[partition as usize]
+            .push(
+                record.timestamp,
+                has_key.then_some(self.key_buf.as_slice()),
+                |out| value_serde.serialize_into(&record.value, out),
+                &record.headers,
+            )
+            .map_err(|e| ser_err(RecordField::Value, e))
     }
 
     fn punctuate(&mut self, _p: &Punctuation, _core: &mut TaskCore, _me: NodeId) -> Result<()> {
@@ -674,7 +666,8 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
         let mut wrote = false;
         for (p, buf) in self.buffers.iter_mut().enumerate() {
             if !buf.is_empty() {
-                log.append(p as u32, buf.drain(..))?;
+                log.append_encoded(p as u32, buf)?;
+                buf.clear();
                 wrote = true;
             }
         }
