@@ -46,7 +46,9 @@ pub fn wait_for_len(broker: &Broker, topic: &str, n: i64, start: Instant) -> Res
             return Ok(start.elapsed());
         }
         if Instant::now() > deadline {
-            return Err(Error::msg(format!("timed out waiting for {n} records in {topic}")));
+            return Err(Error::msg(format!(
+                "timed out waiting for {n} records in {topic}"
+            )));
         }
         std::thread::sleep(Duration::from_micros(200));
     }

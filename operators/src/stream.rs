@@ -224,7 +224,7 @@ impl<T: 'static> Serde<T> for ArcSerde<T> {
     fn serialize(&self, value: &T) -> Result<Option<weir_runtime::serde::Bytes>> {
         self.0.serialize(value)
     }
-    fn deserialize(&self, data: Option<&weir_runtime::serde::Bytes>) -> Result<T> {
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<T> {
         self.0.deserialize(data)
     }
 }

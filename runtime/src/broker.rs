@@ -21,7 +21,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
-use crate::record::{ConsumerRecord, Headers, RawRecord, Record, now_millis};
+use crate::record::{
+    ConsumerRecord, Headers, RECORD_OVERHEAD_BYTES, RawRecord, Record, now_millis,
+};
 use crate::serde::{DefaultSerde, Serde};
 
 /// Size at which a partition's active segment is sealed.
@@ -237,8 +239,8 @@ impl Broker {
                     partition: p,
                     offset,
                     record: Record {
-                        key: key_serde.deserialize(r.key.as_ref())?,
-                        value: value_serde.deserialize(r.value.as_ref())?,
+                        key: key_serde.deserialize(r.key.as_deref())?,
+                        value: value_serde.deserialize(r.value.as_deref())?,
                         timestamp: r.timestamp,
                         headers: r.headers,
                     },
@@ -318,6 +320,18 @@ impl TopicLog {
         Ok(first)
     }
 
+    pub(crate) fn fetch_batch(
+        &self,
+        partition: u32,
+        offset: i64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Option<FetchBatch>> {
+        let log = self.log(partition)?;
+        let inner = log.inner.read().unwrap_or_else(|p| p.into_inner());
+        Ok(inner.fetch_batch(offset, max_records, max_bytes))
+    }
+
     pub(crate) fn fetch(
         &self,
         partition: u32,
@@ -326,9 +340,11 @@ impl TopicLog {
         max_bytes: usize,
         out: &mut Vec<(i64, RawRecord)>,
     ) -> Result<()> {
-        let log = self.log(partition)?;
-        let inner = log.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.fetch(offset, max_records, max_bytes, out);
+        if let Some(mut batch) = self.fetch_batch(partition, offset, max_records, max_bytes)? {
+            while let Some((offset, view, _)) = batch.next() {
+                out.push((offset, view.to_raw()));
+            }
+        }
         Ok(())
     }
 
@@ -390,35 +406,42 @@ impl LogInner {
         self.next_offset += 1;
     }
 
-    fn fetch(
-        &self,
-        offset: i64,
-        max_records: usize,
-        max_bytes: usize,
-        out: &mut Vec<(i64, RawRecord)>,
-    ) {
+    /// Copies up to `max_records` records from `offset` into one batch, stopping before
+    /// `max_bytes` would be exceeded (the first record is always taken). The batch owns
+    /// its bytes: consumers read them on their own thread with no shared counters.
+    fn fetch_batch(&self, offset: i64, max_records: usize, max_bytes: usize) -> Option<FetchBatch> {
         let mut offset = offset.max(0);
+        if offset >= self.next_offset || max_records == 0 {
+            return None;
+        }
+        let mut batch = FetchBatch {
+            base_offset: offset,
+            data: Vec::new(),
+            index: Vec::new(),
+            cursor: 0,
+        };
         let mut budget = Budget {
             records: max_records,
             bytes: max_bytes,
             first: true,
         };
-        // Each segment's wanted range is copied once into a buffer private to this fetch,
-        // and records are slices of that copy. Slicing the shared segment instead would
-        // make every consumer thread bump one reference count per record, and that cache
-        // line would bounce between the fetcher and the workers.
         let start = self
             .sealed
             .partition_point(|s| s.base_offset + s.positions.len() as i64 <= offset);
-        for seg in &self.sealed[start..] {
-            if !copy_and_decode(&seg.data, seg.base_offset, &seg.positions, &mut offset, &mut budget, out) {
-                return;
+        let segments = self.sealed[start..]
+            .iter()
+            .map(|s| (s.base_offset, &s.data[..], &s.positions[..]))
+            .chain(std::iter::once((
+                self.active.base_offset,
+                &self.active.data[..],
+                &self.active.positions[..],
+            )));
+        for (base, data, positions) in segments {
+            if !batch.copy_from(data, base, positions, &mut offset, &mut budget) {
+                break;
             }
         }
-        let a = &self.active;
-        if offset >= a.base_offset && offset < self.next_offset {
-            copy_and_decode(&a.data, a.base_offset, &a.positions, &mut offset, &mut budget, out);
-        }
+        Some(batch)
     }
 }
 
@@ -428,49 +451,178 @@ struct Budget {
     first: bool,
 }
 
-/// Decodes records of one segment from `*offset` on, within the budget, from one
-/// private copy of the bytes they span. Returns false once the budget is spent.
-fn copy_and_decode(
-    data: &[u8],
-    base: i64,
-    positions: &[u32],
-    offset: &mut i64,
-    budget: &mut Budget,
-    out: &mut Vec<(i64, RawRecord)>,
-) -> bool {
-    let first = (*offset - base) as usize;
-    if first >= positions.len() {
-        return true;
-    }
-    let end_of = |i: usize| positions.get(i + 1).map_or(data.len(), |p| *p as usize);
-    // Pick the records that fit the budget before copying.
-    let mut last = first;
-    let mut exhausted = false;
-    while last < positions.len() {
-        if budget.records == 0 {
-            exhausted = true;
-            break;
+/// Records fetched from one partition: their encoded bytes in one owned buffer, an
+/// index, and a cursor for the consumer. This is what the partition queues carry.
+#[derive(Debug)]
+pub struct FetchBatch {
+    base_offset: i64,
+    data: Vec<u8>,
+    /// (timestamp, start, end) of each record in `data`.
+    index: Vec<(i64, u32, u32)>,
+    cursor: usize,
+}
+
+impl FetchBatch {
+    /// Appends the records of one segment from `*offset` on, within the budget; false
+    /// once the budget is spent.
+    fn copy_from(
+        &mut self,
+        data: &[u8],
+        base: i64,
+        positions: &[u32],
+        offset: &mut i64,
+        budget: &mut Budget,
+    ) -> bool {
+        let first = (*offset - base) as usize;
+        if first >= positions.len() {
+            return true;
         }
-        let size = end_of(last) - positions[last] as usize + crate::record::RECORD_OVERHEAD_BYTES;
-        if size > budget.bytes && !budget.first {
-            exhausted = true;
-            break;
+        let end_of = |i: usize| positions.get(i + 1).map_or(data.len(), |p| *p as usize);
+        let mut last = first;
+        let mut exhausted = false;
+        while last < positions.len() {
+            let size = end_of(last) - positions[last] as usize + RECORD_OVERHEAD_BYTES;
+            if budget.records == 0 || (size > budget.bytes && !budget.first) {
+                exhausted = true;
+                break;
+            }
+            budget.first = false;
+            budget.bytes = budget.bytes.saturating_sub(size);
+            budget.records -= 1;
+            last += 1;
         }
-        budget.first = false;
-        budget.bytes = budget.bytes.saturating_sub(size);
-        budget.records -= 1;
-        last += 1;
+        if last > first {
+            let from = positions[first] as usize;
+            let shift = self.data.len() as i64 - from as i64;
+            self.data.extend_from_slice(&data[from..end_of(last - 1)]);
+            for i in first..last {
+                let start = positions[i] as usize;
+                let ts = i64::from_le_bytes(data[start..start + 8].try_into().expect("8 bytes"));
+                self.index.push((
+                    ts,
+                    (start as i64 + shift) as u32,
+                    (end_of(i) as i64 + shift) as u32,
+                ));
+            }
+            *offset += (last - first) as i64;
+        }
+        !exhausted
     }
-    if last > first {
-        let from = positions[first] as usize;
-        let copy = Bytes::copy_from_slice(&data[from..end_of(last - 1)]);
-        for i in first..last {
-            let r = decode(&copy, positions[i] as usize - from, end_of(i) - from);
-            out.push((*offset, r));
-            *offset += 1;
+
+    /// Records not yet taken.
+    pub fn len(&self) -> usize {
+        self.index.len() - self.cursor
+    }
+
+    /// True when every record was taken.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Timestamp of the next record.
+    pub fn head_timestamp(&self) -> Option<i64> {
+        self.index.get(self.cursor).map(|e| e.0)
+    }
+
+    fn size_of(&self, i: usize) -> usize {
+        let (_, start, end) = self.index[i];
+        (end - start) as usize + RECORD_OVERHEAD_BYTES
+    }
+
+    /// Bytes charged for the records not yet taken.
+    pub fn remaining_bytes(&self) -> usize {
+        (self.cursor..self.index.len())
+            .map(|i| self.size_of(i))
+            .sum()
+    }
+
+    /// Takes the next record: its offset, a view of it, and the bytes it is charged.
+    pub fn next(&mut self) -> Option<(i64, RecordView<'_>, usize)> {
+        let i = self.cursor;
+        let (_, start, end) = *self.index.get(i)?;
+        self.cursor += 1;
+        let size = self.size_of(i);
+        Some((
+            self.base_offset + i as i64,
+            RecordView::parse(&self.data[start as usize..end as usize]),
+            size,
+        ))
+    }
+}
+
+impl crate::queue::QueueItem for FetchBatch {
+    fn size_bytes(&self) -> usize {
+        self.remaining_bytes()
+    }
+    fn records(&self) -> usize {
+        self.len()
+    }
+}
+
+/// One encoded record, read in place: key and value borrow the fetched buffer.
+#[derive(Debug)]
+pub struct RecordView<'a> {
+    /// Key bytes (`None` is null).
+    pub key: Option<&'a [u8]>,
+    /// Value bytes (`None` is null).
+    pub value: Option<&'a [u8]>,
+    /// Timestamp.
+    pub timestamp: i64,
+    header_count: u32,
+    header_bytes: &'a [u8],
+}
+
+fn read_field<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+    let len = i32::from_le_bytes(buf[*pos..*pos + 4].try_into().expect("4 bytes"));
+    *pos += 4;
+    (len >= 0).then(|| {
+        let s = &buf[*pos..*pos + len as usize];
+        *pos += len as usize;
+        s
+    })
+}
+
+impl<'a> RecordView<'a> {
+    /// Reads a record the log encoded (the log only holds what it encoded itself).
+    fn parse(buf: &'a [u8]) -> Self {
+        let timestamp = i64::from_le_bytes(buf[0..8].try_into().expect("8 bytes"));
+        let mut pos = 8;
+        let key = read_field(buf, &mut pos);
+        let value = read_field(buf, &mut pos);
+        let header_count = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes"));
+        RecordView {
+            key,
+            value,
+            timestamp,
+            header_count,
+            header_bytes: &buf[pos + 4..],
         }
     }
-    !exhausted
+
+    /// The headers, decoded (allocates only if there are any).
+    pub fn headers(&self) -> Headers {
+        let mut headers = Headers::new();
+        let (buf, mut pos) = (self.header_bytes, 0usize);
+        for _ in 0..self.header_count {
+            let klen = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+            pos += 4;
+            let k = String::from_utf8_lossy(&buf[pos..pos + klen]).into_owned();
+            pos += klen;
+            let v = read_field(buf, &mut pos).map(Bytes::copy_from_slice);
+            headers.add(k, v);
+        }
+        headers
+    }
+
+    /// An owned copy.
+    pub fn to_raw(&self) -> RawRecord {
+        Record {
+            key: self.key.map(Bytes::copy_from_slice),
+            value: self.value.map(Bytes::copy_from_slice),
+            timestamp: self.timestamp,
+            headers: self.headers(),
+        }
+    }
 }
 
 fn encoded_len(r: &RawRecord) -> usize {
@@ -567,45 +719,6 @@ fn encode(r: &RawRecord, buf: &mut Vec<u8>) {
         buf.put_u32_le(h.key.len() as u32);
         buf.put_slice(h.key.as_bytes());
         put_opt(buf, &h.value);
-    }
-}
-
-/// Reads a length-prefixed field at `*pos` as a slice of `buf` (no copy).
-fn get_opt(buf: &Bytes, pos: &mut usize) -> Option<Bytes> {
-    let len = i32::from_le_bytes(buf[*pos..*pos + 4].try_into().expect("4 bytes"));
-    *pos += 4;
-    (len >= 0).then(|| {
-        let s = buf.slice(*pos..*pos + len as usize);
-        *pos += len as usize;
-        s
-    })
-}
-
-/// Decodes the record `encode` wrote at `buf[start..end]`; the log only holds what it
-/// encoded itself.
-fn decode(buf: &Bytes, start: usize, end: usize) -> RawRecord {
-    let mut pos = start;
-    let timestamp = i64::from_le_bytes(buf[pos..pos + 8].try_into().expect("8 bytes"));
-    pos += 8;
-    let key = get_opt(buf, &mut pos);
-    let value = get_opt(buf, &mut pos);
-    let n = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes"));
-    pos += 4;
-    let mut headers = Headers::new();
-    for _ in 0..n {
-        let klen = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        pos += 4;
-        let k = String::from_utf8_lossy(&buf[pos..pos + klen]).into_owned();
-        pos += klen;
-        let v = get_opt(buf, &mut pos);
-        headers.add(k, v);
-    }
-    debug_assert_eq!(pos, end);
-    Record {
-        key,
-        value,
-        timestamp,
-        headers,
     }
 }
 

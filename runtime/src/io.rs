@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, select};
 
-use crate::broker::TopicLog;
-use crate::queue::{ByteBudget, PartitionQueue, PushStop, Queued};
+use crate::broker::{FetchBatch, TopicLog};
+use crate::queue::{ByteBudget, PartitionQueue, TryPushError};
 use crate::record::now_millis;
 use crate::task::Task;
 
@@ -35,7 +35,7 @@ pub(crate) struct Binding {
     pub(crate) topic: Arc<TopicLog>,
     pub(crate) partition: u32,
     pub(crate) next_offset: i64,
-    pub(crate) queue: Arc<PartitionQueue<Queued>>,
+    pub(crate) queue: Arc<PartitionQueue<FetchBatch>>,
     pub(crate) task: Weak<Task>,
 }
 
@@ -67,7 +67,6 @@ impl IoThread {
         let mut timers: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::new();
         let mut timer_tasks: std::collections::HashMap<u64, Weak<Task>> = Default::default();
         let mut timer_seq = 0u64;
-        let mut buf: Vec<(i64, crate::record::RawRecord)> = Vec::with_capacity(FETCH_BATCH);
 
         loop {
             // Commands first: they change what to fetch.
@@ -101,7 +100,7 @@ impl IoThread {
             let mut paused = 0usize;
             let mut fed: Vec<Arc<Task>> = Vec::new();
             bindings.retain_mut(|b| {
-                let (n, alive) = fill(b, &self.budget, &mut buf);
+                let (n, alive) = fill(b, &self.budget);
                 if n > 0
                     && let Some(t) = b.task.upgrade()
                     && !fed.iter().any(|f| Arc::ptr_eq(f, &t))
@@ -148,11 +147,7 @@ impl IoThread {
 }
 
 /// Moves what fits from the log into the queue. Returns (records moved, binding alive).
-fn fill(
-    b: &mut Binding,
-    budget: &ByteBudget,
-    buf: &mut Vec<(i64, crate::record::RawRecord)>,
-) -> (usize, bool) {
+fn fill(b: &mut Binding, budget: &ByteBudget) -> (usize, bool) {
     if b.task.strong_count() == 0 {
         return (0, false);
     }
@@ -160,29 +155,24 @@ fn fill(
         return (0, true);
     }
     let room = b.queue.room();
-    buf.clear();
-    if b.topic
-        .fetch(
-            b.partition,
-            b.next_offset,
-            room.min(FETCH_BATCH),
-            budget.available().max(1),
-            buf,
-        )
-        .is_err()
-    {
-        return (0, false);
+    let batch = match b.topic.fetch_batch(
+        b.partition,
+        b.next_offset,
+        room.min(FETCH_BATCH),
+        budget.available().max(1),
+    ) {
+        Ok(Some(batch)) => batch,
+        Ok(None) => return (0, true),
+        Err(_) => return (0, false),
+    };
+    let n = batch.len();
+    match b.queue.try_push(batch) {
+        Ok(()) => {
+            b.next_offset += n as i64;
+            (n, true)
+        }
+        // Not fetched after all: the same records are fetched again once there is room.
+        Err(TryPushError::Full(_) | TryPushError::OverBudget(_)) => (0, true),
+        Err(TryPushError::Closed(_)) => (0, false),
     }
-    let mut batch: Vec<Queued> = buf
-        .drain(..)
-        .map(|(offset, record)| Queued { offset, record })
-        .collect();
-    let (moved, stop) = b.queue.try_push_batch(&mut batch);
-    if moved > 0 {
-        b.next_offset += moved as i64;
-    }
-    if stop == Some(PushStop::Closed) {
-        return (moved, false);
-    }
-    (moved, true)
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::broker::RecordView;
 use crate::error::{Error, Result};
 use crate::record::{Record, RecordMetadata, now_millis};
 use crate::task::TaskCore;
@@ -286,9 +287,23 @@ impl std::fmt::Display for TaskId {
 /// The erased form of every node in a task's graph (sources, processors, sinks).
 pub(crate) trait Node: Send {
     fn init(&mut self, core: &mut TaskCore, me: NodeId) -> Result<()>;
-    /// `input` is `&mut Option<Record<K, V>>` for the node's input types (for a source,
-    /// `&mut Option<Queued>`); the node takes the record out.
+    /// `input` is `&mut Option<Record<K, V>>` for the node's input types; the node
+    /// takes the record out.
     fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()>;
+    /// Sources only: deserializes a fetched record and forwards it.
+    fn ingest(
+        &mut self,
+        record: &RecordView<'_>,
+        offset: i64,
+        core: &mut TaskCore,
+        me: NodeId,
+    ) -> Result<()> {
+        let _ = (record, offset);
+        Err(Error::Topology(format!(
+            "'{}' is not a source",
+            core.names[me]
+        )))
+    }
     fn punctuate(&mut self, p: &Punctuation, core: &mut TaskCore, me: NodeId) -> Result<()>;
     /// Writes out anything buffered (sinks). Called at the end of every batch and before
     /// a commit.

@@ -24,10 +24,15 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
-/// Something that can be queued: it knows how many bytes it is charged.
+/// Something that can be queued: it knows how many records it holds and how many bytes
+/// it is charged.
 pub trait QueueItem {
     /// Bytes charged to the budget while this item is queued or being processed.
     fn size_bytes(&self) -> usize;
+    /// Records in this item, charged against the per-partition record cap.
+    fn records(&self) -> usize {
+        1
+    }
 }
 
 /// One byte cap shared by every partition queue of a runtime.
@@ -84,18 +89,6 @@ impl ByteBudget {
         }
     }
 
-    /// Records that someone needs `n` bytes, unless they fit now (then returns false and
-    /// records nothing). The next release reports the waiter.
-    fn block_unless_fits(&self, n: usize) -> bool {
-        self.blocked.store(true, SeqCst);
-        let cur = self.used.load(SeqCst);
-        if cur + n <= self.cap || cur == 0 {
-            self.blocked.store(false, SeqCst);
-            return false;
-        }
-        true
-    }
-
     /// Returns `n` bytes; true if a reservation had been refused since the last release
     /// (the caller should wake the fetcher).
     pub fn release(&self, n: usize) -> bool {
@@ -125,17 +118,6 @@ impl<T> TryPushError<T> {
             TryPushError::Full(t) | TryPushError::OverBudget(t) | TryPushError::Closed(t) => t,
         }
     }
-}
-
-/// Why [`PartitionQueue::try_push_batch`] stopped before the end of its input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushStop {
-    /// The partition holds its record cap.
-    Full,
-    /// The byte budget is spent.
-    OverBudget,
-    /// The queue was closed.
-    Closed,
 }
 
 /// One partition's queue between the fetcher and its task.
@@ -211,13 +193,15 @@ impl<T: QueueItem> PartitionQueue<T> {
         true
     }
 
-    /// Queues `item` if the partition is under its record cap and the bytes fit the
+    /// Queues `item` if its records fit under the record cap and its bytes fit the
     /// budget. Must be called by one producer at a time.
     pub fn try_push(&self, item: T) -> Result<(), TryPushError<T>> {
         if self.closed.load(SeqCst) {
             return Err(TryPushError::Closed(item));
         }
-        if self.pause_if_full() {
+        let n = item.records();
+        if self.pause_if_full() || self.len() + n > self.cap {
+            self.paused.store(true, SeqCst);
             return Err(TryPushError::Full(item));
         }
         let size = item.size_bytes();
@@ -229,7 +213,7 @@ impl<T: QueueItem> PartitionQueue<T> {
             }
             return Err(TryPushError::OverBudget(item));
         }
-        self.records.fetch_add(1, SeqCst);
+        self.records.fetch_add(n, SeqCst);
         self.bytes.fetch_add(size, SeqCst);
         self.paused.store(false, SeqCst);
         self.items
@@ -237,60 +221,6 @@ impl<T: QueueItem> PartitionQueue<T> {
             .unwrap_or_else(|p| p.into_inner())
             .push_back(item);
         Ok(())
-    }
-
-    /// Queues items from the front of `items` while they fit under the record cap and the
-    /// byte budget (one lock and one reservation for all of them); the queued items are
-    /// removed from `items`. Returns how many were queued and, if not all, why not.
-    /// Must be called by one producer at a time.
-    pub fn try_push_batch(&self, items: &mut Vec<T>) -> (usize, Option<PushStop>) {
-        if items.is_empty() {
-            return (0, None);
-        }
-        if self.closed.load(SeqCst) {
-            return (0, Some(PushStop::Closed));
-        }
-        if self.pause_if_full() {
-            return (0, Some(PushStop::Full));
-        }
-        let room = self.room();
-        let available = self.budget.available();
-        let budget_empty = self.budget.used() == 0;
-        let (mut n, mut bytes) = (0usize, 0usize);
-        for item in items.iter().take(room) {
-            let size = item.size_bytes();
-            if bytes + size > available && !(n == 0 && budget_empty) {
-                break;
-            }
-            bytes += size;
-            n += 1;
-        }
-        if n > 0 && !self.budget.try_reserve(bytes) {
-            n = 0;
-        }
-        if n > 0 {
-            self.records.fetch_add(n, SeqCst);
-            self.bytes.fetch_add(bytes, SeqCst);
-            self.paused.store(false, SeqCst);
-            self.items
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(items.drain(..n));
-        }
-        if items.is_empty() {
-            return (n, None);
-        }
-        if self.pause_if_full() {
-            return (n, Some(PushStop::Full));
-        }
-        if self.budget.block_unless_fits(items[0].size_bytes()) {
-            if !self.is_empty() {
-                self.paused.store(true, SeqCst);
-            }
-            return (n, Some(PushStop::OverBudget));
-        }
-        // Room appeared meanwhile: the caller simply fetches again.
-        (n, None)
     }
 
     /// Moves up to `max` items to `out`. They stay charged until [`Self::release`].
@@ -325,29 +255,9 @@ impl<T: QueueItem> PartitionQueue<T> {
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
             .collect();
+        let records = drained.iter().map(QueueItem::records).sum();
         let bytes = drained.iter().map(QueueItem::size_bytes).sum();
-        self.release(drained.len(), bytes)
-    }
-}
-
-impl QueueItem for crate::record::RawRecord {
-    fn size_bytes(&self) -> usize {
-        crate::record::RawRecord::size_bytes(self)
-    }
-}
-
-/// A record in a partition queue: its offset and the record.
-#[derive(Debug, Clone)]
-pub struct Queued {
-    /// Offset in the source partition.
-    pub offset: i64,
-    /// The record.
-    pub record: crate::record::RawRecord,
-}
-
-impl QueueItem for Queued {
-    fn size_bytes(&self) -> usize {
-        self.record.size_bytes()
+        self.release(records, bytes)
     }
 }
 
@@ -356,32 +266,45 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `n` records of `size` bytes in all (a fetch batch, in the runtime).
     #[derive(Debug, Clone, PartialEq)]
     struct Item {
         partition: usize,
         seq: usize,
         size: usize,
+        n: usize,
     }
 
     impl QueueItem for Item {
         fn size_bytes(&self) -> usize {
             self.size
         }
+        fn records(&self) -> usize {
+            self.n
+        }
     }
 
     #[derive(Debug, Clone)]
     enum Op {
-        Push { partition: usize, size: usize },
-        PushBatch { partition: usize, sizes: Vec<usize> },
-        Claim { partition: usize, max: usize },
-        Release { partition: usize, n: usize },
+        Push {
+            partition: usize,
+            size: usize,
+            n: usize,
+        },
+        Claim {
+            partition: usize,
+            max: usize,
+        },
+        Release {
+            partition: usize,
+            n: usize,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            3 => (0..4usize, 1..200usize).prop_map(|(partition, size)| Op::Push { partition, size }),
-            1 => (0..4usize, proptest::collection::vec(1..200usize, 0..8))
-                .prop_map(|(partition, sizes)| Op::PushBatch { partition, sizes }),
+            3 => (0..4usize, 1..200usize, 1..4usize)
+                .prop_map(|(partition, size, n)| Op::Push { partition, size, n }),
             1 => (0..4usize, 1..8usize).prop_map(|(partition, max)| Op::Claim { partition, max }),
             1 => (0..4usize, 1..8usize).prop_map(|(partition, n)| Op::Release { partition, n }),
         ]
@@ -408,8 +331,9 @@ mod tests {
 
             for op in ops {
                 match op {
-                    Op::Push { partition, size } => {
-                        pending[partition].push_back(Item { partition, seq: next_seq[partition], size });
+                    Op::Push { partition, size, n } => {
+                        let n = n.min(cap);
+                        pending[partition].push_back(Item { partition, seq: next_seq[partition], size, n });
                         next_seq[partition] += 1;
                         let item = pending[partition].pop_front().unwrap();
                         match queues[partition].try_push(item) {
@@ -422,22 +346,6 @@ mod tests {
                             }
                         }
                     }
-                    Op::PushBatch { partition, sizes } => {
-                        for size in sizes {
-                            pending[partition].push_back(Item { partition, seq: next_seq[partition], size });
-                            next_seq[partition] += 1;
-                        }
-                        let mut batch: Vec<Item> = pending[partition].drain(..).collect();
-                        let before = batch.len();
-                        let (n, stop) = queues[partition].try_push_batch(&mut batch);
-                        prop_assert_eq!(n + batch.len(), before);
-                        if stop == Some(PushStop::Full) {
-                            prop_assert!(queues[partition].is_paused());
-                        }
-                        for item in batch.into_iter().rev() {
-                            pending[partition].push_front(item);
-                        }
-                    }
                     Op::Claim { partition, max } => {
                         queues[partition].claim(max, &mut claimed[partition]);
                     }
@@ -445,7 +353,7 @@ mod tests {
                         let n = n.min(claimed[partition].len());
                         let items: Vec<Item> = claimed[partition].drain(..n).collect();
                         let bytes = items.iter().map(|i| i.size).sum();
-                        queues[partition].release(items.len(), bytes);
+                        queues[partition].release(items.iter().map(|i| i.n).sum(), bytes);
                         done[partition].extend(items);
                     }
                 }
@@ -463,7 +371,7 @@ mod tests {
                     queues[p].claim(usize::MAX, &mut claimed[p]);
                     let items: Vec<Item> = claimed[p].drain(..).collect();
                     let bytes = items.iter().map(|i| i.size).sum();
-                    queues[p].release(items.len(), bytes);
+                    queues[p].release(items.iter().map(|i| i.n).sum(), bytes);
                     done[p].extend(items);
                 }
                 for p in 0..4 {
@@ -491,11 +399,13 @@ mod tests {
             partition: 0,
             seq: 0,
             size: 10,
+            n: 1,
         };
         let big = Item {
             partition: 0,
             seq: 1,
             size: 500,
+            n: 1,
         };
         q.try_push(small.clone()).unwrap();
         assert!(matches!(
@@ -520,13 +430,15 @@ mod tests {
             partition: 0,
             seq: 0,
             size: 90,
+            n: 1,
         })
         .unwrap();
         assert!(matches!(
             b.try_push(Item {
                 partition: 1,
                 seq: 0,
-                size: 20
+                size: 20,
+                n: 1,
             }),
             Err(TryPushError::OverBudget(_))
         ));
@@ -547,12 +459,14 @@ mod tests {
             partition: 0,
             seq: 0,
             size: 30,
+            n: 1,
         })
         .unwrap();
         q.try_push(Item {
             partition: 0,
             seq: 1,
             size: 30,
+            n: 1,
         })
         .unwrap();
         q.close();
@@ -562,7 +476,8 @@ mod tests {
             q.try_push(Item {
                 partition: 0,
                 seq: 2,
-                size: 1
+                size: 1,
+                n: 1,
             }),
             Err(TryPushError::Closed(_))
         ));

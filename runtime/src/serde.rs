@@ -1,6 +1,8 @@
 //! Serdes: how typed keys and values become bytes and back.
 //!
-//! A [`Serde<T>`] turns a `T` into `Option<Bytes>` (`None` is Kafka's null) and back.
+//! A [`Serde<T>`] turns a `T` into `Option<Bytes>` (`None` is Kafka's null) and reads
+//! it back from `Option<&[u8]>`, straight out of the fetched buffer with no copy in
+//! between.
 //! Built-ins cover bytes, UTF-8 strings, big-endian integers (the byte layouts of
 //! Kafka's `Serdes.Integer()`/`Long()`, so data is interchangeable with JVM apps),
 //! `()` for null-only keys, and JSON through serde behind the `json` feature.
@@ -19,7 +21,7 @@ pub trait Serde<T>: Send + Sync + 'static {
     /// Serializes `value`; `None` writes a null.
     fn serialize(&self, value: &T) -> Result<Option<Bytes>>;
     /// Deserializes bytes (`None` is a null) into a `T`.
-    fn deserialize(&self, data: Option<&Bytes>) -> Result<T>;
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<T>;
     /// Appends the bytes of `value` to `out` and returns true, or returns false for a
     /// null (appending nothing). Sinks use this to encode without an allocation per
     /// record; the default goes through [`Serde::serialize`].
@@ -47,7 +49,7 @@ impl<T, S: Serde<T>> Serde<Option<T>> for OptionSerde<S> {
         }
     }
 
-    fn deserialize(&self, data: Option<&Bytes>) -> Result<Option<T>> {
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<Option<T>> {
         match data {
             Some(_) => self.0.deserialize(data).map(Some),
             None => Ok(None),
@@ -62,8 +64,8 @@ impl<T, S: Serde<T>> Serde<Option<T>> for OptionSerde<S> {
     }
 }
 
-fn required(data: Option<&Bytes>, what: &str) -> Result<Bytes> {
-    data.cloned().ok_or_else(|| {
+fn required<'a>(data: Option<&'a [u8]>, what: &str) -> Result<&'a [u8]> {
+    data.ok_or_else(|| {
         Error::Serde(format!(
             "null where {what} was expected (use Option<{what}> for nullable data)"
         ))
@@ -82,8 +84,8 @@ impl Serde<Bytes> for BytesSerde {
         out.extend_from_slice(value);
         Ok(true)
     }
-    fn deserialize(&self, data: Option<&Bytes>) -> Result<Bytes> {
-        required(data, "Bytes")
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<Bytes> {
+        required(data, "Bytes").map(Bytes::copy_from_slice)
     }
 }
 
@@ -95,7 +97,7 @@ impl Serde<Vec<u8>> for BytesSerde {
         out.extend_from_slice(value);
         Ok(true)
     }
-    fn deserialize(&self, data: Option<&Bytes>) -> Result<Vec<u8>> {
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<Vec<u8>> {
         required(data, "Vec<u8>").map(|b| b.to_vec())
     }
 }
@@ -112,9 +114,11 @@ impl Serde<String> for StringSerde {
         out.extend_from_slice(value.as_bytes());
         Ok(true)
     }
-    fn deserialize(&self, data: Option<&Bytes>) -> Result<String> {
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<String> {
         let b = required(data, "String")?;
-        String::from_utf8(b.to_vec()).map_err(|e| Error::Serde(format!("invalid UTF-8: {e}")))
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|e| Error::Serde(format!("invalid UTF-8: {e}")))
     }
 }
 
@@ -132,9 +136,9 @@ macro_rules! int_serde {
                 out.extend_from_slice(&value.to_be_bytes());
                 Ok(true)
             }
-            fn deserialize(&self, data: Option<&Bytes>) -> Result<$t> {
+            fn deserialize(&self, data: Option<&[u8]>) -> Result<$t> {
                 let b = required(data, stringify!($t))?;
-                let arr: [u8; std::mem::size_of::<$t>()] = b.as_ref().try_into().map_err(|_| {
+                let arr: [u8; std::mem::size_of::<$t>()] = b.try_into().map_err(|_| {
                     Error::Serde(format!(
                         "{} bytes where a {}-byte big-endian {} was expected",
                         b.len(),
@@ -171,7 +175,7 @@ impl Serde<()> for UnitSerde {
     fn serialize_into(&self, _: &(), _: &mut Vec<u8>) -> Result<bool> {
         Ok(false)
     }
-    fn deserialize(&self, data: Option<&Bytes>) -> Result<()> {
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<()> {
         match data {
             None => Ok(()),
             Some(b) => Err(Error::Serde(format!(
@@ -222,9 +226,9 @@ where
         serde_json::to_writer(&mut *out, value).map_err(|e| Error::Serde(format!("JSON: {e}")))?;
         Ok(true)
     }
-    fn deserialize(&self, data: Option<&Bytes>) -> Result<T> {
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<T> {
         let b = required(data, std::any::type_name::<T>())?;
-        serde_json::from_slice(&b).map_err(|e| Error::Serde(format!("JSON: {e}")))
+        serde_json::from_slice(b).map_err(|e| Error::Serde(format!("JSON: {e}")))
     }
 }
 
@@ -244,7 +248,7 @@ where
     fn serialize_into(&self, value: &Json<T>, out: &mut Vec<u8>) -> Result<bool> {
         Serde::<T>::serialize_into(self, &value.0, out)
     }
-    fn deserialize(&self, data: Option<&Bytes>) -> Result<Json<T>> {
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<Json<T>> {
         Serde::<T>::deserialize(self, data).map(Json)
     }
 }
@@ -300,7 +304,7 @@ mod tests {
 
     fn round_trip<T: PartialEq + std::fmt::Debug, S: Serde<T>>(s: &S, v: T) {
         let bytes = s.serialize(&v).unwrap();
-        assert_eq!(s.deserialize(bytes.as_ref()).unwrap(), v);
+        assert_eq!(s.deserialize(bytes.as_deref()).unwrap(), v);
         // serialize_into writes the same bytes (after what is already in the buffer).
         let mut out = b"prefix".to_vec();
         let non_null = s.serialize_into(&v, &mut out).unwrap();
@@ -336,23 +340,17 @@ mod tests {
 
     #[test]
     fn bad_input_is_a_clear_error() {
-        let e =
-            Serde::<i64>::deserialize(&I64Serde, Some(&Bytes::from_static(b"abc"))).unwrap_err();
+        let e = Serde::<i64>::deserialize(&I64Serde, Some(b"abc")).unwrap_err();
         assert!(
             e.to_string()
                 .contains("3 bytes where a 8-byte big-endian i64"),
             "{e}"
         );
-        let e = Serde::<String>::deserialize(&StringSerde, Some(&Bytes::from_static(b"\xff")))
-            .unwrap_err();
+        let e = Serde::<String>::deserialize(&StringSerde, Some(b"\xff")).unwrap_err();
         assert!(e.to_string().contains("invalid UTF-8"), "{e}");
         let e = Serde::<String>::deserialize(&StringSerde, None).unwrap_err();
         assert!(e.to_string().contains("null where String"), "{e}");
-        assert!(
-            UnitSerde
-                .deserialize(Some(&Bytes::from_static(b"x")))
-                .is_err()
-        );
+        assert!(UnitSerde.deserialize(Some(b"x")).is_err());
     }
 
     #[cfg(feature = "json")]
@@ -377,11 +375,7 @@ mod tests {
                 item: "y".into(),
             }),
         );
-        let e = Serde::<Order>::deserialize(
-            &JsonSerde::<Order>::new(),
-            Some(&Bytes::from_static(b"{")),
-        )
-        .unwrap_err();
+        let e = Serde::<Order>::deserialize(&JsonSerde::<Order>::new(), Some(b"{")).unwrap_err();
         assert!(e.to_string().starts_with("JSON:"), "{e}");
     }
 }

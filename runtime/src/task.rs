@@ -24,11 +24,12 @@ use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::broker::{Broker, TopicLog};
+use crate::broker::FetchBatch;
+use crate::broker::{Broker, RecordView, TopicLog};
 use crate::config::DeserializationHandler;
 use crate::error::{Error, Result};
 use crate::processor::{Node, Punctuation, PunctuationType, PunctuatorEntry, TaskId};
-use crate::queue::{PartitionQueue, Queued};
+use crate::queue::PartitionQueue;
 use crate::record::{RecordMetadata, now_millis};
 use crate::runtime::{QueryShared, RuntimeCore};
 use crate::topology::{NodeId, NodeKind};
@@ -77,6 +78,16 @@ impl TaskCore {
         let r = n.process(input, self, node);
         self.current = prev;
         self.nodes[node] = Some(n);
+        r
+    }
+
+    /// Hands a fetched record to a source node.
+    fn ingest(&mut self, source: NodeId, view: &RecordView<'_>, offset: i64) -> Result<()> {
+        let mut n = self.take(source)?;
+        let prev = self.current.replace(source);
+        let r = n.ingest(view, offset, self, source);
+        self.current = prev;
+        self.nodes[source] = Some(n);
         r
     }
 
@@ -163,8 +174,9 @@ pub(crate) struct Input {
     pub(crate) topic: Arc<str>,
     pub(crate) partition: u32,
     pub(crate) source: NodeId,
-    pub(crate) queue: Arc<PartitionQueue<Queued>>,
-    local: VecDeque<Queued>,
+    pub(crate) queue: Arc<PartitionQueue<FetchBatch>>,
+    /// Claimed batches; the front one may be partly processed.
+    local: VecDeque<FetchBatch>,
     /// Next offset to commit, once something was processed.
     consumed: Option<i64>,
     committed: Option<i64>,
@@ -177,7 +189,7 @@ impl Input {
         topic: Arc<str>,
         partition: u32,
         source: NodeId,
-        queue: Arc<PartitionQueue<Queued>>,
+        queue: Arc<PartitionQueue<FetchBatch>>,
     ) -> Self {
         Input {
             topic,
@@ -192,11 +204,19 @@ impl Input {
         }
     }
 
-    fn head_timestamp(&mut self, refill: usize) -> Option<i64> {
-        if self.local.is_empty() {
-            self.queue.claim(refill, &mut self.local);
+    fn head_timestamp(&mut self) -> Option<i64> {
+        while self.local.front().is_some_and(FetchBatch::is_empty) {
+            self.local.pop_front();
         }
-        self.local.front().map(|q| q.record.timestamp)
+        if self.local.is_empty() {
+            self.queue.claim(usize::MAX, &mut self.local);
+        }
+        self.local.front().and_then(FetchBatch::head_timestamp)
+    }
+
+    /// Records claimed from the queue and not yet processed.
+    fn local_records(&self) -> usize {
+        self.local.iter().map(FetchBatch::len).sum()
     }
 
     /// Gives back the charges of processed records; true if the fetcher should wake.
@@ -298,9 +318,9 @@ impl TaskInner {
             }
         }
         for input in &mut self.inputs {
-            for q in input.local.drain(..) {
-                input.release_records += 1;
-                input.release_bytes += q.record.size_bytes();
+            for b in input.local.drain(..) {
+                input.release_records += b.len();
+                input.release_bytes += b.remaining_bytes();
             }
             wake |= input.release();
             wake |= input.queue.close();
@@ -448,44 +468,42 @@ impl Task {
             // Next record: the lowest timestamp across this task's partitions.
             let mut best: Option<(usize, i64)> = None;
             for (i, input) in inner.inputs.iter_mut().enumerate() {
-                if let Some(ts) = input.head_timestamp(max)
+                if let Some(ts) = input.head_timestamp()
                     && best.is_none_or(|(_, b)| ts < b)
                 {
                     best = Some((i, ts));
                 }
             }
-            let Some((i, _)) = best else { break };
-            let input = &mut inner.inputs[i];
-            let Some(q) = input.local.pop_front() else {
+            let Some((i, ts)) = best else { break };
+            let TaskInner { core, inputs, .. } = &mut *inner;
+            let input = &mut inputs[i];
+            let Some((offset, view, size)) = input.local.front_mut().and_then(FetchBatch::next)
+            else {
                 break;
             };
-            input.consumed = Some(q.offset + 1);
+            input.consumed = Some(offset + 1);
             input.release_records += 1;
-            input.release_bytes += q.record.size_bytes();
-            let source = input.source;
-            let core = &mut inner.core;
+            input.release_bytes += size;
             match &mut core.env.metadata {
                 Some(m) if Arc::ptr_eq(&m.topic, &input.topic) => {
                     m.partition = input.partition;
-                    m.offset = q.offset;
+                    m.offset = offset;
                 }
                 slot => {
                     *slot = Some(RecordMetadata {
                         topic: input.topic.clone(),
                         partition: input.partition,
-                        offset: q.offset,
+                        offset,
                     })
                 }
             }
             // Stream time includes the record being processed (as in Kafka Streams);
             // stream-time punctuators fire after it.
-            let ts = q.record.timestamp;
             let advanced = ts > core.env.stream_time;
             if advanced {
                 core.env.stream_time = ts;
             }
-            let mut slot = Some(q);
-            core.dispatch(source, &mut slot as &mut dyn Any)?;
+            core.ingest(input.source, &view, offset)?;
             if advanced {
                 core.punctuate(PunctuationType::StreamTime, ts)?;
             }
@@ -514,10 +532,11 @@ impl Task {
         }
         self.register_deadline(inner);
 
-        let more = inner
-            .inputs
-            .iter()
-            .any(|i| !i.local.is_empty() || i.queue.len() > i.release_records + i.local.len());
+        // Charged records beyond those held locally are still queued.
+        let more = inner.inputs.iter().any(|i| {
+            let local = i.local_records();
+            local > 0 || i.queue.len() > local
+        });
         Ok(if more { After::More } else { After::Idle })
     }
 

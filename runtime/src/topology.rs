@@ -15,12 +15,11 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::broker::{EncodedBatch, TopicLog};
+use crate::broker::{EncodedBatch, RecordView, TopicLog};
 use crate::config::DeserializationHandler;
 use crate::error::{Error, RecordField, Result};
 use crate::partitioner::partition_for_key;
 use crate::processor::{Data, Node, Processor, ProcessorNode, Punctuation, take_input};
-use crate::queue::Queued;
 use crate::record::Record;
 use crate::serde::Serde;
 use crate::task::TaskCore;
@@ -503,32 +502,42 @@ impl<K: Data, V: Data> Node for SourceNode<K, V> {
         Ok(())
     }
 
-    fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
-        let q: Queued = take_input(input, core, me)?;
-        let key = match self.spec.key_serde.deserialize(q.record.key.as_ref()) {
+    fn process(&mut self, _input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
+        Err(Error::Topology(format!(
+            "source '{}' cannot have a parent",
+            core.names[me]
+        )))
+    }
+
+    fn ingest(
+        &mut self,
+        view: &RecordView<'_>,
+        offset: i64,
+        core: &mut TaskCore,
+        me: NodeId,
+    ) -> Result<()> {
+        let key = match self.spec.key_serde.deserialize(view.key) {
             Ok(k) => k,
-            Err(e) => return self.on_error(core, &q, RecordField::Key, e),
+            Err(e) => return self.on_error(core, offset, RecordField::Key, e),
         };
-        let value = match self.spec.value_serde.deserialize(q.record.value.as_ref()) {
+        let value = match self.spec.value_serde.deserialize(view.value) {
             Ok(v) => v,
-            Err(e) => return self.on_error(core, &q, RecordField::Value, e),
+            Err(e) => return self.on_error(core, offset, RecordField::Value, e),
         };
         let record = Record {
             key,
             value,
-            timestamp: q.record.timestamp,
-            headers: q.record.headers,
+            timestamp: view.timestamp,
+            headers: view.headers(),
         };
-        let mut slot = Some(record);
         let n = core.children[me].len();
-        for i in 0..n {
-            let child = core.children[me][i];
-            if i + 1 < n {
-                let mut copy = slot.clone();
-                core.dispatch(child, &mut copy as &mut dyn Any)?;
-            } else {
-                core.dispatch(child, &mut slot as &mut dyn Any)?;
-            }
+        for i in 0..n - 1 {
+            let mut copy = Some(record.clone());
+            core.dispatch(core.children[me][i], &mut copy as &mut dyn Any)?;
+        }
+        if n > 0 {
+            let mut slot = Some(record);
+            core.dispatch(core.children[me][n - 1], &mut slot as &mut dyn Any)?;
         }
         Ok(())
     }
@@ -550,7 +559,7 @@ impl<K, V> SourceNode<K, V> {
     fn on_error(
         &self,
         core: &mut TaskCore,
-        q: &Queued,
+        offset: i64,
         field: RecordField,
         e: Error,
     ) -> Result<()> {
@@ -566,7 +575,7 @@ impl<K, V> SourceNode<K, V> {
             DeserializationHandler::Fail => Err(Error::Deserialization {
                 topic,
                 partition,
-                offset: q.offset,
+                offset,
                 field,
                 reason,
             }),
@@ -574,7 +583,7 @@ impl<K, V> SourceNode<K, V> {
                 log::warn!(
                     "query '{}': skipping record at {topic}-{partition} offset {}: cannot deserialize its {field}: {reason}",
                     core.env.query,
-                    q.offset
+                    offset
                 );
                 core.env.skipped += 1;
                 Ok(())
@@ -598,10 +607,15 @@ struct SinkNode<K, V> {
 impl<K: Data, V: Data> Node for SinkNode<K, V> {
     fn init(&mut self, core: &mut TaskCore, me: NodeId) -> Result<()> {
         let NodeKind::Sink { topic } = &core.kinds[me] else {
-            return Err(Error::Topology(format!("'{}' is not a sink", core.names[me])));
+            return Err(Error::Topology(format!(
+                "'{}' is not a sink",
+                core.names[me]
+            )));
         };
         let log = core.env.resolve_topic(topic)?;
-        self.buffers = (0..log.partition_count()).map(|_| EncodedBatch::default()).collect();
+        self.buffers = (0..log.partition_count())
+            .map(|_| EncodedBatch::default())
+            .collect();
         self.topic = Some(log);
         self.round_robin = SINK_SEED.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -610,7 +624,10 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
     fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
         let record: Record<K, V> = take_input(input, core, me)?;
         let Some(log) = &self.topic else {
-            return Err(Error::Topology(format!("sink '{}' used before init", core.names[me])));
+            return Err(Error::Topology(format!(
+                "sink '{}' used before init",
+                core.names[me]
+            )));
         };
         let ser_err = |field: RecordField, e: Error| Error::Serialization {
             topic: log.name.to_string(),

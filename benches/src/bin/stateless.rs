@@ -14,7 +14,10 @@ use weir_benches::{median, peak_rss_bytes, preload_u64_i64, wait_for_len};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let records: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000_000);
+    let records: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let workers = 2;
 
