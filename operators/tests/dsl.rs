@@ -321,3 +321,82 @@ fn json_values_round_trip_through_a_query() {
         vec![2, 3]
     );
 }
+
+#[test]
+fn map_values_with_key_and_a_custom_partitioner() {
+    let rt = runtime(1);
+    let b = rt.broker().clone();
+    b.create_topic("in", 1).unwrap();
+    b.create_topic("out", 4).unwrap();
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .map_values_with_key(|k, v| format!("{k}={v}"))
+        .to_with(
+            "out",
+            Produced::with(StringSerde, StringSerde)
+                .with_partitioner(|_, v, n| Some(v.len() as u32 % n)),
+        );
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    for (k, v) in [("a", 1i64), ("bb", 22), ("ccc", 333)] {
+        b.send("in", &s(k), &v).unwrap();
+    }
+    read_n::<String, String>(&b, "out", 3);
+    q.stop().unwrap();
+    let want: HashMap<&str, (&str, u32)> = [
+        ("a", ("a=1", 3)),
+        ("bb", ("bb=22", 1)),
+        ("ccc", ("ccc=333", 3)),
+    ]
+    .into();
+    let out = b.read_all::<String, String>("out").unwrap();
+    assert_eq!(out.len(), 3);
+    for r in out {
+        let (value, partition) = want[r.record.key.as_str()];
+        assert_eq!(r.record.value, value);
+        assert_eq!(
+            r.partition, partition,
+            "value length % 4 picks the partition"
+        );
+    }
+}
+
+#[test]
+fn a_partitioner_out_of_range_fails_the_query() {
+    let rt = runtime(1);
+    let b = rt.broker().clone();
+    b.create_topic("in", 1).unwrap();
+    b.create_topic("out", 2).unwrap();
+    let builder = StreamsBuilder::new();
+    builder.stream::<String, i64>("in").to_with(
+        "out",
+        Produced::defaults().with_partitioner(|_, _, _| Some(7)),
+    );
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    b.send("in", &s("k"), &1i64).unwrap();
+    let QueryState::Failed(e) = q.await_termination(Some(std::time::Duration::from_secs(20)))
+    else {
+        panic!("expected failure")
+    };
+    assert!(
+        e.to_string()
+            .contains("partition 7 of topic 'out' does not exist"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_stream_with_nothing_downstream_consumes_and_commits() {
+    let rt = runtime(1);
+    let b = rt.broker().clone();
+    b.create_topic("in", 1).unwrap();
+    let builder = StreamsBuilder::new();
+    let _unused = builder.stream::<String, i64>("in");
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    for i in 0..5i64 {
+        b.send("in", &s("k"), &i).unwrap();
+    }
+    wait_until("records consumed", || q.stats().records_processed == 5);
+    q.stop().unwrap();
+    assert_eq!(b.committed("weir-q", "in", 0), Some(5));
+}

@@ -586,3 +586,52 @@ fn stop_from_inside_a_processor_does_not_deadlock() {
     assert!(stopped.load(Ordering::SeqCst));
     slot.lock().unwrap().take();
 }
+
+#[test]
+fn offset_reset_latest_skips_what_was_there_before_the_start() {
+    let b = Broker::new();
+    b.create_topic("in", 1).unwrap();
+    b.create_topic("out", 1).unwrap();
+    for i in 0..10i64 {
+        b.send("in", &"old".to_string(), &i).unwrap();
+    }
+    let rt = Runtime::new(
+        RuntimeConfig::builder()
+            .workers(1)
+            .offset_reset(OffsetReset::Latest)
+            .broker(b.clone())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let q = rt.start_query("q", copy_query("in", "out")).unwrap();
+    b.send("in", &"new".to_string(), &100i64).unwrap();
+    let out = read_n::<String, i64>(&b, "out", 1);
+    q.stop().unwrap();
+    assert_eq!(out, vec![("new".to_string(), 100)]);
+    assert_eq!(b.read_all::<String, i64>("out").unwrap().len(), 1);
+}
+
+#[test]
+fn shutdown_from_inside_a_processor_does_not_deadlock() {
+    let rt = Arc::new(runtime(1));
+    let b = rt.broker().clone();
+    b.create_topic("in", 1).unwrap();
+    let weak = Arc::downgrade(&rt);
+    let s = StreamsBuilder::new();
+    s.stream::<String, i64>("in").foreach(move |_, _| {
+        if let Some(rt) = weak.upgrade() {
+            rt.shutdown().unwrap();
+        }
+    });
+    let q = rt.start_query("q", s.build().unwrap()).unwrap();
+    b.send("in", &"k".to_string(), &1i64).unwrap();
+    assert_eq!(
+        q.await_termination(Some(Duration::from_secs(20))),
+        QueryState::Stopped
+    );
+    assert!(matches!(
+        rt.start_query("z", copy_query("in", "in")),
+        Err(Error::ShutDown)
+    ));
+}

@@ -341,7 +341,7 @@ impl TopicLog {
         out: &mut Vec<(i64, RawRecord)>,
     ) -> Result<()> {
         if let Some(mut batch) = self.fetch_batch(partition, offset, max_records, max_bytes)? {
-            while let Some((offset, view, _)) = batch.next() {
+            while let Some((offset, view, _)) = batch.next_record() {
                 out.push((offset, view.to_raw()));
             }
         }
@@ -495,8 +495,8 @@ impl FetchBatch {
             let from = positions[first] as usize;
             let shift = self.data.len() as i64 - from as i64;
             self.data.extend_from_slice(&data[from..end_of(last - 1)]);
-            for i in first..last {
-                let start = positions[i] as usize;
+            for (i, &pos) in positions.iter().enumerate().take(last).skip(first) {
+                let start = pos as usize;
                 let ts = i64::from_le_bytes(data[start..start + 8].try_into().expect("8 bytes"));
                 self.index.push((
                     ts,
@@ -537,7 +537,7 @@ impl FetchBatch {
     }
 
     /// Takes the next record: its offset, a view of it, and the bytes it is charged.
-    pub fn next(&mut self) -> Option<(i64, RecordView<'_>, usize)> {
+    pub fn next_record(&mut self) -> Option<(i64, RecordView<'_>, usize)> {
         let i = self.cursor;
         let (_, start, end) = *self.index.get(i)?;
         self.cursor += 1;

@@ -628,7 +628,8 @@ impl Runtime {
     }
 
     /// Stops every query cleanly and then the I/O thread. Returns the first error of a
-    /// query that had failed. Idempotent; also done on drop.
+    /// query that had failed. Idempotent; also done on drop. Called from inside a
+    /// processor (on a worker), it starts the shutdown and returns without waiting.
     pub fn shutdown(&self) -> Result<()> {
         if self.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -642,6 +643,12 @@ impl Runtime {
             .collect();
         for q in &queries {
             q.begin_stop();
+        }
+        if self.core.pool.current_thread_index().is_some() {
+            // Called from user code on a worker: waiting here would wait for this very
+            // task. Queries close on the pool; the I/O thread ends without a join.
+            let _ = self.core.io_tx.send(IoCommand::Shutdown);
+            return Ok(());
         }
         let mut first_error = None;
         for q in &queries {

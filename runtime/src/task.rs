@@ -477,7 +477,8 @@ impl Task {
             let Some((i, ts)) = best else { break };
             let TaskInner { core, inputs, .. } = &mut *inner;
             let input = &mut inputs[i];
-            let Some((offset, view, size)) = input.local.front_mut().and_then(FetchBatch::next)
+            let Some((offset, view, size)) =
+                input.local.front_mut().and_then(FetchBatch::next_record)
             else {
                 break;
             };

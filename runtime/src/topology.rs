@@ -530,8 +530,9 @@ impl<K: Data, V: Data> Node for SourceNode<K, V> {
             timestamp: view.timestamp,
             headers: view.headers(),
         };
+        // A source with no children (a stream nobody consumes yet) just drops records.
         let n = core.children[me].len();
-        for i in 0..n - 1 {
+        for i in 0..n.saturating_sub(1) {
             let mut copy = Some(record.clone());
             core.dispatch(core.children[me][i], &mut copy as &mut dyn Any)?;
         }
