@@ -75,15 +75,31 @@ fn periodic_commit_happens_without_a_stop() {
     q.stop().unwrap();
 }
 
-struct FailAt(i64);
+/// Fails (returns an error, or panics) on the record whose value is `at`.
+struct Explode {
+    at: i64,
+    panic: bool,
+}
 
-impl Processor<String, i64, String, i64> for FailAt {
+impl Explode {
+    fn error_at(at: i64) -> Self {
+        Explode { at, panic: false }
+    }
+    fn panic_at(at: i64) -> Self {
+        Explode { at, panic: true }
+    }
+}
+
+impl Processor<String, i64, String, i64> for Explode {
     fn process(
         &mut self,
         r: Record<String, i64>,
         ctx: &mut ProcessorContext<'_, String, i64>,
     ) -> Result<()> {
-        if r.value == self.0 {
+        if r.value == self.at {
+            if self.panic {
+                panic!("boom at {}", r.value);
+            }
             return Err(Error::msg(format!("refusing {}", r.value)));
         }
         ctx.forward(r)
@@ -101,7 +117,7 @@ fn a_failed_query_commits_nothing_past_its_failure_and_a_restart_loses_nothing()
     let topology = |fail_at: i64| {
         let b = StreamsBuilder::new();
         b.stream::<String, i64>("in")
-            .process_named("guard", move || FailAt(fail_at))
+            .process_named("guard", move || Explode::error_at(fail_at))
             .to("out");
         b.build().unwrap()
     };
@@ -220,21 +236,6 @@ fn log_and_continue_skips_bad_records_and_counts_them() {
     q.stop().unwrap();
 }
 
-struct PanicOn(i64);
-
-impl Processor<String, i64, String, i64> for PanicOn {
-    fn process(
-        &mut self,
-        r: Record<String, i64>,
-        ctx: &mut ProcessorContext<'_, String, i64>,
-    ) -> Result<()> {
-        if r.value == self.0 {
-            panic!("boom at {}", r.value);
-        }
-        ctx.forward(r)
-    }
-}
-
 #[test]
 fn a_panic_fails_only_its_query() {
     let rt = runtime(2);
@@ -248,7 +249,7 @@ fn a_panic_fails_only_its_query() {
             &["in"],
             Consumed::<String, i64>::defaults().with_name("bad-src"),
         )
-        .process_named("exploder", || PanicOn(5))
+        .process_named("exploder", || Explode::panic_at(5))
         .to("bad-out");
         rt.start_query("bad", s.build().unwrap()).unwrap()
     };

@@ -9,6 +9,29 @@ use weir_runtime::{
     SinkSpec, SourceSpec, Topology,
 };
 
+fn runtime_on(broker: &Broker) -> Runtime {
+    Runtime::new(
+        RuntimeConfig::builder()
+            .workers(1)
+            .broker(broker.clone())
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// A topology with one `<String, i64>` source named `src` reading `in`.
+fn source_on_in() -> Topology {
+    let mut t = Topology::new();
+    t.add_source(
+        "src",
+        &["in"],
+        SourceSpec::<String, i64>::new(StringSerde, I64Serde),
+    )
+    .unwrap();
+    t
+}
+
 /// Routes even values to "evens", odd ones to "odds", tagging each with its source
 /// coordinates in a header.
 struct Router;
@@ -39,21 +62,8 @@ fn hand_built_topology_routes_by_child_name() {
     for t in ["in", "even-out", "odd-out"] {
         broker.create_topic(t, 1).unwrap();
     }
-    let rt = Runtime::new(
-        RuntimeConfig::builder()
-            .workers(1)
-            .broker(broker.clone())
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    let mut t = Topology::new();
-    t.add_source(
-        "src",
-        &["in"],
-        SourceSpec::<String, i64>::new(StringSerde, I64Serde),
-    )
-    .unwrap();
+    let rt = runtime_on(&broker);
+    let mut t = source_on_in();
     t.add_processor("router", || Router, &["src"]).unwrap();
     t.add_sink(
         "evens",
@@ -118,21 +128,8 @@ fn forwarding_to_an_unknown_child_fails_the_query() {
     }
     let broker = Broker::new();
     broker.create_topic("in", 1).unwrap();
-    let rt = Runtime::new(
-        RuntimeConfig::builder()
-            .workers(1)
-            .broker(broker.clone())
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    let mut t = Topology::new();
-    t.add_source(
-        "src",
-        &["in"],
-        SourceSpec::<String, i64>::new(StringSerde, I64Serde),
-    )
-    .unwrap();
+    let rt = runtime_on(&broker);
+    let mut t = source_on_in();
     t.add_processor("lost", || Lost, &["src"]).unwrap();
     let q = rt.start_query("q", t).unwrap();
     broker.send("in", &"k".to_string(), &1i64).unwrap();
@@ -148,17 +145,10 @@ fn forwarding_to_an_unknown_child_fails_the_query() {
 
 #[test]
 fn an_empty_topology_is_rejected() {
-    let broker = Broker::new();
-    broker.create_topic("in", 1).unwrap();
-    let rt = Runtime::new(
-        RuntimeConfig::builder()
-            .workers(1)
-            .broker(broker)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    let t = Topology::new();
-    let err = rt.start_query("q", t).unwrap_err().to_string();
+    let rt = runtime_on(&Broker::new());
+    let err = rt
+        .start_query("q", Topology::new())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("empty topology"), "{err}");
 }
