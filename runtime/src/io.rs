@@ -13,7 +13,6 @@
 //! The thread sleeps until a command, a wake-up (a queue drained, a budget released),
 //! a broker append, or the next timer deadline.
 
-use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -50,7 +49,6 @@ pub(crate) enum IoCommand {
 #[derive(Default)]
 pub(crate) struct IoStats {
     pub(crate) paused: AtomicUsize,
-    pub(crate) bound: AtomicUsize,
 }
 
 pub(crate) struct IoThread {
@@ -61,35 +59,64 @@ pub(crate) struct IoThread {
     pub(crate) stats: Arc<IoStats>,
 }
 
+/// A wall-clock deadline: wake `task` at `at_ms`. Ordered soonest first.
+struct Timer {
+    at_ms: i64,
+    task: Weak<Task>,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        self.at_ms == other.at_ms
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // BinaryHeap is a max-heap: reverse so the earliest deadline is on top.
+        other.at_ms.cmp(&self.at_ms)
+    }
+}
+
+/// What the loop keeps between passes.
+#[derive(Default)]
+struct IoState {
+    bindings: Vec<Binding>,
+    timers: BinaryHeap<Timer>,
+}
+
+impl IoState {
+    /// Applies a command; false means shut down.
+    fn apply(&mut self, cmd: IoCommand) -> bool {
+        match cmd {
+            IoCommand::Bind(b) => self.bindings.extend(b),
+            IoCommand::Unbind { query } => self.bindings.retain(|b| b.query != query),
+            IoCommand::WakeAt { at_ms, task } => self.timers.push(Timer { at_ms, task }),
+            IoCommand::Shutdown => return false,
+        }
+        true
+    }
+}
+
 impl IoThread {
     pub(crate) fn run(self) {
-        let mut bindings: Vec<Binding> = Vec::new();
-        let mut timers: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::new();
-        let mut timer_tasks: std::collections::HashMap<u64, Weak<Task>> = Default::default();
-        let mut timer_seq = 0u64;
-
+        let mut st = IoState::default();
         loop {
             // Commands first: they change what to fetch.
             while let Ok(cmd) = self.commands.try_recv() {
-                match cmd {
-                    IoCommand::Bind(b) => bindings.extend(b),
-                    IoCommand::Unbind { query } => bindings.retain(|b| b.query != query),
-                    IoCommand::WakeAt { at_ms, task } => {
-                        timer_seq += 1;
-                        timers.push(Reverse((at_ms, timer_seq)));
-                        timer_tasks.insert(timer_seq, task);
-                    }
-                    IoCommand::Shutdown => return,
+                if !st.apply(cmd) {
+                    return;
                 }
             }
 
             let now = now_millis();
-            while let Some(Reverse((at, seq))) = timers.peek().copied() {
-                if at > now {
-                    break;
-                }
-                timers.pop();
-                if let Some(task) = timer_tasks.remove(&seq).and_then(|w| w.upgrade()) {
+            while st.timers.peek().is_some_and(|t| t.at_ms <= now) {
+                if let Some(task) = st.timers.pop().and_then(|t| t.task.upgrade()) {
                     task.notify();
                 }
             }
@@ -99,7 +126,7 @@ impl IoThread {
             let mut moved = 0usize;
             let mut paused = 0usize;
             let mut fed: Vec<Arc<Task>> = Vec::new();
-            bindings.retain_mut(|b| {
+            st.bindings.retain_mut(|b| {
                 let (n, alive) = fill(b, &self.budget);
                 if n > 0
                     && let Some(t) = b.task.upgrade()
@@ -115,28 +142,19 @@ impl IoThread {
                 t.notify();
             }
             self.stats.paused.store(paused, Ordering::Relaxed);
-            self.stats.bound.store(bindings.len(), Ordering::Relaxed);
             metrics::gauge!("weir_queue_bytes").set(self.budget.used() as f64);
             metrics::gauge!("weir_partitions_paused").set(paused as f64);
             if moved > 0 {
                 continue;
             }
 
-            let timeout = timers
-                .peek()
-                .map_or(Duration::from_secs(1), |Reverse((at, _))| {
-                    Duration::from_millis((at - now).clamp(0, 1000) as u64)
-                });
+            let timeout = st.timers.peek().map_or(Duration::from_secs(1), |t| {
+                Duration::from_millis((t.at_ms - now).clamp(0, 1000) as u64)
+            });
             select! {
                 recv(self.commands) -> cmd => match cmd {
-                    Ok(IoCommand::Bind(b)) => bindings.extend(b),
-                    Ok(IoCommand::Unbind { query }) => bindings.retain(|b| b.query != query),
-                    Ok(IoCommand::WakeAt { at_ms, task }) => {
-                        timer_seq += 1;
-                        timers.push(Reverse((at_ms, timer_seq)));
-                        timer_tasks.insert(timer_seq, task);
-                    }
-                    Ok(IoCommand::Shutdown) | Err(_) => return,
+                    Ok(cmd) => if !st.apply(cmd) { return },
+                    Err(_) => return,
                 },
                 recv(self.wake) -> _ => {},
                 recv(self.appends) -> _ => {},
