@@ -78,7 +78,12 @@ impl TaskCore {
         let r = n.process(input, self, node);
         self.current = prev;
         self.nodes[node] = Some(n);
-        r
+        // Rebuild `Ok` rather than move `r`: the error type is large, and this is the
+        // per-record, per-hop path.
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Hands a fetched record to a source node.
