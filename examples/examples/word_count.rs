@@ -1,39 +1,17 @@
 //! Word count on the embedded in-process broker: no Kafka needed.
 //!
-//! Lines go into `text-input`; the query splits them into words, re-keys each word by
-//! itself, repartitions so that every occurrence of a word reaches the same task, counts
-//! per word, and writes `(word, count)` updates to `word-counts`.
-//!
-//! The count is a hand-written [`Processor`] keeping a `HashMap` per task: it shows the
-//! Processor API under the DSL. Its state lives only in memory (it is not restored after
-//! a restart), so use it as a template for stateless-on-restart logic, not for durable
-//! aggregates.
+//! Lines go into `text-input`. The query splits them into words, groups by word (which
+//! repartitions, so every occurrence of a word reaches the same task), counts in a
+//! RocksDB store under the runtime's shared cache, and writes `(word, count)` updates
+//! to `word-counts`. The record cache compacts updates: each word's count is emitted
+//! once per commit (or cache eviction), not once per occurrence.
 //!
 //! Run: `cargo run --release -p weir-examples --example word_count`
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use weir::prelude::*;
-
-/// Counts occurrences of each key seen by this task and forwards the running count.
-#[derive(Default)]
-struct CountPerWord {
-    counts: HashMap<String, i64>,
-}
-
-impl Processor<String, String, String, i64> for CountPerWord {
-    fn process(
-        &mut self,
-        record: Record<String, String>,
-        ctx: &mut ProcessorContext<'_, String, i64>,
-    ) -> Result<()> {
-        let count = self.counts.entry(record.key.clone()).or_insert(0);
-        *count += 1;
-        let count = *count;
-        ctx.forward(record.with_value(count))
-    }
-}
 
 const LINES: &[&str] = &[
     "all streams flow to the sea",
@@ -46,9 +24,14 @@ const LINES: &[&str] = &[
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 
+    let state_dir = std::env::temp_dir().join("weir-word-count");
+    let _ = std::fs::remove_dir_all(&state_dir); // a fresh run counts from zero
     let runtime = Runtime::new(
         RuntimeConfig::builder()
             .application_id("word-count")
+            .memory_limit(256 << 20)
+            .commit_interval(Duration::from_millis(200))
+            .state_dir(&state_dir)
             .build()?,
     )?;
     let broker = runtime.broker().clone();
@@ -63,46 +46,54 @@ fn main() -> Result<()> {
                 .map(str::to_lowercase)
                 .collect::<Vec<_>>()
         })
-        .select_key(|_, word: &String| word.clone())
-        .repartition()
-        .process(CountPerWord::default)
+        .group_by(|_, word: &String| word.clone())
+        .count_with(Materialized::as_("counts"))
         .to("word-counts");
     let topology = builder.build()?;
     println!("{}", topology.describe());
 
     let query = runtime.start_query("counts", topology)?;
-    let mut words = 0;
+    let mut expected = BTreeMap::new();
     for line in LINES {
         broker.send("text-input", &(), &line.to_string())?;
-        words += line.split_whitespace().count();
+        for w in line.split_whitespace() {
+            *expected.entry(w.to_lowercase()).or_insert(0i64) += 1;
+        }
     }
 
-    // Every word occurrence produces one count update; wait for all of them.
+    // Read the latest count of each word until every word has its final count.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while broker.read_all::<String, i64>("word-counts")?.len() < words {
+    let mut latest = BTreeMap::new();
+    while latest != expected {
         if Instant::now() > deadline {
             return Err(Error::msg("timed out waiting for word counts"));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(20));
+        latest = broker
+            .read_all::<String, i64>("word-counts")?
+            .into_iter()
+            .map(|r| (r.record.key, r.record.value))
+            .collect();
     }
     query.stop()?;
 
-    // The topic holds every update; the last one per word is its count.
-    let mut latest = BTreeMap::new();
-    for r in broker.read_all::<String, i64>("word-counts")? {
-        latest.insert(r.record.key, r.record.value);
-    }
-    println!("{} words, {} distinct:", words, latest.len());
+    println!("{} distinct words:", latest.len());
     for (word, count) in &latest {
         println!("{count:>4}  {word}");
     }
     let stats = query.stats();
+    let state = runtime.state_usage();
+    let cache = runtime.record_cache_stats();
     println!(
         "\nquery '{}' processed {} records in {} tasks on {} threads",
         query.name(),
         stats.records_processed,
         stats.tasks,
         runtime.thread_count()
+    );
+    println!(
+        "record cache: {} hits, {} misses; RocksDB shared cache {} of {} bytes",
+        cache.hits, cache.misses, state.cache_usage, state.cache_capacity
     );
     runtime.shutdown()
 }

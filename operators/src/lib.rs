@@ -44,20 +44,22 @@
 
 mod ops;
 mod stream;
+mod table;
 
 pub use weir_runtime as runtime;
 pub use weir_runtime::serde;
 pub use weir_runtime::{
-    Broker, Cancellable, ConsumerRecord, Data, DeserializationHandler, Error, Header, Headers,
-    OffsetReset, Processor, ProcessorContext, Punctuation, PunctuationType, PunctuatorId,
-    QueryHandle, QueryState, QueryStats, RawRecord, Record, RecordField, RecordMetadata, Result,
-    Runtime, RuntimeConfig, RuntimeConfigBuilder, SinkSpec, SourceSpec, TaskId, Topology,
-    TopologyDescription,
+    Broker, CacheStats, Cancellable, Change, ConsumerRecord, Data, DeserializationHandler, Error,
+    Header, Headers, OffsetReset, Processor, ProcessorContext, Punctuation, PunctuationType,
+    PunctuatorId, QueryHandle, QueryState, QueryStats, RawRecord, Record, RecordField,
+    RecordMetadata, Result, Runtime, RuntimeConfig, RuntimeConfigBuilder, SinkSpec, SourceSpec,
+    StateUsage, StoreHandle, StoreKind, StoreSpec, TaskId, Topology, TopologyDescription,
 };
 
 pub use stream::{
     Branched, BranchedKStream, Consumed, KStream, Produced, Repartitioned, StreamsBuilder,
 };
+pub use table::{Grouped, KGroupedStream, KTable, Materialized};
 
 /// Everything a query needs, in one `use weir::prelude::*`.
 pub mod prelude {
@@ -68,8 +70,9 @@ pub mod prelude {
     #[cfg(feature = "json")]
     pub use crate::serde::{Json, JsonSerde};
     pub use crate::{
-        Branched, Broker, Consumed, DeserializationHandler, Error, Headers, KStream, OffsetReset,
-        Processor, ProcessorContext, Produced, PunctuationType, QueryHandle, QueryState, Record,
-        Repartitioned, Result, Runtime, RuntimeConfig, StreamsBuilder, Topology,
+        Branched, Broker, Change, Consumed, DeserializationHandler, Error, Grouped, Headers,
+        KGroupedStream, KStream, KTable, Materialized, OffsetReset, Processor, ProcessorContext,
+        Produced, PunctuationType, QueryHandle, QueryState, Record, Repartitioned, Result, Runtime,
+        RuntimeConfig, StreamsBuilder, Topology,
     };
 }

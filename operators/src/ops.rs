@@ -181,3 +181,146 @@ impl<K: Data, V: Data> Processor<K, V, K, V> for Branch<K, V> {
         }
     }
 }
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use weir_runtime::Change;
+
+/// Folds each record into the key's aggregate in `store`; the aggregate's changes go
+/// downstream when they reach the store (cache eviction or commit).
+pub(crate) struct Aggregate<I, A> {
+    pub(crate) store: Arc<str>,
+    pub(crate) init: Arc<I>,
+    pub(crate) agg: Arc<A>,
+    pub(crate) send_old: Arc<AtomicBool>,
+}
+
+impl<K: Data, V: Data, VA: Data, I, A> Processor<K, V, K, Change<VA>> for Aggregate<I, A>
+where
+    I: Fn() -> VA + Send + Sync + 'static,
+    A: Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+{
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, K, Change<VA>>) -> Result<()> {
+        ctx.forward_store_changes::<K, VA>(&self.store, self.send_old.load(Ordering::Acquire))
+    }
+
+    fn process(
+        &mut self,
+        r: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, K, Change<VA>>,
+    ) -> Result<()> {
+        let mut store = ctx.store::<K, VA>(&self.store)?;
+        let current = match store.get(&r.key)? {
+            Some(a) => a,
+            None => (self.init)(),
+        };
+        let new = (self.agg)(&r.key, r.value, current);
+        store.put(&r.key, &new)
+    }
+}
+
+/// Keeps the latest value of each key (a blind write: no read on the hot path).
+pub(crate) struct Latest {
+    pub(crate) store: Arc<str>,
+    pub(crate) send_old: Arc<AtomicBool>,
+}
+
+impl<K: Data, V: Data> Processor<K, V, K, Change<V>> for Latest {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, K, Change<V>>) -> Result<()> {
+        ctx.forward_store_changes::<K, V>(&self.store, self.send_old.load(Ordering::Acquire))
+    }
+
+    fn process(
+        &mut self,
+        r: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, K, Change<V>>,
+    ) -> Result<()> {
+        ctx.store::<K, V>(&self.store)?.put(&r.key, &r.value)
+    }
+}
+
+/// Materializes a changelog-style stream (`None` = delete) as a table.
+pub(crate) struct TableSource {
+    pub(crate) store: Arc<str>,
+    pub(crate) send_old: Arc<AtomicBool>,
+}
+
+impl<K: Data, V: Data> Processor<K, Option<V>, K, Change<V>> for TableSource {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, K, Change<V>>) -> Result<()> {
+        ctx.forward_store_changes::<K, V>(&self.store, self.send_old.load(Ordering::Acquire))
+    }
+
+    fn process(
+        &mut self,
+        r: Record<K, Option<V>>,
+        ctx: &mut ProcessorContext<'_, K, Change<V>>,
+    ) -> Result<()> {
+        let mut store = ctx.store::<K, V>(&self.store)?;
+        match &r.value {
+            Some(v) => store.put(&r.key, v),
+            None => store.delete(&r.key),
+        }
+    }
+}
+
+/// Filters a table: rows that fail the predicate read as absent.
+pub(crate) struct TableFilter<F> {
+    pub(crate) f: Arc<F>,
+    pub(crate) keep: bool,
+}
+
+impl<K: Data, V: Data, F> Processor<K, Change<V>, K, Change<V>> for TableFilter<F>
+where
+    F: Fn(&K, &V) -> bool + Send + Sync + 'static,
+{
+    fn process(
+        &mut self,
+        r: Record<K, Change<V>>,
+        ctx: &mut ProcessorContext<'_, K, Change<V>>,
+    ) -> Result<()> {
+        let pass = |v: Option<V>| v.filter(|v| (self.f)(&r.key, v) == self.keep);
+        let Change { new, old } = r.value.clone();
+        let change = Change {
+            new: pass(new),
+            old: pass(old),
+        };
+        if change.new.is_none() && change.old.is_none() {
+            return Ok(());
+        }
+        ctx.forward(r.with_value(change))
+    }
+}
+
+/// Maps the values of a table (new and old alike).
+pub(crate) struct TableMapValues<F>(pub(crate) Arc<F>);
+
+impl<K: Data, V: Data, V2: Data, F> Processor<K, Change<V>, K, Change<V2>> for TableMapValues<F>
+where
+    F: Fn(&V) -> V2 + Send + Sync + 'static,
+{
+    fn process(
+        &mut self,
+        r: Record<K, Change<V>>,
+        ctx: &mut ProcessorContext<'_, K, Change<V2>>,
+    ) -> Result<()> {
+        let change = Change {
+            new: r.value.new.as_ref().map(|v| (self.0)(v)),
+            old: r.value.old.as_ref().map(|v| (self.0)(v)),
+        };
+        ctx.forward(r.with_value(change))
+    }
+}
+
+/// A table's updates as a stream: the new value, `None` for a delete.
+pub(crate) struct TableToStream;
+
+impl<K: Data, V: Data> Processor<K, Change<V>, K, Option<V>> for TableToStream {
+    fn process(
+        &mut self,
+        r: Record<K, Change<V>>,
+        ctx: &mut ProcessorContext<'_, K, Option<V>>,
+    ) -> Result<()> {
+        let new = r.value.new.clone();
+        ctx.forward(r.with_value(new))
+    }
+}

@@ -20,20 +20,20 @@ use weir_runtime::{
 
 use crate::ops;
 
-struct Inner {
-    topology: Topology,
+pub(crate) struct Inner {
+    pub(crate) topology: Topology,
     index: usize,
     errors: Vec<Error>,
 }
 
 impl Inner {
-    fn next_name(&mut self, prefix: &str) -> String {
+    pub(crate) fn next_name(&mut self, prefix: &str) -> String {
         let name = format!("{prefix}-{:010}", self.index);
         self.index += 1;
         name
     }
 
-    fn check<T>(&mut self, r: Result<T>) {
+    pub(crate) fn check<T>(&mut self, r: Result<T>) {
         if let Err(e) = r {
             self.errors.push(e);
         }
@@ -42,7 +42,7 @@ impl Inner {
 
 /// Builds a topology with the DSL. `build()` returns it for `Runtime::start_query`.
 pub struct StreamsBuilder {
-    inner: Rc<RefCell<Inner>>,
+    pub(crate) inner: Rc<RefCell<Inner>>,
 }
 
 impl Default for StreamsBuilder {
@@ -102,8 +102,8 @@ impl StreamsBuilder {
 
 /// How a stream reads its topics: serdes, deserialization handler, source name.
 pub struct Consumed<K, V> {
-    spec: SourceSpec<K, V>,
-    name: Option<String>,
+    pub(crate) spec: SourceSpec<K, V>,
+    pub(crate) name: Option<String>,
 }
 
 impl<K, V> Consumed<K, V> {
@@ -218,7 +218,7 @@ impl<K, V> Repartitioned<K, V> {
     }
 }
 
-struct ArcSerde<T>(Arc<dyn Serde<T>>);
+pub(crate) struct ArcSerde<T>(pub(crate) Arc<dyn Serde<T>>);
 
 impl<T: 'static> Serde<T> for ArcSerde<T> {
     fn serialize(&self, value: &T) -> Result<Option<weir_runtime::serde::Bytes>> {
@@ -246,8 +246,11 @@ impl Branched {
 
 /// A record stream of key type `K` and value type `V`.
 pub struct KStream<K, V> {
-    builder: Rc<RefCell<Inner>>,
-    node: String,
+    pub(crate) builder: Rc<RefCell<Inner>>,
+    pub(crate) node: String,
+    /// An operator upstream may have changed the key since the last (re)partitioning:
+    /// a keyed operation must repartition first.
+    pub(crate) repartition_required: bool,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -256,18 +259,25 @@ impl<K, V> Clone for KStream<K, V> {
         KStream {
             builder: self.builder.clone(),
             node: self.node.clone(),
+            repartition_required: self.repartition_required,
             _types: PhantomData,
         }
     }
 }
 
 impl<K: Data, V: Data> KStream<K, V> {
-    fn new(builder: &Rc<RefCell<Inner>>, node: String) -> Self {
+    pub(crate) fn new(builder: &Rc<RefCell<Inner>>, node: String) -> Self {
         KStream {
             builder: builder.clone(),
             node,
+            repartition_required: false,
             _types: PhantomData,
         }
+    }
+
+    fn keyed(mut self, changed: bool) -> Self {
+        self.repartition_required = changed;
+        self
     }
 
     /// The name of the node this stream comes out of.
@@ -275,7 +285,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         &self.node
     }
 
-    fn add<K2: Data, V2: Data, P, S>(&self, prefix: &str, supplier: S) -> KStream<K2, V2>
+    pub(crate) fn add<K2: Data, V2: Data, P, S>(&self, prefix: &str, supplier: S) -> KStream<K2, V2>
     where
         P: Processor<K, V, K2, V2>,
         S: Fn() -> P + Send + Sync + 'static,
@@ -284,7 +294,11 @@ impl<K: Data, V: Data> KStream<K, V> {
         self.add_named(name, supplier)
     }
 
-    fn add_named<K2: Data, V2: Data, P, S>(&self, name: String, supplier: S) -> KStream<K2, V2>
+    pub(crate) fn add_named<K2: Data, V2: Data, P, S>(
+        &self,
+        name: String,
+        supplier: S,
+    ) -> KStream<K2, V2>
     where
         P: Processor<K, V, K2, V2>,
         S: Fn() -> P + Send + Sync + 'static,
@@ -296,7 +310,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             .map(|_| ());
         inner.check(r);
         drop(inner);
-        KStream::new(&self.builder, name)
+        KStream::new(&self.builder, name).keyed(self.repartition_required)
     }
 
     /// Keeps records for which `f(key, value)` is true.
@@ -331,6 +345,7 @@ impl<K: Data, V: Data> KStream<K, V> {
     {
         let f = Arc::new(f);
         self.add("KSTREAM-MAP", move || ops::Map(f.clone()))
+            .keyed(true)
     }
 
     /// Replaces the value, keeping the key.
@@ -362,6 +377,7 @@ impl<K: Data, V: Data> KStream<K, V> {
     {
         let f = Arc::new(f);
         self.add("KSTREAM-FLATMAP", move || ops::FlatMap(f.clone()))
+            .keyed(true)
     }
 
     /// Replaces each value by zero or more values under the same key.
@@ -383,6 +399,7 @@ impl<K: Data, V: Data> KStream<K, V> {
     {
         let f = Arc::new(f);
         self.add("KSTREAM-KEY-SELECT", move || ops::SelectKey(f.clone()))
+            .keyed(true)
     }
 
     /// Calls `f` on each record and passes it on unchanged.
@@ -409,7 +426,8 @@ impl<K: Data, V: Data> KStream<K, V> {
         P: Processor<K, V, K2, V2>,
         S: Fn() -> P + Send + Sync + 'static,
     {
-        self.add("KSTREAM-PROCESSOR", supplier)
+        // A custom processor may change keys (as Kafka Streams assumes).
+        self.add("KSTREAM-PROCESSOR", supplier).keyed(true)
     }
 
     /// Like [`KStream::process`] with a chosen node name.
@@ -422,7 +440,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         P: Processor<K, V, K2, V2>,
         S: Fn() -> P + Send + Sync + 'static,
     {
-        self.add_named(name.to_string(), supplier)
+        self.add_named(name.to_string(), supplier).keyed(true)
     }
 
     /// One stream of the records of both.
@@ -447,6 +465,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         inner.check(r);
         drop(inner);
         KStream::new(&self.builder, name)
+            .keyed(self.repartition_required || other.repartition_required)
     }
 
     /// Splits the stream: each record goes to the first branch whose predicate holds.

@@ -13,6 +13,9 @@
 //! memory limit (it stands in for a remote broker), so keep test inputs sized sensibly.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -38,6 +41,8 @@ pub struct Broker {
 
 #[derive(Default)]
 struct BrokerInner {
+    /// Where sealed segments go; `None` keeps them in memory.
+    log_dir: Option<PathBuf>,
     topics: RwLock<HashMap<String, Arc<TopicLog>>>,
     /// (group, topic, partition) -> next offset to consume.
     committed: Mutex<HashMap<(String, String, u32), i64>>,
@@ -54,9 +59,25 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// An empty broker.
+    /// An empty broker keeping its logs in memory.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty broker writing sealed log segments to files under `dir`, as Kafka does:
+    /// their bytes then live in the page cache, not in the process, and only the active
+    /// segment (up to 1 MiB) and an offset index (4 bytes a record) of each partition
+    /// stay in memory.
+    pub fn with_log_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("cannot create log directory {}", dir.display()), e))?;
+        Ok(Broker {
+            inner: Arc::new(BrokerInner {
+                log_dir: Some(dir),
+                ..BrokerInner::default()
+            }),
+        })
     }
 
     /// Creates a topic. Creating an existing topic with the same partition count is a
@@ -83,11 +104,30 @@ impl Broker {
                 })
             };
         }
+        let mut logs = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let dir = match &self.inner.log_dir {
+                Some(d) => {
+                    let dir = d.join(format!("{name}-{p}"));
+                    std::fs::create_dir_all(&dir).map_err(|e| {
+                        Error::io(format!("cannot create log directory {}", dir.display()), e)
+                    })?;
+                    Some(dir)
+                }
+                None => None,
+            };
+            logs.push(PartitionLog {
+                inner: RwLock::new(LogInner {
+                    dir,
+                    ..LogInner::default()
+                }),
+            });
+        }
         topics.insert(
             name.to_string(),
             Arc::new(TopicLog {
                 name: Arc::from(name),
-                partitions: (0..partitions).map(|_| PartitionLog::default()).collect(),
+                partitions: logs,
             }),
         );
         Ok(())
@@ -302,7 +342,7 @@ impl TopicLog {
         let mut inner = log.inner.write().unwrap_or_else(|p| p.into_inner());
         let first = inner.next_offset;
         for r in records {
-            inner.push(&r);
+            inner.push(&r)?;
         }
         Ok(first)
     }
@@ -314,7 +354,7 @@ impl TopicLog {
         let first = inner.next_offset;
         let mut start = 0usize;
         for &end in &batch.ends {
-            inner.push_encoded(&batch.data[start..end as usize]);
+            inner.push_encoded(&batch.data[start..end as usize])?;
             start = end as usize;
         }
         Ok(first)
@@ -329,7 +369,14 @@ impl TopicLog {
     ) -> Result<Option<FetchBatch>> {
         let log = self.log(partition)?;
         let inner = log.inner.read().unwrap_or_else(|p| p.into_inner());
-        Ok(inner.fetch_batch(offset, max_records, max_bytes))
+        inner
+            .fetch_batch(offset, max_records, max_bytes)
+            .map_err(|e| {
+                Error::io(
+                    format!("cannot read the log of {}-{partition}", self.name),
+                    e,
+                )
+            })
     }
 
     pub(crate) fn fetch(
@@ -362,15 +409,30 @@ struct PartitionLog {
 
 #[derive(Default)]
 struct LogInner {
+    /// Where sealed segments are written; `None`: they stay in memory.
+    dir: Option<PathBuf>,
     sealed: Vec<Segment>,
     active: ActiveSegment,
     next_offset: i64,
 }
 
+/// The bytes of a sealed segment: in memory, or in a file read with `pread`.
+enum SegmentData {
+    Memory(Bytes),
+    File(File),
+}
+
 struct Segment {
     base_offset: i64,
-    data: Bytes,
+    data: SegmentData,
+    len: usize,
     positions: Vec<u32>,
+}
+
+/// Where `FetchBatch::copy_from` reads a segment's bytes.
+enum Source<'a> {
+    Slice(&'a [u8]),
+    File(&'a File),
 }
 
 #[derive(Default)]
@@ -381,22 +443,38 @@ struct ActiveSegment {
 }
 
 impl LogInner {
-    fn push(&mut self, r: &RawRecord) {
+    fn push(&mut self, r: &RawRecord) -> Result<()> {
         let mut buf = Vec::with_capacity(encoded_len(r));
         encode(r, &mut buf);
-        self.push_encoded(&buf);
+        self.push_encoded(&buf)
     }
 
-    fn push_encoded(&mut self, record: &[u8]) {
+    fn seal(&mut self) -> Result<()> {
+        let full = std::mem::take(&mut self.active);
+        let len = full.data.len();
+        let data = match &self.dir {
+            None => SegmentData::Memory(Bytes::from(full.data)),
+            Some(dir) => {
+                let path = dir.join(format!("{:020}.log", full.base_offset));
+                let io = |e| Error::io(format!("cannot write log segment {}", path.display()), e);
+                std::fs::write(&path, &full.data).map_err(io)?;
+                SegmentData::File(File::open(&path).map_err(io)?)
+            }
+        };
+        self.sealed.push(Segment {
+            base_offset: full.base_offset,
+            data,
+            len,
+            positions: full.positions,
+        });
+        self.active.base_offset = self.next_offset;
+        Ok(())
+    }
+
+    fn push_encoded(&mut self, record: &[u8]) -> Result<()> {
         let need = record.len();
         if !self.active.positions.is_empty() && self.active.data.len() + need > SEGMENT_BYTES {
-            let full = std::mem::take(&mut self.active);
-            self.sealed.push(Segment {
-                base_offset: full.base_offset,
-                data: Bytes::from(full.data),
-                positions: full.positions,
-            });
-            self.active.base_offset = self.next_offset;
+            self.seal()?;
         }
         if self.active.data.capacity() == 0 {
             self.active.data.reserve(SEGMENT_BYTES.max(need));
@@ -404,15 +482,21 @@ impl LogInner {
         self.active.positions.push(self.active.data.len() as u32);
         self.active.data.extend_from_slice(record);
         self.next_offset += 1;
+        Ok(())
     }
 
     /// Copies up to `max_records` records from `offset` into one batch, stopping before
     /// `max_bytes` would be exceeded (the first record is always taken). The batch owns
     /// its bytes: consumers read them on their own thread with no shared counters.
-    fn fetch_batch(&self, offset: i64, max_records: usize, max_bytes: usize) -> Option<FetchBatch> {
+    fn fetch_batch(
+        &self,
+        offset: i64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> std::io::Result<Option<FetchBatch>> {
         let mut offset = offset.max(0);
         if offset >= self.next_offset || max_records == 0 {
-            return None;
+            return Ok(None);
         }
         let mut batch = FetchBatch {
             base_offset: offset,
@@ -430,18 +514,25 @@ impl LogInner {
             .partition_point(|s| s.base_offset + s.positions.len() as i64 <= offset);
         let segments = self.sealed[start..]
             .iter()
-            .map(|s| (s.base_offset, &s.data[..], &s.positions[..]))
+            .map(|s| {
+                let src = match &s.data {
+                    SegmentData::Memory(b) => Source::Slice(b),
+                    SegmentData::File(f) => Source::File(f),
+                };
+                (s.base_offset, src, s.len, &s.positions[..])
+            })
             .chain(std::iter::once((
                 self.active.base_offset,
-                &self.active.data[..],
+                Source::Slice(&self.active.data[..]),
+                self.active.data.len(),
                 &self.active.positions[..],
             )));
-        for (base, data, positions) in segments {
-            if !batch.copy_from(data, base, positions, &mut offset, &mut budget) {
+        for (base, src, len, positions) in segments {
+            if !batch.copy_from(src, len, base, positions, &mut offset, &mut budget)? {
                 break;
             }
         }
-        Some(batch)
+        Ok(Some(batch))
     }
 }
 
@@ -467,17 +558,18 @@ impl FetchBatch {
     /// once the budget is spent.
     fn copy_from(
         &mut self,
-        data: &[u8],
+        src: Source<'_>,
+        len: usize,
         base: i64,
         positions: &[u32],
         offset: &mut i64,
         budget: &mut Budget,
-    ) -> bool {
+    ) -> std::io::Result<bool> {
         let first = (*offset - base) as usize;
         if first >= positions.len() {
-            return true;
+            return Ok(true);
         }
-        let end_of = |i: usize| positions.get(i + 1).map_or(data.len(), |p| *p as usize);
+        let end_of = |i: usize| positions.get(i + 1).map_or(len, |p| *p as usize);
         let mut last = first;
         let mut exhausted = false;
         while last < positions.len() {
@@ -492,21 +584,26 @@ impl FetchBatch {
             last += 1;
         }
         if last > first {
-            let from = positions[first] as usize;
-            let shift = self.data.len() as i64 - from as i64;
-            self.data.extend_from_slice(&data[from..end_of(last - 1)]);
+            let (from, to) = (positions[first] as usize, end_of(last - 1));
+            let at = self.data.len();
+            match src {
+                Source::Slice(data) => self.data.extend_from_slice(&data[from..to]),
+                Source::File(f) => {
+                    self.data.resize(at + (to - from), 0);
+                    f.read_exact_at(&mut self.data[at..], from as u64)?;
+                }
+            }
+            let shift = at as i64 - from as i64;
             for (i, &pos) in positions.iter().enumerate().take(last).skip(first) {
-                let start = pos as usize;
-                let ts = i64::from_le_bytes(data[start..start + 8].try_into().expect("8 bytes"));
-                self.index.push((
-                    ts,
-                    (start as i64 + shift) as u32,
-                    (end_of(i) as i64 + shift) as u32,
-                ));
+                let start = (pos as i64 + shift) as usize;
+                let ts =
+                    i64::from_le_bytes(self.data[start..start + 8].try_into().expect("8 bytes"));
+                self.index
+                    .push((ts, start as u32, (end_of(i) as i64 + shift) as u32));
             }
             *offset += (last - first) as i64;
         }
-        !exhausted
+        Ok(!exhausted)
     }
 
     /// Records not yet taken.
@@ -763,6 +860,32 @@ mod tests {
         // A byte limit smaller than one record still returns that record.
         assert_eq!(b.fetch("t", 0, 3, 10, 1).unwrap().len(), 1);
         assert!(b.fetch("t", 0, 10, 10, usize::MAX).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_disk_backed_log_reads_back_what_was_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Broker::with_log_dir(dir.path()).unwrap();
+        b.create_topic("t", 1).unwrap();
+        let big = "y".repeat(300_000);
+        for i in 0..10 {
+            b.append("t", 0, [raw(Some("k"), &format!("{i}{big}"), i)])
+                .unwrap();
+        }
+        let files = std::fs::read_dir(dir.path().join("t-0")).unwrap().count();
+        assert!(files >= 2, "sealed segments are files ({files})");
+        let all = b.fetch("t", 0, 0, usize::MAX, usize::MAX).unwrap();
+        assert_eq!(all.len(), 10);
+        for (i, (off, r)) in all.iter().enumerate() {
+            assert_eq!((*off, r.timestamp), (i as i64, i as i64));
+            assert!(
+                r.value
+                    .as_ref()
+                    .unwrap()
+                    .starts_with(i.to_string().as_bytes())
+            );
+        }
+        assert_eq!(b.fetch("t", 0, 5, 3, usize::MAX).unwrap().len(), 3);
     }
 
     #[test]

@@ -48,6 +48,26 @@ pub struct RuntimeConfig {
     pub(crate) deserialization_handler: DeserializationHandler,
     pub(crate) offset_reset: OffsetReset,
     pub(crate) broker: Broker,
+    pub(crate) state: StateConfig,
+}
+
+/// How the memory limit is divided among the state zones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateConfig {
+    /// The one RocksDB block cache shared by every store: blocks, index and filter
+    /// blocks, and (charged to it) memtables.
+    pub rocksdb_cache_bytes: usize,
+    /// The part of the cache memtables may take (the write buffer manager's bound).
+    pub rocksdb_memtable_bytes: usize,
+    /// RocksDB's shared compaction threads (plus one flush thread).
+    pub rocksdb_background_threads: usize,
+    /// Open files per RocksDB store (bounds table-reader memory, which sits outside the
+    /// cache).
+    pub rocksdb_max_open_files: usize,
+    /// The record cache's one budget across all stores of all tasks.
+    pub record_cache_bytes: usize,
+    /// The budget every in-memory store reserves from.
+    pub in_memory_store_bytes: usize,
 }
 
 impl RuntimeConfig {
@@ -84,6 +104,10 @@ impl RuntimeConfig {
     pub fn broker(&self) -> &Broker {
         &self.broker
     }
+    /// How the memory limit is divided among the state zones.
+    pub fn state(&self) -> &StateConfig {
+        &self.state
+    }
 }
 
 /// Builds a [`RuntimeConfig`]; [`RuntimeConfigBuilder::build`] validates it.
@@ -101,6 +125,12 @@ pub struct RuntimeConfigBuilder {
     deserialization_handler: DeserializationHandler,
     offset_reset: OffsetReset,
     broker: Option<Broker>,
+    rocksdb_cache_bytes: Option<usize>,
+    rocksdb_memtable_bytes: Option<usize>,
+    rocksdb_background_threads: Option<usize>,
+    rocksdb_max_open_files: Option<usize>,
+    record_cache_bytes: Option<usize>,
+    in_memory_store_bytes: Option<usize>,
 }
 
 impl RuntimeConfigBuilder {
@@ -169,6 +199,38 @@ impl RuntimeConfigBuilder {
         self
     }
 
+    /// The RocksDB block cache shared by all stores (memtables are charged to it).
+    /// Default: 1/2 of the memory limit.
+    pub fn rocksdb_cache_bytes(mut self, bytes: usize) -> Self {
+        self.rocksdb_cache_bytes = Some(bytes);
+        self
+    }
+    /// How much of the RocksDB cache memtables may take. Default: 1/4 of the cache.
+    pub fn rocksdb_memtable_bytes(mut self, bytes: usize) -> Self {
+        self.rocksdb_memtable_bytes = Some(bytes);
+        self
+    }
+    /// RocksDB's shared compaction threads (one flush thread comes on top). Default 2.
+    pub fn rocksdb_background_threads(mut self, n: usize) -> Self {
+        self.rocksdb_background_threads = Some(n);
+        self
+    }
+    /// Open files per RocksDB store. Default 256.
+    pub fn rocksdb_max_open_files(mut self, n: usize) -> Self {
+        self.rocksdb_max_open_files = Some(n);
+        self
+    }
+    /// The record cache's budget across all stores. Default: 1/8 of the memory limit.
+    pub fn record_cache_bytes(mut self, bytes: usize) -> Self {
+        self.record_cache_bytes = Some(bytes);
+        self
+    }
+    /// The budget of all in-memory stores. Default: 1/16 of the memory limit.
+    pub fn in_memory_store_bytes(mut self, bytes: usize) -> Self {
+        self.in_memory_store_bytes = Some(bytes);
+        self
+    }
+
     /// Validates and returns the configuration, creating the state directory.
     pub fn build(self) -> Result<RuntimeConfig> {
         let application_id = self.application_id.unwrap_or_else(|| "weir".to_string());
@@ -216,6 +278,49 @@ impl RuntimeConfigBuilder {
         if commit_interval.is_zero() {
             return Err(Error::Config("commit_interval must be positive".into()));
         }
+        let rocksdb_cache_bytes = self.rocksdb_cache_bytes.unwrap_or(memory_limit / 2);
+        let state = StateConfig {
+            rocksdb_cache_bytes,
+            rocksdb_memtable_bytes: self
+                .rocksdb_memtable_bytes
+                .unwrap_or(rocksdb_cache_bytes / 4),
+            rocksdb_background_threads: self.rocksdb_background_threads.unwrap_or(2),
+            rocksdb_max_open_files: self.rocksdb_max_open_files.unwrap_or(256),
+            record_cache_bytes: self.record_cache_bytes.unwrap_or(memory_limit / 8),
+            in_memory_store_bytes: self.in_memory_store_bytes.unwrap_or(memory_limit / 16),
+        };
+        let zones = [
+            ("queue_max_bytes", queue_max_bytes),
+            ("rocksdb_cache_bytes", state.rocksdb_cache_bytes),
+            ("record_cache_bytes", state.record_cache_bytes),
+            ("in_memory_store_bytes", state.in_memory_store_bytes),
+        ];
+        let total: usize = zones.iter().map(|(_, b)| b).sum();
+        if total > memory_limit {
+            let list: Vec<String> = zones.iter().map(|(n, b)| format!("{n} {b}")).collect();
+            return Err(Error::Config(format!(
+                "the memory zones add up to {total} bytes, over memory_limit {memory_limit} ({})",
+                list.join(" + ")
+            )));
+        }
+        if state.rocksdb_memtable_bytes == 0
+            || state.rocksdb_memtable_bytes > state.rocksdb_cache_bytes
+        {
+            return Err(Error::Config(format!(
+                "rocksdb_memtable_bytes {} must be between 1 and rocksdb_cache_bytes {} (memtables are charged to the cache)",
+                state.rocksdb_memtable_bytes, state.rocksdb_cache_bytes
+            )));
+        }
+        if state.rocksdb_background_threads == 0 {
+            return Err(Error::Config(
+                "rocksdb_background_threads must be at least 1".into(),
+            ));
+        }
+        if state.rocksdb_max_open_files < 16 {
+            return Err(Error::Config(
+                "rocksdb_max_open_files must be at least 16".into(),
+            ));
+        }
         let state_dir = self
             .state_dir
             .unwrap_or_else(|| std::env::temp_dir().join("weir").join(&application_id));
@@ -238,6 +343,7 @@ impl RuntimeConfigBuilder {
             deserialization_handler: self.deserialization_handler,
             offset_reset: self.offset_reset,
             broker: self.broker.unwrap_or_default(),
+            state,
         })
     }
 }
@@ -253,6 +359,10 @@ mod tests {
         assert_eq!(c.memory_limit(), 1 << 30);
         assert_eq!(c.queue_max_bytes(), 64 << 20);
         assert_eq!(c.queue_max_records_per_partition(), 1000);
+        assert_eq!(c.state().rocksdb_cache_bytes, 512 << 20);
+        assert_eq!(c.state().rocksdb_memtable_bytes, 128 << 20);
+        assert_eq!(c.state().record_cache_bytes, 128 << 20);
+        assert_eq!(c.state().in_memory_store_bytes, 64 << 20);
         assert!(c.state_dir().is_dir());
     }
 
@@ -268,6 +378,17 @@ mod tests {
             .contains("queue_max_bytes")
         );
         assert!(err(RuntimeConfig::builder().application_id("a b")).contains("application_id"));
+        let over = err(RuntimeConfig::builder()
+            .memory_limit(64 << 20)
+            .rocksdb_cache_bytes(60 << 20));
+        assert!(over.contains("over memory_limit 67108864"), "{over}");
+        assert!(over.contains("rocksdb_cache_bytes 62914560"), "{over}");
+        assert!(
+            err(RuntimeConfig::builder()
+                .rocksdb_cache_bytes(1 << 20)
+                .rocksdb_memtable_bytes(2 << 20))
+            .contains("rocksdb_memtable_bytes")
+        );
         assert!(
             err(RuntimeConfig::builder().commit_interval(Duration::ZERO))
                 .contains("commit_interval")

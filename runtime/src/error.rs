@@ -133,6 +133,31 @@ pub enum Error {
         source: Arc<std::io::Error>,
     },
 
+    /// A state store's write would take the state budget past its cap; nothing was
+    /// written.
+    #[error(
+        "store '{store}' needs {requested} more bytes but the state budget has {used} of {cap} bytes in use"
+    )]
+    StateBudget {
+        /// The store.
+        store: String,
+        /// Bytes the write needed.
+        requested: usize,
+        /// Bytes in use.
+        used: usize,
+        /// The cap.
+        cap: usize,
+    },
+
+    /// A state store operation failed (RocksDB's message, or a closed store).
+    #[error("store '{store}': {message}")]
+    Store {
+        /// The store.
+        store: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// The runtime was shut down; no new query can start.
     #[error("the runtime is shut down")]
     ShutDown,

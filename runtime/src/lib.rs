@@ -27,16 +27,23 @@ pub mod queue;
 pub mod record;
 mod runtime;
 pub mod serde;
+pub mod state;
 mod task;
 pub mod topology;
 
 pub use broker::Broker;
-pub use config::{DeserializationHandler, OffsetReset, RuntimeConfig, RuntimeConfigBuilder};
+pub use config::{
+    DeserializationHandler, OffsetReset, RuntimeConfig, RuntimeConfigBuilder, StateConfig,
+};
 pub use error::{Error, RecordField, Result};
 pub use processor::{
     Cancellable, Data, Processor, ProcessorContext, Punctuation, PunctuationType, PunctuatorId,
     TaskId,
 };
+pub use processor::{Change, StoreHandle};
 pub use record::{ConsumerRecord, Header, Headers, RawRecord, Record, RecordMetadata};
 pub use runtime::{QueryHandle, QueryState, QueryStats, Runtime};
-pub use topology::{SinkSpec, SourceSpec, StreamPartitioner, Topology, TopologyDescription};
+pub use state::{CacheStats, StateUsage};
+pub use topology::{
+    SinkSpec, SourceSpec, StoreKind, StoreSpec, StreamPartitioner, Topology, TopologyDescription,
+};

@@ -21,7 +21,10 @@ use std::time::Duration;
 use crate::broker::RecordView;
 use crate::error::{Error, Result};
 use crate::record::{Record, RecordMetadata, now_millis};
+use crate::serde::Serde;
+use crate::state::{Dirty, Lookup};
 use crate::task::TaskCore;
+use crate::task::TaskEnv;
 use crate::topology::NodeId;
 
 /// Types that can flow between processors: cloned when a processor has several
@@ -266,6 +269,271 @@ impl<K, V> ProcessorContext<'_, K, V> {
             cancelled: cancelled.clone(),
         });
         Ok(Cancellable { id, cancelled })
+    }
+}
+
+impl<K, V> ProcessorContext<'_, K, V> {
+    fn store_index<SK: 'static, SV: 'static>(&self, name: &str) -> Result<usize> {
+        let node = self.node;
+        let processor = &self.core.names[node];
+        let idx = self
+            .core
+            .env
+            .stores
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| {
+                Error::Topology(format!(
+                    "processor '{processor}' asked for store '{name}', which this task does not have"
+                ))
+            })?;
+        let st = &self.core.env.stores[idx];
+        if !st.processors.contains(&node) {
+            return Err(Error::Topology(format!(
+                "processor '{processor}' is not connected to store '{name}'"
+            )));
+        }
+        if st.types != (std::any::TypeId::of::<SK>(), std::any::TypeId::of::<SV>()) {
+            return Err(Error::Topology(format!(
+                "store '{name}' does not hold <{}, {}>",
+                std::any::type_name::<SK>(),
+                std::any::type_name::<SV>()
+            )));
+        }
+        Ok(idx)
+    }
+
+    /// The store `name`, typed `<SK, SV>`. The processor must be connected to it
+    /// (`Topology::add_state_store` / `connect_store`) and the types must be the store's.
+    /// Reads and writes go through the record cache unless the store opted out.
+    pub fn store<SK: 'static, SV: 'static>(
+        &mut self,
+        name: &str,
+    ) -> Result<StoreHandle<'_, SK, SV>> {
+        let idx = self.store_index::<SK, SV>(name)?;
+        type Serdes<SK, SV> = (Arc<dyn Serde<SK>>, Arc<dyn Serde<SV>>);
+        let (key_serde, value_serde) = self.core.env.stores[idx]
+            .serdes
+            .downcast_ref::<Serdes<SK, SV>>()
+            .cloned()
+            .ok_or_else(|| Error::Topology(format!("store '{name}' has serdes of other types")))?;
+        Ok(StoreHandle {
+            env: &mut self.core.env,
+            idx,
+            key_serde,
+            value_serde,
+        })
+    }
+
+    /// Makes every change written to store `name` go downstream from this processor
+    /// as a `Record<SK, Change<SV>>` (new value, old value), when the change reaches
+    /// the store: on cache eviction, on commit, or at once for an uncached store. This
+    /// is how aggregations emit. With `send_old`, each change carries the value it
+    /// replaced (one extra store read per change); without, `old` is `None`. Call it
+    /// from `init`.
+    pub fn forward_store_changes<SK: Data, SV: Data>(
+        &mut self,
+        name: &str,
+        send_old: bool,
+    ) -> Result<()>
+    where
+        K: 'static,
+        V: 'static,
+    {
+        if (std::any::TypeId::of::<K>(), std::any::TypeId::of::<V>())
+            != (
+                std::any::TypeId::of::<SK>(),
+                std::any::TypeId::of::<Change<SV>>(),
+            )
+        {
+            return Err(Error::Topology(format!(
+                "processor '{}' forwards <{}, {}>, not the changes of store '{name}'",
+                self.core.names[self.node],
+                std::any::type_name::<K>(),
+                std::any::type_name::<V>()
+            )));
+        }
+        let idx = self.store_index::<SK, SV>(name)?;
+        type Serdes<SK, SV> = (Arc<dyn Serde<SK>>, Arc<dyn Serde<SV>>);
+        let (key_serde, value_serde) = self.core.env.stores[idx]
+            .serdes
+            .downcast_ref::<Serdes<SK, SV>>()
+            .cloned()
+            .ok_or_else(|| Error::Topology(format!("store '{name}' has serdes of other types")))?;
+        let owner = self.node;
+        let store = name.to_string();
+        let forwarder: crate::task::Forwarder = Arc::new(move |core, key, new, old| {
+            let corrupt = |e: Error| Error::Store {
+                store: store.clone(),
+                message: format!("cannot read a stored entry: {e}"),
+            };
+            let key = key_serde.deserialize(Some(key)).map_err(corrupt)?;
+            let new = new
+                .map(|b| value_serde.deserialize(Some(b)))
+                .transpose()
+                .map_err(corrupt)?;
+            let old = old
+                .map(|b| value_serde.deserialize(Some(b)))
+                .transpose()
+                .map_err(corrupt)?;
+            let record = Record::new(key, Change { new, old }, core.env.stream_time);
+            ProcessorContext::<SK, Change<SV>>::new(core, owner).forward(record)
+        });
+        self.core.env.stores[idx].forwarder = Some(forwarder);
+        self.core.env.stores[idx].forward_old = send_old;
+        Ok(())
+    }
+}
+
+/// A change to a table row: the new value and the one it replaced (`None` = absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change<V> {
+    /// The value now (`None`: the row was deleted).
+    pub new: Option<V>,
+    /// The value before (`None`: the row is new).
+    pub old: Option<V>,
+}
+
+/// Typed access to a store of the current task, through its serdes and the record
+/// cache.
+pub struct StoreHandle<'a, K, V> {
+    env: &'a mut TaskEnv,
+    idx: usize,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+}
+
+impl<K: 'static, V: 'static> StoreHandle<'_, K, V> {
+    fn name(&self) -> &str {
+        &self.env.stores[self.idx].name
+    }
+
+    fn key_bytes(&self, key: &K) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        if self.key_serde.serialize_into(key, &mut buf)? {
+            Ok(buf)
+        } else {
+            Err(Error::Store {
+                store: self.name().to_string(),
+                message: "a null key cannot be stored".into(),
+            })
+        }
+    }
+
+    fn decode_value(&self, v: &[u8]) -> Result<V> {
+        self.value_serde
+            .deserialize(Some(v))
+            .map_err(|e| Error::Store {
+                store: self.name().to_string(),
+                message: format!("cannot read a stored value: {e}"),
+            })
+    }
+
+    fn decode(&self, k: &[u8], v: &[u8]) -> Result<(K, V)> {
+        let key = self
+            .key_serde
+            .deserialize(Some(k))
+            .map_err(|e| Error::Store {
+                store: self.name().to_string(),
+                message: format!("cannot read a stored key: {e}"),
+            })?;
+        Ok((key, self.decode_value(v)?))
+    }
+
+    fn cached(&self) -> bool {
+        self.env.stores[self.idx].cached && self.env.cache.is_some()
+    }
+
+    fn get_bytes(&mut self, k: &[u8]) -> Result<Option<Vec<u8>>> {
+        let idx = self.idx;
+        if self.cached() {
+            let cache = self.env.cache.as_mut().expect("cached() checked");
+            if let Lookup::Hit(v) = cache.get(idx, k) {
+                return Ok(v.map(<[u8]>::to_vec));
+            }
+            let v = self.env.stores[idx].store.get(k)?;
+            if let Some(cache) = self.env.cache.as_mut() {
+                cache.insert_clean(idx, k, v.clone());
+            }
+            return Ok(v);
+        }
+        self.env.stores[idx].store.get(k)
+    }
+
+    fn write(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) -> Result<()> {
+        let idx = self.idx;
+        let dirty = if self.cached() {
+            let cache = self.env.cache.as_mut().expect("cached() checked");
+            cache.put(idx, &k, v)
+        } else {
+            vec![Dirty {
+                store: idx,
+                key: k,
+                value: v,
+            }]
+        };
+        self.env.apply_dirty(dirty)
+    }
+
+    /// Before a scan, writes this store's cached changes so the scan sees them.
+    fn settle(&mut self) -> Result<()> {
+        if !self.cached() {
+            return Ok(());
+        }
+        let idx = self.idx;
+        let dirty = self
+            .env
+            .cache
+            .as_mut()
+            .map(|c| c.flush_store(idx))
+            .unwrap_or_default();
+        self.env.apply_dirty(dirty)
+    }
+
+    /// The value of `key`.
+    pub fn get(&mut self, key: &K) -> Result<Option<V>> {
+        let k = self.key_bytes(key)?;
+        match self.get_bytes(&k)? {
+            Some(v) => self.decode_value(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets `key` to `value`; a value that serializes to null deletes the key (as in
+    /// Kafka Streams).
+    pub fn put(&mut self, key: &K, value: &V) -> Result<()> {
+        let k = self.key_bytes(key)?;
+        let mut v = Vec::new();
+        let non_null = self.value_serde.serialize_into(value, &mut v)?;
+        self.write(k, non_null.then_some(v))
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, key: &K) -> Result<()> {
+        let k = self.key_bytes(key)?;
+        self.write(k, None)
+    }
+
+    /// Entries with `from <= key < to` in serialized-key order.
+    pub fn range(&mut self, from: &K, to: &K) -> Result<Vec<(K, V)>> {
+        let (f, t) = (self.key_bytes(from)?, self.key_bytes(to)?);
+        self.settle()?;
+        let raw = self.env.stores[self.idx].store.range(&f, &t)?;
+        raw.iter().map(|(k, v)| self.decode(k, v)).collect()
+    }
+
+    /// Entries whose serialized key starts with `prefix`.
+    pub fn prefix_scan(&mut self, prefix: &[u8]) -> Result<Vec<(K, V)>> {
+        self.settle()?;
+        let raw = self.env.stores[self.idx].store.prefix_scan(prefix)?;
+        raw.iter().map(|(k, v)| self.decode(k, v)).collect()
+    }
+
+    /// Every entry in serialized-key order.
+    pub fn all(&mut self) -> Result<Vec<(K, V)>> {
+        self.settle()?;
+        let raw = self.env.stores[self.idx].store.all()?;
+        raw.iter().map(|(k, v)| self.decode(k, v)).collect()
     }
 }
 

@@ -89,6 +89,21 @@ impl ByteBudget {
         }
     }
 
+    /// Charges `n` bytes only if they fit under the cap, with no exception for an empty
+    /// budget (for state, where refusing is safe and exceeding is not).
+    pub fn try_reserve_strict(&self, n: usize) -> bool {
+        let mut cur = self.used.load(SeqCst);
+        loop {
+            if cur + n > self.cap {
+                return false;
+            }
+            match self.used.compare_exchange(cur, cur + n, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
     /// Returns `n` bytes; true if a reservation had been refused since the last release
     /// (the caller should wake the fetcher).
     pub fn release(&self, n: usize) -> bool {

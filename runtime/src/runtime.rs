@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,9 @@ use crate::error::{Error, Result};
 use crate::io::{Binding, IoCommand, IoStats, IoThread};
 use crate::processor::TaskId;
 use crate::queue::{ByteBudget, PartitionQueue};
-use crate::task::{Input, Task, TaskCore, TaskEnv, TaskInner};
-use crate::topology::{NodeKind, Topology};
+use crate::state::{CacheStats, InMemoryStore, KeyValueStore, RecordCache, StateEnv, StateUsage};
+use crate::task::{Input, Task, TaskCore, TaskEnv, TaskInner, TaskStore};
+use crate::topology::{NodeKind, StoreKind, Topology};
 
 static NEXT_QUERY: AtomicU64 = AtomicU64::new(1);
 
@@ -39,6 +40,9 @@ pub(crate) struct RuntimeCore {
     io_wake: Sender<()>,
     pub(crate) budget: Arc<ByteBudget>,
     io_stats: Arc<IoStats>,
+    state: StateEnv,
+    in_memory_budget: Arc<ByteBudget>,
+    record_cache: Arc<RecordCache>,
 }
 
 impl RuntimeCore {
@@ -317,6 +321,15 @@ impl Runtime {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let budget = Arc::new(ByteBudget::new(config.queue_max_bytes));
         let io_stats = Arc::new(IoStats::default());
+        let sc = config.state;
+        let state = StateEnv::new(
+            sc.rocksdb_cache_bytes,
+            sc.rocksdb_memtable_bytes,
+            sc.rocksdb_background_threads,
+            sc.rocksdb_max_open_files,
+        )?;
+        let in_memory_budget = Arc::new(ByteBudget::new(sc.in_memory_store_bytes));
+        let record_cache = RecordCache::new(sc.record_cache_bytes);
         let io = IoThread {
             commands: io_rx,
             wake: wake_rx,
@@ -341,6 +354,9 @@ impl Runtime {
                 io_wake: wake_tx,
                 budget,
                 io_stats,
+                state,
+                in_memory_budget,
+                record_cache,
             }),
             queries: Mutex::new(HashMap::new()),
             io_thread: Mutex::new(Some(handle)),
@@ -358,14 +374,38 @@ impl Runtime {
         &self.core.config.broker
     }
 
-    /// Threads the runtime owns: workers plus the I/O thread. Fixed for its lifetime.
+    /// The runtime's thread inventory: workers, the I/O thread, and RocksDB's shared
+    /// background pool (one flush thread plus `rocksdb_background_threads` compaction
+    /// threads, started when the runtime starts). Fixed for the runtime's lifetime, and
+    /// independent of the number of queries. RocksDB's pool belongs to its process-wide
+    /// default environment: a second runtime in the same process shares it (and can
+    /// only grow it).
     pub fn thread_count(&self) -> usize {
-        self.core.config.workers + 1
+        self.core.config.workers + 1 + 1 + self.core.config.state.rocksdb_background_threads
     }
 
     /// Bytes held in partition queues now, and their cap.
     pub fn queue_bytes(&self) -> (usize, usize) {
         (self.core.budget.used(), self.core.budget.cap())
+    }
+
+    /// Where RocksDB's bytes are (shared cache, memtables, table readers), next to the
+    /// bound.
+    pub fn state_usage(&self) -> StateUsage {
+        self.core.state.usage()
+    }
+
+    /// The record cache's size, budget and counters.
+    pub fn record_cache_stats(&self) -> CacheStats {
+        self.core.record_cache.stats()
+    }
+
+    /// Bytes held by in-memory stores, and their budget.
+    pub fn in_memory_store_bytes(&self) -> (usize, usize) {
+        (
+            self.core.in_memory_budget.used(),
+            self.core.in_memory_budget.cap(),
+        )
     }
 
     /// Partitions the I/O thread is holding back because their queues are full.
@@ -422,6 +462,27 @@ impl Runtime {
             )));
         }
         let subs = topology.subtopologies()?;
+        // Each store lives in exactly one sub-topology (one instance per task).
+        let mut store_sub: Vec<usize> = Vec::with_capacity(topology.stores.len());
+        for st in &topology.stores {
+            let mut owners = st
+                .processors
+                .iter()
+                .map(|p| subs.iter().position(|s| s.nodes.contains(p)).unwrap_or(0));
+            let Some(first) = owners.next() else {
+                return Err(Error::Topology(format!(
+                    "store '{}' is not connected to any processor",
+                    st.name
+                )));
+            };
+            if owners.any(|o| o != first) {
+                return Err(Error::Topology(format!(
+                    "store '{}' is used by processors of different sub-topologies",
+                    st.name
+                )));
+            }
+            store_sub.push(first);
+        }
         let prefix = format!("{}-{name}-", cfg.application_id);
         let topic_names: Arc<HashMap<String, String>> = Arc::new(
             topology
@@ -505,7 +566,7 @@ impl Runtime {
             Arc::new(topology.nodes.iter().map(|n| n.kind.clone()).collect());
         let query_name: Arc<str> = Arc::from(name);
 
-        let mut built: Vec<(TaskId, TaskInner)> = Vec::new();
+        let mut built: Vec<(TaskId, TaskInner, Arc<OnceLock<Weak<Task>>>)> = Vec::new();
         let mut bindings_spec = Vec::new();
         for (si, st) in subs.iter().enumerate() {
             let partitions = counts[si].unwrap_or(0);
@@ -536,6 +597,9 @@ impl Runtime {
                         topic_names: topic_names.clone(),
                         deserialization_handler: cfg.deserialization_handler,
                         skipped: 0,
+                        stores: Vec::new(),
+                        cache: None,
+                        pending_forwards: Default::default(),
                     },
                     current: None,
                 };
@@ -565,15 +629,66 @@ impl Runtime {
                         bindings_spec.push((built.len(), log, p, start, queue));
                     }
                 }
+                let mut core = core;
+                for (def, _) in topology
+                    .stores
+                    .iter()
+                    .zip(&store_sub)
+                    .filter(|(_, s)| **s == si)
+                {
+                    let store: Box<dyn KeyValueStore> = match def.kind {
+                        StoreKind::RocksDb => {
+                            let path = cfg
+                                .state_dir
+                                .join(name)
+                                .join(task_id.to_string())
+                                .join(&def.name);
+                            match self.core.state.open_store(&def.name, &path) {
+                                Ok(s) => Box::new(s),
+                                Err(e) => {
+                                    for (_, mut other, _) in built {
+                                        other.close_all();
+                                    }
+                                    return Err(e);
+                                }
+                            }
+                        }
+                        StoreKind::InMemory => Box::new(InMemoryStore::new(
+                            def.name.clone(),
+                            self.core.in_memory_budget.clone(),
+                        )),
+                    };
+                    core.env.stores.push(TaskStore {
+                        name: def.name.clone(),
+                        store,
+                        types: def.types,
+                        serdes: def.serdes.clone(),
+                        processors: def.processors.clone(),
+                        cached: def.caching,
+                        forwarder: None,
+                        forward_old: false,
+                    });
+                }
+                // The cache wakes the task when another task asks it to evict; the task
+                // exists only below, so the waker finds it through a slot set then.
+                let slot: Arc<OnceLock<Weak<Task>>> = Arc::new(OnceLock::new());
+                if !core.env.stores.is_empty() {
+                    let s = slot.clone();
+                    core.env.cache = Some(self.core.record_cache.task_cache(Arc::new(move || {
+                        if let Some(t) = s.get().and_then(Weak::upgrade) {
+                            t.notify();
+                        }
+                    })));
+                }
                 let mut inner = TaskInner::new(core, inputs, st.nodes.clone(), st.sinks.clone());
                 if let Err(e) = inner.init() {
                     inner.close_all();
-                    for (_, mut other) in built {
+                    for (_, mut other, _) in built {
                         other.close_all();
                     }
                     return Err(e);
                 }
-                built.push((task_id, inner));
+                built.push((task_id, inner, slot));
             }
         }
 
@@ -596,7 +711,11 @@ impl Runtime {
         });
         let tasks: Vec<Arc<Task>> = built
             .into_iter()
-            .map(|(tid, inner)| Arc::new(Task::new(tid, shared.clone(), self.core.clone(), inner)))
+            .map(|(tid, inner, slot)| {
+                let task = Arc::new(Task::new(tid, shared.clone(), self.core.clone(), inner));
+                let _ = slot.set(Arc::downgrade(&task));
+                task
+            })
             .collect();
         let bindings = bindings_spec
             .into_iter()

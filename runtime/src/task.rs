@@ -32,6 +32,7 @@ use crate::processor::{Node, Punctuation, PunctuationType, PunctuatorEntry, Task
 use crate::queue::PartitionQueue;
 use crate::record::{RecordMetadata, now_millis};
 use crate::runtime::{QueryShared, RuntimeCore};
+use crate::state::{Dirty, KeyValueStore, TaskCache};
 use crate::topology::{NodeId, NodeKind};
 
 /// What processors see of their task besides the graph.
@@ -48,6 +49,67 @@ pub(crate) struct TaskEnv {
     pub(crate) topic_names: Arc<HashMap<String, String>>,
     pub(crate) deserialization_handler: DeserializationHandler,
     pub(crate) skipped: u64,
+    pub(crate) stores: Vec<TaskStore>,
+    /// This task's part of the runtime's record cache.
+    pub(crate) cache: Option<TaskCache>,
+    /// Changes written to forwarding stores, to forward once the current record is done.
+    pub(crate) pending_forwards: VecDeque<PendingForward>,
+}
+
+/// A change of a forwarding store (an aggregation's), waiting to go downstream.
+pub(crate) struct PendingForward {
+    store: usize,
+    key: Vec<u8>,
+    new: Option<Vec<u8>>,
+    old: Option<Vec<u8>>,
+}
+
+/// Deserializes a change of a store and forwards it to the owning node's children.
+pub(crate) type Forwarder =
+    Arc<dyn Fn(&mut TaskCore, &[u8], Option<&[u8]>, Option<&[u8]>) -> Result<()> + Send + Sync>;
+
+impl TaskEnv {
+    /// Writes entries the cache let go of to their stores; queues the forwards of
+    /// forwarding stores (with the value each replaces).
+    pub(crate) fn apply_dirty(&mut self, dirty: Vec<Dirty>) -> Result<()> {
+        for d in dirty {
+            let st = &mut self.stores[d.store];
+            let old = if st.forwarder.is_some() && st.forward_old {
+                st.store.get(&d.key)?
+            } else {
+                None
+            };
+            match &d.value {
+                Some(v) => st.store.put(&d.key, v)?,
+                None => st.store.delete(&d.key)?,
+            }
+            if st.forwarder.is_some() {
+                self.pending_forwards.push_back(PendingForward {
+                    store: d.store,
+                    key: d.key,
+                    new: d.value,
+                    old,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One store instance of a task.
+pub(crate) struct TaskStore {
+    pub(crate) name: String,
+    pub(crate) store: Box<dyn KeyValueStore>,
+    pub(crate) types: (std::any::TypeId, std::any::TypeId),
+    /// `(Arc<dyn Serde<K>>, Arc<dyn Serde<V>>)`, erased.
+    pub(crate) serdes: Arc<dyn Any + Send + Sync>,
+    pub(crate) processors: Vec<NodeId>,
+    /// Whether reads and writes go through the record cache.
+    pub(crate) cached: bool,
+    /// Set by an aggregation: its changes are forwarded downstream when written.
+    pub(crate) forwarder: Option<Forwarder>,
+    /// Whether forwarded changes carry the value they replaced.
+    pub(crate) forward_old: bool,
 }
 
 impl TaskEnv {
@@ -84,6 +146,27 @@ impl TaskCore {
             Ok(()) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Forwards every queued store change (which may queue more, downstream).
+    pub(crate) fn drain_forwards(&mut self) -> Result<()> {
+        while let Some(p) = self.env.pending_forwards.pop_front() {
+            let Some(f) = self.env.stores[p.store].forwarder.clone() else {
+                continue;
+            };
+            f(self, &p.key, p.new.as_deref(), p.old.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// Writes out what other tasks asked this one to evict.
+    fn serve_evictions(&mut self) -> Result<()> {
+        let dirty = match &mut self.env.cache {
+            Some(c) if c.has_eviction_request() => c.serve_eviction_requests(),
+            _ => return Ok(()),
+        };
+        self.env.apply_dirty(dirty)?;
+        self.drain_forwards()
     }
 
     /// Hands a fetched record to a source node.
@@ -159,6 +242,9 @@ impl TaskCore {
             if result.is_err() {
                 break;
             }
+        }
+        if result.is_ok() {
+            result = self.drain_forwards();
         }
         self.env.metadata = saved;
         result
@@ -292,7 +378,16 @@ impl TaskInner {
         Ok(())
     }
 
+    /// The commit protocol: record cache (writing and forwarding), then stores, then
+    /// sinks, then offsets.
     fn commit(&mut self, group: &str, broker: &Broker) -> Result<()> {
+        if let Some(dirty) = self.core.env.cache.as_mut().map(TaskCache::flush) {
+            self.core.env.apply_dirty(dirty)?;
+        }
+        self.core.drain_forwards()?;
+        for s in &mut self.core.env.stores {
+            s.store.flush()?;
+        }
         self.flush_sinks()?;
         for input in &mut self.inputs {
             if let Some(off) = input.consumed
@@ -322,6 +417,15 @@ impl TaskInner {
                 );
             }
         }
+        // A clean stop has committed (flushed the cache) before this; a failed task must
+        // not write anything past its last commit.
+        if let Some(c) = self.core.env.cache.as_mut() {
+            c.discard();
+        }
+        self.core.env.pending_forwards.clear();
+        // Close the stores now (RocksDB releases its directory lock), not whenever the
+        // last reference to the task goes away.
+        self.core.env.stores.clear();
         for input in &mut self.inputs {
             for b in input.local.drain(..) {
                 input.release_records += b.len();
@@ -464,6 +568,7 @@ impl Task {
         }
 
         let started = Instant::now();
+        inner.core.serve_evictions()?;
         inner
             .core
             .punctuate(PunctuationType::WallClockTime, now_millis())?;
@@ -510,6 +615,9 @@ impl Task {
                 core.env.stream_time = ts;
             }
             core.ingest(input.source, &view, offset)?;
+            if !core.env.pending_forwards.is_empty() {
+                core.drain_forwards()?;
+            }
             if advanced {
                 core.punctuate(PunctuationType::StreamTime, ts)?;
             }

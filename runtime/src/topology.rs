@@ -154,6 +154,83 @@ impl<K, V> SinkSpec<K, V> {
     }
 }
 
+/// Where a store keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// RocksDB under the runtime's shared cache (the default).
+    RocksDb,
+    /// A `BTreeMap` reserving from the runtime's in-memory store budget.
+    InMemory,
+}
+
+/// A key-value store declaration: name, kind and serdes.
+pub struct StoreSpec<K, V> {
+    pub(crate) name: String,
+    pub(crate) kind: StoreKind,
+    pub(crate) caching: bool,
+    pub(crate) key_serde: Arc<dyn Serde<K>>,
+    pub(crate) value_serde: Arc<dyn Serde<V>>,
+}
+
+impl<K, V> Clone for StoreSpec<K, V> {
+    fn clone(&self) -> Self {
+        StoreSpec {
+            name: self.name.clone(),
+            kind: self.kind,
+            caching: self.caching,
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+        }
+    }
+}
+
+impl<K, V> StoreSpec<K, V> {
+    /// A RocksDB store named `name` with these serdes.
+    pub fn new(
+        name: impl Into<String>,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+    ) -> Self {
+        StoreSpec {
+            name: name.into(),
+            kind: StoreKind::RocksDb,
+            caching: true,
+            key_serde: Arc::new(key_serde),
+            value_serde: Arc::new(value_serde),
+        }
+    }
+
+    /// Keeps the store in memory instead (bounded by the in-memory store budget).
+    pub fn in_memory(mut self) -> Self {
+        self.kind = StoreKind::InMemory;
+        self
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads and writes bypass the record cache: every write reaches the store (and,
+    /// for an aggregation, goes downstream) at once.
+    pub fn without_caching(mut self) -> Self {
+        self.caching = false;
+        self
+    }
+}
+
+/// A store as the topology keeps it: typed serdes erased.
+#[derive(Clone)]
+pub(crate) struct StoreDef {
+    pub(crate) name: String,
+    pub(crate) kind: StoreKind,
+    pub(crate) caching: bool,
+    pub(crate) types: (TypeId, TypeId),
+    /// `(Arc<dyn Serde<K>>, Arc<dyn Serde<V>>)`, erased.
+    pub(crate) serdes: Arc<dyn Any + Send + Sync>,
+    pub(crate) processors: Vec<NodeId>,
+}
+
 /// A graph of sources, processors and sinks; give it to `Runtime::start_query`.
 #[derive(Clone, Default)]
 pub struct Topology {
@@ -161,6 +238,7 @@ pub struct Topology {
     by_name: HashMap<String, NodeId>,
     /// Internal (repartition) topics: name -> partition count (None: as upstream).
     pub(crate) internal_topics: BTreeMap<String, Option<u32>>,
+    pub(crate) stores: Vec<StoreDef>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -355,6 +433,68 @@ impl Topology {
         Ok(self)
     }
 
+    /// Adds a key-value store, usable by the named processors (each task gets its own
+    /// instance). All of them must be in one sub-topology.
+    pub fn add_state_store<K: Data, V: Data>(
+        &mut self,
+        spec: StoreSpec<K, V>,
+        processors: &[&str],
+    ) -> Result<&mut Self> {
+        if spec.name.is_empty()
+            || !spec
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(Error::Topology(format!(
+                "store name '{}' must be non-empty ASCII letters, digits, '.', '_' or '-' (it names a directory)",
+                spec.name
+            )));
+        }
+        if self.stores.iter().any(|s| s.name == spec.name) {
+            return Err(Error::Topology(format!(
+                "a store named '{}' already exists",
+                spec.name
+            )));
+        }
+        let serdes: (Arc<dyn Serde<K>>, Arc<dyn Serde<V>>) = (spec.key_serde, spec.value_serde);
+        self.stores.push(StoreDef {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            caching: spec.caching,
+            types: (TypeId::of::<K>(), TypeId::of::<V>()),
+            serdes: Arc::new(serdes),
+            processors: Vec::new(),
+        });
+        for p in processors {
+            self.connect_store(p, &spec.name)?;
+        }
+        Ok(self)
+    }
+
+    /// Gives processor `processor` access to store `store`.
+    pub fn connect_store(&mut self, processor: &str, store: &str) -> Result<&mut Self> {
+        let id = *self.by_name.get(processor).ok_or_else(|| {
+            Error::Topology(format!(
+                "processor '{processor}' (for store '{store}') does not exist"
+            ))
+        })?;
+        if self.nodes[id].kind != NodeKind::Processor {
+            return Err(Error::Topology(format!(
+                "'{processor}' is not a processor; only processors use stores"
+            )));
+        }
+        let def = self
+            .stores
+            .iter_mut()
+            .find(|s| s.name == store)
+            .ok_or_else(|| Error::Topology(format!("store '{store}' does not exist")))?;
+        if !def.processors.contains(&id) {
+            def.processors.push(id);
+        }
+        Ok(self)
+    }
+
     /// True if no node was added.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
@@ -450,7 +590,17 @@ impl Topology {
                         ));
                     }
                     NodeKind::Processor => {
-                        text.push_str(&format!("    Processor: {}\n", def.name));
+                        let stores: Vec<&str> = self
+                            .stores
+                            .iter()
+                            .filter(|s| s.processors.contains(&id))
+                            .map(|s| s.name.as_str())
+                            .collect();
+                        text.push_str(&format!(
+                            "    Processor: {} (stores: [{}])\n",
+                            def.name,
+                            stores.join(", ")
+                        ));
                     }
                     NodeKind::Sink { topic: t } => {
                         text.push_str(&format!("    Sink: {} (topic: {})\n", def.name, topic(t)));
@@ -790,7 +940,7 @@ mod tests {
    Sub-topology: 0
     Source: a (topics: [in])
       --> p
-    Processor: p
+    Processor: p (stores: [])
       --> to-r
       <-- a
     Sink: to-r (topic: r-repartition (internal))

@@ -1,0 +1,118 @@
+//! W1 "latest-by-key": ksqlDB's LATEST_BY_OFFSET on weir. `records` records over `keys`
+//! distinct keys (uniform, fixed seed), `value_bytes`-byte values, in-process broker,
+//! RocksDB state, memory limit 512 MiB, 2 workers. The clock runs from `start_query`
+//! until every record is processed and the query has stopped (so the record cache is
+//! flushed into RocksDB). Prints records/s and peak RSS.
+//!
+//! `cargo run --release -p weir-benches --bin latest_by_key -- [records] [keys] [value_bytes] [runs]`
+
+use std::time::{Duration, Instant};
+
+use weir::prelude::*;
+use weir::runtime::RawRecord;
+use weir_benches::{median, peak_rss_bytes};
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let records: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5_000_000);
+    let keys: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let value_bytes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let memory_limit = 512usize << 20;
+
+    let data_dir = tempfile_dir("weir-w1-broker");
+    let broker = Broker::with_log_dir(&data_dir)?;
+    broker.create_topic("events", 4)?;
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut batches: Vec<Vec<RawRecord>> = (0..4).map(|_| Vec::new()).collect();
+    let value = vec![b'v'; value_bytes];
+    for i in 0..records {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let key = (rng % keys).to_be_bytes();
+        let p = weir::runtime::partitioner::partition_for_key(&key, 4) as usize;
+        batches[p].push(Record::new(
+            Some(key.to_vec().into()),
+            Some(value.clone().into()),
+            i as i64,
+        ));
+        if batches[p].len() == 16 * 1024 {
+            broker.append("events", p as u32, batches[p].drain(..))?;
+        }
+    }
+    for (p, b) in batches.into_iter().enumerate() {
+        broker.append("events", p as u32, b)?;
+    }
+    let preload_rss = peak_rss_bytes().unwrap_or(0);
+
+    let mut rates = Vec::new();
+    for run in 0..runs {
+        let state_dir = tempfile_dir(&format!("weir-w1-state-{run}"));
+        let runtime = Runtime::new(
+            RuntimeConfig::builder()
+                .workers(2)
+                .memory_limit(memory_limit)
+                .state_dir(&state_dir)
+                .broker(broker.clone())
+                .build()?,
+        )?;
+        let builder = StreamsBuilder::new();
+        builder
+            .stream_with(&["events"], Consumed::with(U64Serde, BytesSerde))
+            .group_by_key_with(Grouped::with(U64Serde, BytesSerde))
+            .latest_by_key_with(Materialized::as_("latest"));
+        let start = Instant::now();
+        let query = runtime.start_query("w1", builder.build()?)?;
+        while query.stats().records_processed < records {
+            if let QueryState::Failed(e) = query.state() {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        query.stop()?;
+        let took = start.elapsed();
+        let state = runtime.state_usage();
+        let cache = runtime.record_cache_stats();
+        let rate = records as f64 / took.as_secs_f64();
+        println!(
+            "run {run}: {records} records in {:.2} s = {:.0} records/s; record cache {} hits / {} misses / {} evictions; rocksdb cache {} MiB of {} MiB, table readers {} KiB",
+            took.as_secs_f64(),
+            rate,
+            cache.hits,
+            cache.misses,
+            cache.evictions,
+            state.cache_usage >> 20,
+            state.cache_capacity >> 20,
+            state.table_readers >> 10
+        );
+        rates.push(rate);
+        runtime.shutdown()?;
+        drop(runtime);
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+    println!(
+        "W1 latest-by-key: {records} records, {keys} keys, {value_bytes}-byte values, memory limit {} MiB, 2 workers: median {:.0} records/s over {runs} runs; peak RSS {} MiB (after preloading the broker: {} MiB)",
+        memory_limit >> 20,
+        median(rates),
+        peak_rss_bytes().unwrap_or(0) >> 20,
+        preload_rss >> 20
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(())
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

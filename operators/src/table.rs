@@ -1,0 +1,529 @@
+//! Keyed state in the DSL: grouping, aggregations, and tables.
+//!
+//! `group_by_key` / `group_by` give a [`KGroupedStream`]. `count`, `reduce`,
+//! `aggregate` and `latest_by_key` turn it into a [`KTable`] materialized in a store
+//! (RocksDB under the runtime's shared cache by default, [`Materialized`] to choose).
+//! Updates are compacted in the runtime's record cache and reach the table's
+//! downstream as [`Change`]s when they leave the cache (eviction or commit), as with
+//! Kafka Streams' caching.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use weir_runtime::serde::{DefaultSerde, I64Serde, OptionSerde, Serde};
+use weir_runtime::{Change, Data, StoreKind, StoreSpec};
+
+use crate::ops;
+use crate::stream::{ArcSerde, Consumed, Inner, KStream, Repartitioned, StreamsBuilder};
+
+/// Serdes for a grouping (and its repartition topic, if one is needed).
+pub struct Grouped<K, V> {
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+    name: Option<String>,
+}
+
+impl<K, V> Grouped<K, V> {
+    /// Explicit serdes.
+    pub fn with(key_serde: impl Serde<K>, value_serde: impl Serde<V>) -> Self {
+        Grouped {
+            key_serde: Arc::new(key_serde),
+            value_serde: Arc::new(value_serde),
+            name: None,
+        }
+    }
+
+    /// The types' default serdes.
+    pub fn defaults() -> Self
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        Self::with(K::default_serde(), V::default_serde())
+    }
+
+    /// Names the repartition topic (`<application>-<query>-<name>-repartition`).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// How an aggregation or table is stored: name, kind, caching, serdes.
+pub struct Materialized<K, V> {
+    name: Option<String>,
+    kind: StoreKind,
+    caching: bool,
+    key_serde: Option<Arc<dyn Serde<K>>>,
+    value_serde: Option<Arc<dyn Serde<V>>>,
+}
+
+impl<K, V> Default for Materialized<K, V> {
+    fn default() -> Self {
+        Materialized {
+            name: None,
+            kind: StoreKind::RocksDb,
+            caching: true,
+            key_serde: None,
+            value_serde: None,
+        }
+    }
+}
+
+impl<K, V> Materialized<K, V> {
+    /// A store named `name` (it names a directory under the state dir).
+    pub fn as_(name: impl Into<String>) -> Self {
+        Materialized {
+            name: Some(name.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Keeps the table in memory (bounded by the runtime's in-memory store budget).
+    pub fn in_memory(mut self) -> Self {
+        self.kind = StoreKind::InMemory;
+        self
+    }
+
+    /// Every update reaches the store and goes downstream at once (no record cache).
+    pub fn without_caching(mut self) -> Self {
+        self.caching = false;
+        self
+    }
+
+    /// The key serde of the store.
+    pub fn with_key_serde(mut self, serde: impl Serde<K>) -> Self {
+        self.key_serde = Some(Arc::new(serde));
+        self
+    }
+
+    /// The value serde of the store.
+    pub fn with_value_serde(mut self, serde: impl Serde<V>) -> Self {
+        self.value_serde = Some(Arc::new(serde));
+        self
+    }
+
+    fn spec(
+        self,
+        inner: &mut Inner,
+        prefix: &str,
+        key_serde: Arc<dyn Serde<K>>,
+        value_serde: Option<Arc<dyn Serde<V>>>,
+    ) -> Option<StoreSpec<K, V>>
+    where
+        K: 'static,
+        V: 'static,
+    {
+        let name = self.name.unwrap_or_else(|| inner.next_name(prefix));
+        let Some(value_serde) = self.value_serde.or(value_serde) else {
+            inner.check::<()>(Err(weir_runtime::Error::Topology(format!(
+                "store '{name}' needs a value serde: use Materialized::with_value_serde"
+            ))));
+            return None;
+        };
+        let mut spec = StoreSpec::new(
+            name,
+            ArcSerde(self.key_serde.unwrap_or(key_serde)),
+            ArcSerde(value_serde),
+        );
+        if self.kind == StoreKind::InMemory {
+            spec = spec.in_memory();
+        }
+        if !self.caching {
+            spec = spec.without_caching();
+        }
+        Some(spec)
+    }
+}
+
+impl<K: Data, V: Data> KStream<K, V> {
+    /// Groups by the current key, repartitioning first if an upstream operator changed
+    /// keys (`map`, `select_key`, `flat_map`, `process`).
+    pub fn group_by_key(&self) -> KGroupedStream<K, V>
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        self.group_by_key_with(Grouped::defaults())
+    }
+
+    /// Like [`KStream::group_by_key`] with explicit serdes.
+    pub fn group_by_key_with(&self, grouped: Grouped<K, V>) -> KGroupedStream<K, V> {
+        let stream = if self.repartition_required {
+            let mut r = Repartitioned::with(
+                ArcSerde(grouped.key_serde.clone()),
+                ArcSerde(grouped.value_serde.clone()),
+            );
+            if let Some(n) = &grouped.name {
+                r = r.with_name(n.clone());
+            }
+            self.repartition_with(r)
+        } else {
+            self.clone()
+        };
+        KGroupedStream {
+            stream,
+            key_serde: grouped.key_serde,
+            value_serde: grouped.value_serde,
+        }
+    }
+
+    /// Groups by a new key computed from each record (always repartitions).
+    pub fn group_by<K2, F>(&self, f: F) -> KGroupedStream<K2, V>
+    where
+        K2: Data + DefaultSerde,
+        V: DefaultSerde,
+        F: Fn(&K, &V) -> K2 + Send + Sync + 'static,
+    {
+        self.select_key(f).group_by_key()
+    }
+}
+
+/// A stream grouped by key, ready to aggregate.
+pub struct KGroupedStream<K, V> {
+    stream: KStream<K, V>,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+}
+
+impl<K: Data, V: Data> KGroupedStream<K, V> {
+    fn aggregate_node<VA: Data, P, S>(
+        &self,
+        prefix: &str,
+        materialized: Materialized<K, VA>,
+        default_value_serde: Option<Arc<dyn Serde<VA>>>,
+        make: impl FnOnce(Arc<str>, Arc<AtomicBool>) -> S,
+    ) -> KTable<K, VA>
+    where
+        P: weir_runtime::Processor<K, V, K, Change<VA>>,
+        S: Fn() -> P + Send + Sync + 'static,
+    {
+        let builder = self.stream.builder.clone();
+        let send_old = Arc::new(AtomicBool::new(false));
+        let spec = {
+            let mut inner = builder.borrow_mut();
+            materialized.spec(
+                &mut inner,
+                "KSTREAM-AGGREGATE-STATE-STORE",
+                self.key_serde.clone(),
+                default_value_serde,
+            )
+        };
+        let store: Arc<str> = Arc::from(spec.as_ref().map_or("?", |s| s.name()));
+        let node = builder.borrow_mut().next_name(prefix);
+        let table: KStream<K, Change<VA>> = self
+            .stream
+            .add_named(node.clone(), make(store, send_old.clone()));
+        if let Some(spec) = spec {
+            let mut inner = builder.borrow_mut();
+            let r = inner
+                .topology
+                .add_state_store(spec, &[node.as_str()])
+                .map(|_| ());
+            inner.check(r);
+        }
+        KTable::new(table, send_old)
+    }
+
+    /// Counts records per key.
+    pub fn count(&self) -> KTable<K, i64> {
+        self.count_with(Materialized::default())
+    }
+
+    /// Counts records per key, stored as `materialized` says.
+    pub fn count_with(&self, materialized: Materialized<K, i64>) -> KTable<K, i64> {
+        let init = Arc::new(|| 0i64);
+        let agg = Arc::new(|_: &K, _: V, n: i64| n + 1);
+        self.aggregate_node(
+            "KSTREAM-AGGREGATE",
+            materialized,
+            Some(Arc::new(I64Serde)),
+            move |store, send_old| {
+                move || ops::Aggregate {
+                    store: store.clone(),
+                    init: init.clone(),
+                    agg: agg.clone(),
+                    send_old: send_old.clone(),
+                }
+            },
+        )
+    }
+
+    /// Combines each key's values with `f(aggregate, value)`; the first value starts
+    /// the aggregate.
+    pub fn reduce<F>(&self, f: F) -> KTable<K, V>
+    where
+        F: Fn(V, V) -> V + Send + Sync + 'static,
+    {
+        self.reduce_with(f, Materialized::default())
+    }
+
+    /// Like [`KGroupedStream::reduce`], stored as `materialized` says.
+    pub fn reduce_with<F>(&self, f: F, materialized: Materialized<K, V>) -> KTable<K, V>
+    where
+        F: Fn(V, V) -> V + Send + Sync + 'static,
+    {
+        // `None` marks "no value yet"; the store only ever holds reduced values.
+        let f = Arc::new(f);
+        let vs = self.value_serde.clone();
+        let agg = Arc::new(move |_: &K, v: V, acc: Option<V>| {
+            Some(match acc {
+                Some(a) => f(a, v),
+                None => v,
+            })
+        });
+        let table: KTable<K, Option<V>> = self.aggregate_node(
+            "KSTREAM-REDUCE",
+            Materialized {
+                name: materialized.name,
+                kind: materialized.kind,
+                caching: materialized.caching,
+                key_serde: materialized.key_serde,
+                value_serde: Some(Arc::new(OptionSerde(ArcSerde(
+                    materialized.value_serde.unwrap_or(vs),
+                )))),
+            },
+            None,
+            move |store, send_old| {
+                let init = Arc::new(|| None::<V>);
+                move || ops::Aggregate {
+                    store: store.clone(),
+                    init: init.clone(),
+                    agg: agg.clone(),
+                    send_old: send_old.clone(),
+                }
+            },
+        );
+        table.flatten()
+    }
+
+    /// Folds each key's values into an aggregate, starting from `init()`.
+    pub fn aggregate<VA, I, A>(&self, init: I, agg: A) -> KTable<K, VA>
+    where
+        VA: Data + DefaultSerde,
+        I: Fn() -> VA + Send + Sync + 'static,
+        A: Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+    {
+        self.aggregate_with(
+            init,
+            agg,
+            Materialized::default().with_value_serde(VA::default_serde()),
+        )
+    }
+
+    /// Like [`KGroupedStream::aggregate`], stored as `materialized` says (it must give a
+    /// value serde unless `VA` has a default one).
+    pub fn aggregate_with<VA, I, A>(
+        &self,
+        init: I,
+        agg: A,
+        materialized: Materialized<K, VA>,
+    ) -> KTable<K, VA>
+    where
+        VA: Data,
+        I: Fn() -> VA + Send + Sync + 'static,
+        A: Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+    {
+        let (init, agg) = (Arc::new(init), Arc::new(agg));
+        self.aggregate_node(
+            "KSTREAM-AGGREGATE",
+            materialized,
+            None,
+            move |store, send_old| {
+                move || ops::Aggregate {
+                    store: store.clone(),
+                    init: init.clone(),
+                    agg: agg.clone(),
+                    send_old: send_old.clone(),
+                }
+            },
+        )
+    }
+
+    /// The latest value of each key (ksqlDB's `LATEST_BY_OFFSET`). A blind write per
+    /// record: no read of the previous value.
+    pub fn latest_by_key(&self) -> KTable<K, V> {
+        self.latest_by_key_with(Materialized::default())
+    }
+
+    /// Like [`KGroupedStream::latest_by_key`], stored as `materialized` says.
+    pub fn latest_by_key_with(&self, materialized: Materialized<K, V>) -> KTable<K, V> {
+        self.aggregate_node(
+            "KSTREAM-LATEST",
+            materialized,
+            Some(self.value_serde.clone()),
+            move |store, send_old| {
+                move || ops::Latest {
+                    store: store.clone(),
+                    send_old: send_old.clone(),
+                }
+            },
+        )
+    }
+}
+
+/// A changelog table: each key's current value, as a stream of [`Change`]s.
+pub struct KTable<K, V> {
+    changes: KStream<K, Change<V>>,
+    /// Whether the materialized store upstream must send old values (set by
+    /// operators that need them to retract rows).
+    send_old: Arc<AtomicBool>,
+    _types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Data, V: Data> KTable<K, V> {
+    fn new(changes: KStream<K, Change<V>>, send_old: Arc<AtomicBool>) -> Self {
+        KTable {
+            changes,
+            send_old,
+            _types: PhantomData,
+        }
+    }
+
+    /// The name of the node this table's changes come out of.
+    pub fn node_name(&self) -> &str {
+        self.changes.node_name()
+    }
+
+    /// Keeps rows for which `f` holds; a row that stops matching is deleted downstream.
+    pub fn filter<F>(&self, f: F) -> KTable<K, V>
+    where
+        F: Fn(&K, &V) -> bool + Send + Sync + 'static,
+    {
+        self.send_old.store(true, Ordering::Release);
+        let f = Arc::new(f);
+        KTable::new(
+            self.changes.add("KTABLE-FILTER", move || ops::TableFilter {
+                f: f.clone(),
+                keep: true,
+            }),
+            self.send_old.clone(),
+        )
+    }
+
+    /// Drops rows for which `f` holds.
+    pub fn filter_not<F>(&self, f: F) -> KTable<K, V>
+    where
+        F: Fn(&K, &V) -> bool + Send + Sync + 'static,
+    {
+        self.send_old.store(true, Ordering::Release);
+        let f = Arc::new(f);
+        KTable::new(
+            self.changes.add("KTABLE-FILTER", move || ops::TableFilter {
+                f: f.clone(),
+                keep: false,
+            }),
+            self.send_old.clone(),
+        )
+    }
+
+    /// Maps every row's value.
+    pub fn map_values<V2: Data, F>(&self, f: F) -> KTable<K, V2>
+    where
+        F: Fn(&V) -> V2 + Send + Sync + 'static,
+    {
+        let f = Arc::new(f);
+        KTable::new(
+            self.changes
+                .add("KTABLE-MAPVALUES", move || ops::TableMapValues(f.clone())),
+            self.send_old.clone(),
+        )
+    }
+
+    /// The table's updates as a stream: the new value, or `None` when a row is deleted
+    /// (a tombstone when written to a topic).
+    pub fn to_stream(&self) -> KStream<K, Option<V>> {
+        self.changes.add("KTABLE-TOSTREAM", || ops::TableToStream)
+    }
+
+    /// Writes the table's updates to `topic` (deletes as null values).
+    pub fn to(&self, topic: &str)
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        self.to_stream().to(topic)
+    }
+}
+
+impl<K: Data, V: Data> KTable<K, Option<V>> {
+    /// A table whose store holds `Option<V>` (reduce's "no value yet") seen as `V`.
+    fn flatten(self) -> KTable<K, V> {
+        let table = self.changes.add("KTABLE-MAPVALUES", || FlattenChange);
+        KTable::new(table, self.send_old)
+    }
+}
+
+struct FlattenChange;
+
+impl<K: Data, V: Data> weir_runtime::Processor<K, Change<Option<V>>, K, Change<V>>
+    for FlattenChange
+{
+    fn process(
+        &mut self,
+        r: weir_runtime::Record<K, Change<Option<V>>>,
+        ctx: &mut weir_runtime::ProcessorContext<'_, K, Change<V>>,
+    ) -> weir_runtime::Result<()> {
+        let change = Change {
+            new: r.value.new.clone().flatten(),
+            old: r.value.old.clone().flatten(),
+        };
+        ctx.forward(r.with_value(change))
+    }
+}
+
+impl StreamsBuilder {
+    /// A table of `topic`: each record sets its key's row, a null value deletes it.
+    pub fn table<K, V>(&self, topic: &str) -> KTable<K, V>
+    where
+        K: Data + DefaultSerde,
+        V: Data + DefaultSerde,
+    {
+        self.table_with(topic, Consumed::defaults(), Materialized::default())
+    }
+
+    /// Like [`StreamsBuilder::table`] with explicit serdes and store.
+    pub fn table_with<K: Data, V: Data>(
+        &self,
+        topic: &str,
+        consumed: Consumed<K, Option<V>>,
+        materialized: Materialized<K, V>,
+    ) -> KTable<K, V>
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        let stream: KStream<K, Option<V>> = self.stream_with(&[topic], consumed);
+        let send_old = Arc::new(AtomicBool::new(false));
+        let builder: Rc<RefCell<Inner>> = self.inner.clone();
+        let spec = {
+            let mut inner = builder.borrow_mut();
+            materialized.spec(
+                &mut inner,
+                "KTABLE-SOURCE-STATE-STORE",
+                Arc::new(K::default_serde()),
+                Some(Arc::new(V::default_serde())),
+            )
+        };
+        let store: Arc<str> = Arc::from(spec.as_ref().map_or("?", |s| s.name()));
+        let node = builder.borrow_mut().next_name("KTABLE-SOURCE");
+        let so = send_old.clone();
+        let changes: KStream<K, Change<V>> =
+            stream.add_named(node.clone(), move || ops::TableSource {
+                store: store.clone(),
+                send_old: so.clone(),
+            });
+        if let Some(spec) = spec {
+            let mut inner = builder.borrow_mut();
+            let r = inner
+                .topology
+                .add_state_store(spec, &[node.as_str()])
+                .map(|_| ());
+            inner.check(r);
+        }
+        KTable::new(changes, send_old)
+    }
+}

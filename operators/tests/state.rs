@@ -1,0 +1,277 @@
+//! Stateful DSL on the in-process broker: aggregations, tables, the record cache and
+//! restarts from the state directory.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{read_n, wait_until};
+use weir::prelude::*;
+
+fn runtime_in(dir: &std::path::Path, broker: &Broker, commit: Duration) -> Runtime {
+    Runtime::new(
+        RuntimeConfig::builder()
+            .workers(2)
+            .commit_interval(commit)
+            .state_dir(dir)
+            .broker(broker.clone())
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The last value of each key in `topic` (`None` = tombstone).
+fn latest<V: DefaultSerde>(b: &Broker, topic: &str) -> BTreeMap<String, Option<V>> {
+    b.read_all::<String, Option<V>>(topic)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.record.key, r.record.value))
+        .collect()
+}
+
+fn wait_for_latest<V: DefaultSerde + PartialEq + std::fmt::Debug>(
+    b: &Broker,
+    topic: &str,
+    want: &BTreeMap<String, Option<V>>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = latest::<V>(b, topic);
+        if &got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: got {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn word_count(input: &str, output: &str) -> Topology {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<(), String>(input)
+        .flat_map_values(|line: String| {
+            line.split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .group_by(|_, word| word.clone())
+        .count_with(Materialized::as_("counts"))
+        .to(output);
+    builder.build().unwrap()
+}
+
+#[test]
+fn word_count_with_group_by_count_on_rocksdb_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::new();
+    b.create_topic("lines", 2).unwrap();
+    b.create_topic("counts", 2).unwrap();
+    let lines = ["a b c", "a b", "a"];
+    {
+        let rt = runtime_in(dir.path(), &b, Duration::from_millis(100));
+        let q = rt.start_query("wc", word_count("lines", "counts")).unwrap();
+        for l in lines {
+            b.send("lines", &(), &l.to_string()).unwrap();
+        }
+        let want: BTreeMap<_, _> = [("a", 3), ("b", 2), ("c", 1)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Some(v)))
+            .collect();
+        wait_for_latest::<i64>(&b, "counts", &want);
+        q.stop().unwrap();
+        let usage = rt.state_usage();
+        assert!(
+            usage.open_stores == 0,
+            "stores close with their query: {usage:?}"
+        );
+    }
+    // Same state directory, same broker: counts continue where they were.
+    let rt = runtime_in(dir.path(), &b, Duration::from_millis(100));
+    let q = rt.start_query("wc", word_count("lines", "counts")).unwrap();
+    b.send("lines", &(), &"a c d".to_string()).unwrap();
+    let want: BTreeMap<_, _> = [("a", 4), ("b", 2), ("c", 2), ("d", 1)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Some(v)))
+        .collect();
+    wait_for_latest::<i64>(&b, "counts", &want);
+    q.stop().unwrap();
+}
+
+#[test]
+fn reduce_aggregate_and_latest_by_key_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::new();
+    for t in ["in", "sum", "max", "latest"] {
+        b.create_topic(t, 3).unwrap();
+    }
+    let builder = StreamsBuilder::new();
+    let grouped = builder.stream::<String, i64>("in").group_by_key();
+    grouped
+        .reduce_with(|a, v| a + v, Materialized::as_("sum").in_memory())
+        .to("sum");
+    grouped
+        .aggregate(|| i64::MIN, |_, v, m: i64| m.max(v))
+        .to("max");
+    grouped.latest_by_key().to("latest");
+    let rt = runtime_in(dir.path(), &b, Duration::from_millis(50));
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    let mut want_sum = BTreeMap::new();
+    let mut want_max = BTreeMap::new();
+    let mut want_latest = BTreeMap::new();
+    for i in 0..300i64 {
+        let k = format!("k{}", i % 7);
+        let v = (i * 37) % 101;
+        b.send("in", &k, &v).unwrap();
+        *want_sum
+            .entry(k.clone())
+            .or_insert(Some(0))
+            .as_mut()
+            .unwrap() += v;
+        let m = want_max.entry(k.clone()).or_insert(Some(i64::MIN));
+        *m = Some(m.unwrap().max(v));
+        want_latest.insert(k, Some(v));
+    }
+    wait_for_latest::<i64>(&b, "sum", &want_sum);
+    wait_for_latest::<i64>(&b, "max", &want_max);
+    wait_for_latest::<i64>(&b, "latest", &want_latest);
+    let (used, cap) = rt.in_memory_store_bytes();
+    assert!(
+        used > 0 && used <= cap,
+        "the in-memory store is charged: {used} of {cap}"
+    );
+    q.stop().unwrap();
+    assert_eq!(
+        rt.in_memory_store_bytes().0,
+        0,
+        "closing the store gave its bytes back"
+    );
+}
+
+#[test]
+fn a_table_from_a_topic_with_deletes_and_a_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::new();
+    for t in ["users", "adults", "all"] {
+        b.create_topic(t, 1).unwrap();
+    }
+    let builder = StreamsBuilder::new();
+    let users = builder.table::<String, i64>("users");
+    users.to("all");
+    users.filter(|_, age| *age >= 18).to("adults");
+    let rt = runtime_in(dir.path(), &b, Duration::from_millis(50));
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    let s = |x: &str| x.to_string();
+    b.send("users", &s("ann"), &Some(30i64)).unwrap();
+    b.send("users", &s("bob"), &Some(12i64)).unwrap();
+    b.send("users", &s("cid"), &Some(40i64)).unwrap();
+    wait_for_latest::<i64>(
+        &b,
+        "adults",
+        &[(s("ann"), Some(30)), (s("cid"), Some(40))].into(),
+    );
+    // bob turns 18, ann is deleted, cid becomes a minor (filtered out: deleted downstream).
+    b.send("users", &s("bob"), &Some(18i64)).unwrap();
+    b.send("users", &s("ann"), &None::<i64>).unwrap();
+    b.send("users", &s("cid"), &Some(10i64)).unwrap();
+    wait_for_latest::<i64>(
+        &b,
+        "adults",
+        &[(s("ann"), None), (s("bob"), Some(18)), (s("cid"), None)].into(),
+    );
+    wait_for_latest::<i64>(
+        &b,
+        "all",
+        &[(s("ann"), None), (s("bob"), Some(18)), (s("cid"), Some(10))].into(),
+    );
+    q.stop().unwrap();
+}
+
+#[test]
+fn the_record_cache_compacts_updates_and_an_uncached_store_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::new();
+    for t in ["in", "cached", "uncached"] {
+        b.create_topic(t, 1).unwrap();
+    }
+    let builder = StreamsBuilder::new();
+    let grouped = builder.stream::<String, i64>("in").group_by_key();
+    grouped.count_with(Materialized::as_("c1")).to("cached");
+    grouped
+        .count_with(Materialized::as_("c2").without_caching())
+        .to("uncached");
+    // A long commit interval: the cached table emits when the query stops (commit).
+    let rt = runtime_in(dir.path(), &b, Duration::from_secs(3600));
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    for i in 0..100i64 {
+        b.send("in", &"k".to_string(), &i).unwrap();
+    }
+    let uncached = read_n::<String, i64>(&b, "uncached", 100);
+    assert_eq!(uncached.last(), Some(&("k".to_string(), 100)));
+    assert!(
+        b.read_all::<String, i64>("cached").unwrap().is_empty(),
+        "compacted in the cache"
+    );
+    let stats = rt.record_cache_stats();
+    assert!(stats.used > 0 && stats.used <= stats.cap, "{stats:?}");
+    q.stop().unwrap();
+    let cached = b.read_all::<String, i64>("cached").unwrap();
+    assert_eq!(cached.len(), 1, "100 updates, one emitted at commit");
+    assert_eq!(cached[0].record.value, 100);
+}
+
+#[test]
+fn a_small_record_cache_never_exceeds_its_budget_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::new();
+    b.create_topic("in", 4).unwrap();
+    b.create_topic("out", 4).unwrap();
+    let cap = 64 * 1024;
+    let rt = Runtime::new(
+        RuntimeConfig::builder()
+            .workers(2)
+            .record_cache_bytes(cap)
+            .commit_interval(Duration::from_millis(200))
+            .state_dir(dir.path())
+            .broker(b.clone())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .group_by_key()
+        .count()
+        .to("out");
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    let keys = 5000;
+    for i in 0..20_000i64 {
+        b.send("in", &format!("key-{:05}", i % keys), &i).unwrap();
+    }
+    let mut max_used = 0;
+    let want: BTreeMap<String, Option<i64>> = (0..keys)
+        .map(|k| (format!("key-{k:05}"), Some(4)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while latest::<i64>(&b, "out") != want {
+        assert!(Instant::now() < deadline, "counts did not converge");
+        let s = rt.record_cache_stats();
+        max_used = max_used.max(s.used);
+        assert!(
+            s.used <= cap,
+            "record cache at {} over its budget {cap}",
+            s.used
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let s = rt.record_cache_stats();
+    assert!(s.evictions > 0, "5000 keys do not fit in 64 KiB: {s:?}");
+    assert!(max_used > 0);
+    q.stop().unwrap();
+    wait_until("stopped", || q.state() == QueryState::Stopped);
+}

@@ -1,0 +1,605 @@
+//! The record cache: ONE byte budget for every store of every task of every query.
+//!
+//! Kafka Streams splits its cache per stream thread and evicts only from the store that
+//! was just written. weir keeps one budget for the runtime, with eviction in
+//! least-recently-used order across all of it:
+//!
+//! - Each task owns a [`TaskCache`]: its entries across all its stores, in one LRU list.
+//!   The hot path takes no lock. Every entry carries a tick from one global clock, so
+//!   "oldest" means the same thing in every task.
+//! - A write first reserves its bytes from the one [`RecordCache`] budget. If the
+//!   budget is spent, the writer looks for the task whose oldest entry is oldest
+//!   overall. If that is itself, it evicts its own LRU entries. If it is another task,
+//!   it asks that task to evict (the owner does so on its next run, in its own context,
+//!   since only the owner may write its stores and forward its records), and meanwhile
+//!   writes its own entry through to the store. So the budget is never exceeded, and no
+//!   task waits for another.
+//! - Dirty entries are compacted per key: ten updates of a key between flushes write
+//!   the store once. An evicted or flushed dirty entry is handed back to the caller,
+//!   which writes it to its store and, for aggregations, forwards it downstream.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use hashlink::LinkedHashMap;
+
+/// Bytes charged per entry on top of key and value (map node, list links, metadata).
+pub const ENTRY_OVERHEAD: usize = 64;
+
+/// A function that wakes a task (so it runs and serves an eviction request).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// What a task publishes to the others: its oldest tick, its bytes, and requests made
+/// to it.
+struct Shared {
+    oldest: AtomicU64,
+    bytes: AtomicUsize,
+    evict_request: AtomicUsize,
+    waker: Waker,
+}
+
+/// The runtime's one record cache budget.
+pub struct RecordCache {
+    cap: usize,
+    used: AtomicUsize,
+    clock: AtomicU64,
+    tasks: Mutex<Vec<Weak<Shared>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+}
+
+/// Counters and sizes of the record cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// The budget.
+    pub cap: usize,
+    /// Bytes in use.
+    pub used: usize,
+    /// Reads answered by the cache.
+    pub hits: u64,
+    /// Reads that went to the store.
+    pub misses: u64,
+    /// Entries evicted to make room.
+    pub evictions: u64,
+}
+
+impl RecordCache {
+    /// A cache budget of `cap` bytes.
+    pub fn new(cap: usize) -> Arc<Self> {
+        Arc::new(RecordCache {
+            cap,
+            used: AtomicUsize::new(0),
+            clock: AtomicU64::new(1),
+            tasks: Mutex::new(Vec::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        })
+    }
+
+    /// Counters and sizes now.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            cap: self.cap,
+            used: self.used.load(Ordering::SeqCst),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A task's part of the cache; `waker` makes the task run.
+    pub fn task_cache(self: &Arc<Self>, waker: Waker) -> TaskCache {
+        let shared = Arc::new(Shared {
+            oldest: AtomicU64::new(u64::MAX),
+            bytes: AtomicUsize::new(0),
+            evict_request: AtomicUsize::new(0),
+            waker,
+        });
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|w| w.strong_count() > 0);
+        tasks.push(Arc::downgrade(&shared));
+        TaskCache {
+            global: self.clone(),
+            shared,
+            entries: LinkedHashMap::new(),
+            bytes: 0,
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn try_reserve(&self, n: usize) -> bool {
+        let mut cur = self.used.load(Ordering::SeqCst);
+        loop {
+            if cur + n > self.cap {
+                return false;
+            }
+            match self
+                .used
+                .compare_exchange(cur, cur + n, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// The other task holding the oldest entry, with that entry's tick.
+    fn oldest_other(&self, me: &Arc<Shared>) -> Option<(Arc<Shared>, u64)> {
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|t| !Arc::ptr_eq(t, me) && t.bytes.load(Ordering::Relaxed) > 0)
+            .map(|t| {
+                let oldest = t.oldest.load(Ordering::Relaxed);
+                (t, oldest)
+            })
+            .min_by_key(|(_, oldest)| *oldest)
+    }
+}
+
+/// An entry leaving the cache dirty: the caller writes it to its store (a `None` value
+/// deletes the key) and forwards it if the store belongs to an aggregation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirty {
+    /// Index of the store within the task.
+    pub store: usize,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value, or `None` for a delete.
+    pub value: Option<Vec<u8>>,
+}
+
+/// What a cache lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// The cache holds the key: its value, or `None` if it was deleted.
+    Hit(Option<&'a [u8]>),
+    /// Not cached: read the store.
+    Miss,
+}
+
+struct Entry {
+    value: Option<Vec<u8>>,
+    dirty: bool,
+    size: usize,
+}
+
+type Key = (usize, Vec<u8>);
+
+/// One task's entries, across all its stores, in least-recently-used order.
+pub struct TaskCache {
+    global: Arc<RecordCache>,
+    shared: Arc<Shared>,
+    /// Front = least recently used. The tick of each entry is its key in `ticks`.
+    entries: LinkedHashMap<Key, (u64, Entry)>,
+    bytes: usize,
+}
+
+fn size_of(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+}
+
+impl TaskCache {
+    /// Bytes this task's entries take.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if the task caches nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn publish(&self) {
+        let oldest = self.entries.front().map_or(u64::MAX, |(_, (t, _))| *t);
+        self.shared.oldest.store(oldest, Ordering::Relaxed);
+        self.shared.bytes.store(self.bytes, Ordering::Relaxed);
+    }
+
+    /// Looks `key` up in `store`'s entries, refreshing it if found.
+    pub fn get(&mut self, store: usize, key: &[u8]) -> Lookup<'_> {
+        let k = (store, key.to_vec());
+        let tick = self.global.tick();
+        match self.entries.to_back(&k) {
+            Some((t, _)) => {
+                *t = tick;
+                self.global.hits.fetch_add(1, Ordering::Relaxed);
+                self.publish();
+                let (_, e) = self
+                    .entries
+                    .back()
+                    .map(|(_, v)| v)
+                    .expect("just moved to the back");
+                Lookup::Hit(e.value.as_deref())
+            }
+            None => {
+                self.global.misses.fetch_add(1, Ordering::Relaxed);
+                Lookup::Miss
+            }
+        }
+    }
+
+    /// Caches a value read from the store (clean). Dropped silently if there is no
+    /// room: a read never evicts dirty data.
+    pub fn insert_clean(&mut self, store: usize, key: &[u8], value: Option<Vec<u8>>) {
+        let k = (store, key.to_vec());
+        if self.entries.contains_key(&k) {
+            return;
+        }
+        let size = size_of(key, &value);
+        if !self.global.try_reserve(size) {
+            return;
+        }
+        self.bytes += size;
+        let tick = self.global.tick();
+        self.entries.insert(
+            k,
+            (
+                tick,
+                Entry {
+                    value,
+                    dirty: false,
+                    size,
+                },
+            ),
+        );
+        self.publish();
+    }
+
+    /// Writes `value` (`None` = delete) for `key` in `store`. Returns the dirty entries
+    /// the caller must write to their stores now: entries evicted to make room and,
+    /// if there was no room, this write itself (written through).
+    pub fn put(&mut self, store: usize, key: &[u8], value: Option<Vec<u8>>) -> Vec<Dirty> {
+        let k = (store, key.to_vec());
+        let mut out = Vec::new();
+        // The new value supersedes any cached one (compaction): release the old bytes.
+        if let Some((_, old)) = self.entries.remove(&k) {
+            self.bytes -= old.size;
+            self.global.release(old.size);
+        }
+        let size = size_of(key, &value);
+        loop {
+            if self.global.try_reserve(size) {
+                self.bytes += size;
+                let tick = self.global.tick();
+                self.entries.insert(
+                    k,
+                    (
+                        tick,
+                        Entry {
+                            value,
+                            dirty: true,
+                            size,
+                        },
+                    ),
+                );
+                self.publish();
+                return out;
+            }
+            let my_oldest = self.entries.front().map_or(u64::MAX, |(_, (t, _))| *t);
+            match self.global.oldest_other(&self.shared) {
+                Some((victim, theirs)) if theirs < my_oldest => {
+                    // Someone else holds older entries: ask them to make room (a chunk,
+                    // so this does not repeat for every write) and write this one through.
+                    let chunk = (size + self.global.cap / 64).min(self.global.cap);
+                    victim.evict_request.fetch_add(chunk, Ordering::SeqCst);
+                    (victim.waker)();
+                    break;
+                }
+                _ => {
+                    if !self.evict_lru(&mut out) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.publish();
+        out.push(Dirty {
+            store,
+            key: k.1,
+            value,
+        });
+        out
+    }
+
+    /// Evicts the least-recently-used entry; false if there is none.
+    fn evict_lru(&mut self, out: &mut Vec<Dirty>) -> bool {
+        let Some(((store, key), (_, e))) = self.entries.pop_front() else {
+            return false;
+        };
+        self.bytes -= e.size;
+        self.global.release(e.size);
+        self.global.evictions.fetch_add(1, Ordering::Relaxed);
+        if e.dirty {
+            out.push(Dirty {
+                store,
+                key,
+                value: e.value,
+            });
+        }
+        true
+    }
+
+    /// Serves eviction requests other tasks made: evicts LRU entries until the
+    /// requested bytes are freed (or nothing is left). Returns the dirty ones.
+    pub fn serve_eviction_requests(&mut self) -> Vec<Dirty> {
+        let mut want = self.shared.evict_request.swap(0, Ordering::SeqCst);
+        let mut out = Vec::new();
+        while want > 0 {
+            let before = self.bytes;
+            if !self.evict_lru(&mut out) {
+                break;
+            }
+            want = want.saturating_sub(before - self.bytes);
+        }
+        self.publish();
+        out
+    }
+
+    /// True if another task asked this one to evict.
+    pub fn has_eviction_request(&self) -> bool {
+        self.shared.evict_request.load(Ordering::SeqCst) > 0
+    }
+
+    /// Marks every dirty entry clean and returns them, oldest first (commit). Entries
+    /// stay cached.
+    pub fn flush(&mut self) -> Vec<Dirty> {
+        let mut out = Vec::new();
+        for ((store, key), (_, e)) in self.entries.iter_mut() {
+            if e.dirty {
+                e.dirty = false;
+                out.push(Dirty {
+                    store: *store,
+                    key: key.clone(),
+                    value: e.value.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Marks the dirty entries of one store clean and returns them (before a scan of
+    /// that store).
+    pub fn flush_store(&mut self, store: usize) -> Vec<Dirty> {
+        let mut out = Vec::new();
+        for ((s, key), (_, e)) in self.entries.iter_mut() {
+            if *s == store && e.dirty {
+                e.dirty = false;
+                out.push(Dirty {
+                    store,
+                    key: key.clone(),
+                    value: e.value.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Drops every entry of this task, returning the dirty ones (close).
+    pub fn drain(&mut self) -> Vec<Dirty> {
+        let mut out = Vec::new();
+        while self.evict_lru(&mut out) {}
+        self.publish();
+        out
+    }
+
+    /// Drops every entry without returning anything (a failed task: its dirty data
+    /// must not reach the store, as nothing after the last commit is kept).
+    pub fn discard(&mut self) {
+        self.global.release(self.bytes);
+        self.entries.clear();
+        self.bytes = 0;
+        self.publish();
+    }
+}
+
+impl Drop for TaskCache {
+    fn drop(&mut self) {
+        self.global.release(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn no_waker() -> Waker {
+        Arc::new(|| {})
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put {
+            task: usize,
+            store: usize,
+            key: u8,
+            len: usize,
+        },
+        Delete {
+            task: usize,
+            store: usize,
+            key: u8,
+        },
+        Get {
+            task: usize,
+            store: usize,
+            key: u8,
+        },
+        Flush {
+            task: usize,
+        },
+        Serve {
+            task: usize,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0..3usize, 0..2usize, 0..20u8, 0..200usize)
+                .prop_map(|(task, store, key, len)| Op::Put { task, store, key, len }),
+            1 => (0..3usize, 0..2usize, 0..20u8).prop_map(|(task, store, key)| Op::Delete { task, store, key }),
+            3 => (0..3usize, 0..2usize, 0..20u8).prop_map(|(task, store, key)| Op::Get { task, store, key }),
+            1 => (0..3usize).prop_map(|task| Op::Flush { task }),
+            1 => (0..3usize).prop_map(|task| Op::Serve { task }),
+        ]
+    }
+
+    type Stores = Vec<Vec<BTreeMap<Vec<u8>, Vec<u8>>>>;
+
+    fn apply(stores: &mut Stores, task: usize, dirty: Vec<Dirty>) {
+        for d in dirty {
+            match d.value {
+                Some(v) => stores[task][d.store].insert(d.key, v),
+                None => stores[task][d.store].remove(&d.key),
+            };
+        }
+    }
+
+    proptest! {
+        /// Three tasks share one budget. Reading through the cache always gives the
+        /// last write; the budget is never exceeded; after a flush the stores hold
+        /// exactly the last writes (nothing dirty is lost, nothing stale is written).
+        #[test]
+        fn cache_over_stores_equals_last_writes(
+            ops in proptest::collection::vec(op(), 1..300),
+            cap in 300..3000usize,
+        ) {
+            let global = RecordCache::new(cap);
+            let mut caches: Vec<TaskCache> = (0..3).map(|_| global.task_cache(no_waker())).collect();
+            let mut stores: Stores = vec![vec![BTreeMap::new(); 2]; 3];
+            let mut model: Stores = vec![vec![BTreeMap::new(); 2]; 3];
+            for op in ops {
+                match op {
+                    Op::Put { task, store, key, len } => {
+                        let v = vec![key; len];
+                        let out = caches[task].put(store, &[key], Some(v.clone()));
+                        apply(&mut stores, task, out);
+                        model[task][store].insert(vec![key], v);
+                    }
+                    Op::Delete { task, store, key } => {
+                        let out = caches[task].put(store, &[key], None);
+                        apply(&mut stores, task, out);
+                        model[task][store].remove(&vec![key]);
+                    }
+                    Op::Get { task, store, key } => {
+                        let got = match caches[task].get(store, &[key]) {
+                            Lookup::Hit(v) => v.map(<[u8]>::to_vec),
+                            Lookup::Miss => {
+                                let v = stores[task][store].get(&vec![key]).cloned();
+                                caches[task].insert_clean(store, &[key], v.clone());
+                                v
+                            }
+                        };
+                        prop_assert_eq!(got, model[task][store].get(&vec![key]).cloned());
+                    }
+                    Op::Flush { task } => {
+                        let out = caches[task].flush();
+                        apply(&mut stores, task, out);
+                        prop_assert_eq!(&stores[task], &model[task]);
+                    }
+                    Op::Serve { task } => {
+                        let out = caches[task].serve_eviction_requests();
+                        apply(&mut stores, task, out);
+                    }
+                }
+                let used = global.stats().used;
+                prop_assert!(used <= cap, "used {} over cap {}", used, cap);
+                prop_assert_eq!(used, caches.iter().map(TaskCache::bytes).sum::<usize>());
+            }
+            for task in 0..3 {
+                let out = caches[task].drain();
+                apply(&mut stores, task, out);
+            }
+            prop_assert_eq!(stores, model);
+            prop_assert_eq!(global.stats().used, 0);
+        }
+    }
+
+    #[test]
+    fn updates_to_one_key_are_compacted() {
+        let global = RecordCache::new(10_000);
+        let mut c = global.task_cache(no_waker());
+        for i in 0..10u8 {
+            assert!(c.put(0, b"k", Some(vec![i])).is_empty());
+        }
+        assert_eq!(
+            c.flush(),
+            vec![Dirty {
+                store: 0,
+                key: b"k".to_vec(),
+                value: Some(vec![9])
+            }]
+        );
+        assert!(c.flush().is_empty(), "flushed entries are clean");
+        assert_eq!(c.get(0, b"k"), Lookup::Hit(Some(&[9][..])));
+    }
+
+    #[test]
+    fn a_full_cache_asks_the_task_with_the_oldest_entries_to_evict() {
+        let global = RecordCache::new(4 * (ENTRY_OVERHEAD + 2));
+        let woken = Arc::new(AtomicUsize::new(0));
+        let w = woken.clone();
+        let mut old = global.task_cache(Arc::new(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        }));
+        let mut new = global.task_cache(no_waker());
+        for k in 0..4u8 {
+            assert!(old.put(0, &[k], Some(vec![k])).is_empty());
+        }
+        // The newer task finds the budget spent by older entries of another task: it
+        // writes through and asks that task to make room.
+        let out = new.put(0, b"n", Some(vec![1]));
+        assert_eq!(
+            out,
+            vec![Dirty {
+                store: 0,
+                key: b"n".to_vec(),
+                value: Some(vec![1])
+            }]
+        );
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        assert!(old.has_eviction_request());
+        let evicted = old.serve_eviction_requests();
+        assert!(!evicted.is_empty());
+        assert_eq!(evicted[0].key, vec![0], "least recently used first");
+        // Now there is room.
+        assert!(new.put(0, b"m", Some(vec![2])).is_empty());
+    }
+
+    #[test]
+    fn the_task_with_the_oldest_entries_evicts_its_own() {
+        let global = RecordCache::new(3 * (ENTRY_OVERHEAD + 2));
+        let mut a = global.task_cache(no_waker());
+        for k in 0..3u8 {
+            a.put(0, &[k], Some(vec![k]));
+        }
+        a.get(0, &[0]); // 0 is now the most recently used
+        let out = a.put(0, &[9], Some(vec![9]));
+        assert_eq!(
+            out,
+            vec![Dirty {
+                store: 0,
+                key: vec![1],
+                value: Some(vec![1])
+            }]
+        );
+        assert_eq!(global.stats().evictions, 1);
+    }
+}

@@ -1,0 +1,76 @@
+//! State stores under one bound.
+//!
+//! Every RocksDB instance of a runtime (every store of every task of every query) is
+//! opened through one [`StateEnv`]. That env holds ONE LRU block cache, ONE write buffer
+//! manager charged to that cache, and RocksDB's default `Env` with a fixed background
+//! pool. Block cache, memtables, and index and filter blocks therefore share one
+//! capacity, and the number of RocksDB threads does not depend on the number of stores.
+//! Kafka Streams by default gives each store its own 50 MB cache and 3 × 16 MB
+//! memtables, with indexes and filters outside any cache.
+//!
+//! Stores are byte-level ([`KeyValueStore`]): keys order by their bytes, and typed
+//! access goes through serdes one layer up, as with Kafka Streams' `Bytes` stores.
+//! [`InMemoryStore`] has the same trait and reserves every byte it holds from a state
+//! budget. When the budget is spent, a write fails with a clear error instead of
+//! growing past the limit.
+
+mod cache;
+mod memory;
+mod rocks;
+
+pub use cache::{CacheStats, Dirty, Lookup, RecordCache, TaskCache, Waker};
+pub use memory::InMemoryStore;
+pub use rocks::{RocksDbStore, StateEnv, StateUsage};
+
+use crate::error::Result;
+
+/// A key and a value, owned.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A byte-level key-value store: the trait both RocksDB and in-memory stores implement.
+pub trait KeyValueStore: Send {
+    /// The store's name.
+    fn name(&self) -> &str;
+    /// The value of `key`, if any.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Sets `key` to `value`.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Removes `key` (no error if absent).
+    fn delete(&mut self, key: &[u8]) -> Result<()>;
+    /// Applies puts (`Some`) and deletes (`None`) in one atomic batch.
+    fn write_batch(&mut self, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()>;
+    /// Entries with `from <= key < to`, in key order.
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>>;
+    /// Entries whose key starts with `prefix`, in key order.
+    fn prefix_scan(&self, prefix: &[u8]) -> Result<Vec<KeyValue>>;
+    /// Every entry, in key order.
+    fn all(&self) -> Result<Vec<KeyValue>>;
+    /// Makes written data durable (RocksDB: flushes the memtable).
+    fn flush(&mut self) -> Result<()>;
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None` if there
+/// is none (the prefix is all 0xff).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_the_last_non_ff_byte() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

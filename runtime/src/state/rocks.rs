@@ -1,0 +1,314 @@
+//! RocksDB stores sharing one block cache, one write buffer manager and one background
+//! pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use rocksdb::{
+    BlockBasedIndexType, BlockBasedOptions, Cache, DB, DBCompressionType, Direction, Env,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
+};
+
+use super::{KeyValue, KeyValueStore, prefix_end};
+use crate::error::{Error, Result};
+
+/// Where the bytes of every RocksDB instance of a runtime are, next to their bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateUsage {
+    /// Capacity of the shared block cache: the bound for block cache + memtables +
+    /// index and filter blocks.
+    pub cache_capacity: usize,
+    /// Bytes charged to the shared cache now (blocks, index/filter blocks and the
+    /// memtable reservations of the write buffer manager).
+    pub cache_usage: usize,
+    /// Bytes of cache entries pinned (by iterators, or as top-level index/filter).
+    pub cache_pinned: usize,
+    /// Bytes in memtables, as the write buffer manager counts them (included in
+    /// `cache_usage`).
+    pub memtable_bytes: usize,
+    /// The write buffer manager's bound for memtables.
+    pub memtable_limit: usize,
+    /// Estimated bytes of table readers of all open stores: outside the cache, grows with
+    /// the number of SST files (bounded through `max_open_files`).
+    pub table_readers: usize,
+    /// Open RocksDB instances.
+    pub open_stores: usize,
+}
+
+struct Inner {
+    cache: Cache,
+    wbm: WriteBufferManager,
+    env: Env,
+    cache_bytes: usize,
+    memtable_bytes: usize,
+    max_open_files: i32,
+    background_threads: i32,
+    open: Mutex<Vec<Weak<DB>>>,
+}
+
+/// The resources every RocksDB store of a runtime shares. Cloning is cheap.
+#[derive(Clone)]
+pub struct StateEnv {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StateEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateEnv")
+            .field("cache_bytes", &self.inner.cache_bytes)
+            .field("memtable_bytes", &self.inner.memtable_bytes)
+            .finish()
+    }
+}
+
+impl StateEnv {
+    /// One LRU cache of `cache_bytes`, a write buffer manager of `memtable_bytes` charged
+    /// to it, `background_threads` shared flush and compaction threads, and
+    /// `max_open_files` per store.
+    pub fn new(
+        cache_bytes: usize,
+        memtable_bytes: usize,
+        background_threads: usize,
+        max_open_files: usize,
+    ) -> Result<Self> {
+        if memtable_bytes == 0 || memtable_bytes > cache_bytes {
+            return Err(Error::Config(format!(
+                "rocksdb memtable bytes ({memtable_bytes}) must be between 1 and the cache size ({cache_bytes}): memtables are charged to the cache"
+            )));
+        }
+        if background_threads == 0 || max_open_files < 16 {
+            return Err(Error::Config(
+                "rocksdb needs at least 1 background thread and max_open_files >= 16".into(),
+            ));
+        }
+        let cache = Cache::new_lru_cache(cache_bytes);
+        // No stalling: with many instances, a stalled writer waits for memtables of
+        // other instances that nobody flushes (RocksDB flushes only the instance being
+        // written), and a worker would wait forever. Without stalling, an instance
+        // flushes its own memtable when the manager is over its bound, each memtable
+        // is small (below), and every commit flushes all of them.
+        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
+            memtable_bytes,
+            false,
+            cache.clone(),
+        );
+        let mut env = Env::new().map_err(|e| Error::Config(format!("rocksdb env: {e}")))?;
+        let threads = i32::try_from(background_threads).unwrap_or(i32::MAX);
+        // Flushes run in the high-priority pool, compactions in the low one; both are
+        // the process-wide default env's pools, shared by every store.
+        env.set_high_priority_background_threads(1);
+        env.set_low_priority_background_threads(threads);
+        Ok(StateEnv {
+            inner: Arc::new(Inner {
+                cache,
+                wbm,
+                env,
+                cache_bytes,
+                memtable_bytes,
+                max_open_files: i32::try_from(max_open_files).unwrap_or(i32::MAX),
+                background_threads: threads,
+                open: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Options every store opens with.
+    fn options(&self) -> Options {
+        let i = &self.inner;
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&i.cache);
+        // Index and filter blocks live in the cache (bounded), at high priority; only the
+        // top level of the partitioned index/filter stays pinned. L0 blocks are not
+        // pinned: pinned L0 index/filter grows with data outside the bound.
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_cache_index_and_filter_blocks_with_high_priority(true);
+        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
+        table.set_pin_top_level_index_and_filter(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(false);
+        table.set_bloom_filter(10.0, false);
+        table.set_block_size(16 * 1024);
+
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_block_based_table_factory(&table);
+        opts.set_write_buffer_manager(&i.wbm);
+        opts.set_env(&i.env);
+        opts.set_max_open_files(i.max_open_files);
+        opts.set_max_background_jobs(i.background_threads + 1);
+        // Per-store memtable size: small, so many stores' memtables stay near the
+        // write buffer manager's bound between its flushes and the commits' flushes.
+        opts.set_write_buffer_size((i.memtable_bytes / 8).clamp(256 << 10, 16 << 20));
+        opts.set_max_write_buffer_number(2);
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_keep_log_file_num(2);
+        opts.set_max_log_file_size(1 << 20);
+        opts
+    }
+
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open_store(&self, name: &str, path: &Path) -> Result<RocksDbStore> {
+        std::fs::create_dir_all(path).map_err(|e| {
+            Error::io(
+                format!("cannot create store directory {}", path.display()),
+                e,
+            )
+        })?;
+        let db = DB::open(&self.options(), path).map_err(|e| Error::Store {
+            store: name.to_string(),
+            message: format!("cannot open {}: {e}", path.display()),
+        })?;
+        let db = Arc::new(db);
+        let mut open = self.inner.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|w| w.strong_count() > 0);
+        open.push(Arc::downgrade(&db));
+        let mut write = WriteOptions::default();
+        // Durability comes from the commit protocol (flush on commit) and, with Kafka,
+        // from changelog topics, as in Kafka Streams.
+        write.disable_wal(true);
+        Ok(RocksDbStore {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            db,
+            write,
+        })
+    }
+
+    /// Where RocksDB's bytes are now.
+    pub fn usage(&self) -> StateUsage {
+        let i = &self.inner;
+        let open: Vec<Arc<DB>> = i
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let table_readers = open
+            .iter()
+            .filter_map(|db| {
+                db.property_int_value("rocksdb.estimate-table-readers-mem")
+                    .ok()
+                    .flatten()
+            })
+            .sum::<u64>() as usize;
+        StateUsage {
+            cache_capacity: i.cache_bytes,
+            cache_usage: i.cache.get_usage(),
+            cache_pinned: i.cache.get_pinned_usage(),
+            memtable_bytes: i.wbm.get_usage(),
+            memtable_limit: i.wbm.get_buffer_size(),
+            table_readers,
+            open_stores: open.len(),
+        }
+    }
+
+    /// Publishes [`StateUsage`] as `metrics` gauges (one set for the shared cache, not
+    /// one per store).
+    pub fn publish_metrics(&self) {
+        let u = self.usage();
+        metrics::gauge!("weir_rocksdb_cache_capacity_bytes").set(u.cache_capacity as f64);
+        metrics::gauge!("weir_rocksdb_cache_usage_bytes").set(u.cache_usage as f64);
+        metrics::gauge!("weir_rocksdb_cache_pinned_bytes").set(u.cache_pinned as f64);
+        metrics::gauge!("weir_rocksdb_memtable_bytes").set(u.memtable_bytes as f64);
+        metrics::gauge!("weir_rocksdb_memtable_limit_bytes").set(u.memtable_limit as f64);
+        metrics::gauge!("weir_rocksdb_table_readers_bytes").set(u.table_readers as f64);
+        metrics::gauge!("weir_rocksdb_open_stores").set(u.open_stores as f64);
+    }
+}
+
+/// A key-value store in its own RocksDB instance, opened through a [`StateEnv`].
+pub struct RocksDbStore {
+    name: String,
+    path: PathBuf,
+    db: Arc<DB>,
+    write: WriteOptions,
+}
+
+impl RocksDbStore {
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A RocksDB integer property of this instance (e.g. `rocksdb.block-cache-usage`).
+    pub fn property(&self, name: &str) -> Option<u64> {
+        self.db.property_int_value(name).ok().flatten()
+    }
+
+    fn err(&self, e: rocksdb::Error) -> Error {
+        Error::Store {
+            store: self.name.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn scan(&self, from: &[u8], to: Option<Vec<u8>>) -> Result<Vec<KeyValue>> {
+        let mut read = ReadOptions::default();
+        if let Some(to) = to {
+            read.set_iterate_upper_bound(to);
+        }
+        self.db
+            .iterator_opt(IteratorMode::From(from, Direction::Forward), read)
+            .map(|item| {
+                item.map(|(k, v)| (k.into_vec(), v.into_vec()))
+                    .map_err(|e| self.err(e))
+            })
+            .collect()
+    }
+}
+
+impl KeyValueStore for RocksDbStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get(key).map_err(|e| self.err(e))
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.db
+            .put_opt(key, value, &self.write)
+            .map_err(|e| self.err(e))
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.db
+            .delete_opt(key, &self.write)
+            .map_err(|e| self.err(e))
+    }
+
+    fn write_batch(&mut self, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in entries {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        self.db
+            .write_opt(batch, &self.write)
+            .map_err(|e| self.err(e))
+    }
+
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.scan(from, Some(to.to_vec()))
+    }
+
+    fn prefix_scan(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        self.scan(prefix, prefix_end(prefix))
+    }
+
+    fn all(&self) -> Result<Vec<KeyValue>> {
+        self.scan(&[], None)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.db.flush().map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,243 @@
+//! State stores: both implementations against a model, the shared RocksDB cache, and the
+//! in-memory store's budget.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use weir_runtime::Error;
+use weir_runtime::queue::ByteBudget;
+use weir_runtime::state::{InMemoryStore, KeyValueStore, StateEnv};
+
+fn env() -> StateEnv {
+    StateEnv::new(64 << 20, 16 << 20, 2, 64).unwrap()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+    Get(Vec<u8>),
+    Range(Vec<u8>, Vec<u8>),
+    Prefix(Vec<u8>),
+    Flush,
+    Reopen,
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    // A small alphabet with 0x00 and 0xff, so ranges and prefix ends hit their edges.
+    proptest::collection::vec(
+        prop_oneof![Just(0u8), Just(1u8), Just(0x7f), Just(0xff)],
+        0..4,
+    )
+}
+
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..32)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (key(), value()).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => key().prop_map(Op::Delete),
+        1 => proptest::collection::vec((key(), proptest::option::of(value())), 0..6).prop_map(Op::Batch),
+        2 => key().prop_map(Op::Get),
+        1 => (key(), key()).prop_map(|(a, b)| Op::Range(a, b)),
+        1 => key().prop_map(Op::Prefix),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn model_range(m: &BTreeMap<Vec<u8>, Vec<u8>>, from: &[u8], to: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    m.iter()
+        .filter(|(k, _)| k.as_slice() >= from && k.as_slice() < to)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn check(
+    store: &mut dyn KeyValueStore,
+    model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    op: &Op,
+) -> Result<(), TestCaseError> {
+    match op {
+        Op::Put(k, v) => {
+            store.put(k, v).unwrap();
+            model.insert(k.clone(), v.clone());
+        }
+        Op::Delete(k) => {
+            store.delete(k).unwrap();
+            model.remove(k);
+        }
+        Op::Batch(entries) => {
+            store.write_batch(entries).unwrap();
+            for (k, v) in entries {
+                match v {
+                    Some(v) => model.insert(k.clone(), v.clone()),
+                    None => model.remove(k),
+                };
+            }
+        }
+        Op::Get(k) => prop_assert_eq!(store.get(k).unwrap(), model.get(k).cloned()),
+        Op::Range(a, b) => prop_assert_eq!(store.range(a, b).unwrap(), model_range(model, a, b)),
+        Op::Prefix(p) => {
+            let want: Vec<_> = model
+                .iter()
+                .filter(|(k, _)| k.starts_with(p))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            prop_assert_eq!(store.prefix_scan(p).unwrap(), want);
+        }
+        Op::Flush => store.flush().unwrap(),
+        Op::Reopen => {}
+    }
+    let all: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    prop_assert_eq!(store.all().unwrap(), all);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// RocksDB store = BTreeMap, across flushes and reopening the same directory.
+    #[test]
+    fn rocksdb_store_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env();
+        let mut store = env.open_store("s", dir.path()).unwrap();
+        let mut model = BTreeMap::new();
+        for op in &ops {
+            if matches!(op, Op::Reopen) {
+                // What was written before a flush or a clean close must survive.
+                store.flush().unwrap();
+                drop(store);
+                store = env.open_store("s", dir.path()).unwrap();
+            }
+            check(&mut store, &mut model, op)?;
+        }
+    }
+
+    /// In-memory store = BTreeMap, and its charge equals what it holds.
+    #[test]
+    fn in_memory_store_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..80)) {
+        let budget = Arc::new(ByteBudget::new(1 << 20));
+        let mut store = InMemoryStore::new("m", budget.clone());
+        let mut model = BTreeMap::new();
+        for op in &ops {
+            check(&mut store, &mut model, op)?;
+            let held: usize = model.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
+            prop_assert_eq!(store.charged_bytes(), held);
+            prop_assert_eq!(budget.used(), held);
+        }
+        drop(store);
+        prop_assert_eq!(budget.used(), 0);
+    }
+}
+
+#[test]
+fn fifty_stores_share_one_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = 32 << 20;
+    let env = StateEnv::new(cache, 8 << 20, 2, 64).unwrap();
+    let mut stores: Vec<_> = (0..50)
+        .map(|i| {
+            env.open_store(&format!("s{i}"), &dir.path().join(format!("s{i}")))
+                .unwrap()
+        })
+        .collect();
+    let value = vec![7u8; 1024];
+    for s in &mut stores {
+        for k in 0..500u32 {
+            s.put(&k.to_be_bytes(), &value).unwrap();
+        }
+    }
+    let before_flush = env.usage();
+    assert!(
+        before_flush.memtable_bytes > 0,
+        "memtables are counted: {before_flush:?}"
+    );
+    // Without stalling, the manager can run over its bound by what instances wrote
+    // since their last flush; 50 memtables of at most 1 MiB each bound that.
+    assert!(
+        before_flush.memtable_bytes <= before_flush.memtable_limit + 50 * (1 << 20),
+        "{before_flush:?}"
+    );
+    for s in &mut stores {
+        s.flush().unwrap();
+    }
+    for s in &stores {
+        for k in (0..500u32).step_by(7) {
+            assert_eq!(
+                s.get(&k.to_be_bytes()).unwrap().as_deref(),
+                Some(&value[..])
+            );
+        }
+    }
+    let usage = env.usage();
+    assert_eq!(usage.open_stores, 50);
+    assert_eq!(usage.cache_capacity, cache);
+    assert!(usage.cache_usage > 0);
+    assert!(usage.cache_usage <= cache, "{usage:?}");
+    // Every instance reports the same cache: one capacity, one usage.
+    let capacities: Vec<u64> = stores
+        .iter()
+        .map(|s| s.property("rocksdb.block-cache-capacity").unwrap())
+        .collect();
+    assert!(
+        capacities.iter().all(|c| *c == cache as u64),
+        "{capacities:?}"
+    );
+    let usages: Vec<u64> = stores
+        .iter()
+        .map(|s| s.property("rocksdb.block-cache-usage").unwrap())
+        .collect();
+    let (lo, hi) = (usages.iter().min().unwrap(), usages.iter().max().unwrap());
+    // Background work may move the shared figure a little while we read 50 of them.
+    assert!(hi - lo <= (1 << 20), "one shared usage, not 50: {lo}..{hi}");
+    assert!(*lo > 0);
+    println!("50 stores: {usage:?}");
+}
+
+#[test]
+fn in_memory_store_refuses_past_its_budget_and_changes_nothing() {
+    let budget = Arc::new(ByteBudget::new(1000));
+    let mut store = InMemoryStore::new("small", budget.clone());
+    store.put(b"a", &[0u8; 500]).unwrap();
+    let err = store.put(b"b", &[0u8; 500]).unwrap_err();
+    assert!(
+        matches!(&err, Error::StateBudget { store, cap: 1000, .. } if store == "small"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("state budget"), "{err}");
+    assert_eq!(store.get(b"b").unwrap(), None);
+    let batch = vec![
+        (b"c".to_vec(), Some(vec![0u8; 300])),
+        (b"d".to_vec(), Some(vec![0u8; 300])),
+    ];
+    assert!(store.write_batch(&batch).is_err());
+    assert_eq!(
+        store.all().unwrap().len(),
+        1,
+        "a refused batch writes nothing"
+    );
+    // Shrinking and deleting give bytes back.
+    store.put(b"a", &[0u8; 10]).unwrap();
+    store.put(b"b", &[0u8; 500]).unwrap();
+    store.delete(b"a").unwrap();
+    assert_eq!(budget.used(), 1 + 500 + 48);
+    drop(store);
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn bad_state_settings_are_refused() {
+    assert!(
+        StateEnv::new(1 << 20, 2 << 20, 1, 64).is_err(),
+        "memtables larger than the cache"
+    );
+    assert!(StateEnv::new(1 << 20, 0, 1, 64).is_err());
+    assert!(StateEnv::new(4 << 20, 1 << 20, 0, 64).is_err());
+    assert!(StateEnv::new(4 << 20, 1 << 20, 1, 4).is_err());
+}
