@@ -388,20 +388,28 @@ impl<K: Data, V: Data> KTable<K, V> {
         self.changes.node_name()
     }
 
-    /// Keeps rows for which `f` holds; a row that stops matching is deleted downstream.
-    pub fn filter<F>(&self, f: F) -> KTable<K, V>
+    fn filtered<F>(&self, f: F, keep: bool) -> KTable<K, V>
     where
         F: Fn(&K, &V) -> bool + Send + Sync + 'static,
     {
+        // Retracting a row that stops matching needs the value it had.
         self.send_old.store(true, Ordering::Release);
         let f = Arc::new(f);
         KTable::new(
             self.changes.add("KTABLE-FILTER", move || ops::TableFilter {
                 f: f.clone(),
-                keep: true,
+                keep,
             }),
             self.send_old.clone(),
         )
+    }
+
+    /// Keeps rows for which `f` holds; a row that stops matching is deleted downstream.
+    pub fn filter<F>(&self, f: F) -> KTable<K, V>
+    where
+        F: Fn(&K, &V) -> bool + Send + Sync + 'static,
+    {
+        self.filtered(f, true)
     }
 
     /// Drops rows for which `f` holds.
@@ -409,15 +417,7 @@ impl<K: Data, V: Data> KTable<K, V> {
     where
         F: Fn(&K, &V) -> bool + Send + Sync + 'static,
     {
-        self.send_old.store(true, Ordering::Release);
-        let f = Arc::new(f);
-        KTable::new(
-            self.changes.add("KTABLE-FILTER", move || ops::TableFilter {
-                f: f.clone(),
-                keep: false,
-            }),
-            self.send_old.clone(),
-        )
+        self.filtered(f, false)
     }
 
     /// Maps every row's value.

@@ -57,6 +57,9 @@ pub(crate) struct IoThread {
     pub(crate) appends: Receiver<()>,
     pub(crate) budget: Arc<ByteBudget>,
     pub(crate) stats: Arc<IoStats>,
+    /// Published as gauges once a second.
+    pub(crate) state: crate::state::StateEnv,
+    pub(crate) record_cache: Arc<crate::state::RecordCache>,
 }
 
 /// A wall-clock deadline: wake `task` at `at_ms`. Ordered soonest first.
@@ -106,6 +109,7 @@ impl IoState {
 impl IoThread {
     pub(crate) fn run(self) {
         let mut st = IoState::default();
+        let mut published = 0i64;
         loop {
             // Commands first: they change what to fetch.
             while let Ok(cmd) = self.commands.try_recv() {
@@ -115,6 +119,11 @@ impl IoThread {
             }
 
             let now = now_millis();
+            if now - published >= 1000 {
+                published = now;
+                self.state.publish_metrics();
+                self.record_cache.publish_metrics();
+            }
             while st.timers.peek().is_some_and(|t| t.at_ms <= now) {
                 if let Some(task) = st.timers.pop().and_then(|t| t.task.upgrade()) {
                     task.notify();

@@ -303,6 +303,19 @@ impl<K, V> ProcessorContext<'_, K, V> {
         Ok(idx)
     }
 
+    fn store_serdes<SK: 'static, SV: 'static>(
+        &self,
+        idx: usize,
+    ) -> Result<(Arc<dyn Serde<SK>>, Arc<dyn Serde<SV>>)> {
+        let st = &self.core.env.stores[idx];
+        st.serdes
+            .downcast_ref::<(Arc<dyn Serde<SK>>, Arc<dyn Serde<SV>>)>()
+            .cloned()
+            .ok_or_else(|| {
+                Error::Topology(format!("store '{}' has serdes of other types", st.name))
+            })
+    }
+
     /// The store `name`, typed `<SK, SV>`. The processor must be connected to it
     /// (`Topology::add_state_store` / `connect_store`) and the types must be the store's.
     /// Reads and writes go through the record cache unless the store opted out.
@@ -311,12 +324,7 @@ impl<K, V> ProcessorContext<'_, K, V> {
         name: &str,
     ) -> Result<StoreHandle<'_, SK, SV>> {
         let idx = self.store_index::<SK, SV>(name)?;
-        type Serdes<SK, SV> = (Arc<dyn Serde<SK>>, Arc<dyn Serde<SV>>);
-        let (key_serde, value_serde) = self.core.env.stores[idx]
-            .serdes
-            .downcast_ref::<Serdes<SK, SV>>()
-            .cloned()
-            .ok_or_else(|| Error::Topology(format!("store '{name}' has serdes of other types")))?;
+        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
         Ok(StoreHandle {
             env: &mut self.core.env,
             idx,
@@ -354,12 +362,7 @@ impl<K, V> ProcessorContext<'_, K, V> {
             )));
         }
         let idx = self.store_index::<SK, SV>(name)?;
-        type Serdes<SK, SV> = (Arc<dyn Serde<SK>>, Arc<dyn Serde<SV>>);
-        let (key_serde, value_serde) = self.core.env.stores[idx]
-            .serdes
-            .downcast_ref::<Serdes<SK, SV>>()
-            .cloned()
-            .ok_or_else(|| Error::Topology(format!("store '{name}' has serdes of other types")))?;
+        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
         let owner = self.node;
         let store = name.to_string();
         let forwarder: crate::task::Forwarder = Arc::new(move |core, key, new, old| {

@@ -336,7 +336,10 @@ impl Runtime {
             appends: config.broker.subscribe(),
             budget: budget.clone(),
             stats: io_stats.clone(),
+            state: state.clone(),
+            record_cache: record_cache.clone(),
         };
+
         let handle = std::thread::Builder::new()
             .name("weir-io".into())
             .spawn(move || io.run())

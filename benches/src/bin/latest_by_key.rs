@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use weir::prelude::*;
 use weir::runtime::RawRecord;
+use weir::serde::Bytes;
 use weir_benches::{median, peak_rss_bytes};
 
 #[global_allocator]
@@ -68,8 +69,11 @@ fn main() -> Result<()> {
         )?;
         let builder = StreamsBuilder::new();
         builder
-            .stream_with(&["events"], Consumed::with(U64Serde, BytesSerde))
-            .group_by_key_with(Grouped::with(U64Serde, BytesSerde))
+            .stream_with(
+                &["events"],
+                Consumed::<u64, Bytes>::with(U64Serde, BytesSerde),
+            )
+            .group_by_key_with(Grouped::<u64, Bytes>::with(U64Serde, BytesSerde))
             .latest_by_key_with(Materialized::as_("latest"));
         let start = Instant::now();
         let query = runtime.start_query("w1", builder.build()?)?;

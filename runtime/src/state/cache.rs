@@ -34,6 +34,7 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 struct Shared {
     oldest: AtomicU64,
     bytes: AtomicUsize,
+    entries: AtomicUsize,
     evict_request: AtomicUsize,
     waker: Waker,
 }
@@ -56,6 +57,8 @@ pub struct CacheStats {
     pub cap: usize,
     /// Bytes in use.
     pub used: usize,
+    /// Entries cached, over all tasks.
+    pub entries: usize,
     /// Reads answered by the cache.
     pub hits: u64,
     /// Reads that went to the store.
@@ -80,12 +83,34 @@ impl RecordCache {
 
     /// Counters and sizes now.
     pub fn stats(&self) -> CacheStats {
+        let entries = self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|t| t.entries.load(Ordering::Relaxed))
+            .sum();
         CacheStats {
             cap: self.cap,
             used: self.used.load(Ordering::SeqCst),
+            entries,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Publishes the cache's figures as `metrics` gauges.
+    pub fn publish_metrics(&self) {
+        let s = self.stats();
+        metrics::gauge!("weir_record_cache_bytes").set(s.used as f64);
+        metrics::gauge!("weir_record_cache_limit_bytes").set(s.cap as f64);
+        metrics::gauge!("weir_record_cache_entries").set(s.entries as f64);
+        metrics::gauge!("weir_record_cache_evictions").set(s.evictions as f64);
+        let reads = s.hits + s.misses;
+        if reads > 0 {
+            metrics::gauge!("weir_record_cache_hit_ratio").set(s.hits as f64 / reads as f64);
         }
     }
 
@@ -94,6 +119,7 @@ impl RecordCache {
         let shared = Arc::new(Shared {
             oldest: AtomicU64::new(u64::MAX),
             bytes: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
             evict_request: AtomicUsize::new(0),
             waker,
         });
@@ -180,7 +206,7 @@ type Key = (usize, Vec<u8>);
 pub struct TaskCache {
     global: Arc<RecordCache>,
     shared: Arc<Shared>,
-    /// Front = least recently used. The tick of each entry is its key in `ticks`.
+    /// Front = least recently used; each value holds its entry's last-use tick.
     entries: LinkedHashMap<Key, (u64, Entry)>,
     bytes: usize,
 }
@@ -209,6 +235,9 @@ impl TaskCache {
         let oldest = self.entries.front().map_or(u64::MAX, |(_, (t, _))| *t);
         self.shared.oldest.store(oldest, Ordering::Relaxed);
         self.shared.bytes.store(self.bytes, Ordering::Relaxed);
+        self.shared
+            .entries
+            .store(self.entries.len(), Ordering::Relaxed);
     }
 
     /// Looks `key` up in `store`'s entries, refreshing it if found.
@@ -242,22 +271,17 @@ impl TaskCache {
             return;
         }
         let size = size_of(key, &value);
-        if !self.global.try_reserve(size) {
-            return;
+        if self.global.try_reserve(size) {
+            self.admit(k, value, false, size);
         }
+    }
+
+    /// Inserts an entry whose `size` bytes are already reserved, as the most recently
+    /// used.
+    fn admit(&mut self, k: Key, value: Option<Vec<u8>>, dirty: bool, size: usize) {
         self.bytes += size;
         let tick = self.global.tick();
-        self.entries.insert(
-            k,
-            (
-                tick,
-                Entry {
-                    value,
-                    dirty: false,
-                    size,
-                },
-            ),
-        );
+        self.entries.insert(k, (tick, Entry { value, dirty, size }));
         self.publish();
     }
 
@@ -275,20 +299,7 @@ impl TaskCache {
         let size = size_of(key, &value);
         loop {
             if self.global.try_reserve(size) {
-                self.bytes += size;
-                let tick = self.global.tick();
-                self.entries.insert(
-                    k,
-                    (
-                        tick,
-                        Entry {
-                            value,
-                            dirty: true,
-                            size,
-                        },
-                    ),
-                );
-                self.publish();
+                self.admit(k, value, true, size);
                 return out;
             }
             let my_oldest = self.entries.front().map_or(u64::MAX, |(_, (t, _))| *t);
@@ -359,29 +370,22 @@ impl TaskCache {
     /// Marks every dirty entry clean and returns them, oldest first (commit). Entries
     /// stay cached.
     pub fn flush(&mut self) -> Vec<Dirty> {
-        let mut out = Vec::new();
-        for ((store, key), (_, e)) in self.entries.iter_mut() {
-            if e.dirty {
-                e.dirty = false;
-                out.push(Dirty {
-                    store: *store,
-                    key: key.clone(),
-                    value: e.value.clone(),
-                });
-            }
-        }
-        out
+        self.flush_where(|_| true)
     }
 
     /// Marks the dirty entries of one store clean and returns them (before a scan of
     /// that store).
     pub fn flush_store(&mut self, store: usize) -> Vec<Dirty> {
+        self.flush_where(|s| s == store)
+    }
+
+    fn flush_where(&mut self, pick: impl Fn(usize) -> bool) -> Vec<Dirty> {
         let mut out = Vec::new();
-        for ((s, key), (_, e)) in self.entries.iter_mut() {
-            if *s == store && e.dirty {
+        for ((store, key), (_, e)) in self.entries.iter_mut() {
+            if e.dirty && pick(*store) {
                 e.dirty = false;
                 out.push(Dirty {
-                    store,
+                    store: *store,
                     key: key.clone(),
                     value: e.value.clone(),
                 });
