@@ -182,6 +182,45 @@ impl<K: Data, V: Data> KStream<K, V> {
     }
 }
 
+/// Adds the processor that materializes `input` into a table: its store (as
+/// `materialized` says, falling back to the given serdes), the processor `make` builds
+/// from the store's name and the send-old flag, and the connection between them.
+fn materialize<KI: Data, VI: Data, K: Data, V: Data, P, S>(
+    input: &KStream<KI, VI>,
+    prefix: &str,
+    store_prefix: &str,
+    materialized: Materialized<K, V>,
+    key_serde: Arc<dyn Serde<K>>,
+    default_value_serde: Option<Arc<dyn Serde<V>>>,
+    make: impl FnOnce(Arc<str>, Arc<AtomicBool>) -> S,
+) -> KTable<K, V>
+where
+    P: weir_runtime::Processor<KI, VI, K, Change<V>>,
+    S: Fn() -> P + Send + Sync + 'static,
+{
+    let builder: Rc<RefCell<Inner>> = input.builder.clone();
+    let send_old = Arc::new(AtomicBool::new(false));
+    let spec = materialized.spec(
+        &mut builder.borrow_mut(),
+        store_prefix,
+        key_serde,
+        default_value_serde,
+    );
+    let store: Arc<str> = Arc::from(spec.as_ref().map_or("?", |s| s.name()));
+    let node = builder.borrow_mut().next_name(prefix);
+    let changes: KStream<K, Change<V>> =
+        input.add_named(node.clone(), make(store, send_old.clone()));
+    if let Some(spec) = spec {
+        let mut inner = builder.borrow_mut();
+        let r = inner
+            .topology
+            .add_state_store(spec, &[node.as_str()])
+            .map(|_| ());
+        inner.check(r);
+    }
+    KTable::new(changes, send_old)
+}
+
 /// A stream grouped by key, ready to aggregate.
 pub struct KGroupedStream<K, V> {
     stream: KStream<K, V>,
@@ -201,31 +240,15 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         P: weir_runtime::Processor<K, V, K, Change<VA>>,
         S: Fn() -> P + Send + Sync + 'static,
     {
-        let builder = self.stream.builder.clone();
-        let send_old = Arc::new(AtomicBool::new(false));
-        let spec = {
-            let mut inner = builder.borrow_mut();
-            materialized.spec(
-                &mut inner,
-                "KSTREAM-AGGREGATE-STATE-STORE",
-                self.key_serde.clone(),
-                default_value_serde,
-            )
-        };
-        let store: Arc<str> = Arc::from(spec.as_ref().map_or("?", |s| s.name()));
-        let node = builder.borrow_mut().next_name(prefix);
-        let table: KStream<K, Change<VA>> = self
-            .stream
-            .add_named(node.clone(), make(store, send_old.clone()));
-        if let Some(spec) = spec {
-            let mut inner = builder.borrow_mut();
-            let r = inner
-                .topology
-                .add_state_store(spec, &[node.as_str()])
-                .map(|_| ());
-            inner.check(r);
-        }
-        KTable::new(table, send_old)
+        materialize(
+            &self.stream,
+            prefix,
+            "KSTREAM-AGGREGATE-STATE-STORE",
+            materialized,
+            self.key_serde.clone(),
+            default_value_serde,
+            make,
+        )
     }
 
     /// Counts records per key.
@@ -497,33 +520,19 @@ impl StreamsBuilder {
         V: DefaultSerde,
     {
         let stream: KStream<K, Option<V>> = self.stream_with(&[topic], consumed);
-        let send_old = Arc::new(AtomicBool::new(false));
-        let builder: Rc<RefCell<Inner>> = self.inner.clone();
-        let spec = {
-            let mut inner = builder.borrow_mut();
-            materialized.spec(
-                &mut inner,
-                "KTABLE-SOURCE-STATE-STORE",
-                Arc::new(K::default_serde()),
-                Some(Arc::new(V::default_serde())),
-            )
-        };
-        let store: Arc<str> = Arc::from(spec.as_ref().map_or("?", |s| s.name()));
-        let node = builder.borrow_mut().next_name("KTABLE-SOURCE");
-        let so = send_old.clone();
-        let changes: KStream<K, Change<V>> =
-            stream.add_named(node.clone(), move || ops::TableSource {
-                store: store.clone(),
-                send_old: so.clone(),
-            });
-        if let Some(spec) = spec {
-            let mut inner = builder.borrow_mut();
-            let r = inner
-                .topology
-                .add_state_store(spec, &[node.as_str()])
-                .map(|_| ());
-            inner.check(r);
-        }
-        KTable::new(changes, send_old)
+        materialize(
+            &stream,
+            "KTABLE-SOURCE",
+            "KTABLE-SOURCE-STATE-STORE",
+            materialized,
+            Arc::new(K::default_serde()),
+            Some(Arc::new(V::default_serde())),
+            |store, send_old| {
+                move || ops::TableSource {
+                    store: store.clone(),
+                    send_old: send_old.clone(),
+                }
+            },
+        )
     }
 }
