@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use weir_runtime::serde::{DefaultSerde, Serde};
 use weir_runtime::{
-    Data, DeserializationHandler, Error, Processor, Result, SinkSpec, SourceSpec, Topology,
+    Data, DeserializationHandler, Error, Processor, Result, SinkSpec, SourceSpec, StoreSpec,
+    Topology,
 };
 
 use crate::ops;
@@ -61,6 +62,17 @@ impl StreamsBuilder {
                 errors: Vec::new(),
             })),
         }
+    }
+
+    /// Adds a key-value store for processors added with
+    /// [`KStream::process_with_stores`] (Kafka Streams' `addStateStore`). Each task gets
+    /// its own instance, under the runtime's shared bounds.
+    pub fn add_state_store<K: Data, V: Data>(&self, spec: StoreSpec<K, V>) -> &Self {
+        let mut inner = self.inner.borrow_mut();
+        let r = inner.topology.add_state_store(spec, &[]).map(|_| ());
+        inner.check(r);
+        drop(inner);
+        self
     }
 
     /// A stream of `topic`, deserialized with the types' default serdes.
@@ -223,6 +235,9 @@ pub(crate) struct ArcSerde<T>(pub(crate) Arc<dyn Serde<T>>);
 impl<T: 'static> Serde<T> for ArcSerde<T> {
     fn serialize(&self, value: &T) -> Result<Option<weir_runtime::serde::Bytes>> {
         self.0.serialize(value)
+    }
+    fn serialize_into(&self, value: &T, out: &mut Vec<u8>) -> Result<bool> {
+        self.0.serialize_into(value, out)
     }
     fn deserialize(&self, data: Option<&[u8]>) -> Result<T> {
         self.0.deserialize(data)
@@ -428,6 +443,27 @@ impl<K: Data, V: Data> KStream<K, V> {
     {
         // A custom processor may change keys (as Kafka Streams assumes).
         self.add("KSTREAM-PROCESSOR", supplier).keyed(true)
+    }
+
+    /// Like [`KStream::process`], with access to the named stores (added with
+    /// [`StreamsBuilder::add_state_store`]) through `ctx.store(name)`.
+    pub fn process_with_stores<K2: Data, V2: Data, P, S>(
+        &self,
+        supplier: S,
+        stores: &[&str],
+    ) -> KStream<K2, V2>
+    where
+        P: Processor<K, V, K2, V2>,
+        S: Fn() -> P + Send + Sync + 'static,
+    {
+        let out = self.process(supplier);
+        let mut inner = self.builder.borrow_mut();
+        for store in stores {
+            let r = inner.topology.connect_store(&out.node, store).map(|_| ());
+            inner.check(r);
+        }
+        drop(inner);
+        out
     }
 
     /// Like [`KStream::process`] with a chosen node name.

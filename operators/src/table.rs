@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use weir_runtime::serde::{DefaultSerde, I64Serde, OptionSerde, Serde};
-use weir_runtime::{Change, Data, StoreKind, StoreSpec};
+use weir_runtime::{Change, Data, SourceSpec, StoreKind, StoreSpec};
 
 use crate::ops;
 use crate::stream::{ArcSerde, Consumed, Inner, KStream, Repartitioned, StreamsBuilder};
@@ -508,25 +508,35 @@ impl StreamsBuilder {
         self.table_with(topic, Consumed::defaults(), Materialized::default())
     }
 
-    /// Like [`StreamsBuilder::table`] with explicit serdes and store.
+    /// Like [`StreamsBuilder::table`] with explicit serdes (of keys and of non-null
+    /// values; a null value is a delete) and store.
     pub fn table_with<K: Data, V: Data>(
         &self,
         topic: &str,
-        consumed: Consumed<K, Option<V>>,
+        consumed: Consumed<K, V>,
         materialized: Materialized<K, V>,
-    ) -> KTable<K, V>
-    where
-        K: DefaultSerde,
-        V: DefaultSerde,
-    {
-        let stream: KStream<K, Option<V>> = self.stream_with(&[topic], consumed);
+    ) -> KTable<K, V> {
+        let key_serde = consumed.spec.key_serde().clone();
+        let value_serde = consumed.spec.value_serde().clone();
+        let mut spec = SourceSpec::new(
+            ArcSerde(key_serde.clone()),
+            OptionSerde(ArcSerde(value_serde.clone())),
+        );
+        if let Some(h) = consumed.spec.handler() {
+            spec = spec.deserialization_handler(h);
+        }
+        let nullable = Consumed {
+            spec,
+            name: consumed.name,
+        };
+        let stream: KStream<K, Option<V>> = self.stream_with(&[topic], nullable);
         materialize(
             &stream,
             "KTABLE-SOURCE",
             "KTABLE-SOURCE-STATE-STORE",
             materialized,
-            Arc::new(K::default_serde()),
-            Some(Arc::new(V::default_serde())),
+            key_serde,
+            Some(value_serde),
             |store, send_old| {
                 move || ops::TableSource {
                     store: store.clone(),

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{read_n, wait_until};
+use common::{read_n, sorted, wait_until};
 use weir::prelude::*;
 
 fn runtime_in(dir: &std::path::Path, broker: &Broker, commit: Duration) -> Runtime {
@@ -274,4 +274,48 @@ fn a_small_record_cache_never_exceeds_its_budget_and_loses_nothing() {
     assert!(max_used > 0);
     q.stop().unwrap();
     wait_until("stopped", || q.state() == QueryState::Stopped);
+}
+
+#[test]
+fn table_rows_carry_the_timestamp_of_the_record_that_last_updated_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::new();
+    for t in ["in", "cached", "uncached"] {
+        b.create_topic(t, 1).unwrap();
+    }
+    let builder = StreamsBuilder::new();
+    let grouped = builder.stream::<String, i64>("in").group_by_key();
+    grouped.count_with(Materialized::as_("c1")).to("cached");
+    grouped
+        .count_with(Materialized::as_("c2").without_caching())
+        .to("uncached");
+    let rt = runtime_in(dir.path(), &b, Duration::from_secs(3600));
+    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    // Out of order: stream time reaches 5000, but key "a" was last updated at 1000.
+    for (key, ts) in [("a", 3000), ("b", 5000), ("a", 1000)] {
+        b.send_at("in", &key.to_string(), &0i64, ts).unwrap();
+    }
+    read_n::<String, i64>(&b, "uncached", 3);
+    q.stop().unwrap();
+    let stamps = |topic| -> Vec<(String, i64, i64)> {
+        b.read_all::<String, i64>(topic)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.record.key, r.record.value, r.record.timestamp))
+            .collect()
+    };
+    assert_eq!(
+        stamps("uncached"),
+        vec![
+            ("a".to_string(), 1, 3000),
+            ("b".to_string(), 1, 5000),
+            ("a".to_string(), 2, 1000)
+        ]
+    );
+    // Compacted in the cache and emitted at commit: still the last update's timestamp,
+    // not the stream time at the flush.
+    assert_eq!(
+        sorted(stamps("cached")),
+        vec![("a".to_string(), 2, 1000), ("b".to_string(), 1, 5000)]
+    );
 }

@@ -64,6 +64,9 @@ pub struct StateConfig {
     /// Open files per RocksDB store (bounds table-reader memory, which sits outside the
     /// cache).
     pub rocksdb_max_open_files: usize,
+    /// Whether the RocksDB cache refuses inserts past its capacity instead of
+    /// overcommitting (see [`RuntimeConfigBuilder::rocksdb_strict_capacity`]).
+    pub rocksdb_strict_capacity: bool,
     /// The record cache's one budget across all stores of all tasks.
     pub record_cache_bytes: usize,
     /// The budget every in-memory store reserves from.
@@ -129,6 +132,7 @@ pub struct RuntimeConfigBuilder {
     rocksdb_memtable_bytes: Option<usize>,
     rocksdb_background_threads: Option<usize>,
     rocksdb_max_open_files: Option<usize>,
+    rocksdb_strict_capacity: bool,
     record_cache_bytes: Option<usize>,
     in_memory_store_bytes: Option<usize>,
 }
@@ -220,6 +224,24 @@ impl RuntimeConfigBuilder {
         self.rocksdb_max_open_files = Some(n);
         self
     }
+    /// Makes the RocksDB cache's capacity a hard limit. Default off: RocksDB then lets
+    /// the cache go over its capacity while every entry is pinned (blocks held by
+    /// running reads and iterators, pinned top-level index and filter blocks), and
+    /// evicts back under it as they are released.
+    ///
+    /// With the strict limit, a block read that cannot be cached because everything
+    /// left in the cache is pinned FAILS: the store returns
+    /// [`Error::Store`](crate::Error::Store) ("Insert failed due to LRU cache being
+    /// full"), and the query that read goes to `Failed` with that error (other queries
+    /// keep running; restarting it after raising the cache resumes from its last
+    /// commit). Memtable reservations of the write buffer manager are charged to the
+    /// cache but never refused. Choose it when exceeding the limit is worse than
+    /// failing a query; size the cache well above the pinned working set (top-level
+    /// index/filter partitions of all stores plus the blocks of concurrent reads).
+    pub fn rocksdb_strict_capacity(mut self, strict: bool) -> Self {
+        self.rocksdb_strict_capacity = strict;
+        self
+    }
     /// The record cache's budget across all stores. Default: 1/8 of the memory limit.
     pub fn record_cache_bytes(mut self, bytes: usize) -> Self {
         self.record_cache_bytes = Some(bytes);
@@ -286,6 +308,7 @@ impl RuntimeConfigBuilder {
                 .unwrap_or(rocksdb_cache_bytes / 4),
             rocksdb_background_threads: self.rocksdb_background_threads.unwrap_or(2),
             rocksdb_max_open_files: self.rocksdb_max_open_files.unwrap_or(256),
+            rocksdb_strict_capacity: self.rocksdb_strict_capacity,
             record_cache_bytes: self.record_cache_bytes.unwrap_or(memory_limit / 8),
             in_memory_store_bytes: self.in_memory_store_bytes.unwrap_or(memory_limit / 16),
         };

@@ -25,7 +25,7 @@ use crate::serde::Serde;
 use crate::state::{Dirty, Lookup};
 use crate::task::TaskCore;
 use crate::task::TaskEnv;
-use crate::topology::NodeId;
+use crate::topology::{NodeId, StoreSerdes};
 
 /// Types that can flow between processors: cloned when a processor has several
 /// children, moved between workers between batches.
@@ -165,14 +165,25 @@ impl<'a, K: Data, V: Data> ProcessorContext<'a, K, V> {
         if n == 0 {
             return Ok(());
         }
+        // Store writes made while a child processes this record carry its timestamp.
+        let saved = self.core.env.record_timestamp;
+        let ts = record.timestamp;
         for i in 0..n - 1 {
             let child = self.core.children[self.node][i];
             let mut slot: Option<Record<K, V>> = Some(record.clone());
-            self.core.dispatch(child, &mut slot as &mut dyn Any)?;
+            self.core.env.record_timestamp = ts;
+            let r = self.core.dispatch(child, &mut slot as &mut dyn Any);
+            if r.is_err() {
+                self.core.env.record_timestamp = saved;
+                return r;
+            }
         }
         let child = self.core.children[self.node][n - 1];
         let mut slot: Option<Record<K, V>> = Some(record);
-        self.core.dispatch(child, &mut slot as &mut dyn Any)
+        self.core.env.record_timestamp = ts;
+        let r = self.core.dispatch(child, &mut slot as &mut dyn Any);
+        self.core.env.record_timestamp = saved;
+        r
     }
 
     /// Forwards a record to the named child only.
@@ -183,8 +194,12 @@ impl<'a, K: Data, V: Data> ProcessorContext<'a, K, V> {
             .find(|c| self.core.names[*c] == child);
         match found {
             Some(c) => {
+                let saved = self.core.env.record_timestamp;
+                self.core.env.record_timestamp = record.timestamp;
                 let mut slot: Option<Record<K, V>> = Some(record);
-                self.core.dispatch(c, &mut slot as &mut dyn Any)
+                let r = self.core.dispatch(c, &mut slot as &mut dyn Any);
+                self.core.env.record_timestamp = saved;
+                r
             }
             None => Err(Error::Topology(format!(
                 "processor '{}' has no child named '{child}'",
@@ -303,13 +318,10 @@ impl<K, V> ProcessorContext<'_, K, V> {
         Ok(idx)
     }
 
-    fn store_serdes<SK: 'static, SV: 'static>(
-        &self,
-        idx: usize,
-    ) -> Result<(Arc<dyn Serde<SK>>, Arc<dyn Serde<SV>>)> {
+    fn store_serdes<SK: 'static, SV: 'static>(&self, idx: usize) -> Result<StoreSerdes<SK, SV>> {
         let st = &self.core.env.stores[idx];
         st.serdes
-            .downcast_ref::<(Arc<dyn Serde<SK>>, Arc<dyn Serde<SV>>)>()
+            .downcast_ref::<StoreSerdes<SK, SV>>()
             .cloned()
             .ok_or_else(|| {
                 Error::Topology(format!("store '{}' has serdes of other types", st.name))
@@ -365,7 +377,7 @@ impl<K, V> ProcessorContext<'_, K, V> {
         let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
         let owner = self.node;
         let store = name.to_string();
-        let forwarder: crate::task::Forwarder = Arc::new(move |core, key, new, old| {
+        let forwarder: crate::task::Forwarder = Arc::new(move |core, key, new, old, timestamp| {
             let corrupt = |e: Error| Error::Store {
                 store: store.clone(),
                 message: format!("cannot read a stored entry: {e}"),
@@ -379,9 +391,14 @@ impl<K, V> ProcessorContext<'_, K, V> {
                 .map(|b| value_serde.deserialize(Some(b)))
                 .transpose()
                 .map_err(corrupt)?;
-            let record = Record::new(key, Change { new, old }, core.env.stream_time);
+            let record = Record::new(key, Change { new, old }, timestamp);
             ProcessorContext::<SK, Change<SV>>::new(core, owner).forward(record)
         });
+        // Nothing downstream: changes are only stored (no decoding, no old values read).
+        if self.core.children[owner].is_empty() {
+            self.core.env.stores[idx].forwarder = None;
+            return Ok(());
+        }
         self.core.env.stores[idx].forwarder = Some(forwarder);
         self.core.env.stores[idx].forward_old = send_old;
         Ok(())
@@ -465,14 +482,16 @@ impl<K: 'static, V: 'static> StoreHandle<'_, K, V> {
 
     fn write(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) -> Result<()> {
         let idx = self.idx;
+        let timestamp = self.env.record_timestamp;
         let dirty = if self.cached() {
             let cache = self.env.cache.as_mut().expect("cached() checked");
-            cache.put(idx, &k, v)
+            cache.put(idx, k, v, timestamp)
         } else {
             vec![Dirty {
                 store: idx,
                 key: k,
                 value: v,
+                timestamp,
             }]
         };
         self.env.apply_dirty(dirty)

@@ -30,6 +30,9 @@ use crate::topology::{NodeKind, StoreKind, Topology};
 
 static NEXT_QUERY: AtomicU64 = AtomicU64::new(1);
 
+/// A task built for a starting query, with the slot its run-queue entry points to.
+type BuiltTask = (TaskId, TaskInner, Arc<OnceLock<Weak<Task>>>);
+
 /// What the tasks share: configuration, the pool and its run queue, the I/O thread.
 pub(crate) struct RuntimeCore {
     pub(crate) config: RuntimeConfig,
@@ -322,12 +325,7 @@ impl Runtime {
         let budget = Arc::new(ByteBudget::new(config.queue_max_bytes));
         let io_stats = Arc::new(IoStats::default());
         let sc = config.state;
-        let state = StateEnv::new(
-            sc.rocksdb_cache_bytes,
-            sc.rocksdb_memtable_bytes,
-            sc.rocksdb_background_threads,
-            sc.rocksdb_max_open_files,
-        )?;
+        let state = StateEnv::from_config(&sc)?;
         let in_memory_budget = Arc::new(ByteBudget::new(sc.in_memory_store_bytes));
         let record_cache = RecordCache::new(sc.record_cache_bytes);
         let io = IoThread {
@@ -569,7 +567,7 @@ impl Runtime {
             Arc::new(topology.nodes.iter().map(|n| n.kind.clone()).collect());
         let query_name: Arc<str> = Arc::from(name);
 
-        let mut built: Vec<(TaskId, TaskInner, Arc<OnceLock<Weak<Task>>>)> = Vec::new();
+        let mut built: Vec<BuiltTask> = Vec::new();
         let mut bindings_spec = Vec::new();
         for (si, st) in subs.iter().enumerate() {
             let partitions = counts[si].unwrap_or(0);
@@ -594,6 +592,7 @@ impl Runtime {
                         application_id: Arc::from(cfg.application_id.as_str()),
                         metadata: None,
                         stream_time: i64::MIN,
+                        record_timestamp: 0,
                         punctuators: Vec::new(),
                         next_punctuator: 0,
                         broker: broker.clone(),

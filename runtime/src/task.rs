@@ -32,7 +32,7 @@ use crate::processor::{Node, Punctuation, PunctuationType, PunctuatorEntry, Task
 use crate::queue::PartitionQueue;
 use crate::record::{RecordMetadata, now_millis};
 use crate::runtime::{QueryShared, RuntimeCore};
-use crate::state::{Dirty, KeyValueStore, TaskCache};
+use crate::state::{BatchEntry, Dirty, KeyValueStore, TaskCache};
 use crate::topology::{NodeId, NodeKind};
 
 /// What processors see of their task besides the graph.
@@ -42,6 +42,9 @@ pub(crate) struct TaskEnv {
     pub(crate) application_id: Arc<str>,
     pub(crate) metadata: Option<RecordMetadata>,
     pub(crate) stream_time: i64,
+    /// Timestamp of the record being processed (the punctuation time inside a
+    /// punctuator): store writes carry it, and so do the changes they forward.
+    pub(crate) record_timestamp: i64,
     pub(crate) punctuators: Vec<PunctuatorEntry>,
     pub(crate) next_punctuator: u64,
     pub(crate) broker: Broker,
@@ -62,37 +65,84 @@ pub(crate) struct PendingForward {
     key: Vec<u8>,
     new: Option<Vec<u8>>,
     old: Option<Vec<u8>>,
+    timestamp: i64,
 }
 
-/// Deserializes a change of a store and forwards it to the owning node's children.
-pub(crate) type Forwarder =
-    Arc<dyn Fn(&mut TaskCore, &[u8], Option<&[u8]>, Option<&[u8]>) -> Result<()> + Send + Sync>;
+/// Deserializes a change of a store (key, new, old, timestamp) and forwards it to the
+/// owning node's children.
+pub(crate) type Forwarder = Arc<
+    dyn Fn(&mut TaskCore, &[u8], Option<&[u8]>, Option<&[u8]>, i64) -> Result<()> + Send + Sync,
+>;
 
 impl TaskEnv {
-    /// Writes entries the cache let go of to their stores; queues the forwards of
-    /// forwarding stores (with the value each replaces).
+    /// Writes entries the cache let go of to their stores, one write batch per store;
+    /// queues the forwards of forwarding stores (with the value each replaces, read
+    /// before the batch is written). `dirty` holds each key of a store at most once,
+    /// as the cache hands them out.
     pub(crate) fn apply_dirty(&mut self, dirty: Vec<Dirty>) -> Result<()> {
-        for d in dirty {
-            let st = &mut self.stores[d.store];
-            let old = if st.forwarder.is_some() && st.forward_old {
-                st.store.get(&d.key)?
-            } else {
-                None
-            };
-            match &d.value {
-                Some(v) => st.store.put(&d.key, v)?,
-                None => st.store.delete(&d.key)?,
+        match dirty.len() {
+            0 => return Ok(()),
+            1 => {
+                let d = dirty.into_iter().next().expect("one entry");
+                let st = &mut self.stores[d.store];
+                let old = match (&st.forwarder, st.forward_old) {
+                    (Some(_), true) => st.store.get(&d.key)?,
+                    _ => None,
+                };
+                match &d.value {
+                    Some(v) => st.store.put(&d.key, v)?,
+                    None => st.store.delete(&d.key)?,
+                }
+                if st.forwarder.is_some() {
+                    self.queue_forward(d, old);
+                }
+                return Ok(());
             }
+            _ => {}
+        }
+        let mut by_store: Vec<Vec<Dirty>> = Vec::new();
+        for d in dirty {
+            if by_store.len() <= d.store {
+                by_store.resize_with(d.store + 1, Vec::new);
+            }
+            by_store[d.store].push(d);
+        }
+        for (idx, entries) in by_store.into_iter().enumerate() {
+            if entries.is_empty() {
+                continue;
+            }
+            let st = &mut self.stores[idx];
+            let olds = match (&st.forwarder, st.forward_old) {
+                (Some(_), true) => entries
+                    .iter()
+                    .map(|d| st.store.get(&d.key))
+                    .collect::<Result<Vec<_>>>()?,
+                _ => Vec::new(),
+            };
+            let batch: Vec<BatchEntry<'_>> = entries
+                .iter()
+                .map(|d| (d.key.as_slice(), d.value.as_deref()))
+                .collect();
+            st.store.write_batch(&batch)?;
             if st.forwarder.is_some() {
-                self.pending_forwards.push_back(PendingForward {
-                    store: d.store,
-                    key: d.key,
-                    new: d.value,
-                    old,
-                });
+                let mut olds = olds.into_iter();
+                for d in entries {
+                    let old = olds.next().flatten();
+                    self.queue_forward(d, old);
+                }
             }
         }
         Ok(())
+    }
+
+    fn queue_forward(&mut self, d: Dirty, old: Option<Vec<u8>>) {
+        self.pending_forwards.push_back(PendingForward {
+            store: d.store,
+            key: d.key,
+            new: d.value,
+            old,
+            timestamp: d.timestamp,
+        });
     }
 }
 
@@ -101,7 +151,7 @@ pub(crate) struct TaskStore {
     pub(crate) name: String,
     pub(crate) store: Box<dyn KeyValueStore>,
     pub(crate) types: (std::any::TypeId, std::any::TypeId),
-    /// `(Arc<dyn Serde<K>>, Arc<dyn Serde<V>>)`, erased.
+    /// [`StoreSerdes<K, V>`](crate::topology::StoreSerdes), erased.
     pub(crate) serdes: Arc<dyn Any + Send + Sync>,
     pub(crate) processors: Vec<NodeId>,
     /// Whether reads and writes go through the record cache.
@@ -154,7 +204,13 @@ impl TaskCore {
             let Some(f) = self.env.stores[p.store].forwarder.clone() else {
                 continue;
             };
-            f(self, &p.key, p.new.as_deref(), p.old.as_deref())?;
+            f(
+                self,
+                &p.key,
+                p.new.as_deref(),
+                p.old.as_deref(),
+                p.timestamp,
+            )?;
         }
         Ok(())
     }
@@ -203,6 +259,8 @@ impl TaskCore {
     fn punctuate_node(&mut self, node: NodeId, p: &Punctuation) -> Result<()> {
         let mut n = self.take(node)?;
         let prev = self.current.replace(node);
+        // Inside a punctuator, "the record's timestamp" is the punctuation time.
+        self.env.record_timestamp = p.timestamp;
         let r = n.punctuate(p, self, node);
         self.current = prev;
         self.nodes[node] = Some(n);

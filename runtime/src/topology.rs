@@ -114,6 +114,21 @@ impl<K, V> SourceSpec<K, V> {
         self.handler = Some(handler);
         self
     }
+
+    /// The key serde.
+    pub fn key_serde(&self) -> &Arc<dyn Serde<K>> {
+        &self.key_serde
+    }
+
+    /// The value serde.
+    pub fn value_serde(&self) -> &Arc<dyn Serde<V>> {
+        &self.value_serde
+    }
+
+    /// The deserialization handler this source overrides the runtime's with, if any.
+    pub fn handler(&self) -> Option<DeserializationHandler> {
+        self.handler
+    }
 }
 
 /// How a sink writes its topic.
@@ -219,6 +234,9 @@ impl<K, V> StoreSpec<K, V> {
     }
 }
 
+/// A store's key and value serdes, as the topology keeps them (type-erased in `Any`).
+pub(crate) type StoreSerdes<K, V> = (Arc<dyn Serde<K>>, Arc<dyn Serde<V>>);
+
 /// A store as the topology keeps it: typed serdes erased.
 #[derive(Clone)]
 pub(crate) struct StoreDef {
@@ -226,7 +244,7 @@ pub(crate) struct StoreDef {
     pub(crate) kind: StoreKind,
     pub(crate) caching: bool,
     pub(crate) types: (TypeId, TypeId),
-    /// `(Arc<dyn Serde<K>>, Arc<dyn Serde<V>>)`, erased.
+    /// [`StoreSerdes<K, V>`], erased.
     pub(crate) serdes: Arc<dyn Any + Send + Sync>,
     pub(crate) processors: Vec<NodeId>,
 }
@@ -457,7 +475,7 @@ impl Topology {
                 spec.name
             )));
         }
-        let serdes: (Arc<dyn Serde<K>>, Arc<dyn Serde<V>>) = (spec.key_serde, spec.value_serde);
+        let serdes: StoreSerdes<K, V> = (spec.key_serde, spec.value_serde);
         self.stores.push(StoreDef {
             name: spec.name.clone(),
             kind: spec.kind,
@@ -682,6 +700,7 @@ impl<K: Data, V: Data> Node for SourceNode<K, V> {
         };
         // A source with no children (a stream nobody consumes yet) just drops records.
         let n = core.children[me].len();
+        core.env.record_timestamp = view.timestamp;
         for i in 0..n.saturating_sub(1) {
             let mut copy = Some(record.clone());
             core.dispatch(core.children[me][i], &mut copy as &mut dyn Any)?;

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use weir_runtime::Error;
 use weir_runtime::queue::ByteBudget;
-use weir_runtime::state::{InMemoryStore, KeyValueStore, StateEnv};
+use weir_runtime::state::{BatchEntry, InMemoryStore, KeyValueStore, StateEnv};
+use weir_runtime::{Error, StateConfig};
 
 fn env() -> StateEnv {
     StateEnv::new(64 << 20, 16 << 20, 2, 64).unwrap()
@@ -72,7 +72,11 @@ fn check(
             model.remove(k);
         }
         Op::Batch(entries) => {
-            store.write_batch(entries).unwrap();
+            let batch: Vec<BatchEntry<'_>> = entries
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                .collect();
+            store.write_batch(&batch).unwrap();
             for (k, v) in entries {
                 match v {
                     Some(v) => model.insert(k.clone(), v.clone()),
@@ -212,10 +216,8 @@ fn in_memory_store_refuses_past_its_budget_and_changes_nothing() {
     );
     assert!(err.to_string().contains("state budget"), "{err}");
     assert_eq!(store.get(b"b").unwrap(), None);
-    let batch = vec![
-        (b"c".to_vec(), Some(vec![0u8; 300])),
-        (b"d".to_vec(), Some(vec![0u8; 300])),
-    ];
+    let big = [0u8; 300];
+    let batch: Vec<BatchEntry<'_>> = vec![(b"c", Some(&big)), (b"d", Some(&big))];
     assert!(store.write_batch(&batch).is_err());
     assert_eq!(
         store.all().unwrap().len(),
@@ -240,4 +242,72 @@ fn bad_state_settings_are_refused() {
     assert!(StateEnv::new(1 << 20, 0, 1, 64).is_err());
     assert!(StateEnv::new(4 << 20, 1 << 20, 0, 64).is_err());
     assert!(StateEnv::new(4 << 20, 1 << 20, 1, 4).is_err());
+}
+
+/// A strict cache refuses to go over its capacity: when memtable reservations of the
+/// write buffer manager pin the whole cache, a read that must cache a data block fails
+/// with a store error (and succeeds again once memtables are flushed). Without the
+/// strict limit, the same reads succeed by overcommitting the cache.
+#[test]
+fn a_strict_cache_fails_reads_instead_of_overcommitting() {
+    for strict in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        // One cache shard (RocksDB shards caches of 1 MiB and more) with room for two
+        // of the write buffer manager's 256 KiB reservations and little else.
+        let cap = (512 + 4) << 10;
+        let env = StateEnv::from_config(&StateConfig {
+            rocksdb_cache_bytes: cap,
+            rocksdb_memtable_bytes: 512 << 10,
+            rocksdb_background_threads: 1,
+            rocksdb_max_open_files: 64,
+            rocksdb_strict_capacity: strict,
+            record_cache_bytes: 0,
+            in_memory_store_bytes: 0,
+        })
+        .unwrap();
+        // A flushed store: its reads need data blocks from the cache.
+        let mut cold = env.open_store("cold", &dir.path().join("cold")).unwrap();
+        let value = vec![3u8; 100];
+        for k in 0..2000u32 {
+            cold.put(&k.to_be_bytes(), &value).unwrap();
+        }
+        cold.flush().unwrap();
+        // Unflushed memtables in four other stores, past one reservation and under the
+        // flush trigger (7/8 of the memtable budget): two reservations pin the cache.
+        let mut hot: Vec<_> = (0..4)
+            .map(|i| {
+                env.open_store(&format!("hot{i}"), &dir.path().join(format!("hot{i}")))
+                    .unwrap()
+            })
+            .collect();
+        let mut k = 0u32;
+        while env.usage().memtable_bytes < 300 << 10 {
+            hot[(k % 4) as usize].put(&k.to_be_bytes(), &value).unwrap();
+            k += 1;
+        }
+        let pinned = env.usage();
+        let reads: Vec<_> = (0..2000u32).map(|k| cold.get(&k.to_be_bytes())).collect();
+        let failed: Vec<_> = reads.iter().filter_map(|r| r.as_ref().err()).collect();
+        let after = env.usage();
+        eprintln!(
+            "strict={strict}: {pinned:?} -> {after:?}, {} of 2000 reads failed",
+            failed.len()
+        );
+        if strict {
+            assert!(!failed.is_empty(), "{pinned:?}");
+            assert!(after.cache_usage <= cap, "{after:?}");
+            let e = failed[0].to_string();
+            assert!(e.contains("cold") && e.contains("cache"), "{e}");
+            // Flushing the memtables releases their reservations: reads work again.
+            for h in &mut hot {
+                h.flush().unwrap();
+            }
+            assert_eq!(
+                cold.get(&7u32.to_be_bytes()).unwrap().as_deref(),
+                Some(&value[..])
+            );
+        } else {
+            assert!(failed.is_empty(), "{failed:?}");
+        }
+    }
 }

@@ -33,25 +33,40 @@ fn main() -> Result<()> {
     let data_dir = tempfile_dir("weir-w1-broker");
     let broker = Broker::with_log_dir(&data_dir)?;
     broker.create_topic("events", 4)?;
+    // Values are random printable bytes, so RocksDB's compression does not flatter the
+    // figures; the broker is preloaded in batches of at most 1 MiB per partition, so the
+    // preload's own buffers stay small next to the runtime's memory.
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut batches: Vec<Vec<RawRecord>> = (0..4).map(|_| Vec::new()).collect();
-    let value = vec![b'v'; value_bytes];
-    for i in 0..records {
+    let mut next = move || {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let key = (rng % keys).to_be_bytes();
+        rng
+    };
+    let mut batches: Vec<(Vec<RawRecord>, usize)> = (0..4).map(|_| (Vec::new(), 0)).collect();
+    for i in 0..records {
+        let key = (next() % keys).to_be_bytes();
+        let mut value = vec![0u8; value_bytes];
+        for chunk in value.chunks_mut(8) {
+            let r = next().to_le_bytes();
+            for (b, r) in chunk.iter_mut().zip(r) {
+                *b = b'!' + r % 94;
+            }
+        }
         let p = weir::runtime::partitioner::partition_for_key(&key, 4) as usize;
-        batches[p].push(Record::new(
+        let (batch, bytes) = &mut batches[p];
+        *bytes += value_bytes + key.len();
+        batch.push(Record::new(
             Some(key.to_vec().into()),
-            Some(value.clone().into()),
+            Some(value.into()),
             i as i64,
         ));
-        if batches[p].len() == 16 * 1024 {
-            broker.append("events", p as u32, batches[p].drain(..))?;
+        if *bytes >= 1 << 20 {
+            broker.append("events", p as u32, batch.drain(..))?;
+            *bytes = 0;
         }
     }
-    for (p, b) in batches.into_iter().enumerate() {
+    for (p, (b, _)) in batches.into_iter().enumerate() {
         broker.append("events", p as u32, b)?;
     }
     let preload_rss = peak_rss_bytes().unwrap_or(0);

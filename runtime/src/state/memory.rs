@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::{KeyValue, KeyValueStore, prefix_end};
+use super::{BatchEntry, KeyValue, KeyValueStore, prefix_end};
 use crate::error::{Error, Result};
 use crate::queue::ByteBudget;
 
@@ -100,12 +100,12 @@ impl KeyValueStore for InMemoryStore {
         Ok(())
     }
 
-    fn write_batch(&mut self, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+    fn write_batch(&mut self, entries: &[BatchEntry<'_>]) -> Result<()> {
         // The last write of each key wins; reserve the net growth first, so a refused
         // batch changes nothing.
-        let mut last: HashMap<&[u8], Option<&Vec<u8>>> = HashMap::new();
-        for (k, v) in entries {
-            last.insert(k, v.as_ref());
+        let mut last: HashMap<&[u8], Option<&[u8]>> = HashMap::new();
+        for &(k, v) in entries {
+            last.insert(k, v);
         }
         let grow: isize = last
             .iter()
@@ -120,7 +120,7 @@ impl KeyValueStore for InMemoryStore {
         }
         for (k, v) in last {
             match v {
-                Some(v) => self.map.insert(k.to_vec(), v.clone()),
+                Some(v) => self.map.insert(k.to_vec(), v.to_vec()),
                 None => self.map.remove(k),
             };
         }

@@ -15,10 +15,11 @@
 //! growing past the limit.
 
 mod cache;
+mod ffi;
 mod memory;
 mod rocks;
 
-pub use cache::{CacheStats, Dirty, Lookup, RecordCache, TaskCache, Waker};
+pub use cache::{CacheStats, Dirty, ENTRY_OVERHEAD, Lookup, RecordCache, TaskCache, Waker};
 pub use memory::InMemoryStore;
 pub use rocks::{RocksDbStore, StateEnv, StateUsage};
 
@@ -26,6 +27,9 @@ use crate::error::Result;
 
 /// A key and a value, owned.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// One write of a batch: a key and its new value (`None` deletes the key).
+pub type BatchEntry<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// A byte-level key-value store: the trait both RocksDB and in-memory stores implement.
 pub trait KeyValueStore: Send {
@@ -37,8 +41,9 @@ pub trait KeyValueStore: Send {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
     /// Removes `key` (no error if absent).
     fn delete(&mut self, key: &[u8]) -> Result<()>;
-    /// Applies puts (`Some`) and deletes (`None`) in one atomic batch.
-    fn write_batch(&mut self, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()>;
+    /// Applies puts (`Some`) and deletes (`None`) in one atomic batch; the last write
+    /// of a key wins.
+    fn write_batch(&mut self, entries: &[BatchEntry<'_>]) -> Result<()>;
     /// Entries with `from <= key < to`, in key order.
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>>;
     /// Entries whose key starts with `prefix`, in key order.

@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use rocksdb::{
-    BlockBasedIndexType, BlockBasedOptions, Cache, DB, DBCompressionType, Direction, Env,
-    IteratorMode, Options, ReadOptions, WriteBatch, WriteBufferManager, WriteOptions,
+    DB, DBCompressionType, Direction, Env, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions,
 };
 
-use super::{KeyValue, KeyValueStore, prefix_end};
+use super::ffi::{RawCache, RawWriteBufferManager, TableOptions};
+use super::{BatchEntry, KeyValue, KeyValueStore, prefix_end};
+use crate::config::StateConfig;
 use crate::error::{Error, Result};
 
 /// Where the bytes of every RocksDB instance of a runtime are, next to their bound.
@@ -36,9 +38,13 @@ pub struct StateUsage {
 }
 
 struct Inner {
-    cache: Cache,
-    wbm: WriteBufferManager,
+    // Field order is drop order: the manager goes before the cache it is charged to
+    // (each also holds a reference of its own on the C++ side).
+    wbm: RawWriteBufferManager,
+    cache: RawCache,
     env: Env,
+    table: TableOptions,
+    strict: bool,
     cache_bytes: usize,
     memtable_bytes: usize,
     max_open_files: i32,
@@ -57,6 +63,7 @@ impl std::fmt::Debug for StateEnv {
         f.debug_struct("StateEnv")
             .field("cache_bytes", &self.inner.cache_bytes)
             .field("memtable_bytes", &self.inner.memtable_bytes)
+            .field("strict", &self.inner.strict)
             .finish()
     }
 }
@@ -64,12 +71,41 @@ impl std::fmt::Debug for StateEnv {
 impl StateEnv {
     /// One LRU cache of `cache_bytes`, a write buffer manager of `memtable_bytes` charged
     /// to it, `background_threads` shared flush and compaction threads, and
-    /// `max_open_files` per store.
+    /// `max_open_files` per store. The cache may overcommit while all of it is pinned
+    /// ([`StateEnv::from_config`] offers the strict limit).
     pub fn new(
         cache_bytes: usize,
         memtable_bytes: usize,
         background_threads: usize,
         max_open_files: usize,
+    ) -> Result<Self> {
+        Self::build(
+            cache_bytes,
+            memtable_bytes,
+            background_threads,
+            max_open_files,
+            false,
+        )
+    }
+
+    /// The env a runtime's [`StateConfig`] describes, including
+    /// `rocksdb_strict_capacity`.
+    pub fn from_config(c: &StateConfig) -> Result<Self> {
+        Self::build(
+            c.rocksdb_cache_bytes,
+            c.rocksdb_memtable_bytes,
+            c.rocksdb_background_threads,
+            c.rocksdb_max_open_files,
+            c.rocksdb_strict_capacity,
+        )
+    }
+
+    fn build(
+        cache_bytes: usize,
+        memtable_bytes: usize,
+        background_threads: usize,
+        max_open_files: usize,
+        strict: bool,
     ) -> Result<Self> {
         if memtable_bytes == 0 || memtable_bytes > cache_bytes {
             return Err(Error::Config(format!(
@@ -81,17 +117,13 @@ impl StateEnv {
                 "rocksdb needs at least 1 background thread and max_open_files >= 16".into(),
             ));
         }
-        let cache = Cache::new_lru_cache(cache_bytes);
+        let cache = RawCache::lru(cache_bytes, strict)?;
         // No stalling: with many instances, a stalled writer waits for memtables of
         // other instances that nobody flushes (RocksDB flushes only the instance being
         // written), and a worker would wait forever. Without stalling, an instance
         // flushes its own memtable when the manager is over its bound, each memtable
         // is small (below), and every commit flushes all of them.
-        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
-            memtable_bytes,
-            false,
-            cache.clone(),
-        );
+        let wbm = RawWriteBufferManager::new(memtable_bytes, &cache, false)?;
         let mut env = Env::new().map_err(|e| Error::Config(format!("rocksdb env: {e}")))?;
         let threads = i32::try_from(background_threads).unwrap_or(i32::MAX);
         // Flushes run in the high-priority pool, compactions in the low one; both are
@@ -100,9 +132,15 @@ impl StateEnv {
         env.set_low_priority_background_threads(threads);
         Ok(StateEnv {
             inner: Arc::new(Inner {
-                cache,
                 wbm,
+                cache,
                 env,
+                table: TableOptions {
+                    block_size: 16 * 1024,
+                    metadata_block_size: 4096,
+                    bloom_bits_per_key: 10.0,
+                },
+                strict,
                 cache_bytes,
                 memtable_bytes,
                 max_open_files: i32::try_from(max_open_files).unwrap_or(i32::MAX),
@@ -115,25 +153,10 @@ impl StateEnv {
     /// Options every store opens with.
     fn options(&self) -> Options {
         let i = &self.inner;
-        let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&i.cache);
-        // Index and filter blocks live in the cache (bounded), at high priority; only the
-        // top level of the partitioned index/filter stays pinned. L0 blocks are not
-        // pinned: pinned L0 index/filter grows with data outside the bound.
-        table.set_cache_index_and_filter_blocks(true);
-        table.set_cache_index_and_filter_blocks_with_high_priority(true);
-        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
-        table.set_partition_filters(true);
-        table.set_metadata_block_size(4096);
-        table.set_pin_top_level_index_and_filter(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(false);
-        table.set_bloom_filter(10.0, false);
-        table.set_block_size(16 * 1024);
-
         let mut opts = Options::default();
         opts.create_if_missing(true);
-        opts.set_block_based_table_factory(&table);
-        opts.set_write_buffer_manager(&i.wbm);
+        i.table.apply(&mut opts, &i.cache);
+        i.wbm.apply(&mut opts);
         opts.set_env(&i.env);
         opts.set_max_open_files(i.max_open_files);
         opts.set_max_background_jobs(i.background_threads + 1);
@@ -194,11 +217,11 @@ impl StateEnv {
             })
             .sum::<u64>() as usize;
         StateUsage {
-            cache_capacity: i.cache_bytes,
-            cache_usage: i.cache.get_usage(),
-            cache_pinned: i.cache.get_pinned_usage(),
-            memtable_bytes: i.wbm.get_usage(),
-            memtable_limit: i.wbm.get_buffer_size(),
+            cache_capacity: i.cache.capacity(),
+            cache_usage: i.cache.usage(),
+            cache_pinned: i.cache.pinned_usage(),
+            memtable_bytes: i.wbm.usage(),
+            memtable_limit: i.wbm.buffer_size(),
             table_readers,
             open_stores: open.len(),
         }
@@ -280,9 +303,9 @@ impl KeyValueStore for RocksDbStore {
             .map_err(|e| self.err(e))
     }
 
-    fn write_batch(&mut self, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {
+    fn write_batch(&mut self, entries: &[BatchEntry<'_>]) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for (k, v) in entries {
+        for &(k, v) in entries {
             match v {
                 Some(v) => batch.put(k, v),
                 None => batch.delete(k),
