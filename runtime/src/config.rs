@@ -204,7 +204,7 @@ impl RuntimeConfigBuilder {
     }
 
     /// The RocksDB block cache shared by all stores (memtables are charged to it).
-    /// Default: 1/2 of the memory limit.
+    /// Default: 3/8 of the memory limit.
     pub fn rocksdb_cache_bytes(mut self, bytes: usize) -> Self {
         self.rocksdb_cache_bytes = Some(bytes);
         self
@@ -242,7 +242,12 @@ impl RuntimeConfigBuilder {
         self.rocksdb_strict_capacity = strict;
         self
     }
-    /// The record cache's budget across all stores. Default: 1/8 of the memory limit.
+    /// The record cache's budget across all stores. Default: 1/4 of the memory limit.
+    ///
+    /// Byte for byte, the record cache does more for a write-heavy aggregation than the
+    /// block cache: it keeps single entries (a block cache keeps 16 KiB blocks) and
+    /// absorbs repeated updates before they reach RocksDB. W1 at 512 MiB: 395 k
+    /// records/s with 1/8 here and 1/2 for RocksDB, 453 k with the defaults.
     pub fn record_cache_bytes(mut self, bytes: usize) -> Self {
         self.record_cache_bytes = Some(bytes);
         self
@@ -300,7 +305,7 @@ impl RuntimeConfigBuilder {
         if commit_interval.is_zero() {
             return Err(Error::Config("commit_interval must be positive".into()));
         }
-        let rocksdb_cache_bytes = self.rocksdb_cache_bytes.unwrap_or(memory_limit / 2);
+        let rocksdb_cache_bytes = self.rocksdb_cache_bytes.unwrap_or(memory_limit / 8 * 3);
         let state = StateConfig {
             rocksdb_cache_bytes,
             rocksdb_memtable_bytes: self
@@ -309,7 +314,7 @@ impl RuntimeConfigBuilder {
             rocksdb_background_threads: self.rocksdb_background_threads.unwrap_or(2),
             rocksdb_max_open_files: self.rocksdb_max_open_files.unwrap_or(256),
             rocksdb_strict_capacity: self.rocksdb_strict_capacity,
-            record_cache_bytes: self.record_cache_bytes.unwrap_or(memory_limit / 8),
+            record_cache_bytes: self.record_cache_bytes.unwrap_or(memory_limit / 4),
             in_memory_store_bytes: self.in_memory_store_bytes.unwrap_or(memory_limit / 16),
         };
         let zones = [
@@ -382,9 +387,10 @@ mod tests {
         assert_eq!(c.memory_limit(), 1 << 30);
         assert_eq!(c.queue_max_bytes(), 64 << 20);
         assert_eq!(c.queue_max_records_per_partition(), 1000);
-        assert_eq!(c.state().rocksdb_cache_bytes, 512 << 20);
-        assert_eq!(c.state().rocksdb_memtable_bytes, 128 << 20);
-        assert_eq!(c.state().record_cache_bytes, 128 << 20);
+        assert_eq!(c.state().rocksdb_cache_bytes, 384 << 20);
+        assert_eq!(c.state().rocksdb_memtable_bytes, 96 << 20);
+        assert_eq!(c.state().record_cache_bytes, 256 << 20);
+        assert!(!c.state().rocksdb_strict_capacity);
         assert_eq!(c.state().in_memory_store_bytes, 64 << 20);
         assert!(c.state_dir().is_dir());
     }

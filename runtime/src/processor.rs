@@ -502,14 +502,7 @@ impl<K: 'static, V: 'static> StoreHandle<'_, K, V> {
         if !self.cached() {
             return Ok(());
         }
-        let idx = self.idx;
-        let dirty = self
-            .env
-            .cache
-            .as_mut()
-            .map(|c| c.flush_store(idx))
-            .unwrap_or_default();
-        self.env.apply_dirty(dirty)
+        self.env.flush_cache(Some(self.idx))
     }
 
     /// The value of `key`.

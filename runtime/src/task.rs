@@ -119,11 +119,11 @@ impl TaskEnv {
                     .collect::<Result<Vec<_>>>()?,
                 _ => Vec::new(),
             };
-            let batch: Vec<BatchEntry<'_>> = entries
+            let mut batch: Vec<BatchEntry<'_>> = entries
                 .iter()
                 .map(|d| (d.key.as_slice(), d.value.as_deref()))
                 .collect();
-            st.store.write_batch(&batch)?;
+            write_sorted(&mut *st.store, &mut batch)?;
             if st.forwarder.is_some() {
                 let mut olds = olds.into_iter();
                 for d in entries {
@@ -135,6 +135,40 @@ impl TaskEnv {
         Ok(())
     }
 
+    /// Writes the record cache's dirty entries (of store `only`, or of all) to their
+    /// stores. Entries of stores that forward nothing go straight from the cache into
+    /// key-sorted write batches of about [`FLUSH_BATCH_BYTES`], uncopied; those of
+    /// forwarding stores are copied once, to go downstream, through
+    /// [`TaskEnv::apply_dirty`].
+    pub(crate) fn flush_cache(&mut self, only: Option<usize>) -> Result<()> {
+        let Some(cache) = self.cache.as_mut() else {
+            return Ok(());
+        };
+        let stores = &mut self.stores;
+        let mut batches: Vec<(Vec<BatchEntry<'_>>, usize)> =
+            stores.iter().map(|_| (Vec::new(), 0)).collect();
+        let mut forwarded = Vec::new();
+        cache.flush_each(only, |f| {
+            if stores[f.store].forwarder.is_some() {
+                forwarded.push(f.to_dirty());
+                return Ok(());
+            }
+            let (batch, bytes) = &mut batches[f.store];
+            *bytes += f.key.len() + f.value.map_or(0, <[u8]>::len);
+            batch.push((f.key, f.value));
+            if *bytes >= FLUSH_BATCH_BYTES {
+                *bytes = 0;
+                write_sorted(&mut *stores[f.store].store, batch)?;
+            }
+            Ok::<(), Error>(())
+        })?;
+        for (idx, (batch, _)) in batches.iter_mut().enumerate() {
+            write_sorted(&mut *stores[idx].store, batch)?;
+        }
+        drop(batches);
+        self.apply_dirty(forwarded)
+    }
+
     fn queue_forward(&mut self, d: Dirty, old: Option<Vec<u8>>) {
         self.pending_forwards.push_back(PendingForward {
             store: d.store,
@@ -144,6 +178,22 @@ impl TaskEnv {
             timestamp: d.timestamp,
         });
     }
+}
+
+/// Bytes of keys and values per write batch when the record cache is flushed.
+const FLUSH_BATCH_BYTES: usize = 4 << 20;
+
+/// Writes `batch` (if not empty) in key order and clears it. In key order, RocksDB
+/// inserts each key into the memtable's skip list next to the previous one instead of
+/// searching from the top: that search was a third of the workers' time in W1.
+fn write_sorted(store: &mut dyn KeyValueStore, batch: &mut Vec<BatchEntry<'_>>) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    batch.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let r = store.write_batch(batch);
+    batch.clear();
+    r
 }
 
 /// One store instance of a task.
@@ -439,9 +489,7 @@ impl TaskInner {
     /// The commit protocol: record cache (writing and forwarding), then stores, then
     /// sinks, then offsets.
     fn commit(&mut self, group: &str, broker: &Broker) -> Result<()> {
-        if let Some(dirty) = self.core.env.cache.as_mut().map(TaskCache::flush) {
-            self.core.env.apply_dirty(dirty)?;
-        }
+        self.core.env.flush_cache(None)?;
         self.core.drain_forwards()?;
         for s in &mut self.core.env.stores {
             s.store.flush()?;

@@ -74,14 +74,21 @@ fn main() -> Result<()> {
     let mut rates = Vec::new();
     for run in 0..runs {
         let state_dir = tempfile_dir(&format!("weir-w1-state-{run}"));
-        let runtime = Runtime::new(
-            RuntimeConfig::builder()
-                .workers(2)
-                .memory_limit(memory_limit)
-                .state_dir(&state_dir)
-                .broker(broker.clone())
-                .build()?,
-        )?;
+        let mut config = RuntimeConfig::builder()
+            .workers(2)
+            .memory_limit(memory_limit)
+            .state_dir(&state_dir)
+            .broker(broker.clone());
+        // Zone overrides to compare splits of the same limit (defaults otherwise).
+        if let Some(mib) = env_mib("W1_RECORD_CACHE_MIB") {
+            config = config.record_cache_bytes(mib << 20);
+        }
+        if let Some(mib) = env_mib("W1_ROCKSDB_CACHE_MIB") {
+            config = config
+                .rocksdb_cache_bytes(mib << 20)
+                .rocksdb_memtable_bytes((mib << 20) / 4);
+        }
+        let runtime = Runtime::new(config.build()?)?;
         let builder = StreamsBuilder::new();
         builder
             .stream_with(
@@ -128,6 +135,10 @@ fn main() -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
+}
+
+fn env_mib(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 fn tempfile_dir(name: &str) -> std::path::PathBuf {

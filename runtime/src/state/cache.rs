@@ -196,6 +196,31 @@ pub struct Dirty {
     pub timestamp: i64,
 }
 
+/// A dirty entry being flushed, borrowed from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed<'a> {
+    /// Index of the store within the task.
+    pub store: usize,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value, or `None` for a delete.
+    pub value: Option<&'a [u8]>,
+    /// Timestamp of the record that wrote it.
+    pub timestamp: i64,
+}
+
+impl Flushed<'_> {
+    /// An owned copy.
+    pub fn to_dirty(&self) -> Dirty {
+        Dirty {
+            store: self.store,
+            key: self.key.to_vec(),
+            value: self.value.map(<[u8]>::to_vec),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
 /// What a cache lookup found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<'a> {
@@ -414,29 +439,36 @@ impl TaskCache {
     /// Marks every dirty entry clean and returns them, oldest first (commit). Entries
     /// stay cached.
     pub fn flush(&mut self) -> Vec<Dirty> {
-        self.flush_where(|_| true)
-    }
-
-    /// Marks the dirty entries of one store clean and returns them (before a scan of
-    /// that store).
-    pub fn flush_store(&mut self, store: usize) -> Vec<Dirty> {
-        self.flush_where(|s| s == store)
-    }
-
-    fn flush_where(&mut self, pick: impl Fn(usize) -> bool) -> Vec<Dirty> {
         let mut out = Vec::new();
+        let _ = self.flush_each(None, |f| {
+            out.push(f.to_dirty());
+            Ok::<(), std::convert::Infallible>(())
+        });
+        out
+    }
+
+    /// Marks the dirty entries (of `only` that store, or of all) clean and lends each to
+    /// `write`, oldest first, without copying it: a commit writes straight from the
+    /// cache, so flushing does not double the cache's memory. If `write` fails, the
+    /// entries it has not seen stay dirty (a failed commit fails its task, which
+    /// discards the cache).
+    pub fn flush_each<'a, E>(
+        &'a mut self,
+        only: Option<usize>,
+        mut write: impl FnMut(Flushed<'a>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         for ((store, key), (_, e)) in self.entries.iter_mut() {
-            if e.dirty && pick(*store) {
+            if e.dirty && only.is_none_or(|s| s == *store) {
                 e.dirty = false;
-                out.push(Dirty {
+                write(Flushed {
                     store: *store,
-                    key: key.clone(),
-                    value: e.value.clone(),
+                    key,
+                    value: e.value.as_deref(),
                     timestamp: e.timestamp,
-                });
+                })?;
             }
         }
-        out
+        Ok(())
     }
 
     /// Drops every entry of this task, returning the dirty ones (close).

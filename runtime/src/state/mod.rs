@@ -19,7 +19,9 @@ mod ffi;
 mod memory;
 mod rocks;
 
-pub use cache::{CacheStats, Dirty, ENTRY_OVERHEAD, Lookup, RecordCache, TaskCache, Waker};
+pub use cache::{
+    CacheStats, Dirty, ENTRY_OVERHEAD, Flushed, Lookup, RecordCache, TaskCache, Waker,
+};
 pub use memory::InMemoryStore;
 pub use rocks::{RocksDbStore, StateEnv, StateUsage};
 
