@@ -191,8 +191,9 @@ fn a_table_from_a_topic_with_deletes_and_a_filter() {
     q.stop().unwrap();
 }
 
-#[test]
-fn the_record_cache_compacts_updates_and_an_uncached_store_does_not() {
+/// `in` counted per key twice, into `cached` (through the record cache) and `uncached`,
+/// with a long commit interval: the cached table emits when the query stops (commit).
+fn count_cached_and_uncached() -> (tempfile::TempDir, Broker, Runtime, QueryHandle) {
     let dir = tempfile::tempdir().unwrap();
     let b = Broker::new();
     for t in ["in", "cached", "uncached"] {
@@ -204,9 +205,14 @@ fn the_record_cache_compacts_updates_and_an_uncached_store_does_not() {
     grouped
         .count_with(Materialized::as_("c2").without_caching())
         .to("uncached");
-    // A long commit interval: the cached table emits when the query stops (commit).
     let rt = runtime_in(dir.path(), &b, Duration::from_secs(3600));
     let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    (dir, b, rt, q)
+}
+
+#[test]
+fn the_record_cache_compacts_updates_and_an_uncached_store_does_not() {
+    let (_dir, b, rt, q) = count_cached_and_uncached();
     for i in 0..100i64 {
         b.send("in", &"k".to_string(), &i).unwrap();
     }
@@ -278,19 +284,7 @@ fn a_small_record_cache_never_exceeds_its_budget_and_loses_nothing() {
 
 #[test]
 fn table_rows_carry_the_timestamp_of_the_record_that_last_updated_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = Broker::new();
-    for t in ["in", "cached", "uncached"] {
-        b.create_topic(t, 1).unwrap();
-    }
-    let builder = StreamsBuilder::new();
-    let grouped = builder.stream::<String, i64>("in").group_by_key();
-    grouped.count_with(Materialized::as_("c1")).to("cached");
-    grouped
-        .count_with(Materialized::as_("c2").without_caching())
-        .to("uncached");
-    let rt = runtime_in(dir.path(), &b, Duration::from_secs(3600));
-    let q = rt.start_query("q", builder.build().unwrap()).unwrap();
+    let (_dir, b, _rt, q) = count_cached_and_uncached();
     // Out of order: stream time reaches 5000, but key "a" was last updated at 1000.
     for (key, ts) in [("a", 3000), ("b", 5000), ("a", 1000)] {
         b.send_at("in", &key.to_string(), &0i64, ts).unwrap();

@@ -98,10 +98,26 @@ fn main() -> Result<()> {
             .group_by_key_with(Grouped::<u64, Bytes>::with(U64Serde, BytesSerde))
             .latest_by_key_with(Materialized::as_("latest"));
         let start = Instant::now();
-        let query = runtime.start_query("w1", builder.build()?)?;
+        // A query name per run: the same name would be the same consumer group, and
+        // would resume from the previous run's committed offsets (at the end).
+        let query = runtime.start_query(&format!("w1-{run}"), builder.build()?)?;
+        // A stall (no progress for 30 s) ends the bench with what the runtime shows,
+        // instead of hanging.
+        let mut last = (0, Instant::now());
         while query.stats().records_processed < records {
             if let QueryState::Failed(e) = query.state() {
                 return Err(e);
+            }
+            let done = query.stats().records_processed;
+            if done != last.0 {
+                last = (done, Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(30) {
+                return Err(Error::msg(format!(
+                    "run {run} stalled at {done} of {records} records: queue bytes {:?}, record cache {:?}, rocksdb {:?}",
+                    runtime.queue_bytes(),
+                    runtime.record_cache_stats(),
+                    runtime.state_usage()
+                )));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
