@@ -54,6 +54,12 @@ pub fn wait_for_len(broker: &Broker, topic: &str, n: i64, start: Instant) -> Res
     }
 }
 
+/// The next command-line argument parsed as `T`, or `default` if it is missing or does
+/// not parse.
+pub fn arg<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, default: T) -> T {
+    args.next().and_then(|a| a.parse().ok()).unwrap_or(default)
+}
+
 /// The median of some measurements.
 pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tikv_jemalloc_ctl::{epoch, stats};
 use weir::runtime::state::{ENTRY_OVERHEAD, RecordCache};
+use weir_benches::arg;
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -21,12 +22,12 @@ fn allocated() -> usize {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let entries: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(500_000);
-    for value_bytes in args
-        .next()
-        .and_then(|a| a.parse().ok())
-        .map_or(vec![8usize, 200, 5000], |v| vec![v])
-    {
+    let entries: u64 = arg(&mut args, 500_000);
+    let sizes = match arg(&mut args, 0usize) {
+        0 => vec![8, 200, 5000],
+        v => vec![v],
+    };
+    for value_bytes in sizes {
         let global = RecordCache::new(usize::MAX / 2);
         let before = allocated();
         let mut cache = global.task_cache(Arc::new(|| {}));

@@ -11,23 +11,17 @@ use std::time::{Duration, Instant};
 use weir::prelude::*;
 use weir::runtime::RawRecord;
 use weir::serde::Bytes;
-use weir_benches::{median, peak_rss_bytes};
+use weir_benches::{arg, median, peak_rss_bytes};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let records: u64 = args
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(5_000_000);
-    let keys: u64 = args
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let value_bytes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
-    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let records: u64 = arg(&mut args, 5_000_000);
+    let keys: u64 = arg(&mut args, 1_000_000);
+    let value_bytes: usize = arg(&mut args, 200);
+    let runs: usize = arg(&mut args, 3);
     let memory_limit = 512usize << 20;
 
     let data_dir = tempfile_dir("weir-w1-broker");

@@ -10,15 +10,12 @@ use std::time::Instant;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use weir::prelude::*;
-use weir_benches::{median, peak_rss_bytes, preload_u64_i64, wait_for_len};
+use weir_benches::{arg, median, peak_rss_bytes, preload_u64_i64, wait_for_len};
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let records: u64 = args
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10_000_000);
-    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let records: u64 = arg(&mut args, 10_000_000);
+    let runs: usize = arg(&mut args, 5);
     let workers = 2;
 
     let broker = Broker::new();
