@@ -44,7 +44,9 @@
 
 mod ops;
 mod stream;
+mod suppress;
 mod table;
+mod window;
 
 pub use weir_runtime as runtime;
 pub use weir_runtime::serde;
@@ -59,7 +61,12 @@ pub use weir_runtime::{
 pub use stream::{
     Branched, BranchedKStream, Consumed, KStream, Produced, Repartitioned, StreamsBuilder,
 };
+pub use suppress::{BufferConfig, Suppressed};
 pub use table::{Grouped, KGroupedStream, KTable, Materialized};
+pub use weir_runtime::{Window, Windowed, WindowedSerde};
+pub use window::{
+    SessionWindowedKStream, SessionWindows, TimeWindowedKStream, TimeWindows, WindowedBy,
+};
 
 /// Everything a query needs, in one `use weir::prelude::*`.
 pub mod prelude {
@@ -74,5 +81,8 @@ pub mod prelude {
         KGroupedStream, KStream, KTable, Materialized, OffsetReset, Processor, ProcessorContext,
         Produced, PunctuationType, QueryHandle, QueryState, Record, Repartitioned, Result, Runtime,
         RuntimeConfig, StreamsBuilder, Topology,
+    };
+    pub use crate::{
+        BufferConfig, SessionWindows, Suppressed, TimeWindows, Window, Windowed, WindowedSerde,
     };
 }

@@ -54,11 +54,12 @@ impl<K, V> Grouped<K, V> {
 
 /// How an aggregation or table is stored: name, kind, caching, serdes.
 pub struct Materialized<K, V> {
-    name: Option<String>,
-    kind: StoreKind,
-    caching: bool,
-    key_serde: Option<Arc<dyn Serde<K>>>,
-    value_serde: Option<Arc<dyn Serde<V>>>,
+    pub(crate) name: Option<String>,
+    pub(crate) kind: StoreKind,
+    pub(crate) caching: bool,
+    pub(crate) key_serde: Option<Arc<dyn Serde<K>>>,
+    pub(crate) value_serde: Option<Arc<dyn Serde<V>>>,
+    pub(crate) retention: Option<std::time::Duration>,
 }
 
 impl<K, V> Default for Materialized<K, V> {
@@ -69,6 +70,7 @@ impl<K, V> Default for Materialized<K, V> {
             caching: true,
             key_serde: None,
             value_serde: None,
+            retention: None,
         }
     }
 }
@@ -106,7 +108,14 @@ impl<K, V> Materialized<K, V> {
         self
     }
 
-    fn spec(
+    /// Window and session stores: how long windows are kept (at least window size
+    /// plus grace, which is also the default), e.g. to query them after they close.
+    pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    pub(crate) fn spec(
         self,
         inner: &mut Inner,
         prefix: &str,
@@ -207,6 +216,13 @@ where
         default_value_serde,
     );
     let store: Arc<str> = Arc::from(spec.as_ref().map_or("?", |s| s.name()));
+    let meta = spec
+        .as_ref()
+        .map_or_else(TableMeta::default, |s| TableMeta {
+            key_serde: Some(s.key_serde().clone()),
+            value_serde: Some(s.value_serde().clone()),
+            grace_ms: None,
+        });
     let node = builder.borrow_mut().next_name(prefix);
     let changes: KStream<K, Change<V>> =
         input.add_named(node.clone(), make(store, send_old.clone()));
@@ -218,14 +234,14 @@ where
             .map(|_| ());
         inner.check(r);
     }
-    KTable::new(changes, send_old)
+    KTable::new(changes, send_old).with_meta(meta)
 }
 
 /// A stream grouped by key, ready to aggregate.
 pub struct KGroupedStream<K, V> {
-    stream: KStream<K, V>,
-    key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
+    pub(crate) stream: KStream<K, V>,
+    pub(crate) key_serde: Arc<dyn Serde<K>>,
+    pub(crate) value_serde: Arc<dyn Serde<V>>,
 }
 
 impl<K: Data, V: Data> KGroupedStream<K, V> {
@@ -298,6 +314,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
                 None => v,
             })
         });
+        let value_serde = materialized.value_serde.clone().unwrap_or(vs.clone());
         let table: KTable<K, Option<V>> = self.aggregate_node(
             "KSTREAM-REDUCE",
             Materialized {
@@ -308,6 +325,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
                 value_serde: Some(Arc::new(OptionSerde(ArcSerde(
                     materialized.value_serde.unwrap_or(vs),
                 )))),
+                retention: materialized.retention,
             },
             None,
             move |store, send_old| {
@@ -320,7 +338,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
                 }
             },
         );
-        table.flatten()
+        table.flatten(Some(value_serde))
     }
 
     /// Folds each key's values into an aggregate, starting from `init()`.
@@ -390,20 +408,56 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
 
 /// A changelog table: each key's current value, as a stream of [`Change`]s.
 pub struct KTable<K, V> {
-    changes: KStream<K, Change<V>>,
+    pub(crate) changes: KStream<K, Change<V>>,
     /// Whether the materialized store upstream must send old values (set by
     /// operators that need them to retract rows).
-    send_old: Arc<AtomicBool>,
+    pub(crate) send_old: Arc<AtomicBool>,
+    /// Serdes and windowing the table is known to have (for suppression).
+    pub(crate) meta: TableMeta<K, V>,
     _types: PhantomData<fn() -> (K, V)>,
 }
 
+/// What a table knows about itself: its serdes (from its store) and, for windowed
+/// tables, the grace period of their windows.
+pub(crate) struct TableMeta<K, V> {
+    pub(crate) key_serde: Option<Arc<dyn Serde<K>>>,
+    pub(crate) value_serde: Option<Arc<dyn Serde<V>>>,
+    pub(crate) grace_ms: Option<i64>,
+}
+
+impl<K, V> Default for TableMeta<K, V> {
+    fn default() -> Self {
+        TableMeta {
+            key_serde: None,
+            value_serde: None,
+            grace_ms: None,
+        }
+    }
+}
+
+impl<K, V> Clone for TableMeta<K, V> {
+    fn clone(&self) -> Self {
+        TableMeta {
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+            grace_ms: self.grace_ms,
+        }
+    }
+}
+
 impl<K: Data, V: Data> KTable<K, V> {
-    fn new(changes: KStream<K, Change<V>>, send_old: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(changes: KStream<K, Change<V>>, send_old: Arc<AtomicBool>) -> Self {
         KTable {
             changes,
             send_old,
+            meta: TableMeta::default(),
             _types: PhantomData,
         }
+    }
+
+    pub(crate) fn with_meta(mut self, meta: TableMeta<K, V>) -> Self {
+        self.meta = meta;
+        self
     }
 
     /// The name of the node this table's changes come out of.
@@ -425,6 +479,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             }),
             self.send_old.clone(),
         )
+        .with_meta(self.meta.clone())
     }
 
     /// Keeps rows for which `f` holds; a row that stops matching is deleted downstream.
@@ -454,6 +509,11 @@ impl<K: Data, V: Data> KTable<K, V> {
                 .add("KTABLE-MAPVALUES", move || ops::TableMapValues(f.clone())),
             self.send_old.clone(),
         )
+        .with_meta(TableMeta {
+            key_serde: self.meta.key_serde.clone(),
+            value_serde: None,
+            grace_ms: self.meta.grace_ms,
+        })
     }
 
     /// The table's updates as a stream: the new value, or `None` when a row is deleted
@@ -473,10 +533,15 @@ impl<K: Data, V: Data> KTable<K, V> {
 }
 
 impl<K: Data, V: Data> KTable<K, Option<V>> {
-    /// A table whose store holds `Option<V>` (reduce's "no value yet") seen as `V`.
-    fn flatten(self) -> KTable<K, V> {
+    /// A table whose store holds `Option<V>` (reduce's "no value yet") seen as `V`,
+    /// with `value_serde` for `V`.
+    pub(crate) fn flatten(self, value_serde: Option<Arc<dyn Serde<V>>>) -> KTable<K, V> {
         let table = self.changes.add("KTABLE-MAPVALUES", || FlattenChange);
-        KTable::new(table, self.send_old)
+        KTable::new(table, self.send_old).with_meta(TableMeta {
+            key_serde: self.meta.key_serde,
+            value_serde,
+            grace_ms: self.meta.grace_ms,
+        })
     }
 }
 

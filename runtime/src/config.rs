@@ -71,6 +71,9 @@ pub struct StateConfig {
     pub record_cache_bytes: usize,
     /// The budget every in-memory store reserves from.
     pub in_memory_store_bytes: usize,
+    /// The one budget every suppression buffer of every query reserves from (on top
+    /// of each operator's own bound).
+    pub suppression_buffer_bytes: usize,
 }
 
 impl RuntimeConfig {
@@ -135,6 +138,7 @@ pub struct RuntimeConfigBuilder {
     rocksdb_strict_capacity: bool,
     record_cache_bytes: Option<usize>,
     in_memory_store_bytes: Option<usize>,
+    suppression_buffer_bytes: Option<usize>,
 }
 
 impl RuntimeConfigBuilder {
@@ -258,6 +262,14 @@ impl RuntimeConfigBuilder {
         self
     }
 
+    /// The budget all suppression buffers share. Default: 1/16 of the memory limit.
+    /// A buffer that cannot reserve from it applies its own full-buffer policy (emit
+    /// early, shut its query down, or spill to disk).
+    pub fn suppression_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.suppression_buffer_bytes = Some(bytes);
+        self
+    }
+
     /// Validates and returns the configuration, creating the state directory.
     pub fn build(self) -> Result<RuntimeConfig> {
         let application_id = self.application_id.unwrap_or_else(|| "weir".to_string());
@@ -316,12 +328,14 @@ impl RuntimeConfigBuilder {
             rocksdb_strict_capacity: self.rocksdb_strict_capacity,
             record_cache_bytes: self.record_cache_bytes.unwrap_or(memory_limit / 4),
             in_memory_store_bytes: self.in_memory_store_bytes.unwrap_or(memory_limit / 16),
+            suppression_buffer_bytes: self.suppression_buffer_bytes.unwrap_or(memory_limit / 16),
         };
         let zones = [
             ("queue_max_bytes", queue_max_bytes),
             ("rocksdb_cache_bytes", state.rocksdb_cache_bytes),
             ("record_cache_bytes", state.record_cache_bytes),
             ("in_memory_store_bytes", state.in_memory_store_bytes),
+            ("suppression_buffer_bytes", state.suppression_buffer_bytes),
         ];
         let total: usize = zones.iter().map(|(_, b)| b).sum();
         if total > memory_limit {
@@ -392,6 +406,7 @@ mod tests {
         assert_eq!(c.state().record_cache_bytes, 256 << 20);
         assert!(!c.state().rocksdb_strict_capacity);
         assert_eq!(c.state().in_memory_store_bytes, 64 << 20);
+        assert_eq!(c.state().suppression_buffer_bytes, 64 << 20);
         assert!(c.state_dir().is_dir());
     }
 

@@ -158,6 +158,17 @@ pub enum Error {
         message: String,
     },
 
+    /// A suppression buffer that shuts its query down when full was full: the query
+    /// committed everything it processed and stopped. Restart it with a larger bound
+    /// (or budget) to go on from there.
+    #[error("suppression buffer '{buffer}' {reason}")]
+    BufferFull {
+        /// The suppression operator's name.
+        buffer: String,
+        /// Which bound: bytes or records and the figures, or the global budget.
+        reason: String,
+    },
+
     /// The runtime was shut down; no new query can start.
     #[error("the runtime is shut down")]
     ShutDown,
@@ -186,6 +197,7 @@ impl Error {
         match self {
             e @ (Error::Processor { .. }
             | Error::Panic { .. }
+            | Error::BufferFull { .. }
             | Error::Deserialization { .. }
             | Error::Serialization { .. }) => e,
             other => Error::Processor {

@@ -60,6 +60,7 @@ pub(crate) struct IoThread {
     /// Published as gauges once a second.
     pub(crate) state: crate::state::StateEnv,
     pub(crate) record_cache: Arc<crate::state::RecordCache>,
+    pub(crate) suppression_budget: Arc<crate::queue::ByteBudget>,
 }
 
 /// A wall-clock deadline: wake `task` at `at_ms`. Ordered soonest first.
@@ -123,6 +124,10 @@ impl IoThread {
                 published = now;
                 self.state.publish_metrics();
                 self.record_cache.publish_metrics();
+                metrics::gauge!("weir_memory_used_bytes", "zone" => "suppression")
+                    .set(self.suppression_budget.used() as f64);
+                metrics::gauge!("weir_memory_limit_bytes", "zone" => "suppression")
+                    .set(self.suppression_budget.cap() as f64);
             }
             while st.timers.peek().is_some_and(|t| t.at_ms <= now) {
                 if let Some(task) = st.timers.pop().and_then(|t| t.task.upgrade()) {

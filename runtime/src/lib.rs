@@ -28,8 +28,10 @@ pub mod record;
 mod runtime;
 pub mod serde;
 pub mod state;
+pub mod suppress;
 mod task;
 pub mod topology;
+pub mod window;
 
 pub use broker::Broker;
 pub use config::{
@@ -40,10 +42,12 @@ pub use processor::{
     Cancellable, Data, Processor, ProcessorContext, Punctuation, PunctuationType, PunctuatorId,
     TaskId,
 };
-pub use processor::{Change, StoreHandle};
+pub use processor::{Change, SessionStoreHandle, StoreHandle, WindowStoreHandle};
 pub use record::{ConsumerRecord, Header, Headers, RawRecord, Record, RecordMetadata};
 pub use runtime::{QueryHandle, QueryState, QueryStats, Runtime};
 pub use state::{CacheStats, StateUsage};
 pub use topology::{
-    SinkSpec, SourceSpec, StoreKind, StoreSpec, StreamPartitioner, Topology, TopologyDescription,
+    SinkSpec, SourceSpec, StoreKind, StoreSpec, StreamPartitioner, TimestampExtractor, Topology,
+    TopologyDescription,
 };
+pub use window::{StoreType, Window, Windowed, WindowedSerde};

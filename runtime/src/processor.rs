@@ -20,12 +20,17 @@ use std::time::Duration;
 
 use crate::broker::RecordView;
 use crate::error::{Error, Result};
+use crate::queue::ByteBudget;
 use crate::record::{Record, RecordMetadata, now_millis};
 use crate::serde::Serde;
-use crate::state::{Dirty, Lookup};
+use crate::state::{Dirty, KeyValue, KeyValueStore, Lookup};
 use crate::task::TaskCore;
 use crate::task::TaskEnv;
 use crate::topology::{NodeId, StoreSerdes};
+use crate::window::{
+    META_KEY, StoreType, Window, Windowed, key_prefix, segment_key, session_key, split_key,
+    stored_window, time_bytes, window_key,
+};
 
 /// Types that can flow between processors: cloned when a processor has several
 /// children, moved between workers between batches.
@@ -133,6 +138,15 @@ pub trait Processor<KIn, VIn, KOut, VOut>: Send + 'static {
         ctx: &mut ProcessorContext<'_, KOut, VOut>,
     ) -> Result<()> {
         let _ = (punctuation, ctx);
+        Ok(())
+    }
+
+    /// Called at every commit, before the task's stores are flushed and its offsets
+    /// committed: write out anything the processor holds outside its stores (a
+    /// suppression buffer writes its changes to its store here). Changes it makes to
+    /// cached stores are written in the same commit.
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_, KOut, VOut>) -> Result<()> {
+        let _ = ctx;
         Ok(())
     }
 
@@ -336,13 +350,134 @@ impl<K, V> ProcessorContext<'_, K, V> {
         name: &str,
     ) -> Result<StoreHandle<'_, SK, SV>> {
         let idx = self.store_index::<SK, SV>(name)?;
+        self.expect_type(idx, "a key-value", |t| matches!(t, StoreType::KeyValue))?;
         let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
         Ok(StoreHandle {
-            env: &mut self.core.env,
-            idx,
+            access: Access {
+                env: &mut self.core.env,
+                idx,
+            },
             key_serde,
             value_serde,
         })
+    }
+
+    fn expect_type(
+        &self,
+        idx: usize,
+        what: &str,
+        ok: impl Fn(&StoreType) -> bool,
+    ) -> Result<StoreType> {
+        let st = &self.core.env.stores[idx];
+        if ok(&st.store_type) {
+            Ok(st.store_type)
+        } else {
+            Err(Error::Topology(format!(
+                "processor '{}' asked for store '{}' as {what} store; it is {:?}",
+                self.core.names[self.node], st.name, st.store_type
+            )))
+        }
+    }
+
+    /// The window store `name` (declared with `StoreSpec::windowed`), typed `<SK, SV>`.
+    pub fn window_store<SK: 'static, SV: 'static>(
+        &mut self,
+        name: &str,
+    ) -> Result<WindowStoreHandle<'_, SK, SV>> {
+        let idx = self.store_index::<SK, SV>(name)?;
+        let ty = self.expect_type(idx, "a window", |t| matches!(t, StoreType::Window { .. }))?;
+        let StoreType::Window {
+            size_ms,
+            segment_ms,
+            ..
+        } = ty
+        else {
+            unreachable!("checked by expect_type")
+        };
+        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
+        Ok(WindowStoreHandle {
+            access: Access {
+                env: &mut self.core.env,
+                idx,
+            },
+            key_serde,
+            value_serde,
+            size_ms,
+            segment_ms,
+        })
+    }
+
+    /// The session store `name` (declared with `StoreSpec::sessions`), typed `<SK, SV>`.
+    pub fn session_store<SK: 'static, SV: 'static>(
+        &mut self,
+        name: &str,
+    ) -> Result<SessionStoreHandle<'_, SK, SV>> {
+        let idx = self.store_index::<SK, SV>(name)?;
+        let ty = self.expect_type(idx, "a session", |t| matches!(t, StoreType::Session { .. }))?;
+        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
+        Ok(SessionStoreHandle {
+            access: Access {
+                env: &mut self.core.env,
+                idx,
+            },
+            key_serde,
+            value_serde,
+            segment_ms: ty.segment_ms().unwrap_or(1),
+        })
+    }
+
+    /// Direct byte-level access to store `name`, bypassing the record cache; only for
+    /// stores declared `without_caching` (the cache would otherwise hold writes this
+    /// access cannot see). Suppression buffers keep their entries this way.
+    pub fn raw_store(&mut self, name: &str) -> Result<&mut dyn KeyValueStore> {
+        let node = self.node;
+        let processor = self.core.names[node].clone();
+        let st = self
+            .core
+            .env
+            .stores
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                Error::Topology(format!(
+                    "processor '{processor}' asked for store '{name}', which this task does not have"
+                ))
+            })?;
+        if !st.processors.contains(&node) {
+            return Err(Error::Topology(format!(
+                "processor '{processor}' is not connected to store '{name}'"
+            )));
+        }
+        if st.cached {
+            return Err(Error::Topology(format!(
+                "store '{name}' goes through the record cache; raw access needs a store declared without_caching"
+            )));
+        }
+        Ok(&mut *st.store)
+    }
+
+    /// The runtime's one budget for all suppression buffers (bytes reserved by every
+    /// buffer of every query).
+    pub fn suppression_budget(&self) -> Arc<ByteBudget> {
+        self.core.env.suppression_budget.clone()
+    }
+
+    /// Counts a record this processor dropped because its window had closed (shows in
+    /// `QueryStats::records_dropped_late` and `weir_records_dropped_late_total`).
+    pub fn record_dropped_late(&mut self) {
+        self.core.env.dropped_late += 1;
+    }
+
+    /// Shuts the query down cleanly once the current record is done: the task commits
+    /// everything processed so far (so the processor must have stopped emitting and
+    /// persisted what it holds), the query fails with `error`, its other tasks commit
+    /// as they close, and the rest of the runtime keeps running. A restart from the
+    /// same state resumes after the last committed record. How a suppression buffer
+    /// with `shut_down_when_full` stops.
+    pub fn shut_down_query(&mut self, error: Error) {
+        if self.core.env.shutdown.is_none() {
+            self.core.env.shutdown = Some(error.in_processor(&self.core.names[self.node]));
+        }
     }
 
     /// Makes every change written to store `name` go downstream from this processor
@@ -405,6 +540,50 @@ impl<K, V> ProcessorContext<'_, K, V> {
     }
 }
 
+impl<'a, K: Data, V: Data> ProcessorContext<'a, Windowed<K>, Change<V>> {
+    /// Like [`ProcessorContext::forward_store_changes`] for a window or session store:
+    /// each change goes downstream as a `Record<Windowed<K>, Change<V>>` when it reaches
+    /// the store.
+    pub fn forward_windowed_changes(&mut self, name: &str, send_old: bool) -> Result<()> {
+        let idx = self.store_index::<K, V>(name)?;
+        let ty = self.expect_type(idx, "a window or session", |t| {
+            !matches!(t, StoreType::KeyValue)
+        })?;
+        let (key_serde, value_serde) = self.store_serdes::<K, V>(idx)?;
+        let owner = self.node;
+        let store = name.to_string();
+        let forwarder: crate::task::Forwarder = Arc::new(move |core, key, new, old, timestamp| {
+            // The owner's stream-time entry is not a window.
+            let Some((k, window)) = stored_window(&ty, key) else {
+                return Ok(());
+            };
+            let corrupt = |e: Error| Error::Store {
+                store: store.clone(),
+                message: format!("cannot read a stored entry: {e}"),
+            };
+            let key = key_serde.deserialize(Some(&k)).map_err(corrupt)?;
+            let new = new
+                .map(|b| value_serde.deserialize(Some(b)))
+                .transpose()
+                .map_err(corrupt)?;
+            let old = old
+                .map(|b| value_serde.deserialize(Some(b)))
+                .transpose()
+                .map_err(corrupt)?;
+            let record = Record::new(Windowed::new(key, window), Change { new, old }, timestamp);
+            ProcessorContext::<Windowed<K>, Change<V>>::new(core, owner).forward(record)
+        });
+        let st = &mut self.core.env.stores[idx];
+        if self.core.children[owner].is_empty() {
+            st.forwarder = None;
+            return Ok(());
+        }
+        st.forwarder = Some(forwarder);
+        st.forward_old = send_old;
+        Ok(())
+    }
+}
+
 /// A change to a table row: the new value and the one it replaced (`None` = absent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change<V> {
@@ -414,57 +593,30 @@ pub struct Change<V> {
     pub old: Option<V>,
 }
 
-/// Typed access to a store of the current task, through its serdes and the record
-/// cache.
-pub struct StoreHandle<'a, K, V> {
+/// Byte-level access to one store of the current task, through the record cache
+/// unless the store opted out.
+struct Access<'a> {
     env: &'a mut TaskEnv,
     idx: usize,
-    key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
 }
 
-impl<K: 'static, V: 'static> StoreHandle<'_, K, V> {
+impl Access<'_> {
     fn name(&self) -> &str {
         &self.env.stores[self.idx].name
     }
 
-    fn key_bytes(&self, key: &K) -> Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        if self.key_serde.serialize_into(key, &mut buf)? {
-            Ok(buf)
-        } else {
-            Err(Error::Store {
-                store: self.name().to_string(),
-                message: "a null key cannot be stored".into(),
-            })
+    fn error(&self, message: String) -> Error {
+        Error::Store {
+            store: self.name().to_string(),
+            message,
         }
-    }
-
-    fn decode_value(&self, v: &[u8]) -> Result<V> {
-        self.value_serde
-            .deserialize(Some(v))
-            .map_err(|e| Error::Store {
-                store: self.name().to_string(),
-                message: format!("cannot read a stored value: {e}"),
-            })
-    }
-
-    fn decode(&self, k: &[u8], v: &[u8]) -> Result<(K, V)> {
-        let key = self
-            .key_serde
-            .deserialize(Some(k))
-            .map_err(|e| Error::Store {
-                store: self.name().to_string(),
-                message: format!("cannot read a stored key: {e}"),
-            })?;
-        Ok((key, self.decode_value(v)?))
     }
 
     fn cached(&self) -> bool {
         self.env.stores[self.idx].cached && self.env.cache.is_some()
     }
 
-    fn get_bytes(&mut self, k: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn get(&mut self, k: &[u8]) -> Result<Option<Vec<u8>>> {
         let idx = self.idx;
         if self.cached() {
             let cache = self.env.cache.as_mut().expect("cached() checked");
@@ -505,10 +657,116 @@ impl<K: 'static, V: 'static> StoreHandle<'_, K, V> {
         self.env.flush_cache(Some(self.idx))
     }
 
+    fn range(&mut self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>> {
+        self.settle()?;
+        self.env.stores[self.idx].store.range(from, to)
+    }
+
+    /// The observed stream time a windowed operator stored (see
+    /// [`WindowStoreHandle::observed_stream_time`]).
+    fn meta_time(&mut self) -> Result<Option<i64>> {
+        match self.get(META_KEY)? {
+            None => Ok(None),
+            Some(b) if b.len() == 8 => Ok(Some(i64::from_be_bytes(
+                b.as_slice().try_into().expect("8 bytes"),
+            ))),
+            Some(b) => Err(self.error(format!(
+                "its stream-time entry has {} bytes, not 8",
+                b.len()
+            ))),
+        }
+    }
+
+    fn set_meta_time(&mut self, t: i64) -> Result<()> {
+        self.write(META_KEY.to_vec(), Some(t.to_be_bytes().to_vec()))
+    }
+
+    /// Drops the segments whose every window (session) started (ended) more than the
+    /// retention before `stream_time`: first writes their cached changes (which go
+    /// downstream as usual), then one range delete.
+    fn expire(&mut self, stream_time: i64) -> Result<()> {
+        let st = &self.env.stores[self.idx];
+        let (Some(segment_ms), Some(retention)) =
+            (st.store_type.segment_ms(), st.store_type.retention_ms())
+        else {
+            return Ok(());
+        };
+        let min_live = stream_time.saturating_sub(retention).saturating_add(1);
+        let live = min_live.div_euclid(segment_ms);
+        if live <= st.live_segment || live <= 0 {
+            return Ok(());
+        }
+        self.settle()?;
+        let idx = self.idx;
+        let st = &mut self.env.stores[idx];
+        st.store.delete_range(&segment_key(0), &segment_key(live))?;
+        st.live_segment = live;
+        Ok(())
+    }
+}
+
+/// Typed access to a key-value store of the current task, through its serdes and the
+/// record cache.
+pub struct StoreHandle<'a, K, V> {
+    access: Access<'a>,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+}
+
+/// The serdes of a typed handle, and the codecs every handle shares.
+trait Typed<K: 'static, V: 'static> {
+    fn access(&self) -> &Access<'_>;
+    fn serdes(&self) -> (&dyn Serde<K>, &dyn Serde<V>);
+
+    fn key_bytes(&self, key: &K) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        if self.serdes().0.serialize_into(key, &mut buf)? {
+            Ok(buf)
+        } else {
+            Err(self.access().error("a null key cannot be stored".into()))
+        }
+    }
+
+    /// `None` if the value serializes to null (a delete).
+    fn value_bytes(&self, value: &V) -> Result<Option<Vec<u8>>> {
+        let mut v = Vec::new();
+        let non_null = self.serdes().1.serialize_into(value, &mut v)?;
+        Ok(non_null.then_some(v))
+    }
+
+    fn decode_key(&self, k: &[u8]) -> Result<K> {
+        self.serdes().0.deserialize(Some(k)).map_err(|e| {
+            self.access()
+                .error(format!("cannot read a stored key: {e}"))
+        })
+    }
+
+    fn decode_value(&self, v: &[u8]) -> Result<V> {
+        self.serdes().1.deserialize(Some(v)).map_err(|e| {
+            self.access()
+                .error(format!("cannot read a stored value: {e}"))
+        })
+    }
+}
+
+impl<K: 'static, V: 'static> Typed<K, V> for StoreHandle<'_, K, V> {
+    fn access(&self) -> &Access<'_> {
+        &self.access
+    }
+    fn serdes(&self) -> (&dyn Serde<K>, &dyn Serde<V>) {
+        (&*self.key_serde, &*self.value_serde)
+    }
+}
+
+impl<K: 'static, V: 'static> StoreHandle<'_, K, V> {
+    fn decode(&self, k: &[u8], v: &[u8]) -> Result<(K, V)> {
+        Ok((self.decode_key(k)?, self.decode_value(v)?))
+    }
+
     /// The value of `key`.
     pub fn get(&mut self, key: &K) -> Result<Option<V>> {
         let k = self.key_bytes(key)?;
-        match self.get_bytes(&k)? {
+        match self.access.get(&k)? {
             Some(v) => self.decode_value(&v).map(Some),
             None => Ok(None),
         }
@@ -518,37 +776,237 @@ impl<K: 'static, V: 'static> StoreHandle<'_, K, V> {
     /// Kafka Streams).
     pub fn put(&mut self, key: &K, value: &V) -> Result<()> {
         let k = self.key_bytes(key)?;
-        let mut v = Vec::new();
-        let non_null = self.value_serde.serialize_into(value, &mut v)?;
-        self.write(k, non_null.then_some(v))
+        let v = self.value_bytes(value)?;
+        self.access.write(k, v)
     }
 
     /// Removes `key`.
     pub fn delete(&mut self, key: &K) -> Result<()> {
         let k = self.key_bytes(key)?;
-        self.write(k, None)
+        self.access.write(k, None)
     }
 
     /// Entries with `from <= key < to` in serialized-key order.
     pub fn range(&mut self, from: &K, to: &K) -> Result<Vec<(K, V)>> {
         let (f, t) = (self.key_bytes(from)?, self.key_bytes(to)?);
-        self.settle()?;
-        let raw = self.env.stores[self.idx].store.range(&f, &t)?;
+        let raw = self.access.range(&f, &t)?;
         raw.iter().map(|(k, v)| self.decode(k, v)).collect()
     }
 
     /// Entries whose serialized key starts with `prefix`.
     pub fn prefix_scan(&mut self, prefix: &[u8]) -> Result<Vec<(K, V)>> {
-        self.settle()?;
-        let raw = self.env.stores[self.idx].store.prefix_scan(prefix)?;
+        self.access.settle()?;
+        let raw = self.access.env.stores[self.access.idx]
+            .store
+            .prefix_scan(prefix)?;
         raw.iter().map(|(k, v)| self.decode(k, v)).collect()
     }
 
     /// Every entry in serialized-key order.
     pub fn all(&mut self) -> Result<Vec<(K, V)>> {
-        self.settle()?;
-        let raw = self.env.stores[self.idx].store.all()?;
+        self.access.settle()?;
+        let raw = self.access.env.stores[self.access.idx].store.all()?;
         raw.iter().map(|(k, v)| self.decode(k, v)).collect()
+    }
+}
+
+/// Typed access to a window store of the current task (`StoreSpec::windowed`): each
+/// key's aggregate per window, found by key and window start. Point reads and writes
+/// go through the record cache; range fetches first write the store's cached changes.
+pub struct WindowStoreHandle<'a, K, V> {
+    access: Access<'a>,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+    size_ms: i64,
+    segment_ms: i64,
+}
+
+impl<K: 'static, V: 'static> Typed<K, V> for WindowStoreHandle<'_, K, V> {
+    fn access(&self) -> &Access<'_> {
+        &self.access
+    }
+    fn serdes(&self) -> (&dyn Serde<K>, &dyn Serde<V>) {
+        (&*self.key_serde, &*self.value_serde)
+    }
+}
+
+impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
+    /// The value of `key` in the window starting at `start`.
+    pub fn fetch(&mut self, key: &K, start: i64) -> Result<Option<V>> {
+        let k = window_key(self.segment_ms, &self.key_bytes(key)?, start);
+        match self.access.get(&k)? {
+            Some(v) => self.decode_value(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets `key`'s value in the window starting at `start` (`None` removes it).
+    pub fn put(&mut self, key: &K, start: i64, value: Option<&V>) -> Result<()> {
+        let k = window_key(self.segment_ms, &self.key_bytes(key)?, start);
+        let v = match value {
+            Some(v) => self.value_bytes(v)?,
+            None => None,
+        };
+        self.access.write(k, v)
+    }
+
+    /// `key`'s windows whose start is in `[from, to]`, by start.
+    pub fn fetch_range(&mut self, key: &K, from: i64, to: i64) -> Result<Vec<(Window, V)>> {
+        let kb = self.key_bytes(key)?;
+        let mut out = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
+        for seg in from.div_euclid(self.segment_ms)..=to.div_euclid(self.segment_ms) {
+            let mut lo = key_prefix(seg, &kb);
+            let mut hi = lo.clone();
+            lo.extend_from_slice(&time_bytes(from));
+            hi.extend_from_slice(&time_bytes(to.saturating_add(1)));
+            for (k, v) in self.access.range(&lo, &hi)? {
+                if let Some((_, [start, _])) = split_key(&k, 1) {
+                    out.push((
+                        Window::new(start, start + self.size_ms),
+                        self.decode_value(&v)?,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key's windows whose start is in `[from, to]`, by segment, key and start.
+    pub fn fetch_all(&mut self, from: i64, to: i64) -> Result<Vec<(Windowed<K>, V)>> {
+        let mut out = Vec::new();
+        if from > to {
+            return Ok(out);
+        }
+        let lo = segment_key(from.div_euclid(self.segment_ms));
+        let hi = segment_key(to.div_euclid(self.segment_ms).saturating_add(1));
+        for (k, v) in self.access.range(&lo, &hi)? {
+            if let Some((kb, [start, _])) = split_key(&k, 1)
+                && (from..=to).contains(&start)
+            {
+                out.push((
+                    Windowed::new(
+                        self.decode_key(kb)?,
+                        Window::new(start, start + self.size_ms),
+                    ),
+                    self.decode_value(&v)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops the segments whose windows all started more than the store's retention
+    /// before `stream_time` (one range delete; their cached changes are written and
+    /// forwarded first).
+    pub fn expire(&mut self, stream_time: i64) -> Result<()> {
+        self.access.expire(stream_time)
+    }
+
+    /// The stream time the owning operator stored with [`Self::set_observed_stream_time`]
+    /// (kept through restarts, so late-record decisions repeat exactly).
+    pub fn observed_stream_time(&mut self) -> Result<Option<i64>> {
+        self.access.meta_time()
+    }
+
+    /// Stores the owning operator's observed stream time (written with its windows at
+    /// the next commit).
+    pub fn set_observed_stream_time(&mut self, t: i64) -> Result<()> {
+        self.access.set_meta_time(t)
+    }
+}
+
+/// Typed access to a session store of the current task (`StoreSpec::sessions`).
+pub struct SessionStoreHandle<'a, K, V> {
+    access: Access<'a>,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+    segment_ms: i64,
+}
+
+impl<K: 'static, V: 'static> Typed<K, V> for SessionStoreHandle<'_, K, V> {
+    fn access(&self) -> &Access<'_> {
+        &self.access
+    }
+    fn serdes(&self) -> (&dyn Serde<K>, &dyn Serde<V>) {
+        (&*self.key_serde, &*self.value_serde)
+    }
+}
+
+impl<K: 'static, V: 'static> SessionStoreHandle<'_, K, V> {
+    /// `key`'s sessions that end at or after `earliest_end` and start at or before
+    /// `latest_start`, by end. Sessions end no later than `latest_end` (the caller's
+    /// observed stream time), which bounds the segments searched.
+    pub fn find_sessions(
+        &mut self,
+        key: &K,
+        earliest_end: i64,
+        latest_start: i64,
+        latest_end: i64,
+    ) -> Result<Vec<(Window, V)>> {
+        let kb = self.key_bytes(key)?;
+        let mut out = Vec::new();
+        if earliest_end > latest_end {
+            return Ok(out);
+        }
+        let first = earliest_end.max(0).div_euclid(self.segment_ms);
+        for seg in first..=latest_end.div_euclid(self.segment_ms) {
+            let mut lo = key_prefix(seg, &kb);
+            let mut hi = lo.clone();
+            lo.extend_from_slice(&time_bytes(earliest_end));
+            hi.extend_from_slice(&time_bytes(latest_end.saturating_add(1)));
+            for (k, v) in self.access.range(&lo, &hi)? {
+                if let Some((_, [end, start])) = split_key(&k, 2)
+                    && start <= latest_start
+                {
+                    out.push((Window::new(start, end), self.decode_value(&v)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores `key`'s session `window` with `value` (`None` removes it).
+    pub fn put(&mut self, key: &K, window: Window, value: Option<&V>) -> Result<()> {
+        let k = session_key(self.segment_ms, &self.key_bytes(key)?, window);
+        let v = match value {
+            Some(v) => self.value_bytes(v)?,
+            None => None,
+        };
+        self.access.write(k, v)
+    }
+
+    /// Every session of every key, by segment, key and end.
+    pub fn fetch_all(&mut self) -> Result<Vec<(Windowed<K>, V)>> {
+        let mut out = Vec::new();
+        let (lo, hi) = (segment_key(0), segment_key(i64::MAX));
+        for (k, v) in self.access.range(&lo, &hi)? {
+            if let Some((kb, [end, start])) = split_key(&k, 2) {
+                out.push((
+                    Windowed::new(self.decode_key(kb)?, Window::new(start, end)),
+                    self.decode_value(&v)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops the segments whose sessions all ended more than the retention before
+    /// `stream_time`.
+    pub fn expire(&mut self, stream_time: i64) -> Result<()> {
+        self.access.expire(stream_time)
+    }
+
+    /// See [`WindowStoreHandle::observed_stream_time`].
+    pub fn observed_stream_time(&mut self) -> Result<Option<i64>> {
+        self.access.meta_time()
+    }
+
+    /// See [`WindowStoreHandle::set_observed_stream_time`].
+    pub fn set_observed_stream_time(&mut self, t: i64) -> Result<()> {
+        self.access.set_meta_time(t)
     }
 }
 
@@ -591,6 +1049,11 @@ pub(crate) trait Node: Send {
     /// Writes out anything buffered (sinks). Called at the end of every batch and before
     /// a commit.
     fn flush(&mut self, core: &mut TaskCore) -> Result<()>;
+    /// Processors: [`Processor::flush`], at each commit.
+    fn pre_commit(&mut self, core: &mut TaskCore, me: NodeId) -> Result<()> {
+        let _ = (core, me);
+        Ok(())
+    }
     fn close(&mut self) -> Result<()>;
 }
 
@@ -655,6 +1118,13 @@ where
 
     fn flush(&mut self, _core: &mut TaskCore) -> Result<()> {
         Ok(())
+    }
+
+    fn pre_commit(&mut self, core: &mut TaskCore, me: NodeId) -> Result<()> {
+        match self.processor.flush(&mut ProcessorContext::new(core, me)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.in_processor(&core.names[me])),
+        }
     }
 
     fn close(&mut self) -> Result<()> {

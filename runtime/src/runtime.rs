@@ -46,6 +46,7 @@ pub(crate) struct RuntimeCore {
     state: StateEnv,
     in_memory_budget: Arc<ByteBudget>,
     record_cache: Arc<RecordCache>,
+    suppression_budget: Arc<ByteBudget>,
 }
 
 impl RuntimeCore {
@@ -101,8 +102,12 @@ impl PartialEq for QueryState {
 pub struct QueryStats {
     /// Records taken from partition queues and run through the topology.
     pub records_processed: u64,
-    /// Records skipped by a log-and-continue deserialization handler.
+    /// Records skipped by a log-and-continue deserialization handler (or for a
+    /// negative extracted timestamp).
     pub records_skipped: u64,
+    /// Records windowed operators dropped because their window had closed (stream time
+    /// past window end + grace), counted once per window they missed.
+    pub records_dropped_late: u64,
     /// Tasks (sub-topology × partition) the query runs.
     pub tasks: usize,
 }
@@ -110,6 +115,9 @@ pub struct QueryStats {
 struct Status {
     state: QueryState,
     failure: Option<Error>,
+    /// The failure came with a commit of everything processed (a full suppression
+    /// buffer that shuts its query down): the other tasks commit as they close too.
+    commit_on_stop: bool,
 }
 
 /// Shared state of one running query.
@@ -125,6 +133,7 @@ pub(crate) struct QueryShared {
     task_count: usize,
     processed: AtomicU64,
     skipped: AtomicU64,
+    dropped_late: AtomicU64,
     io_tx: Sender<IoCommand>,
 }
 
@@ -134,15 +143,17 @@ impl QueryShared {
     }
 
     pub(crate) fn is_clean_stop(&self) -> bool {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .failure
-            .is_none()
+        let s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.failure.is_none() || s.commit_on_stop
     }
 
-    pub(crate) fn record_progress(&self, processed: u64, skipped: u64) {
+    pub(crate) fn record_progress(&self, processed: u64, skipped: u64, dropped_late: u64) {
         self.processed.fetch_add(processed, Ordering::Relaxed);
+        if dropped_late > 0 {
+            self.dropped_late.fetch_add(dropped_late, Ordering::Relaxed);
+            metrics::counter!("weir_records_dropped_late_total", "query" => self.name.to_string())
+                .increment(dropped_late);
+        }
         if skipped > 0 {
             self.skipped.fetch_add(skipped, Ordering::Relaxed);
             metrics::counter!("weir_records_skipped_total", "query" => self.name.to_string())
@@ -175,6 +186,20 @@ impl QueryShared {
             let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
             if s.failure.is_none() && !s.state.is_terminal() {
                 s.failure = Some(e);
+            }
+        }
+        self.begin_stop();
+    }
+
+    /// Records `e` as the query's failure after its task committed everything it
+    /// processed; the other tasks commit as they close, so a restart resumes exactly
+    /// where the query stopped.
+    pub(crate) fn fail_after_commit(&self, e: Error) {
+        {
+            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            if s.failure.is_none() && !s.state.is_terminal() {
+                s.failure = Some(e);
+                s.commit_on_stop = true;
             }
         }
         self.begin_stop();
@@ -263,6 +288,7 @@ impl QueryHandle {
         QueryStats {
             records_processed: self.shared.processed.load(Ordering::Relaxed),
             records_skipped: self.shared.skipped.load(Ordering::Relaxed),
+            records_dropped_late: self.shared.dropped_late.load(Ordering::Relaxed),
             tasks: self.shared.task_count,
         }
     }
@@ -328,6 +354,7 @@ impl Runtime {
         let state = StateEnv::from_config(&sc)?;
         let in_memory_budget = Arc::new(ByteBudget::new(sc.in_memory_store_bytes));
         let record_cache = RecordCache::new(sc.record_cache_bytes);
+        let suppression_budget = Arc::new(ByteBudget::new(sc.suppression_buffer_bytes));
         let io = IoThread {
             commands: io_rx,
             wake: wake_rx,
@@ -336,6 +363,7 @@ impl Runtime {
             stats: io_stats.clone(),
             state: state.clone(),
             record_cache: record_cache.clone(),
+            suppression_budget: suppression_budget.clone(),
         };
 
         let handle = std::thread::Builder::new()
@@ -358,6 +386,7 @@ impl Runtime {
                 state,
                 in_memory_budget,
                 record_cache,
+                suppression_budget,
             }),
             queries: Mutex::new(HashMap::new()),
             io_thread: Mutex::new(Some(handle)),
@@ -383,6 +412,15 @@ impl Runtime {
     /// only grow it).
     pub fn thread_count(&self) -> usize {
         self.core.config.workers + 1 + 1 + self.core.config.state.rocksdb_background_threads
+    }
+
+    /// Bytes held in suppression buffers now (every operator of every query), and the
+    /// one budget they share.
+    pub fn suppression_bytes(&self) -> (usize, usize) {
+        (
+            self.core.suppression_budget.used(),
+            self.core.suppression_budget.cap(),
+        )
     }
 
     /// Bytes held in partition queues now, and their cap.
@@ -602,6 +640,9 @@ impl Runtime {
                         stores: Vec::new(),
                         cache: None,
                         pending_forwards: Default::default(),
+                        dropped_late: 0,
+                        suppression_budget: self.core.suppression_budget.clone(),
+                        shutdown: None,
                     },
                     current: None,
                 };
@@ -669,6 +710,8 @@ impl Runtime {
                         cached: def.caching,
                         forwarder: None,
                         forward_old: false,
+                        store_type: def.store_type,
+                        live_segment: i64::MIN,
                     });
                 }
                 // The cache wakes the task when another task asks it to evict; the task
@@ -701,6 +744,7 @@ impl Runtime {
             status: Mutex::new(Status {
                 state: QueryState::Running,
                 failure: None,
+                commit_on_stop: false,
             }),
             cv: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -709,6 +753,7 @@ impl Runtime {
             task_count: built.len(),
             processed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            dropped_late: AtomicU64::new(0),
             io_tx: self.core.io_tx.clone(),
         });
         let tasks: Vec<Arc<Task>> = built

@@ -29,11 +29,12 @@ use crate::broker::{Broker, RecordView, TopicLog};
 use crate::config::DeserializationHandler;
 use crate::error::{Error, Result};
 use crate::processor::{Node, Punctuation, PunctuationType, PunctuatorEntry, TaskId};
-use crate::queue::PartitionQueue;
+use crate::queue::{ByteBudget, PartitionQueue};
 use crate::record::{RecordMetadata, now_millis};
 use crate::runtime::{QueryShared, RuntimeCore};
 use crate::state::{BatchEntry, Dirty, KeyValueStore, TaskCache};
 use crate::topology::{NodeId, NodeKind};
+use crate::window::StoreType;
 
 /// What processors see of their task besides the graph.
 pub(crate) struct TaskEnv {
@@ -57,6 +58,14 @@ pub(crate) struct TaskEnv {
     pub(crate) cache: Option<TaskCache>,
     /// Changes written to forwarding stores, to forward once the current record is done.
     pub(crate) pending_forwards: VecDeque<PendingForward>,
+    /// Records windowed operators dropped for arriving after their window closed.
+    pub(crate) dropped_late: u64,
+    /// The runtime's one budget for every suppression buffer.
+    pub(crate) suppression_budget: Arc<ByteBudget>,
+    /// Set by a processor that cannot go on (a full suppression buffer that shuts its
+    /// query down): the task commits what it has processed and fails the query with
+    /// this error.
+    pub(crate) shutdown: Option<Error>,
 }
 
 /// A change of a forwarding store (an aggregation's), waiting to go downstream.
@@ -210,6 +219,10 @@ pub(crate) struct TaskStore {
     pub(crate) forwarder: Option<Forwarder>,
     /// Whether forwarded changes carry the value they replaced.
     pub(crate) forward_old: bool,
+    /// Key-value, window or session.
+    pub(crate) store_type: StoreType,
+    /// Window and session stores: the first segment not yet dropped.
+    pub(crate) live_segment: i64,
 }
 
 impl TaskEnv {
@@ -312,6 +325,15 @@ impl TaskCore {
         // Inside a punctuator, "the record's timestamp" is the punctuation time.
         self.env.record_timestamp = p.timestamp;
         let r = n.punctuate(p, self, node);
+        self.current = prev;
+        self.nodes[node] = Some(n);
+        r
+    }
+
+    fn pre_commit_node(&mut self, node: NodeId) -> Result<()> {
+        let mut n = self.take(node)?;
+        let prev = self.current.replace(node);
+        let r = n.pre_commit(self, node);
         self.current = prev;
         self.nodes[node] = Some(n);
         r
@@ -491,6 +513,20 @@ impl TaskInner {
     fn commit(&mut self, group: &str, broker: &Broker) -> Result<()> {
         self.core.env.flush_cache(None)?;
         self.core.drain_forwards()?;
+        // Processors write out what they buffer (suppression buffers, the observed
+        // stream time of windowed aggregations), upstream first, each followed by
+        // whatever that put into the cache.
+        let saved = self.core.env.metadata.take();
+        for i in 0..self.nodes.len() {
+            let n = self.nodes[i];
+            if self.core.kinds[n] != NodeKind::Processor {
+                continue;
+            }
+            self.core.pre_commit_node(n)?;
+            self.core.env.flush_cache(None)?;
+            self.core.drain_forwards()?;
+        }
+        self.core.env.metadata = saved;
         for s in &mut self.core.env.stores {
             s.store.flush()?;
         }
@@ -664,6 +700,9 @@ impl Task {
         if self.query.is_stopping() {
             if self.query.is_clean_stop() {
                 inner.commit(&self.query.group, &cfg.broker)?;
+                if let Some(e) = inner.core.env.shutdown.take() {
+                    self.query.fail_after_commit(e);
+                }
             }
             if inner.close_all() {
                 self.rt.wake_io();
@@ -681,6 +720,9 @@ impl Task {
         let max = cfg.max_batch_records;
         let mut n = 0usize;
         while n < max && (n % 64 != 0 || n == 0 || started.elapsed() < cfg.max_batch_time) {
+            if inner.core.env.shutdown.is_some() {
+                break;
+            }
             // Next record: the lowest timestamp across this task's partitions.
             let mut best: Option<(usize, i64)> = None;
             for (i, input) in inner.inputs.iter_mut().enumerate() {
@@ -690,7 +732,7 @@ impl Task {
                     best = Some((i, ts));
                 }
             }
-            let Some((i, ts)) = best else { break };
+            let Some((i, _)) = best else { break };
             let TaskInner { core, inputs, .. } = &mut *inner;
             let input = &mut inputs[i];
             let Some((offset, view, size)) =
@@ -714,25 +756,24 @@ impl Task {
                     })
                 }
             }
-            // Stream time includes the record being processed (as in Kafka Streams);
-            // stream-time punctuators fire after it.
-            let advanced = ts > core.env.stream_time;
-            if advanced {
-                core.env.stream_time = ts;
-            }
+            // The source advances stream time (to the record's extracted timestamp);
+            // stream-time punctuators fire after the record.
+            let before = core.env.stream_time;
             core.ingest(input.source, &view, offset)?;
             if !core.env.pending_forwards.is_empty() {
                 core.drain_forwards()?;
             }
-            if advanced {
-                core.punctuate(PunctuationType::StreamTime, ts)?;
+            if core.env.stream_time > before {
+                core.punctuate(PunctuationType::StreamTime, core.env.stream_time)?;
             }
             n += 1;
         }
         inner.core.env.metadata = None;
-        inner
-            .core
-            .punctuate(PunctuationType::WallClockTime, now_millis())?;
+        if inner.core.env.shutdown.is_none() {
+            inner
+                .core
+                .punctuate(PunctuationType::WallClockTime, now_millis())?;
+        }
         inner.flush_sinks()?;
 
         let mut wake = false;
@@ -744,11 +785,33 @@ impl Task {
         }
         if n > 0 {
             inner.uncommitted = true;
-            self.query
-                .record_progress(n as u64, std::mem::take(&mut inner.core.env.skipped));
+            self.query.record_progress(
+                n as u64,
+                std::mem::take(&mut inner.core.env.skipped),
+                std::mem::take(&mut inner.core.env.dropped_late),
+            );
         }
-        if inner.uncommitted && inner.last_commit.elapsed() >= cfg.commit_interval {
+        if inner.core.env.shutdown.is_some()
+            || (inner.uncommitted && inner.last_commit.elapsed() >= cfg.commit_interval)
+        {
             inner.commit(&self.query.group, &cfg.broker)?;
+        }
+        if let Some(e) = inner.core.env.shutdown.take() {
+            // A clean failure: everything processed is committed (the processor that
+            // asked stopped emitting and persisted what it held), then the query fails
+            // and its other tasks commit as they close.
+            log::error!(
+                "query '{}' task {} shuts its query down: {e}",
+                self.query.name,
+                self.id
+            );
+            self.query.fail_after_commit(e);
+            if inner.close_all() {
+                self.rt.wake_io();
+            }
+            drop(guard);
+            self.query.task_closed();
+            return Ok(After::Closed);
         }
         self.register_deadline(inner);
 

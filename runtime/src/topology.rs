@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::broker::{EncodedBatch, RecordView, TopicLog};
 use crate::config::DeserializationHandler;
@@ -23,6 +24,12 @@ use crate::processor::{Data, Node, Processor, ProcessorNode, Punctuation, take_i
 use crate::record::Record;
 use crate::serde::Serde;
 use crate::task::TaskCore;
+use crate::window::StoreType;
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// Index of a node in its topology.
 pub type NodeId = usize;
@@ -87,7 +94,13 @@ pub struct SourceSpec<K, V> {
     key_serde: Arc<dyn Serde<K>>,
     value_serde: Arc<dyn Serde<V>>,
     handler: Option<DeserializationHandler>,
+    extractor: Option<TimestampExtractor<K, V>>,
 }
+
+/// Gives a record its event time from its key, value and the timestamp it was written
+/// with (ms). A negative result drops the record (counted as skipped), as in Kafka
+/// Streams.
+pub type TimestampExtractor<K, V> = Arc<dyn Fn(&K, &V, i64) -> i64 + Send + Sync>;
 
 impl<K, V> Clone for SourceSpec<K, V> {
     fn clone(&self) -> Self {
@@ -95,6 +108,7 @@ impl<K, V> Clone for SourceSpec<K, V> {
             key_serde: self.key_serde.clone(),
             value_serde: self.value_serde.clone(),
             handler: self.handler,
+            extractor: self.extractor.clone(),
         }
     }
 }
@@ -106,7 +120,24 @@ impl<K, V> SourceSpec<K, V> {
             key_serde: Arc::new(key_serde),
             value_serde: Arc::new(value_serde),
             handler: None,
+            extractor: None,
         }
+    }
+
+    /// Takes each record's event time from `f(key, value, written_timestamp)` instead
+    /// of the timestamp it was written with. Stream time, windows and punctuation all
+    /// follow the extracted time.
+    pub fn timestamp_extractor(
+        mut self,
+        f: impl Fn(&K, &V, i64) -> i64 + Send + Sync + 'static,
+    ) -> Self {
+        self.extractor = Some(Arc::new(f));
+        self
+    }
+
+    /// The timestamp extractor, if one is set.
+    pub fn extractor(&self) -> Option<&TimestampExtractor<K, V>> {
+        self.extractor.as_ref()
     }
 
     /// Overrides the runtime's default deserialization handler for this source.
@@ -182,6 +213,7 @@ pub enum StoreKind {
 pub struct StoreSpec<K, V> {
     pub(crate) name: String,
     pub(crate) kind: StoreKind,
+    pub(crate) store_type: StoreType,
     pub(crate) caching: bool,
     pub(crate) key_serde: Arc<dyn Serde<K>>,
     pub(crate) value_serde: Arc<dyn Serde<V>>,
@@ -192,6 +224,7 @@ impl<K, V> Clone for StoreSpec<K, V> {
         StoreSpec {
             name: self.name.clone(),
             kind: self.kind,
+            store_type: self.store_type,
             caching: self.caching,
             key_serde: self.key_serde.clone(),
             value_serde: self.value_serde.clone(),
@@ -209,6 +242,7 @@ impl<K, V> StoreSpec<K, V> {
         StoreSpec {
             name: name.into(),
             kind: StoreKind::RocksDb,
+            store_type: StoreType::KeyValue,
             caching: true,
             key_serde: Arc::new(key_serde),
             value_serde: Arc::new(value_serde),
@@ -224,6 +258,36 @@ impl<K, V> StoreSpec<K, V> {
     /// The store's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Makes this a window store (see [`crate::window`]): windows of `size`, kept
+    /// `retention` after their start. Processors reach it with
+    /// `ProcessorContext::window_store`.
+    pub fn windowed(mut self, size: Duration, retention: Duration) -> Self {
+        self.store_type = StoreType::window(millis(size), millis(retention));
+        self
+    }
+
+    /// Makes this a session store: sessions kept `retention` after their end.
+    /// Processors reach it with `ProcessorContext::session_store`.
+    pub fn sessions(mut self, retention: Duration) -> Self {
+        self.store_type = StoreType::session(millis(retention));
+        self
+    }
+
+    /// Key-value, window or session.
+    pub fn store_type(&self) -> StoreType {
+        self.store_type
+    }
+
+    /// The key serde.
+    pub fn key_serde(&self) -> &Arc<dyn Serde<K>> {
+        &self.key_serde
+    }
+
+    /// The value serde.
+    pub fn value_serde(&self) -> &Arc<dyn Serde<V>> {
+        &self.value_serde
     }
 
     /// Reads and writes bypass the record cache: every write reaches the store (and,
@@ -242,6 +306,7 @@ pub(crate) type StoreSerdes<K, V> = (Arc<dyn Serde<K>>, Arc<dyn Serde<V>>);
 pub(crate) struct StoreDef {
     pub(crate) name: String,
     pub(crate) kind: StoreKind,
+    pub(crate) store_type: StoreType,
     pub(crate) caching: bool,
     pub(crate) types: (TypeId, TypeId),
     /// [`StoreSerdes<K, V>`], erased.
@@ -479,6 +544,7 @@ impl Topology {
         self.stores.push(StoreDef {
             name: spec.name.clone(),
             kind: spec.kind,
+            store_type: spec.store_type,
             caching: spec.caching,
             types: (TypeId::of::<K>(), TypeId::of::<V>()),
             serdes: Arc::new(serdes),
@@ -692,15 +758,35 @@ impl<K: Data, V: Data> Node for SourceNode<K, V> {
             Ok(v) => v,
             Err(e) => return self.on_error(core, offset, RecordField::Value, e),
         };
+        let timestamp = match &self.spec.extractor {
+            None => view.timestamp,
+            Some(f) => {
+                let t = f(&key, &value, view.timestamp);
+                if t < 0 {
+                    log::debug!(
+                        "query '{}': skipping the record at offset {offset} of '{}': its extracted timestamp {t} is negative",
+                        core.env.query,
+                        core.names[me]
+                    );
+                    core.env.skipped += 1;
+                    return Ok(());
+                }
+                t
+            }
+        };
+        // Stream time includes the record being processed (as in Kafka Streams).
+        if timestamp > core.env.stream_time {
+            core.env.stream_time = timestamp;
+        }
         let record = Record {
             key,
             value,
-            timestamp: view.timestamp,
+            timestamp,
             headers: view.headers(),
         };
         // A source with no children (a stream nobody consumes yet) just drops records.
         let n = core.children[me].len();
-        core.env.record_timestamp = view.timestamp;
+        core.env.record_timestamp = timestamp;
         for i in 0..n.saturating_sub(1) {
             let mut copy = Some(record.clone());
             core.dispatch(core.children[me][i], &mut copy as &mut dyn Any)?;

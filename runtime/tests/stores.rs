@@ -267,6 +267,7 @@ fn a_strict_cache_fails_reads_instead_of_overcommitting() {
             rocksdb_strict_capacity: strict,
             record_cache_bytes: 0,
             in_memory_store_bytes: 0,
+            suppression_buffer_bytes: 0,
         })
         .unwrap();
         // A flushed store: its reads need data blocks from the cache.

@@ -130,6 +130,32 @@ impl KeyValueStore for InMemoryStore {
         Ok(())
     }
 
+    fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = self
+            .map
+            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.delete(&k)?;
+        }
+        Ok(())
+    }
+
+    fn first(&self, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>> {
+        if from >= to {
+            return Ok(None);
+        }
+        Ok(self
+            .map
+            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+            .next()
+            .map(|(k, v)| (k.clone(), v.clone())))
+    }
+
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>> {
         if from >= to {
             return Ok(Vec::new());

@@ -46,6 +46,12 @@ pub trait KeyValueStore: Send {
     /// Applies puts (`Some`) and deletes (`None`) in one atomic batch; the last write
     /// of a key wins.
     fn write_batch(&mut self, entries: &[BatchEntry<'_>]) -> Result<()>;
+    /// Removes every key with `from <= key < to` (RocksDB: one range tombstone, and
+    /// table files wholly inside the range are dropped at once). How window and
+    /// session stores drop expired segments.
+    fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()>;
+    /// The first entry with `from <= key < to`.
+    fn first(&self, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>>;
     /// Entries with `from <= key < to`, in key order.
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>>;
     /// Entries whose key starts with `prefix`, in key order.

@@ -339,6 +339,35 @@ impl KeyValueStore for RocksDbStore {
             .map_err(|e| self.err(e))
     }
 
+    fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_range(from, to);
+        self.db
+            .write_opt(batch, &self.write)
+            .map_err(|e| self.err(e))?;
+        // Files wholly inside the range go now, not at the next compaction.
+        self.db
+            .delete_file_in_range(from, to)
+            .map_err(|e| self.err(e))
+    }
+
+    fn first(&self, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>> {
+        if from >= to {
+            return Ok(None);
+        }
+        let mut read = ReadOptions::default();
+        read.set_iterate_upper_bound(to.to_vec());
+        self.db
+            .iterator_opt(IteratorMode::From(from, Direction::Forward), read)
+            .next()
+            .transpose()
+            .map(|kv| kv.map(|(k, v)| (k.into_vec(), v.into_vec())))
+            .map_err(|e| self.err(e))
+    }
+
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>> {
         if from >= to {
             return Ok(Vec::new());

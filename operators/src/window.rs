@@ -1,0 +1,635 @@
+//! Windowed aggregations: `group_by_key().windowed_by(...)` then `count`, `reduce` or
+//! `aggregate`, giving a `KTable<Windowed<K>, V>`.
+//!
+//! Event time is each record's timestamp (set by the source's timestamp extractor, if
+//! any). Each aggregation tracks its *observed stream time*, the largest timestamp it
+//! has seen; a window closes when that passes its end plus the grace period, and a
+//! record for a closed window is dropped and counted (`QueryStats::records_dropped_late`,
+//! `weir_records_dropped_late_total`, and a debug log line). The observed stream time is
+//! stored with the windows, so a restart drops exactly what the first run would have.
+//!
+//! State lives in window or session stores (RocksDB under the shared cache by
+//! default) that drop expired segments with range deletes (see
+//! [`weir_runtime::window`]). Time windows go through the record cache like key-value
+//! aggregations; session windows, which look up neighbouring sessions per record,
+//! write through.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use weir_runtime::serde::{DefaultSerde, I64Serde, OptionSerde, Serde};
+use weir_runtime::{
+    Change, Data, Error, Processor, ProcessorContext, Record, Result, Window, Windowed,
+    WindowedSerde,
+};
+
+use crate::stream::ArcSerde;
+use crate::table::{KGroupedStream, KTable, Materialized, TableMeta};
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Fixed-size windows: tumbling (advance = size) or hopping (advance < size). A window
+/// is `[start, start + size)`; starts are multiples of the advance, from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindows {
+    size: i64,
+    advance: i64,
+    grace: i64,
+}
+
+impl TimeWindows {
+    /// Tumbling windows of `size` that accept records up to `grace` after they end.
+    pub fn of_size_and_grace(size: Duration, grace: Duration) -> Self {
+        TimeWindows {
+            size: ms(size),
+            advance: ms(size),
+            grace: ms(grace),
+        }
+    }
+
+    /// Tumbling windows of `size` that close as soon as stream time passes their end.
+    pub fn of_size_with_no_grace(size: Duration) -> Self {
+        Self::of_size_and_grace(size, Duration::ZERO)
+    }
+
+    /// Hopping windows: a new window every `advance` (at most the size).
+    pub fn advance_by(mut self, advance: Duration) -> Self {
+        self.advance = ms(advance);
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.size <= 0 {
+            return Err(Error::Topology("window size must be at least 1 ms".into()));
+        }
+        if self.advance <= 0 || self.advance > self.size {
+            return Err(Error::Topology(format!(
+                "window advance must be between 1 ms and the window size ({} ms), got {} ms",
+                self.size, self.advance
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts of the windows containing `ts`, ascending.
+    fn starts(&self, ts: i64) -> impl Iterator<Item = i64> + use<> {
+        // Starts are multiples of the advance, from 0 (so never negative).
+        let first = (((ts - self.size).div_euclid(self.advance) + 1) * self.advance).max(0);
+        let advance = self.advance;
+        (0..)
+            .map(move |i| first + i * advance)
+            .take_while(move |s| *s <= ts)
+    }
+}
+
+/// Session windows: a key's records closer than `gap` apart form one session; sessions
+/// merge when a record bridges them. A session is `[first, last]` (both inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionWindows {
+    gap: i64,
+    grace: i64,
+}
+
+impl SessionWindows {
+    /// Sessions with inactivity gap `gap`; a record is accepted while the session it
+    /// would join (or start) ends no more than `grace` before the observed stream time.
+    pub fn of_inactivity_gap_and_grace(gap: Duration, grace: Duration) -> Self {
+        SessionWindows {
+            gap: ms(gap),
+            grace: ms(grace),
+        }
+    }
+
+    /// Sessions with no grace period.
+    pub fn of_inactivity_gap_with_no_grace(gap: Duration) -> Self {
+        Self::of_inactivity_gap_and_grace(gap, Duration::ZERO)
+    }
+}
+
+/// What [`KGroupedStream::windowed_by`] accepts: [`TimeWindows`] give a
+/// [`TimeWindowedKStream`], [`SessionWindows`] a [`SessionWindowedKStream`].
+pub trait WindowedBy<K, V> {
+    /// The windowed stream.
+    type Output;
+    /// Windows `grouped`.
+    fn windowed(self, grouped: &KGroupedStream<K, V>) -> Self::Output;
+}
+
+impl<K: Data, V: Data> WindowedBy<K, V> for TimeWindows {
+    type Output = TimeWindowedKStream<K, V>;
+    fn windowed(self, grouped: &KGroupedStream<K, V>) -> Self::Output {
+        TimeWindowedKStream {
+            grouped: grouped.clone_grouped(),
+            windows: self,
+        }
+    }
+}
+
+impl<K: Data, V: Data> WindowedBy<K, V> for SessionWindows {
+    type Output = SessionWindowedKStream<K, V>;
+    fn windowed(self, grouped: &KGroupedStream<K, V>) -> Self::Output {
+        SessionWindowedKStream {
+            grouped: grouped.clone_grouped(),
+            windows: self,
+        }
+    }
+}
+
+impl<K: Data, V: Data> KGroupedStream<K, V> {
+    /// Aggregates per window: `TimeWindows` (tumbling, hopping) or `SessionWindows`.
+    pub fn windowed_by<W: WindowedBy<K, V>>(&self, windows: W) -> W::Output {
+        windows.windowed(self)
+    }
+
+    fn clone_grouped(&self) -> KGroupedStream<K, V> {
+        KGroupedStream {
+            stream: self.stream.clone(),
+            key_serde: self.key_serde.clone(),
+            value_serde: self.value_serde.clone(),
+        }
+    }
+}
+
+/// Which windows a windowed store and its aggregation use.
+#[derive(Clone, Copy)]
+enum Spec {
+    Time(TimeWindows),
+    Session(SessionWindows),
+}
+
+impl Spec {
+    fn grace(&self) -> i64 {
+        match self {
+            Spec::Time(w) => w.grace,
+            Spec::Session(w) => w.grace,
+        }
+    }
+
+    /// Kafka Streams' default retention: enough to accept every on-time record.
+    fn min_retention(&self) -> i64 {
+        match self {
+            Spec::Time(w) => w.size.saturating_add(w.grace),
+            Spec::Session(w) => w.gap.saturating_add(w.grace),
+        }
+    }
+}
+
+type Init<VA> = Arc<dyn Fn() -> VA + Send + Sync>;
+type Agg<K, V, VA> = Arc<dyn Fn(&K, V, VA) -> VA + Send + Sync>;
+type Merge<K, VA> = Arc<dyn Fn(&K, VA, VA) -> VA + Send + Sync>;
+
+/// Adds a windowed aggregation over `grouped` storing `VA` as `materialized` says.
+fn windowed_aggregate<K: Data, V: Data, VA: Data>(
+    grouped: &KGroupedStream<K, V>,
+    spec: Spec,
+    materialized: Materialized<K, VA>,
+    default_value_serde: Option<Arc<dyn Serde<VA>>>,
+    init: Init<VA>,
+    agg: Agg<K, V, VA>,
+    merge: Option<Merge<K, VA>>,
+) -> KTable<Windowed<K>, VA> {
+    let builder = grouped.stream.builder.clone();
+    let check = match spec {
+        Spec::Time(w) => w.validate(),
+        Spec::Session(w) if w.gap <= 0 => Err(Error::Topology(
+            "session inactivity gap must be at least 1 ms".into(),
+        )),
+        Spec::Session(_) => Ok(()),
+    };
+    let retention = materialized.retention.map_or(spec.min_retention(), ms);
+    let retention_check = if retention < spec.min_retention() {
+        Err(Error::Topology(format!(
+            "window retention {retention} ms is shorter than window size (or gap) plus grace, {} ms",
+            spec.min_retention()
+        )))
+    } else {
+        Ok(())
+    };
+    let (prefix, store_prefix) = match spec {
+        Spec::Time(_) => (
+            "KSTREAM-WINDOWED-AGGREGATE",
+            "KSTREAM-AGGREGATE-STATE-STORE",
+        ),
+        Spec::Session(_) => ("KSTREAM-SESSION-AGGREGATE", "KSTREAM-AGGREGATE-STATE-STORE"),
+    };
+    let mut store_spec = {
+        let mut inner = builder.borrow_mut();
+        inner.check(check);
+        inner.check(retention_check);
+        materialized.spec(
+            &mut inner,
+            store_prefix,
+            grouped.key_serde.clone(),
+            default_value_serde,
+        )
+    };
+    let retention_d = Duration::from_millis(retention.max(0) as u64);
+    store_spec = store_spec.map(|s| match spec {
+        Spec::Time(w) => s.windowed(Duration::from_millis(w.size as u64), retention_d),
+        // Each record looks its neighbours up with a range scan: no record cache.
+        Spec::Session(_) => s.sessions(retention_d).without_caching(),
+    });
+    let store: Arc<str> = Arc::from(store_spec.as_ref().map_or("?", |s| s.name()));
+    let meta = TableMeta {
+        key_serde: Some(Arc::new(WindowedSerde(grouped.key_serde.clone())) as Arc<dyn Serde<_>>),
+        value_serde: store_spec.as_ref().map(|s| s.value_serde().clone()),
+        grace_ms: Some(spec.grace()),
+    };
+    let send_old = Arc::new(AtomicBool::new(false));
+    let node = builder.borrow_mut().next_name(prefix);
+    let so = send_old.clone();
+    let changes = match (spec, merge) {
+        (Spec::Time(windows), _) => {
+            let store = store.clone();
+            grouped
+                .stream
+                .add_named(node.clone(), move || WindowAggregate {
+                    store: store.clone(),
+                    windows,
+                    init: init.clone(),
+                    agg: agg.clone(),
+                    send_old: so.clone(),
+                    observed: i64::MIN,
+                    _types: PhantomData,
+                })
+        }
+        (Spec::Session(windows), merge) => {
+            let store = store.clone();
+            let merge = merge.unwrap_or_else(|| Arc::new(|_: &K, a: VA, _: VA| a));
+            grouped
+                .stream
+                .add_named(node.clone(), move || SessionAggregate {
+                    store: store.clone(),
+                    windows,
+                    init: init.clone(),
+                    agg: agg.clone(),
+                    merge: merge.clone(),
+                    send_old: so.clone(),
+                    observed: i64::MIN,
+                    _types: PhantomData,
+                })
+        }
+    };
+    if let Some(s) = store_spec {
+        let mut inner = builder.borrow_mut();
+        let r = inner
+            .topology
+            .add_state_store(s, &[node.as_str()])
+            .map(|_| ());
+        inner.check(r);
+    }
+    KTable::new(changes, send_old).with_meta(meta)
+}
+
+/// A grouped stream windowed by [`TimeWindows`].
+pub struct TimeWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: TimeWindows,
+}
+
+/// A grouped stream windowed by [`SessionWindows`].
+pub struct SessionWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: SessionWindows,
+}
+
+macro_rules! windowed_ops {
+    ($ty:ident, $spec:expr, $merge_count:expr) => {
+        impl<K: Data, V: Data> $ty<K, V> {
+            /// Counts records per key and window.
+            pub fn count(&self) -> KTable<Windowed<K>, i64> {
+                self.count_with(Materialized::default())
+            }
+
+            /// Counts records per key and window, stored as `materialized` says.
+            pub fn count_with(
+                &self,
+                materialized: Materialized<K, i64>,
+            ) -> KTable<Windowed<K>, i64> {
+                windowed_aggregate(
+                    &self.grouped,
+                    $spec(self.windows),
+                    materialized,
+                    Some(Arc::new(I64Serde)),
+                    Arc::new(|| 0i64),
+                    Arc::new(|_: &K, _: V, n: i64| n + 1),
+                    $merge_count,
+                )
+            }
+
+            /// Combines each key's values per window with `f(aggregate, value)`.
+            pub fn reduce<F>(&self, f: F) -> KTable<Windowed<K>, V>
+            where
+                F: Fn(V, V) -> V + Send + Sync + 'static,
+            {
+                self.reduce_with(f, Materialized::default())
+            }
+
+            /// Like `reduce`, stored as `materialized` says.
+            pub fn reduce_with<F>(
+                &self,
+                f: F,
+                materialized: Materialized<K, V>,
+            ) -> KTable<Windowed<K>, V>
+            where
+                F: Fn(V, V) -> V + Send + Sync + 'static,
+            {
+                let value_serde = materialized
+                    .value_serde
+                    .clone()
+                    .unwrap_or_else(|| self.grouped.value_serde.clone());
+                let f = Arc::new(f);
+                let f2 = f.clone();
+                let option: Materialized<K, Option<V>> = Materialized {
+                    name: materialized.name,
+                    kind: materialized.kind,
+                    caching: materialized.caching,
+                    key_serde: materialized.key_serde,
+                    value_serde: Some(Arc::new(OptionSerde(ArcSerde(value_serde.clone())))),
+                    retention: materialized.retention,
+                };
+                let table = windowed_aggregate(
+                    &self.grouped,
+                    $spec(self.windows),
+                    option,
+                    None,
+                    Arc::new(|| None::<V>),
+                    Arc::new(move |_: &K, v: V, acc: Option<V>| {
+                        Some(match acc {
+                            Some(a) => f(a, v),
+                            None => v,
+                        })
+                    }),
+                    Some(Arc::new(move |_: &K, a: Option<V>, b: Option<V>| {
+                        match (a, b) {
+                            (Some(a), Some(b)) => Some(f2(a, b)),
+                            (a, b) => a.or(b),
+                        }
+                    })),
+                );
+                table.flatten(Some(value_serde))
+            }
+        }
+    };
+}
+
+windowed_ops!(TimeWindowedKStream, Spec::Time, None);
+windowed_ops!(
+    SessionWindowedKStream,
+    Spec::Session,
+    Some(Arc::new(|_: &K, a: i64, b: i64| a + b))
+);
+
+impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
+    /// Folds each key's values per window into an aggregate starting from `init()`.
+    pub fn aggregate<VA, I, A>(&self, init: I, agg: A) -> KTable<Windowed<K>, VA>
+    where
+        VA: Data + DefaultSerde,
+        I: Fn() -> VA + Send + Sync + 'static,
+        A: Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+    {
+        self.aggregate_with(
+            init,
+            agg,
+            Materialized::default().with_value_serde(VA::default_serde()),
+        )
+    }
+
+    /// Like [`TimeWindowedKStream::aggregate`], stored as `materialized` says (it must
+    /// give a value serde unless `VA` has a default one).
+    pub fn aggregate_with<VA, I, A>(
+        &self,
+        init: I,
+        agg: A,
+        materialized: Materialized<K, VA>,
+    ) -> KTable<Windowed<K>, VA>
+    where
+        VA: Data,
+        I: Fn() -> VA + Send + Sync + 'static,
+        A: Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+    {
+        windowed_aggregate(
+            &self.grouped,
+            Spec::Time(self.windows),
+            materialized,
+            None,
+            Arc::new(init),
+            Arc::new(agg),
+            None,
+        )
+    }
+}
+
+impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
+    /// Folds each key's values per session into an aggregate starting from `init()`;
+    /// `merge(key, a, b)` combines two sessions' aggregates when a record joins them.
+    pub fn aggregate<VA, I, A, M>(&self, init: I, agg: A, merge: M) -> KTable<Windowed<K>, VA>
+    where
+        VA: Data + DefaultSerde,
+        I: Fn() -> VA + Send + Sync + 'static,
+        A: Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+        M: Fn(&K, VA, VA) -> VA + Send + Sync + 'static,
+    {
+        self.aggregate_with(
+            init,
+            agg,
+            merge,
+            Materialized::default().with_value_serde(VA::default_serde()),
+        )
+    }
+
+    /// Like [`SessionWindowedKStream::aggregate`], stored as `materialized` says.
+    pub fn aggregate_with<VA, I, A, M>(
+        &self,
+        init: I,
+        agg: A,
+        merge: M,
+        materialized: Materialized<K, VA>,
+    ) -> KTable<Windowed<K>, VA>
+    where
+        VA: Data,
+        I: Fn() -> VA + Send + Sync + 'static,
+        A: Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+        M: Fn(&K, VA, VA) -> VA + Send + Sync + 'static,
+    {
+        windowed_aggregate(
+            &self.grouped,
+            Spec::Session(self.windows),
+            materialized,
+            None,
+            Arc::new(init),
+            Arc::new(agg),
+            Some(Arc::new(merge)),
+        )
+    }
+}
+
+/// Logs a record dropped for a closed window and counts it.
+fn drop_late<K, V>(ctx: &mut ProcessorContext<'_, K, V>, ts: i64, window: Window, observed: i64) {
+    log::debug!(
+        "'{}' drops a record at {ts}: window {window} closed (observed stream time {observed})",
+        ctx.processor_name()
+    );
+    ctx.record_dropped_late();
+}
+
+/// Tumbling and hopping window aggregation.
+struct WindowAggregate<K, V, VA> {
+    store: Arc<str>,
+    windows: TimeWindows,
+    init: Init<VA>,
+    agg: Agg<K, V, VA>,
+    send_old: Arc<AtomicBool>,
+    observed: i64,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
+    for WindowAggregate<K, V, VA>
+{
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
+        ctx.forward_windowed_changes(&self.store, self.send_old.load(Ordering::Acquire))?;
+        let mut store = ctx.window_store::<K, VA>(&self.store)?;
+        self.observed = store.observed_stream_time()?.unwrap_or(i64::MIN);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        r: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
+    ) -> Result<()> {
+        let ts = r.timestamp;
+        if ts < 0 {
+            drop_late(ctx, ts, Window::new(ts, ts), self.observed);
+            return Ok(());
+        }
+        self.observed = self.observed.max(ts);
+        let close = self.observed - self.windows.grace;
+        let mut late = Vec::new();
+        let mut store = ctx.window_store::<K, VA>(&self.store)?;
+        for start in self.windows.starts(ts) {
+            let end = start + self.windows.size;
+            if end <= close {
+                late.push(Window::new(start, end));
+                continue;
+            }
+            let current = match store.fetch(&r.key, start)? {
+                Some(a) => a,
+                None => (self.init)(),
+            };
+            let new = (self.agg)(&r.key, r.value.clone(), current);
+            store.put(&r.key, start, Some(&new))?;
+        }
+        store.expire(self.observed)?;
+        for w in late {
+            drop_late(ctx, ts, w, self.observed);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
+        if self.observed > i64::MIN {
+            ctx.window_store::<K, VA>(&self.store)?
+                .set_observed_stream_time(self.observed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Session window aggregation (Kafka Streams' `KStreamSessionWindowAggregate`).
+struct SessionAggregate<K, V, VA> {
+    store: Arc<str>,
+    windows: SessionWindows,
+    init: Init<VA>,
+    agg: Agg<K, V, VA>,
+    merge: Merge<K, VA>,
+    send_old: Arc<AtomicBool>,
+    observed: i64,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
+    for SessionAggregate<K, V, VA>
+{
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
+        ctx.forward_windowed_changes(&self.store, self.send_old.load(Ordering::Acquire))?;
+        let mut store = ctx.session_store::<K, VA>(&self.store)?;
+        self.observed = store.observed_stream_time()?.unwrap_or(i64::MIN);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        r: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
+    ) -> Result<()> {
+        let ts = r.timestamp;
+        if ts < 0 {
+            drop_late(ctx, ts, Window::new(ts, ts), self.observed);
+            return Ok(());
+        }
+        self.observed = self.observed.max(ts);
+        let close = self.observed - self.windows.grace;
+        let gap = self.windows.gap;
+        let mut store = ctx.session_store::<K, VA>(&self.store)?;
+        let near = store.find_sessions(&r.key, ts - gap, ts + gap, self.observed)?;
+        let mut merged = Window::new(ts, ts);
+        let mut acc = (self.init)();
+        for (w, v) in &near {
+            merged = Window::new(merged.start.min(w.start), merged.end.max(w.end));
+            acc = (self.merge)(&r.key, acc, v.clone());
+        }
+        if merged.end < close {
+            drop(store);
+            drop_late(ctx, ts, merged, self.observed);
+            return Ok(());
+        }
+        for (w, _) in &near {
+            if *w != merged {
+                store.put(&r.key, *w, None)?;
+            }
+        }
+        let acc = (self.agg)(&r.key, r.value, acc);
+        store.put(&r.key, merged, Some(&acc))?;
+        store.expire(self.observed)
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
+        if self.observed > i64::MIN {
+            ctx.session_store::<K, VA>(&self.store)?
+                .set_observed_stream_time(self.observed)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tumbling_and_hopping_starts() {
+        let t = TimeWindows::of_size_with_no_grace(Duration::from_millis(10));
+        assert_eq!(t.starts(0).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(t.starts(19).collect::<Vec<_>>(), vec![10]);
+        let h = t.advance_by(Duration::from_millis(5));
+        assert_eq!(h.starts(12).collect::<Vec<_>>(), vec![5, 10]);
+        assert_eq!(h.starts(3).collect::<Vec<_>>(), vec![0]);
+        let h3 = TimeWindows::of_size_with_no_grace(Duration::from_millis(10))
+            .advance_by(Duration::from_millis(3));
+        // Windows [3,13), [6,16), [9,19), [12,22) contain 12.
+        assert_eq!(h3.starts(12).collect::<Vec<_>>(), vec![3, 6, 9, 12]);
+        assert!(h3.validate().is_ok());
+        assert!(
+            TimeWindows::of_size_with_no_grace(Duration::from_millis(10))
+                .advance_by(Duration::from_millis(11))
+                .validate()
+                .is_err()
+        );
+    }
+}
