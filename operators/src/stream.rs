@@ -147,6 +147,17 @@ impl<K, V> Consumed<K, V> {
         self.name = Some(name.into());
         self
     }
+
+    /// Takes each record's event time from `f(key, value, written_timestamp)` (Kafka
+    /// Streams' `TimestampExtractor`); windows, stream time and punctuation follow it.
+    /// A negative result skips the record (counted in `QueryStats::records_skipped`).
+    pub fn with_timestamp_extractor(
+        mut self,
+        f: impl Fn(&K, &V, i64) -> i64 + Send + Sync + 'static,
+    ) -> Self {
+        self.spec = self.spec.timestamp_extractor(f);
+        self
+    }
 }
 
 /// How a stream writes a topic: serdes, partitioner, sink name.

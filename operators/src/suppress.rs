@@ -371,11 +371,19 @@ impl<K: Data, V: Data> Processor<K, Change<V>, K, Change<V>> for SuppressProcess
         let buffer = self.buffer.as_mut().expect("init ran");
         let observed = buffer.observed().max(r.timestamp);
         buffer.set_observed(observed);
+        let expiry = observed.saturating_sub(self.delay);
         let store = ctx.raw_store(&self.store)?;
-        let prior = buffer.get(store, &key)?;
+        // What is due goes first, making room; if this key is among it, it goes out
+        // with this latest value (as Kafka Streams buffers, then evicts).
+        let mut due = buffer.evict_due(store, expiry)?;
+        let in_due = due.iter().position(|e| e.key == key);
+        let prior = match in_due {
+            Some(i) => Some((due[i].time, due[i].payload.clone())),
+            None => buffer.get(store, &key)?.map(|p| (p.time, p.payload)),
+        };
         let (time, old) = match prior {
             // Keep the first buffering time and the value before the first update.
-            Some(p) => (p.time, decode_change(&*self.value_serde, &p.payload)?.old),
+            Some((t, payload)) => (t, decode_change(&*self.value_serde, &payload)?.old),
             None if self.final_results => (window_end(&key)?, r.value.old.clone()),
             None => (r.timestamp, r.value.old.clone()),
         };
@@ -386,16 +394,27 @@ impl<K: Data, V: Data> Processor<K, Change<V>, K, Change<V>> for SuppressProcess
                 old,
             },
         )?;
-        let early = buffer.put(
-            store,
-            Buffered {
-                key,
-                time,
-                record_ts: r.timestamp,
-                payload,
-            },
-        )?;
-        let due = buffer.evict_due(store, observed.saturating_sub(self.delay))?;
+        let mut early = Vec::new();
+        match in_due {
+            Some(i) => {
+                due[i].payload = payload;
+                due[i].record_ts = r.timestamp;
+            }
+            None => {
+                early = buffer.put(
+                    store,
+                    Buffered {
+                        key,
+                        time,
+                        record_ts: r.timestamp,
+                        payload,
+                    },
+                )?;
+                if time <= expiry {
+                    due.extend(buffer.evict_due(store, expiry)?);
+                }
+            }
+        }
         let full = buffer.full().cloned();
         if let Some(e) = full
             && !self.shut_down
@@ -403,8 +422,8 @@ impl<K: Data, V: Data> Processor<K, Change<V>, K, Change<V>> for SuppressProcess
             self.shut_down = true;
             ctx.shut_down_query(e);
         }
-        self.emit(early, ctx)?;
         self.emit(due, ctx)?;
+        self.emit(early, ctx)?;
         self.publish();
         Ok(())
     }

@@ -162,10 +162,15 @@ enum Spec {
 }
 
 impl Spec {
-    fn grace(&self) -> i64 {
+    /// How long after a window's end it is final (what `until_window_closes` waits).
+    /// A time window takes no record once stream time passes end + grace. A session
+    /// can still be extended by a record up to `gap` after its end, accepted while
+    /// that record's session ends no more than grace before stream time: it is final
+    /// once stream time passes end + gap + grace.
+    fn close_delay(&self) -> i64 {
         match self {
             Spec::Time(w) => w.grace,
-            Spec::Session(w) => w.grace,
+            Spec::Session(w) => w.grace.saturating_add(w.gap).saturating_add(1),
         }
     }
 
@@ -237,7 +242,7 @@ fn windowed_aggregate<K: Data, V: Data, VA: Data>(
     let meta = TableMeta {
         key_serde: Some(Arc::new(WindowedSerde(grouped.key_serde.clone())) as Arc<dyn Serde<_>>),
         value_serde: store_spec.as_ref().map(|s| s.value_serde().clone()),
-        grace_ms: Some(spec.grace()),
+        grace_ms: Some(spec.close_delay()),
     };
     let send_old = Arc::new(AtomicBool::new(false));
     let node = builder.borrow_mut().next_name(prefix);
@@ -508,10 +513,20 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             drop_late(ctx, ts, Window::new(ts, ts), self.observed);
             return Ok(());
         }
-        self.observed = self.observed.max(ts);
+        let mut store = ctx.window_store::<K, VA>(&self.store)?;
+        if ts > self.observed {
+            // Windows this record closes: their cached updates go downstream first.
+            let closed = |t: i64| {
+                (t.saturating_sub(self.windows.grace) - self.windows.size)
+                    .div_euclid(self.windows.advance)
+            };
+            if self.observed == i64::MIN || closed(ts) > closed(self.observed) {
+                store.flush_cached()?;
+            }
+            self.observed = ts;
+        }
         let close = self.observed - self.windows.grace;
         let mut late = Vec::new();
-        let mut store = ctx.window_store::<K, VA>(&self.store)?;
         for start in self.windows.starts(ts) {
             let end = start + self.windows.size;
             if end <= close {
@@ -576,6 +591,13 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         self.observed = self.observed.max(ts);
         let close = self.observed - self.windows.grace;
         let gap = self.windows.gap;
+        // Late when the record itself is more than grace behind stream time. (Kafka
+        // Streams looks at the merged session's end instead, which lets a late record
+        // bridge into a closed session and change a result already final.)
+        if ts < close {
+            drop_late(ctx, ts, Window::new(ts, ts), self.observed);
+            return Ok(());
+        }
         let mut store = ctx.session_store::<K, VA>(&self.store)?;
         let near = store.find_sessions(&r.key, ts - gap, ts + gap, self.observed)?;
         let mut merged = Window::new(ts, ts);
@@ -583,11 +605,6 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         for (w, v) in &near {
             merged = Window::new(merged.start.min(w.start), merged.end.max(w.end));
             acc = (self.merge)(&r.key, acc, v.clone());
-        }
-        if merged.end < close {
-            drop(store);
-            drop_late(ctx, ts, merged, self.observed);
-            return Ok(());
         }
         for (w, _) in &near {
             if *w != merged {

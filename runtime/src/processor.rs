@@ -898,6 +898,14 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
         Ok(out)
     }
 
+    /// Writes this store's changes held in the record cache to the store now (and
+    /// forwards them, for an aggregation's store). A windowed aggregation calls it when
+    /// windows close, so every update of a closed window goes downstream before any
+    /// record that closed it: what lets suppression emit exactly one final result.
+    pub fn flush_cached(&mut self) -> Result<()> {
+        self.access.settle()
+    }
+
     /// Drops the segments whose windows all started more than the store's retention
     /// before `stream_time` (one range delete; their cached changes are written and
     /// forwarded first).

@@ -111,6 +111,13 @@ impl<K: 'static> Serde<Windowed<K>> for WindowedSerde<K> {
     }
 }
 
+impl<K: crate::serde::DefaultSerde> crate::serde::DefaultSerde for Windowed<K> {
+    type Serde = WindowedSerde<K>;
+    fn default_serde() -> Self::Serde {
+        WindowedSerde(Arc::new(K::default_serde()))
+    }
+}
+
 /// What kind of store a store spec declares, and the window facts its keys need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreType {

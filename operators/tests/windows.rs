@@ -1,0 +1,673 @@
+//! Windowed aggregations and suppression, end to end on the embedded broker, checked
+//! against a reference model: tumbling, hopping and session windows with grace, late
+//! records, final results, the three full-buffer policies (including the clean
+//! shutdown and the restart after it), buffers surviving a restart, timestamp
+//! extractors, and window store fetches and expiry through the Processor API.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::wait_until;
+use proptest::prelude::*;
+use weir::prelude::*;
+use weir::{Error, StoreSpec};
+
+#[derive(Debug, Clone, Copy)]
+enum W {
+    Tumbling { size: i64, grace: i64 },
+    Hopping { size: i64, advance: i64, grace: i64 },
+    Session { gap: i64, grace: i64 },
+}
+
+type Finals = BTreeMap<(String, i64, i64), i64>;
+
+/// Counts per window computed the obvious way, in arrival order: the final value of
+/// every window that is closed at the end, and the number of late drops.
+fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
+    let mut observed = i64::MIN;
+    let mut late = 0u64;
+    let mut windows: Finals = BTreeMap::new();
+    for (key, ts) in events {
+        let ts = *ts;
+        observed = observed.max(ts);
+        match w {
+            W::Tumbling { size, grace } | W::Hopping { size, grace, .. } => {
+                let advance = match w {
+                    W::Hopping { advance, .. } => advance,
+                    _ => size,
+                };
+                let mut start = 0;
+                while start <= ts {
+                    let end = start + size;
+                    if start <= ts && ts < end {
+                        if end <= observed - grace {
+                            late += 1;
+                        } else {
+                            *windows.entry((key.clone(), start, end)).or_default() += 1;
+                        }
+                    }
+                    start += advance;
+                }
+            }
+            W::Session { gap, grace } => {
+                let near: Vec<(String, i64, i64)> = windows
+                    .keys()
+                    .filter(|(k, s, e)| k == key && *e >= ts - gap && *s <= ts + gap)
+                    .cloned()
+                    .collect();
+                let (mut s, mut e, mut n) = (ts, ts, 1);
+                for w in &near {
+                    s = s.min(w.1);
+                    e = e.max(w.2);
+                    n += windows[w];
+                }
+                if ts < observed - grace {
+                    late += 1;
+                    continue;
+                }
+                for w in &near {
+                    windows.remove(w);
+                }
+                windows.insert((key.clone(), s, e), n);
+            }
+        }
+    }
+    let delay = match w {
+        W::Tumbling { grace, .. } | W::Hopping { grace, .. } => grace,
+        W::Session { gap, grace } => gap + grace + 1,
+    };
+    windows.retain(|(_, _, end), _| *end <= observed - delay);
+    (windows, late)
+}
+
+fn runtime(broker: &Broker, dir: &Path, record_cache: usize) -> Runtime {
+    Runtime::new(
+        RuntimeConfig::builder()
+            .workers(2)
+            .commit_interval(Duration::from_millis(50))
+            .record_cache_bytes(record_cache)
+            .state_dir(dir)
+            .broker(broker.clone())
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn windowed_count(w: W, input: &str, suppressed: Option<Suppressed>, out: &str) -> Topology {
+    let builder = StreamsBuilder::new();
+    let grouped = builder.stream::<String, i64>(input).group_by_key();
+    let table = match w {
+        W::Tumbling { size, grace } => grouped
+            .windowed_by(TimeWindows::of_size_and_grace(
+                Duration::from_millis(size as u64),
+                Duration::from_millis(grace as u64),
+            ))
+            .count(),
+        W::Hopping {
+            size,
+            advance,
+            grace,
+        } => grouped
+            .windowed_by(
+                TimeWindows::of_size_and_grace(
+                    Duration::from_millis(size as u64),
+                    Duration::from_millis(grace as u64),
+                )
+                .advance_by(Duration::from_millis(advance as u64)),
+            )
+            .count(),
+        W::Session { gap, grace } => grouped
+            .windowed_by(SessionWindows::of_inactivity_gap_and_grace(
+                Duration::from_millis(gap as u64),
+                Duration::from_millis(grace as u64),
+            ))
+            .count(),
+    };
+    let table = match suppressed {
+        Some(s) => table.suppress(s.with_name("final")),
+        None => table,
+    };
+    table.to_stream().to(out);
+    builder.build().unwrap()
+}
+
+fn send_all(broker: &Broker, topic: &str, events: &[(String, i64)]) {
+    for (k, ts) in events {
+        broker.send_at(topic, k, &1i64, *ts).unwrap();
+    }
+}
+
+fn outputs(broker: &Broker, topic: &str) -> Vec<((String, i64, i64), i64)> {
+    let mut v: Vec<_> = broker
+        .read_all::<Windowed<String>, Option<i64>>(topic)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| {
+            let w = r.record.key;
+            r.record
+                .value
+                .map(|n| ((w.key, w.window.start, w.window.end), n))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits for `expected.len()` outputs, then a little longer, and checks they are
+/// exactly the expected ones (nothing missing, nothing twice).
+fn assert_finals(broker: &Broker, topic: &str, expected: &Finals) {
+    wait_until("final results", || {
+        broker
+            .read_all::<Windowed<String>, Option<i64>>(topic)
+            .unwrap()
+            .len()
+            >= expected.len()
+    });
+    std::thread::sleep(Duration::from_millis(250));
+    let want: Vec<_> = expected.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    assert_eq!(outputs(broker, topic), want);
+}
+
+fn ev(events: &[(&str, i64)]) -> Vec<(String, i64)> {
+    events.iter().map(|(k, t)| (k.to_string(), *t)).collect()
+}
+
+#[test]
+fn tumbling_windows_with_grace_emit_one_final_result_per_window_and_count_late_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    broker.create_topic("in", 1).unwrap();
+    broker.create_topic("out", 1).unwrap();
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let w = W::Tumbling { size: 10, grace: 5 };
+    let q = rt
+        .start_query(
+            "tumbling",
+            windowed_count(
+                w,
+                "in",
+                Some(Suppressed::until_window_closes(BufferConfig::unbounded())),
+                "out",
+            ),
+        )
+        .unwrap();
+    // (a,3) comes after stream time 14: [0,10) closes at 15, so it counts; (a,7)
+    // after 22 does not.
+    let events = ev(&[
+        ("a", 1),
+        ("a", 5),
+        ("b", 12),
+        ("a", 14),
+        ("a", 3),
+        ("a", 22),
+        ("a", 7),
+        ("b", 16),
+        ("z", 100),
+    ]);
+    send_all(&broker, "in", &events);
+    let (expected, late) = reference(w, &events);
+    assert_eq!(late, 1);
+    assert_eq!(
+        expected,
+        BTreeMap::from([
+            (("a".into(), 0, 10), 3),
+            (("a".into(), 10, 20), 1),
+            (("a".into(), 20, 30), 1),
+            (("b".into(), 10, 20), 2),
+        ])
+    );
+    assert_finals(&broker, "out", &expected);
+    assert_eq!(q.stats().records_dropped_late, 1);
+    q.stop().unwrap();
+}
+
+#[test]
+fn without_suppression_a_windowed_table_emits_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    broker.create_topic("in", 1).unwrap();
+    broker.create_topic("out", 1).unwrap();
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let w = W::Hopping {
+        size: 10,
+        advance: 5,
+        grace: 0,
+    };
+    let q = rt
+        .start_query("hopping", windowed_count(w, "in", None, "out"))
+        .unwrap();
+    send_all(&broker, "in", &ev(&[("a", 7), ("a", 8)]));
+    // Both records fall in [0,10) and [5,15); the cache compacts updates, so the last
+    // update of each window carries the count 2.
+    wait_until("updates", || {
+        let out = outputs(&broker, "out");
+        out.contains(&(("a".into(), 0, 10), 2)) && out.contains(&(("a".into(), 5, 15), 2))
+    });
+    q.stop().unwrap();
+}
+
+fn window_strategy() -> impl Strategy<Value = W> {
+    prop_oneof![
+        (2i64..12, 0i64..6).prop_map(|(size, grace)| W::Tumbling { size, grace }),
+        (2i64..12, 1i64..12, 0i64..6).prop_map(|(size, a, grace)| W::Hopping {
+            size,
+            advance: a.min(size),
+            grace
+        }),
+        (1i64..6, 0i64..6).prop_map(|(gap, grace)| W::Session { gap, grace }),
+    ]
+}
+
+fn events_strategy() -> impl Strategy<Value = Vec<(String, i64)>> {
+    prop::collection::vec((0usize..3, 0i64..4, 0i64..10), 1..50).prop_map(|steps| {
+        let mut base = 0;
+        steps
+            .into_iter()
+            .map(|(k, step, back)| {
+                base += step;
+                (["a", "b", "c"][k].to_string(), (base - back).max(0))
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Random windows and random event orders with disorder around the grace period:
+    /// the final results equal the reference model's exactly, and so does the late
+    /// count. A 4 KiB record cache makes the aggregation evict and write through.
+    #[test]
+    fn final_results_equal_the_reference_model(w in window_strategy(), mut events in events_strategy(), small_cache in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::new();
+        broker.create_topic("in", 1).unwrap();
+        broker.create_topic("out", 1).unwrap();
+        let rt = runtime(&broker, dir.path(), if small_cache { 4 << 10 } else { 1 << 20 });
+        let q = rt
+            .start_query(
+                "model",
+                windowed_count(w, "in", Some(Suppressed::until_window_closes(BufferConfig::unbounded())), "out"),
+            )
+            .unwrap();
+        let last = events.iter().map(|e| e.1).max().unwrap_or(0);
+        events.push(("~".to_string(), last + 1000));
+        send_all(&broker, "in", &events);
+        let (mut expected, late) = reference(w, &events);
+        expected.retain(|(k, _, _), _| k != "~");
+        assert_finals(&broker, "out", &expected);
+        wait_until("all records processed", || q.stats().records_processed == events.len() as u64);
+        prop_assert_eq!(q.stats().records_dropped_late, late);
+        q.stop().unwrap();
+    }
+}
+
+fn entry_charge() -> usize {
+    // WindowedSerde key "kN" + 16, payload 5 + 8 bytes, as the buffer charges it.
+    2 * (2 + 16) + 13 + weir::runtime::suppress::ENTRY_OVERHEAD
+}
+
+#[test]
+fn a_full_buffer_shuts_its_query_down_cleanly_and_a_restart_with_a_larger_bound_loses_and_repeats_nothing()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    for t in ["in", "out", "other-in", "other-out"] {
+        broker.create_topic(t, 1).unwrap();
+    }
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let w = W::Tumbling {
+        size: 100,
+        grace: 10,
+    };
+    let bound = 3 * entry_charge();
+    let q = rt
+        .start_query(
+            "bounded",
+            windowed_count(
+                w,
+                "in",
+                Some(Suppressed::until_window_closes(
+                    BufferConfig::max_bytes(bound).shut_down_when_full(),
+                )),
+                "out",
+            ),
+        )
+        .unwrap();
+    let other_builder = StreamsBuilder::new();
+    other_builder
+        .stream::<String, i64>("other-in")
+        .map_values(|v| v * 2)
+        .to("other-out");
+    let other = rt
+        .start_query("other", other_builder.build().unwrap())
+        .unwrap();
+
+    // Window [0,100): three keys (fits), closed by the record at 250; then ten keys in
+    // [200,300): the fourth does not fit.
+    let mut events = ev(&[("k0", 1), ("k1", 2), ("k2", 3), ("k0", 250)]);
+    for i in 0..10 {
+        events.push((format!("k{i}"), 260 + i));
+    }
+    events.extend(ev(&[("k1", 420), ("k2", 430), ("~", 2000)]));
+    send_all(&broker, "in", &events);
+    let state = q.await_termination(Some(Duration::from_secs(20)));
+    let QueryState::Failed(e) = state else {
+        panic!("expected the query to fail, it is {state:?}")
+    };
+    assert!(matches!(e, Error::BufferFull { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "suppression buffer 'final' exceeded {bound} bytes"
+        )),
+        "{msg}"
+    );
+    // Results emitted before the failure: window [0,100) only.
+    let before = outputs(&broker, "out");
+    assert_eq!(
+        before,
+        vec![
+            (("k0".into(), 0, 100), 1),
+            (("k1".into(), 0, 100), 1),
+            (("k2".into(), 0, 100), 1)
+        ]
+    );
+    // The other query runs on.
+    broker.send("other-in", &"x".to_string(), &21i64).unwrap();
+    common::read_n::<String, i64>(&broker, "other-out", 1);
+    assert_eq!(other.state(), QueryState::Running);
+    assert_eq!(
+        rt.suppression_bytes().0,
+        0,
+        "the failed buffer gave its bytes back"
+    );
+
+    // Same state directory, bound large enough: it resumes where it stopped.
+    let q2 = rt
+        .start_query(
+            "bounded",
+            windowed_count(
+                w,
+                "in",
+                Some(Suppressed::until_window_closes(
+                    BufferConfig::max_bytes(64 * entry_charge()).shut_down_when_full(),
+                )),
+                "out",
+            ),
+        )
+        .unwrap();
+    let (mut expected, _) = reference(w, &events);
+    expected.retain(|(k, _, _), _| k != "~");
+    assert_eq!(expected.len(), 3 + 10 + 2);
+    assert_finals(&broker, "out", &expected);
+    assert_eq!(q2.state(), QueryState::Running);
+    q2.stop().unwrap();
+    other.stop().unwrap();
+}
+
+#[test]
+fn a_spilling_buffer_keeps_memory_under_its_bound_and_emits_every_final_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    broker.create_topic("in", 1).unwrap();
+    broker.create_topic("out", 1).unwrap();
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let w = W::Tumbling {
+        size: 100,
+        grace: 10,
+    };
+    let bound = 2 * entry_charge();
+    let q = rt
+        .start_query(
+            "spill",
+            windowed_count(
+                w,
+                "in",
+                Some(Suppressed::until_window_closes(
+                    BufferConfig::max_bytes(bound).spill_to_disk_when_full(),
+                )),
+                "out",
+            ),
+        )
+        .unwrap();
+    let mut events = Vec::new();
+    for round in 0..3i64 {
+        for i in 0..8 {
+            events.push((format!("k{i}"), round * 150 + i));
+        }
+    }
+    events.push(("~".to_string(), 5000));
+    send_all(&broker, "in", &events);
+    let (mut expected, _) = reference(w, &events);
+    expected.retain(|(k, _, _), _| k != "~");
+    assert_eq!(expected.len(), 24);
+    let mut peak = 0;
+    wait_until("final results", || {
+        peak = peak.max(rt.suppression_bytes().0);
+        outputs(&broker, "out").len() >= expected.len()
+    });
+    assert_finals(&broker, "out", &expected);
+    assert!(
+        peak <= bound,
+        "buffer held {peak} bytes over its bound {bound}"
+    );
+    assert_eq!(q.state(), QueryState::Running);
+    q.stop().unwrap();
+}
+
+#[test]
+fn a_time_limit_emits_each_keys_latest_value_and_emits_early_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    broker.create_topic("in", 1).unwrap();
+    broker.create_topic("limited", 1).unwrap();
+    broker.create_topic("early", 1).unwrap();
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let builder = StreamsBuilder::new();
+    let counts = builder
+        .stream::<String, i64>("in")
+        .group_by_key()
+        .count_with(weir::Materialized::default().without_caching());
+    counts
+        .suppress(Suppressed::until_time_limit(
+            Duration::from_millis(10),
+            BufferConfig::unbounded(),
+        ))
+        .to_stream()
+        .to("limited");
+    counts
+        .suppress(
+            Suppressed::until_time_limit(Duration::from_secs(3600), BufferConfig::max_records(2))
+                .emit_early_when_full(),
+        )
+        .to_stream()
+        .to("early");
+    let q = rt.start_query("limit", builder.build().unwrap()).unwrap();
+    send_all(
+        &broker,
+        "in",
+        &ev(&[("a", 0), ("a", 5), ("b", 6), ("c", 7), ("d", 8), ("b", 20)]),
+    );
+    // At 20 every key is due (first buffered at 0, 6, 7, 8; limit 10), each with its
+    // latest count: b was updated at 20 but keeps its first buffering time.
+    let limited = common::read_n::<String, Option<i64>>(&broker, "limited", 4);
+    assert_eq!(
+        common::sorted(limited),
+        vec![
+            ("a".to_string(), Some(2)),
+            ("b".to_string(), Some(2)),
+            ("c".to_string(), Some(1)),
+            ("d".to_string(), Some(1)),
+        ]
+    );
+    // Room for two keys: a, b, c, d arriving push the oldest out early.
+    let early = common::read_n::<String, Option<i64>>(&broker, "early", 2);
+    assert_eq!(
+        early[..2].to_vec(),
+        vec![("a".to_string(), Some(2)), ("b".to_string(), Some(1))]
+    );
+    q.stop().unwrap();
+}
+
+#[test]
+fn buffered_results_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    broker.create_topic("in", 1).unwrap();
+    broker.create_topic("out", 1).unwrap();
+    let w = W::Tumbling {
+        size: 100,
+        grace: 0,
+    };
+    let topology = || {
+        windowed_count(
+            w,
+            "in",
+            Some(Suppressed::until_window_closes(BufferConfig::unbounded())),
+            "out",
+        )
+    };
+    let first = ev(&[("a", 10), ("b", 20), ("a", 30)]);
+    {
+        let rt = runtime(&broker, dir.path(), 1 << 20);
+        let q = rt.start_query("restart", topology()).unwrap();
+        send_all(&broker, "in", &first);
+        wait_until("processed", || q.stats().records_processed == 3);
+        q.stop().unwrap();
+        rt.shutdown().unwrap();
+    }
+    assert!(outputs(&broker, "out").is_empty());
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let q = rt.start_query("restart", topology()).unwrap();
+    send_all(&broker, "in", &ev(&[("a", 150), ("~", 1000)]));
+    let mut all = first.clone();
+    all.extend(ev(&[("a", 150), ("~", 1000)]));
+    let (mut expected, _) = reference(w, &all);
+    expected.retain(|(k, _, _), _| k != "~");
+    assert_finals(&broker, "out", &expected);
+    assert_eq!(
+        q.stats().records_processed,
+        2,
+        "the restart did not re-read"
+    );
+    q.stop().unwrap();
+}
+
+#[test]
+fn a_timestamp_extractor_drives_the_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    broker.create_topic("in", 1).unwrap();
+    broker.create_topic("out", 1).unwrap();
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let builder = StreamsBuilder::new();
+    builder
+        .stream_with::<String, i64>(
+            &["in"],
+            weir::Consumed::defaults().with_timestamp_extractor(|_, v: &i64, _| *v),
+        )
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_millis(
+            10,
+        )))
+        .count()
+        .suppress(Suppressed::until_window_closes(BufferConfig::unbounded()))
+        .to_stream()
+        .to("out");
+    let q = rt.start_query("extract", builder.build().unwrap()).unwrap();
+    // Written "now"; the event times are the values. -1 is skipped.
+    for v in [1i64, 2, 15, -1, 30] {
+        broker.send("in", &"k".to_string(), &v).unwrap();
+    }
+    let want: Finals = BTreeMap::from([(("k".into(), 0, 10), 2), (("k".into(), 10, 20), 1)]);
+    assert_finals(&broker, "out", &want);
+    wait_until("skip counted", || q.stats().records_skipped == 1);
+    q.stop().unwrap();
+}
+
+/// A processor writing windows directly, to check fetches by key and time range and
+/// the dropping of expired segments.
+struct WindowWriter;
+
+impl Processor<String, i64, String, String> for WindowWriter {
+    fn process(
+        &mut self,
+        r: Record<String, i64>,
+        ctx: &mut ProcessorContext<'_, String, String>,
+    ) -> weir::Result<()> {
+        let mut store = ctx.window_store::<String, i64>("windows")?;
+        let (key, ts) = (r.key.clone(), r.timestamp);
+        if key == "check" {
+            let a = store.fetch_range(&"a".to_string(), 0, 200_000)?;
+            let all = store.fetch_all(0, i64::MAX / 2)?;
+            let line = format!(
+                "a={:?} all={:?}",
+                a.iter().map(|(w, v)| (w.start, *v)).collect::<Vec<_>>(),
+                all.iter()
+                    .map(|(w, v)| (w.key.clone(), w.window.start, *v))
+                    .collect::<Vec<_>>()
+            );
+            return ctx.forward(Record::new(key, line, ts));
+        }
+        store.put(&key, ts, Some(&r.value))?;
+        store.expire(ts)
+    }
+}
+
+#[test]
+fn window_stores_fetch_by_key_and_time_range_and_drop_expired_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    broker.create_topic("in", 1).unwrap();
+    broker.create_topic("out", 1).unwrap();
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let mut t = Topology::new();
+    t.add_source("src", &["in"], weir::SourceSpec::new(StringSerde, I64Serde))
+        .unwrap();
+    t.add_processor("writer", || WindowWriter, &["src"])
+        .unwrap();
+    t.add_sink(
+        "sink",
+        "out",
+        weir::SinkSpec::new(StringSerde, StringSerde),
+        &["writer"],
+    )
+    .unwrap();
+    // Retention 100 s: segments of 60 s.
+    t.add_state_store(
+        StoreSpec::new("windows", StringSerde, I64Serde)
+            .windowed(Duration::from_millis(10), Duration::from_secs(100)),
+        &["writer"],
+    )
+    .unwrap();
+    let q = rt.start_query("winstore", t).unwrap();
+    for (k, ts, v) in [
+        ("a", 0, 1i64),
+        ("b", 5, 2),
+        ("a", 70_000, 3),
+        ("a", 130_000, 4),
+        ("check", 130_001, 0),
+        ("a", 200_000, 5),
+        ("check", 200_001, 0),
+    ] {
+        broker.send_at("in", &k.to_string(), &v, ts).unwrap();
+    }
+    // At 130 s the oldest live window starts at 30 s: segment 0 (0-60 s) still holds
+    // live windows' time range and stays. At 200 s everything before 100 s is past
+    // retention: segment 0 is dropped whole (a@0 and b@5 go).
+    let out = common::read_n::<String, String>(&broker, "out", 2);
+    assert_eq!(
+        out[0].1,
+        "a=[(0, 1), (70000, 3), (130000, 4)] all=[(\"a\", 0, 1), (\"b\", 5, 2), (\"a\", 70000, 3), (\"a\", 130000, 4)]"
+    );
+    assert_eq!(
+        out[1].1,
+        "a=[(70000, 3), (130000, 4), (200000, 5)] all=[(\"a\", 70000, 3), (\"a\", 130000, 4), (\"a\", 200000, 5)]"
+    );
+    q.stop().unwrap();
+}
