@@ -279,6 +279,9 @@ impl SuppressionBuffer {
     /// reports [`SuppressionBuffer::full`].
     pub fn put(&mut self, store: &mut dyn KeyValueStore, entry: Buffered) -> Result<Vec<Buffered>> {
         let mut emitted = Vec::new();
+        // Whether the store holds this key at this time already (its entry will be
+        // overwritten, or deleted when it leaves memory).
+        let mut persisted = false;
         // Take the old version out of memory (its charge too); a spilled entry is
         // updated where it is.
         if let Some(time) = self.index.remove(&entry.key) {
@@ -287,6 +290,7 @@ impl SuppressionBuffer {
                 if old.persisted && time != entry.time {
                     self.delete_persisted(store, time, &entry.key)?;
                 }
+                persisted = old.persisted && time == entry.time;
             }
         } else if self.spilled_from.is_some()
             && let Some(t) = store.get(&by_key_key(&entry.key))?
@@ -307,7 +311,12 @@ impl SuppressionBuffer {
         let need = charge(&entry.key, &entry.payload);
         if !self.make_room(store, need, &mut emitted)? {
             match self.policy {
-                FullPolicy::EmitEarly => emitted.push(entry),
+                FullPolicy::EmitEarly => {
+                    if persisted {
+                        self.delete_persisted(store, entry.time, &entry.key)?;
+                    }
+                    emitted.push(entry)
+                }
                 FullPolicy::SpillToDisk | FullPolicy::ShutDown => {
                     self.write_spilled(store, entry, &[])?
                 }
@@ -321,7 +330,7 @@ impl SuppressionBuffer {
                 record_ts: entry.record_ts,
                 payload: entry.payload,
                 dirty: true,
-                persisted: false,
+                persisted,
             },
         );
         Ok(emitted)
@@ -536,5 +545,148 @@ impl SuppressionBuffer {
 impl Drop for SuppressionBuffer {
     fn drop(&mut self) {
         self.budget.release(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::InMemoryStore;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Sets key `k` (first buffered at `t` if new) to a payload of `len` bytes.
+        Put { k: u8, t: i64, len: usize },
+        /// Takes out everything due at `expiry`.
+        Evict { expiry: i64 },
+        /// Persists (a commit).
+        Flush,
+        /// A restart: a new buffer over the same store, after a flush.
+        Restart,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0u8..12, 0i64..50, 0usize..40).prop_map(|(k, t, len)| Op::Put { k, t, len }),
+            2 => (0i64..60).prop_map(|expiry| Op::Evict { expiry }),
+            1 => Just(Op::Flush),
+            1 => Just(Op::Restart),
+        ]
+    }
+
+    fn policy() -> impl Strategy<Value = FullPolicy> {
+        prop_oneof![
+            Just(FullPolicy::EmitEarly),
+            Just(FullPolicy::SpillToDisk),
+            Just(FullPolicy::ShutDown)
+        ]
+    }
+
+    proptest! {
+        /// Against a model (each key's first time and latest payload): every entry put
+        /// comes out exactly once, with its latest payload, when due (or early, only
+        /// for emit-early), across flushes and restarts; memory never exceeds the
+        /// buffer's bound or the global budget; a shut-down buffer emits nothing
+        /// after it filled, and loses nothing (a restart with room gives it all back).
+        #[test]
+        fn buffer_matches_model(ops in prop::collection::vec(op(), 1..80), pol in policy(), max_records in 1usize..6, budget_cap in 400usize..2000) {
+            let budget = Arc::new(ByteBudget::new(budget_cap));
+            let bounds = BufferBounds { max_bytes: Some(600), max_records: Some(max_records) };
+            let mut store = InMemoryStore::new("buf", Arc::new(ByteBudget::new(1 << 30)));
+            let mut cur = bounds;
+            let mut buf = SuppressionBuffer::new("s", cur, pol, budget.clone());
+            buf.restore(&store).unwrap();
+            // key -> (time, payload)
+            let mut model: BTreeMap<Vec<u8>, (i64, Vec<u8>)> = BTreeMap::new();
+            let mut version = 0u8;
+            let check_out = |out: Vec<Buffered>, model: &mut BTreeMap<Vec<u8>, (i64, Vec<u8>)>, expiry: Option<i64>| {
+                for e in out {
+                    let (t, p) = model.remove(&e.key).expect("emitted a key that is not buffered");
+                    assert_eq!((e.time, &e.payload), (t, &p), "wrong entry for {:?}", e.key);
+                    if let Some(x) = expiry {
+                        assert!(e.time <= x, "emitted before due");
+                    }
+                }
+            };
+            for op in ops {
+                match op {
+                    Op::Put { k, t, len } => {
+                        version = version.wrapping_add(1);
+                        let key = vec![k];
+                        let time = model.get(&key).map_or(t, |(t, _)| *t);
+                        let payload = vec![version; len];
+                        model.insert(key.clone(), (time, payload.clone()));
+                        let out = buf.put(&mut store, Buffered { key, time, record_ts: t, payload }).unwrap();
+                        if pol != FullPolicy::EmitEarly {
+                            prop_assert!(out.is_empty(), "only emit-early emits on put");
+                        }
+                        check_out(out, &mut model, None);
+                    }
+                    Op::Evict { expiry } => {
+                        let out = buf.evict_due(&mut store, expiry).unwrap();
+                        if buf.full().is_some() {
+                            prop_assert!(out.is_empty());
+                        } else {
+                            check_out(out, &mut model, Some(expiry));
+                            prop_assert!(model.values().all(|(t, _)| *t > expiry), "something due stayed");
+                        }
+                    }
+                    Op::Flush => buf.flush(&mut store).unwrap(),
+                    Op::Restart => {
+                        buf.flush(&mut store).unwrap();
+                        let full = buf.full().is_some();
+                        drop(buf);
+                        prop_assert_eq!(budget.used(), 0);
+                        // After a shut-down, the restart comes with room to spare.
+                        if full {
+                            cur = BufferBounds::default();
+                        }
+                        buf = SuppressionBuffer::new("s", cur, pol, budget.clone());
+                        buf.restore(&store).unwrap();
+                    }
+                }
+                prop_assert!(cur.max_bytes.is_none_or(|m| buf.bytes() <= m));
+                prop_assert!(cur.max_records.is_none_or(|m| buf.len() <= m));
+                prop_assert_eq!(budget.used(), buf.bytes());
+                prop_assert!(budget.used() <= budget_cap);
+            }
+            // Drain: with room (a restart without bounds, if it had filled), everything
+            // left comes out exactly once.
+            buf.flush(&mut store).unwrap();
+            drop(buf);
+            let mut buf = SuppressionBuffer::new("s", BufferBounds::default(), pol, budget.clone());
+            buf.restore(&store).unwrap();
+            let out = buf.evict_due(&mut store, i64::MAX).unwrap();
+            check_out(out, &mut model, None);
+            prop_assert!(model.is_empty(), "lost {:?}", model);
+        }
+    }
+
+    #[test]
+    fn a_shut_down_buffer_names_itself_and_its_bound() {
+        let budget = Arc::new(ByteBudget::new(1 << 20));
+        let mut store = InMemoryStore::new("buf", Arc::new(ByteBudget::new(1 << 20)));
+        let bounds = BufferBounds {
+            max_bytes: Some(300),
+            max_records: None,
+        };
+        let mut buf = SuppressionBuffer::new("final", bounds, FullPolicy::ShutDown, budget);
+        for k in 0..3u8 {
+            let e = Buffered {
+                key: vec![k],
+                time: 10,
+                record_ts: 1,
+                payload: vec![0; 10],
+            };
+            assert!(buf.put(&mut store, e).unwrap().is_empty());
+        }
+        let msg = buf.full().expect("full").to_string();
+        assert!(
+            msg.starts_with("suppression buffer 'final' exceeded 300 bytes (2 records"),
+            "{msg}"
+        );
+        assert!(buf.evict_due(&mut store, 100).unwrap().is_empty());
     }
 }

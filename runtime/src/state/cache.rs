@@ -143,6 +143,7 @@ impl RecordCache {
             shared,
             entries: LinkedHashMap::new(),
             bytes: 0,
+            dirty: 0,
         }
     }
 
@@ -249,6 +250,9 @@ pub struct TaskCache {
     /// Front = least recently used; each value holds its entry's last-use tick.
     entries: LinkedHashMap<Key, (u64, Entry)>,
     bytes: usize,
+    /// How many entries are dirty: a flush walks back from the most recent entry only
+    /// until it has seen them all, not over every clean entry.
+    dirty: usize,
 }
 
 fn size_of(key: &[u8], value: &Option<Vec<u8>>) -> usize {
@@ -325,6 +329,7 @@ impl TaskCache {
     /// used.
     fn admit(&mut self, k: Key, value: Option<Vec<u8>>, timestamp: i64, dirty: bool, size: usize) {
         self.bytes += size;
+        self.dirty += usize::from(dirty);
         let tick = self.global.tick();
         let entry = Entry {
             value,
@@ -354,6 +359,7 @@ impl TaskCache {
         // The new value supersedes any cached one (compaction): release the old bytes.
         if let Some((_, old)) = self.entries.remove(&k) {
             self.bytes -= old.size;
+            self.dirty -= usize::from(old.dirty);
             self.global.release(old.size);
         }
         loop {
@@ -414,6 +420,7 @@ impl TaskCache {
         self.global.release(e.size);
         self.global.evictions.fetch_add(1, Ordering::Relaxed);
         if e.dirty {
+            self.dirty -= 1;
             out.push(Dirty {
                 store,
                 key,
@@ -460,16 +467,31 @@ impl TaskCache {
         only: Option<usize>,
         mut write: impl FnMut(Flushed<'a>) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        for ((store, key), (_, e)) in self.entries.iter_mut() {
-            if e.dirty && only.is_none_or(|s| s == *store) {
-                e.dirty = false;
-                write(Flushed {
-                    store: *store,
-                    key,
-                    value: e.value.as_deref(),
-                    timestamp: e.timestamp,
-                })?;
+        // Dirty entries are the recently written ones: find them walking back from the
+        // newest, then lend them oldest first (the order they were last written in).
+        let (entries, dirty) = (&mut self.entries, &mut self.dirty);
+        let mut seen = 0;
+        let mut picked = Vec::new();
+        for ((store, key), (_, e)) in entries.iter_mut().rev() {
+            if seen == *dirty {
+                break;
             }
+            if e.dirty {
+                seen += 1;
+                if only.is_none_or(|s| s == *store) {
+                    picked.push((*store, key, e));
+                }
+            }
+        }
+        for (store, key, e) in picked.into_iter().rev() {
+            e.dirty = false;
+            *dirty -= 1;
+            write(Flushed {
+                store,
+                key,
+                value: e.value.as_deref(),
+                timestamp: e.timestamp,
+            })?;
         }
         Ok(())
     }
@@ -488,6 +510,7 @@ impl TaskCache {
         self.global.release(self.bytes);
         self.entries.clear();
         self.bytes = 0;
+        self.dirty = 0;
         self.publish();
     }
 }
