@@ -147,7 +147,6 @@ fn main() -> Result<()> {
         }
         k += 1;
     }
-    drop(push);
     for (p, b) in batches.into_iter().enumerate() {
         broker.append("events", p as u32, b)?;
     }
