@@ -54,6 +54,33 @@ pub fn wait_for_len(broker: &Broker, topic: &str, n: i64, start: Instant) -> Res
     }
 }
 
+/// Waits until `query` has processed `total` records. Fails with the query's error if
+/// it fails, or, after 30 s without progress, with the runtime's figures (so a stalled
+/// run ends instead of hanging).
+pub fn wait_processed(runtime: &Runtime, query: &QueryHandle, total: u64) -> Result<()> {
+    let mut last = (0, Instant::now());
+    while query.stats().records_processed < total {
+        if let QueryState::Failed(e) = query.state() {
+            return Err(e);
+        }
+        let done = query.stats().records_processed;
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(30) {
+            return Err(Error::msg(format!(
+                "query '{}' stalled at {done} of {total} records: queue bytes {:?}, record cache {:?}, suppression {:?}, rocksdb {:?}",
+                query.name(),
+                runtime.queue_bytes(),
+                runtime.record_cache_stats(),
+                runtime.suppression_bytes(),
+                runtime.state_usage()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// The next command-line argument parsed as `T`, or `default` if it is missing or does
 /// not parse.
 pub fn arg<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, default: T) -> T {

@@ -6,12 +6,12 @@
 //!
 //! `cargo run --release -p weir-benches --bin latest_by_key -- [records] [keys] [value_bytes] [runs]`
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use weir::prelude::*;
 use weir::runtime::RawRecord;
 use weir::serde::Bytes;
-use weir_benches::{arg, median, peak_rss_bytes};
+use weir_benches::{arg, median, peak_rss_bytes, wait_processed};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -95,26 +95,7 @@ fn main() -> Result<()> {
         // A query name per run: the same name would be the same consumer group, and
         // would resume from the previous run's committed offsets (at the end).
         let query = runtime.start_query(&format!("w1-{run}"), builder.build()?)?;
-        // A stall (no progress for 30 s) ends the bench with what the runtime shows,
-        // instead of hanging.
-        let mut last = (0, Instant::now());
-        while query.stats().records_processed < records {
-            if let QueryState::Failed(e) = query.state() {
-                return Err(e);
-            }
-            let done = query.stats().records_processed;
-            if done != last.0 {
-                last = (done, Instant::now());
-            } else if last.1.elapsed() > Duration::from_secs(30) {
-                return Err(Error::msg(format!(
-                    "run {run} stalled at {done} of {records} records: queue bytes {:?}, record cache {:?}, rocksdb {:?}",
-                    runtime.queue_bytes(),
-                    runtime.record_cache_stats(),
-                    runtime.state_usage()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_processed(&runtime, &query, records)?;
         query.stop()?;
         let took = start.elapsed();
         let state = runtime.state_usage();

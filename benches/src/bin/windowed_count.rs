@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use weir::prelude::*;
 use weir::runtime::RawRecord;
-use weir_benches::{arg, median, peak_rss_bytes};
+use weir_benches::{arg, median, peak_rss_bytes, wait_processed};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -199,24 +199,7 @@ fn main() -> Result<()> {
             .to(&out);
         let start = Instant::now();
         let query = runtime.start_query(&format!("w2-{run}"), builder.build()?)?;
-        let mut last = (0, Instant::now());
-        while query.stats().records_processed < total {
-            if let QueryState::Failed(e) = query.state() {
-                return Err(e);
-            }
-            let done = query.stats().records_processed;
-            if done != last.0 {
-                last = (done, Instant::now());
-            } else if last.1.elapsed() > Duration::from_secs(30) {
-                return Err(Error::msg(format!(
-                    "run {run} stalled at {done} of {total} events: queue bytes {:?}, suppression {:?}, rocksdb {:?}",
-                    runtime.queue_bytes(),
-                    runtime.suppression_bytes(),
-                    runtime.state_usage()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_processed(&runtime, &query, total)?;
         query.stop()?;
         let took = start.elapsed();
         let rate = events as f64 / took.as_secs_f64();
