@@ -81,6 +81,23 @@ pub fn wait_processed(runtime: &Runtime, query: &QueryHandle, total: u64) -> Res
     Ok(())
 }
 
+/// A fresh (emptied) directory `<tmp>/<name>-<pid>` for a bench's broker or state.
+pub fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A xorshift64 generator from `seed` (non-zero): fixed-seed bench data.
+pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 /// The next command-line argument parsed as `T`, or `default` if it is missing or does
 /// not parse.
 pub fn arg<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, default: T) -> T {

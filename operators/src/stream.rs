@@ -39,6 +39,12 @@ impl Inner {
             self.errors.push(e);
         }
     }
+
+    /// Adds `spec`'s store, used by processor `node` (an error is kept for `build`).
+    pub(crate) fn add_store<K: Data, V: Data>(&mut self, spec: StoreSpec<K, V>, node: &str) {
+        let r = self.topology.add_state_store(spec, &[node]).map(|_| ());
+        self.check(r);
+    }
 }
 
 /// Builds a topology with the DSL. `build()` returns it for `Runtime::start_query`.

@@ -218,16 +218,10 @@ impl<K: Data, V: Data> KTable<K, V> {
                 shut_down: false,
                 gauges: None,
             });
-        {
-            let mut inner = builder.borrow_mut();
-            let spec =
-                StoreSpec::<Vec<u8>, Vec<u8>>::new(store, BytesSerde, BytesSerde).without_caching();
-            let r = inner
-                .topology
-                .add_state_store(spec, &[node.as_str()])
-                .map(|_| ());
-            inner.check(r);
-        }
+        builder.borrow_mut().add_store(
+            StoreSpec::<Vec<u8>, Vec<u8>>::new(store, BytesSerde, BytesSerde).without_caching(),
+            &node,
+        );
         KTable::new(changes, self.send_old.clone()).with_meta(TableMeta {
             key_serde: Some(key_serde),
             value_serde: Some(value_serde),
@@ -377,15 +371,15 @@ impl<K: Data, V: Data> Processor<K, Change<V>, K, Change<V>> for SuppressProcess
         // with this latest value (as Kafka Streams buffers, then evicts).
         let mut due = buffer.evict_due(store, expiry)?;
         let in_due = due.iter().position(|e| e.key == key);
-        let prior = match in_due {
-            Some(i) => Some((due[i].time, due[i].payload.clone())),
-            None => buffer.get(store, &key)?.map(|p| (p.time, p.payload)),
-        };
-        let (time, old) = match prior {
-            // Keep the first buffering time and the value before the first update.
-            Some((t, payload)) => (t, decode_change(&*self.value_serde, &payload)?.old),
-            None if self.final_results => (window_end(&key)?, r.value.old.clone()),
-            None => (r.timestamp, r.value.old.clone()),
+        let vs = &*self.value_serde;
+        // Keep the first buffering time and the value before the first update.
+        let (time, old) = match in_due {
+            Some(i) => (due[i].time, decode_change(vs, &due[i].payload)?.old),
+            None => match buffer.get(store, &key)? {
+                Some(p) => (p.time, decode_change(vs, &p.payload)?.old),
+                None if self.final_results => (window_end(&key)?, r.value.old.clone()),
+                None => (r.timestamp, r.value.old.clone()),
+            },
         };
         let payload = encode_change(
             &*self.value_serde,

@@ -227,12 +227,7 @@ where
     let changes: KStream<K, Change<V>> =
         input.add_named(node.clone(), make(store, send_old.clone()));
     if let Some(spec) = spec {
-        let mut inner = builder.borrow_mut();
-        let r = inner
-            .topology
-            .add_state_store(spec, &[node.as_str()])
-            .map(|_| ());
-        inner.check(r);
+        builder.borrow_mut().add_store(spec, &node);
     }
     KTable::new(changes, send_old).with_meta(meta)
 }

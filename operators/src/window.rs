@@ -280,12 +280,7 @@ fn windowed_aggregate<K: Data, V: Data, VA: Data>(
         }
     };
     if let Some(s) = store_spec {
-        let mut inner = builder.borrow_mut();
-        let r = inner
-            .topology
-            .add_state_store(s, &[node.as_str()])
-            .map(|_| ());
-        inner.check(r);
+        builder.borrow_mut().add_store(s, &node);
     }
     KTable::new(changes, send_old).with_meta(meta)
 }
@@ -482,6 +477,31 @@ fn drop_late<K, V>(ctx: &mut ProcessorContext<'_, K, V>, ts: i64, window: Window
     ctx.record_dropped_late();
 }
 
+/// What both windowed aggregations do at init: forward their store's changes, and pick
+/// up the observed stream time they stored.
+fn init_windowed<K: Data, VA: Data>(
+    ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
+    store: &str,
+    send_old: &AtomicBool,
+    observed: &mut i64,
+) -> Result<()> {
+    ctx.forward_windowed_changes(store, send_old.load(Ordering::Acquire))?;
+    *observed = ctx.stored_stream_time(store)?.unwrap_or(i64::MIN);
+    Ok(())
+}
+
+/// What both windowed aggregations do at each commit: store the observed stream time.
+fn flush_windowed<K, V>(
+    ctx: &mut ProcessorContext<'_, K, V>,
+    store: &str,
+    observed: i64,
+) -> Result<()> {
+    if observed > i64::MIN {
+        ctx.store_stream_time(store, observed)?;
+    }
+    Ok(())
+}
+
 /// Tumbling and hopping window aggregation.
 struct WindowAggregate<K, V, VA> {
     store: Arc<str>,
@@ -497,10 +517,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     for WindowAggregate<K, V, VA>
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        ctx.forward_windowed_changes(&self.store, self.send_old.load(Ordering::Acquire))?;
-        let mut store = ctx.window_store::<K, VA>(&self.store)?;
-        self.observed = store.observed_stream_time()?.unwrap_or(i64::MIN);
-        Ok(())
+        init_windowed(ctx, &self.store, &self.send_old, &mut self.observed)
     }
 
     fn process(
@@ -548,11 +565,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        if self.observed > i64::MIN {
-            ctx.window_store::<K, VA>(&self.store)?
-                .set_observed_stream_time(self.observed)?;
-        }
-        Ok(())
+        flush_windowed(ctx, &self.store, self.observed)
     }
 }
 
@@ -572,10 +585,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     for SessionAggregate<K, V, VA>
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        ctx.forward_windowed_changes(&self.store, self.send_old.load(Ordering::Acquire))?;
-        let mut store = ctx.session_store::<K, VA>(&self.store)?;
-        self.observed = store.observed_stream_time()?.unwrap_or(i64::MIN);
-        Ok(())
+        init_windowed(ctx, &self.store, &self.send_old, &mut self.observed)
     }
 
     fn process(
@@ -617,11 +627,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        if self.observed > i64::MIN {
-            ctx.session_store::<K, VA>(&self.store)?
-                .set_observed_stream_time(self.observed)?;
-        }
-        Ok(())
+        flush_windowed(ctx, &self.store, self.observed)
     }
 }
 

@@ -426,6 +426,37 @@ impl<K, V> ProcessorContext<'_, K, V> {
         })
     }
 
+    /// The observed stream time this processor stored in window or session store
+    /// `name` with [`ProcessorContext::store_stream_time`] (kept through restarts, so a
+    /// windowed operator judges late records exactly as before).
+    pub fn stored_stream_time(&mut self, name: &str) -> Result<Option<i64>> {
+        self.windowed_access(name)?.meta_time()
+    }
+
+    /// Stores this processor's observed stream time in window or session store `name`
+    /// (written with its windows at the next commit).
+    pub fn store_stream_time(&mut self, name: &str, t: i64) -> Result<()> {
+        self.windowed_access(name)?.set_meta_time(t)
+    }
+
+    fn windowed_access(&mut self, name: &str) -> Result<Access<'_>> {
+        let node = self.node;
+        let processor = &self.core.names[node];
+        let Some(idx) = self.core.env.stores.iter().position(|s| {
+            s.name == name
+                && s.processors.contains(&node)
+                && !matches!(s.store_type, StoreType::KeyValue)
+        }) else {
+            return Err(Error::Topology(format!(
+                "processor '{processor}' is not connected to a window or session store named '{name}'"
+            )));
+        };
+        Ok(Access {
+            env: &mut self.core.env,
+            idx,
+        })
+    }
+
     /// Direct byte-level access to store `name`, bypassing the record cache; only for
     /// stores declared `without_caching` (the cache would otherwise hold writes this
     /// access cannot see). Suppression buffers keep their entries this way.
@@ -663,7 +694,7 @@ impl Access<'_> {
     }
 
     /// The observed stream time a windowed operator stored (see
-    /// [`WindowStoreHandle::observed_stream_time`]).
+    /// [`ProcessorContext::stored_stream_time`]).
     fn meta_time(&mut self) -> Result<Option<i64>> {
         match self.get(META_KEY)? {
             None => Ok(None),
@@ -912,18 +943,6 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
     pub fn expire(&mut self, stream_time: i64) -> Result<()> {
         self.access.expire(stream_time)
     }
-
-    /// The stream time the owning operator stored with [`Self::set_observed_stream_time`]
-    /// (kept through restarts, so late-record decisions repeat exactly).
-    pub fn observed_stream_time(&mut self) -> Result<Option<i64>> {
-        self.access.meta_time()
-    }
-
-    /// Stores the owning operator's observed stream time (written with its windows at
-    /// the next commit).
-    pub fn set_observed_stream_time(&mut self, t: i64) -> Result<()> {
-        self.access.set_meta_time(t)
-    }
 }
 
 /// Typed access to a session store of the current task (`StoreSpec::sessions`).
@@ -1005,16 +1024,6 @@ impl<K: 'static, V: 'static> SessionStoreHandle<'_, K, V> {
     /// `stream_time`.
     pub fn expire(&mut self, stream_time: i64) -> Result<()> {
         self.access.expire(stream_time)
-    }
-
-    /// See [`WindowStoreHandle::observed_stream_time`].
-    pub fn observed_stream_time(&mut self) -> Result<Option<i64>> {
-        self.access.meta_time()
-    }
-
-    /// See [`WindowStoreHandle::set_observed_stream_time`].
-    pub fn set_observed_stream_time(&mut self, t: i64) -> Result<()> {
-        self.access.set_meta_time(t)
     }
 }
 

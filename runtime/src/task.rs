@@ -682,12 +682,18 @@ impl Task {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if !inner.closed {
             inner.core.current = None;
-            if inner.close_all() {
-                self.rt.wake_io();
-            }
-            drop(inner);
-            self.query.task_closed();
+            self.close(inner);
         }
+    }
+
+    /// Closes every node and queue of the task, then (lock released) tells the query.
+    fn close(self: &Arc<Self>, mut inner: std::sync::MutexGuard<'_, TaskInner>) -> After {
+        if inner.close_all() {
+            self.rt.wake_io();
+        }
+        drop(inner);
+        self.query.task_closed();
+        After::Closed
     }
 
     fn run_batch(self: &Arc<Self>) -> Result<After> {
@@ -704,12 +710,7 @@ impl Task {
                     self.query.fail_after_commit(e);
                 }
             }
-            if inner.close_all() {
-                self.rt.wake_io();
-            }
-            drop(guard);
-            self.query.task_closed();
-            return Ok(After::Closed);
+            return Ok(self.close(guard));
         }
 
         let started = Instant::now();
@@ -719,7 +720,8 @@ impl Task {
             .punctuate(PunctuationType::WallClockTime, now_millis())?;
         let max = cfg.max_batch_records;
         let mut n = 0usize;
-        while n < max && (n % 64 != 0 || n == 0 || started.elapsed() < cfg.max_batch_time) {
+        while n < max && (!n.is_multiple_of(64) || n == 0 || started.elapsed() < cfg.max_batch_time)
+        {
             if inner.core.env.shutdown.is_some() {
                 break;
             }
@@ -806,12 +808,7 @@ impl Task {
                 self.id
             );
             self.query.fail_after_commit(e);
-            if inner.close_all() {
-                self.rt.wake_io();
-            }
-            drop(guard);
-            self.query.task_closed();
-            return Ok(After::Closed);
+            return Ok(self.close(guard));
         }
         self.register_deadline(inner);
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use weir::prelude::*;
 use weir::runtime::RawRecord;
 use weir::serde::Bytes;
-use weir_benches::{arg, median, peak_rss_bytes, wait_processed};
+use weir_benches::{arg, fresh_dir, median, peak_rss_bytes, wait_processed, xorshift};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -24,19 +24,13 @@ fn main() -> Result<()> {
     let runs: usize = arg(&mut args, 3);
     let memory_limit = 512usize << 20;
 
-    let data_dir = tempfile_dir("weir-w1-broker");
+    let data_dir = fresh_dir("weir-w1-broker");
     let broker = Broker::with_log_dir(&data_dir)?;
     broker.create_topic("events", 4)?;
     // Values are random printable bytes, so RocksDB's compression does not flatter the
     // figures; the broker is preloaded in batches of at most 1 MiB per partition, so the
     // preload's own buffers stay small next to the runtime's memory.
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
     let mut batches: Vec<(Vec<RawRecord>, usize)> = (0..4).map(|_| (Vec::new(), 0)).collect();
     for i in 0..records {
         let key = (next() % keys).to_be_bytes();
@@ -67,7 +61,7 @@ fn main() -> Result<()> {
 
     let mut rates = Vec::new();
     for run in 0..runs {
-        let state_dir = tempfile_dir(&format!("weir-w1-state-{run}"));
+        let state_dir = fresh_dir(&format!("weir-w1-state-{run}"));
         let mut config = RuntimeConfig::builder()
             .workers(2)
             .memory_limit(memory_limit)
@@ -130,10 +124,4 @@ fn main() -> Result<()> {
 
 fn env_mib(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
-fn tempfile_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }

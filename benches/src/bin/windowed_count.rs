@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use weir::prelude::*;
 use weir::runtime::RawRecord;
-use weir_benches::{arg, median, peak_rss_bytes, wait_processed};
+use weir_benches::{arg, fresh_dir, median, peak_rss_bytes, wait_processed, xorshift};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -100,16 +100,10 @@ fn main() -> Result<()> {
     let runs: usize = arg(&mut args, 3);
     let memory_limit = 512usize << 20;
 
-    let data_dir = tempdir("weir-w2-broker");
+    let data_dir = fresh_dir("weir-w2-broker");
     let broker = Broker::with_log_dir(&data_dir)?;
     broker.create_topic("events", PARTITIONS)?;
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
     let mut refs: Vec<Reference> = (0..PARTITIONS).map(|_| Reference::default()).collect();
     let mut batches: Vec<Vec<RawRecord>> = (0..PARTITIONS).map(|_| Vec::new()).collect();
     let mut push = |broker: &Broker, refs: &mut [Reference], key: u64, ts: i64| -> Result<()> {
@@ -130,7 +124,7 @@ fn main() -> Result<()> {
     for i in 0..events {
         let key = next() % keys;
         let r = next();
-        let late = r % 100_000 == 0;
+        let late = r.is_multiple_of(100_000);
         let ts = (i as i64 - (r % 21) as i64 - if late { 15_000 } else { 0 }).max(0);
         push(&broker, &mut refs, key, ts)?;
     }
@@ -174,7 +168,7 @@ fn main() -> Result<()> {
     for run in 0..runs {
         let out = format!("finals-{run}");
         broker.create_topic(&out, PARTITIONS)?;
-        let state_dir = tempdir(&format!("weir-w2-state-{run}"));
+        let state_dir = fresh_dir(&format!("weir-w2-state-{run}"));
         let runtime = Runtime::new(
             RuntimeConfig::builder()
                 .workers(2)
@@ -256,10 +250,4 @@ fn main() -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
