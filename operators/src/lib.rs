@@ -65,7 +65,8 @@ pub use suppress::{BufferConfig, Suppressed};
 pub use table::{Grouped, KGroupedStream, KTable, Materialized};
 pub use weir_runtime::{Window, Windowed, WindowedSerde};
 pub use window::{
-    SessionWindowedKStream, SessionWindows, TimeWindowedKStream, TimeWindows, WindowedBy,
+    SessionWindowedKStream, SessionWindows, SlidingWindows, TimeWindowedKStream, TimeWindows,
+    WindowedBy,
 };
 
 /// Everything a query needs, in one `use weir::prelude::*`.
@@ -83,6 +84,7 @@ pub mod prelude {
         RuntimeConfig, StreamsBuilder, Topology,
     };
     pub use crate::{
-        BufferConfig, SessionWindows, Suppressed, TimeWindows, Window, Windowed, WindowedSerde,
+        BufferConfig, SessionWindows, SlidingWindows, Suppressed, TimeWindows, Window, Windowed,
+        WindowedSerde,
     };
 }

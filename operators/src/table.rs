@@ -109,10 +109,23 @@ impl<K, V> Materialized<K, V> {
     }
 
     /// Window and session stores: how long windows are kept (at least window size
-    /// plus grace, which is also the default), e.g. to query them after they close.
+    /// plus grace, which is also the default; for sliding windows twice the time
+    /// difference plus grace), e.g. to query them after they close.
     pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
         self.retention = Some(retention);
         self
+    }
+
+    /// The same store settings for values of another type, stored with `value_serde`.
+    pub(crate) fn retyped<W>(self, value_serde: Option<Arc<dyn Serde<W>>>) -> Materialized<K, W> {
+        Materialized {
+            name: self.name,
+            kind: self.kind,
+            caching: self.caching,
+            key_serde: self.key_serde,
+            value_serde,
+            retention: self.retention,
+        }
     }
 
     pub(crate) fn spec(

@@ -1,5 +1,6 @@
 //! Windowed aggregations: `group_by_key().windowed_by(...)` then `count`, `reduce` or
-//! `aggregate`, giving a `KTable<Windowed<K>, V>`.
+//! `aggregate`, giving a `KTable<Windowed<K>, V>`: tumbling and hopping
+//! ([`TimeWindows`]), sliding ([`SlidingWindows`]) and session ([`SessionWindows`]).
 //!
 //! Event time is each record's timestamp (set by the source's timestamp extractor, if
 //! any). Each aggregation tracks its *observed stream time*, the largest timestamp it
@@ -11,8 +12,8 @@
 //! State lives in window or session stores (RocksDB under the shared cache by
 //! default) that drop expired segments with range deletes (see
 //! [`weir_runtime::window`]). Time windows go through the record cache like key-value
-//! aggregations; session windows, which look up neighbouring sessions per record,
-//! write through.
+//! aggregations; session and sliding windows, which look up neighbouring windows per
+//! record, write through.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -110,8 +111,44 @@ impl SessionWindows {
     }
 }
 
-/// What [`KGroupedStream::windowed_by`] accepts: [`TimeWindows`] give a
-/// [`TimeWindowedKStream`], [`SessionWindows`] a [`SessionWindowedKStream`].
+/// Sliding windows (Kafka Streams' `SlidingWindows`): windows of a fixed time
+/// difference `d` that move with the records rather than with the clock. A window is
+/// `[start, start + d]`, both ends inclusive; the windows that exist for a key are the
+/// distinct non-empty ones that end at one of its records (`[t - d, t]`, or `[0, d]`
+/// while `t < d`) or start just after one (`[t + 1, t + d + 1]`). So every set of
+/// records within `d` of each other is aggregated once, without the duplicates hopping
+/// windows with a 1 ms advance would produce.
+///
+/// A record is late, dropped and counted, once stream time is more than `grace` past
+/// it: its own window `[t - d, t]` has closed. (Kafka Streams still adds such a record
+/// to the windows containing it that are open, but not to windows created after it, so
+/// a window's result would depend on arrival order.) A window is final once stream
+/// time passes its end + grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlidingWindows {
+    difference: i64,
+    grace: i64,
+}
+
+impl SlidingWindows {
+    /// Sliding windows spanning `difference` that accept records up to `grace` behind
+    /// stream time.
+    pub fn of_time_difference_and_grace(difference: Duration, grace: Duration) -> Self {
+        SlidingWindows {
+            difference: ms(difference),
+            grace: ms(grace),
+        }
+    }
+
+    /// Sliding windows with no grace period.
+    pub fn of_time_difference_with_no_grace(difference: Duration) -> Self {
+        Self::of_time_difference_and_grace(difference, Duration::ZERO)
+    }
+}
+
+/// What [`KGroupedStream::windowed_by`] accepts: [`TimeWindows`] and
+/// [`SlidingWindows`] give a [`TimeWindowedKStream`], [`SessionWindows`] a
+/// [`SessionWindowedKStream`].
 pub trait WindowedBy<K, V> {
     /// The windowed stream.
     type Output;
@@ -124,7 +161,17 @@ impl<K: Data, V: Data> WindowedBy<K, V> for TimeWindows {
     fn windowed(self, grouped: &KGroupedStream<K, V>) -> Self::Output {
         TimeWindowedKStream {
             grouped: grouped.clone_grouped(),
-            windows: self,
+            spec: Spec::Time(self),
+        }
+    }
+}
+
+impl<K: Data, V: Data> WindowedBy<K, V> for SlidingWindows {
+    type Output = TimeWindowedKStream<K, V>;
+    fn windowed(self, grouped: &KGroupedStream<K, V>) -> Self::Output {
+        TimeWindowedKStream {
+            grouped: grouped.clone_grouped(),
+            spec: Spec::Sliding(self),
         }
     }
 }
@@ -140,7 +187,8 @@ impl<K: Data, V: Data> WindowedBy<K, V> for SessionWindows {
 }
 
 impl<K: Data, V: Data> KGroupedStream<K, V> {
-    /// Aggregates per window: `TimeWindows` (tumbling, hopping) or `SessionWindows`.
+    /// Aggregates per window: `TimeWindows` (tumbling, hopping), `SlidingWindows` or
+    /// `SessionWindows`.
     pub fn windowed_by<W: WindowedBy<K, V>>(&self, windows: W) -> W::Output {
         windows.windowed(self)
     }
@@ -158,6 +206,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
 #[derive(Clone, Copy)]
 enum Spec {
     Time(TimeWindows),
+    Sliding(SlidingWindows),
     Session(SessionWindows),
 }
 
@@ -166,19 +215,36 @@ impl Spec {
     /// A time window takes no record once stream time passes end + grace. A session
     /// can still be extended by a record up to `gap` after its end, accepted while
     /// that record's session ends no more than grace before stream time: it is final
-    /// once stream time passes end + gap + grace.
+    /// once stream time passes end + gap + grace. A sliding window includes its end,
+    /// so it is final once stream time passes end + grace.
     fn close_delay(&self) -> i64 {
         match self {
             Spec::Time(w) => w.grace,
+            Spec::Sliding(w) => w.grace.saturating_add(1),
             Spec::Session(w) => w.grace.saturating_add(w.gap).saturating_add(1),
         }
     }
 
-    /// Kafka Streams' default retention: enough to accept every on-time record.
+    /// Kafka Streams' default retention: enough to accept every on-time record (a
+    /// sliding window is built from windows up to twice the time difference back).
     fn min_retention(&self) -> i64 {
         match self {
             Spec::Time(w) => w.size.saturating_add(w.grace),
+            Spec::Sliding(w) => w.difference.saturating_mul(2).saturating_add(w.grace),
             Spec::Session(w) => w.gap.saturating_add(w.grace),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        match self {
+            Spec::Time(w) => w.validate(),
+            Spec::Sliding(w) if w.difference < 0 => Err(Error::Topology(
+                "sliding window time difference must not be negative".into(),
+            )),
+            Spec::Session(w) if w.gap <= 0 => Err(Error::Topology(
+                "session inactivity gap must be at least 1 ms".into(),
+            )),
+            Spec::Sliding(_) | Spec::Session(_) => Ok(()),
         }
     }
 }
@@ -197,37 +263,110 @@ fn windowed_aggregate<K: Data, V: Data, VA: Data>(
     agg: Agg<K, V, VA>,
     merge: Option<Merge<K, VA>>,
 ) -> KTable<Windowed<K>, VA> {
+    match spec {
+        Spec::Time(windows) => windowed_table(
+            grouped,
+            spec,
+            materialized,
+            default_value_serde,
+            "KSTREAM-WINDOWED-AGGREGATE",
+            move |store, send_old| WindowAggregate {
+                store,
+                windows,
+                init: init.clone(),
+                agg: agg.clone(),
+                send_old,
+                observed: i64::MIN,
+                _types: PhantomData,
+            },
+        ),
+        Spec::Sliding(windows) => {
+            // Each window is stored with its latest record's timestamp; the table
+            // downstream sees the aggregate alone.
+            let value_serde = materialized.value_serde.clone().or(default_value_serde);
+            let stamped = value_serde
+                .clone()
+                .map(|s| Arc::new(StampedSerde(s)) as Arc<dyn Serde<Stamped<VA>>>);
+            let table = windowed_table(
+                grouped,
+                spec,
+                materialized.retyped(stamped),
+                None,
+                "KSTREAM-SLIDINGWINDOW-AGGREGATE",
+                move |store, send_old| SlidingAggregate {
+                    store,
+                    windows,
+                    init: init.clone(),
+                    agg: agg.clone(),
+                    send_old,
+                    observed: i64::MIN,
+                    _types: PhantomData,
+                },
+            );
+            let changes = table.changes.add("KTABLE-MAPVALUES", || Unstamp);
+            KTable::new(changes, table.send_old).with_meta(TableMeta {
+                key_serde: table.meta.key_serde,
+                value_serde,
+                grace_ms: table.meta.grace_ms,
+            })
+        }
+        Spec::Session(windows) => {
+            let merge = merge.unwrap_or_else(|| Arc::new(|_: &K, a: VA, _: VA| a));
+            windowed_table(
+                grouped,
+                spec,
+                materialized,
+                default_value_serde,
+                "KSTREAM-SESSION-AGGREGATE",
+                move |store, send_old| SessionAggregate {
+                    store,
+                    windows,
+                    init: init.clone(),
+                    agg: agg.clone(),
+                    merge: merge.clone(),
+                    send_old,
+                    observed: i64::MIN,
+                    _types: PhantomData,
+                },
+            )
+        }
+    }
+}
+
+/// Adds the aggregation node `make(store, send_old)` builds, named with `prefix`, and
+/// its window or session store holding `S` as `materialized` says.
+fn windowed_table<K, V, S, P, F>(
+    grouped: &KGroupedStream<K, V>,
+    spec: Spec,
+    materialized: Materialized<K, S>,
+    default_value_serde: Option<Arc<dyn Serde<S>>>,
+    prefix: &str,
+    make: F,
+) -> KTable<Windowed<K>, S>
+where
+    K: Data,
+    V: Data,
+    S: Data,
+    P: Processor<K, V, Windowed<K>, Change<S>>,
+    F: Fn(Arc<str>, Arc<AtomicBool>) -> P + Send + Sync + 'static,
+{
     let builder = grouped.stream.builder.clone();
-    let check = match spec {
-        Spec::Time(w) => w.validate(),
-        Spec::Session(w) if w.gap <= 0 => Err(Error::Topology(
-            "session inactivity gap must be at least 1 ms".into(),
-        )),
-        Spec::Session(_) => Ok(()),
-    };
     let retention = materialized.retention.map_or(spec.min_retention(), ms);
     let retention_check = if retention < spec.min_retention() {
         Err(Error::Topology(format!(
-            "window retention {retention} ms is shorter than window size (or gap) plus grace, {} ms",
+            "window retention {retention} ms is shorter than the windows need, {} ms (size, gap or twice the time difference, plus grace)",
             spec.min_retention()
         )))
     } else {
         Ok(())
     };
-    let (prefix, store_prefix) = match spec {
-        Spec::Time(_) => (
-            "KSTREAM-WINDOWED-AGGREGATE",
-            "KSTREAM-AGGREGATE-STATE-STORE",
-        ),
-        Spec::Session(_) => ("KSTREAM-SESSION-AGGREGATE", "KSTREAM-AGGREGATE-STATE-STORE"),
-    };
     let mut store_spec = {
         let mut inner = builder.borrow_mut();
-        inner.check(check);
+        inner.check(spec.validate());
         inner.check(retention_check);
         materialized.spec(
             &mut inner,
-            store_prefix,
+            "KSTREAM-AGGREGATE-STATE-STORE",
             grouped.key_serde.clone(),
             default_value_serde,
         )
@@ -236,6 +375,9 @@ fn windowed_aggregate<K: Data, V: Data, VA: Data>(
     store_spec = store_spec.map(|s| match spec {
         Spec::Time(w) => s.windowed(Duration::from_millis(w.size as u64), retention_d),
         // Each record looks its neighbours up with a range scan: no record cache.
+        Spec::Sliding(w) => s
+            .windowed(Duration::from_millis(w.difference as u64), retention_d)
+            .without_caching(),
         Spec::Session(_) => s.sessions(retention_d).without_caching(),
     });
     let store: Arc<str> = Arc::from(store_spec.as_ref().map_or("?", |s| s.name()));
@@ -247,48 +389,20 @@ fn windowed_aggregate<K: Data, V: Data, VA: Data>(
     let send_old = Arc::new(AtomicBool::new(false));
     let node = builder.borrow_mut().next_name(prefix);
     let so = send_old.clone();
-    let changes = match (spec, merge) {
-        (Spec::Time(windows), _) => {
-            let store = store.clone();
-            grouped
-                .stream
-                .add_named(node.clone(), move || WindowAggregate {
-                    store: store.clone(),
-                    windows,
-                    init: init.clone(),
-                    agg: agg.clone(),
-                    send_old: so.clone(),
-                    observed: i64::MIN,
-                    _types: PhantomData,
-                })
-        }
-        (Spec::Session(windows), merge) => {
-            let store = store.clone();
-            let merge = merge.unwrap_or_else(|| Arc::new(|_: &K, a: VA, _: VA| a));
-            grouped
-                .stream
-                .add_named(node.clone(), move || SessionAggregate {
-                    store: store.clone(),
-                    windows,
-                    init: init.clone(),
-                    agg: agg.clone(),
-                    merge: merge.clone(),
-                    send_old: so.clone(),
-                    observed: i64::MIN,
-                    _types: PhantomData,
-                })
-        }
-    };
+    let st = store.clone();
+    let changes = grouped
+        .stream
+        .add_named(node.clone(), move || make(st.clone(), so.clone()));
     if let Some(s) = store_spec {
         builder.borrow_mut().add_store(s, &node);
     }
     KTable::new(changes, send_old).with_meta(meta)
 }
 
-/// A grouped stream windowed by [`TimeWindows`].
+/// A grouped stream windowed by [`TimeWindows`] or [`SlidingWindows`].
 pub struct TimeWindowedKStream<K, V> {
     grouped: KGroupedStream<K, V>,
-    windows: TimeWindows,
+    spec: Spec,
 }
 
 /// A grouped stream windowed by [`SessionWindows`].
@@ -297,8 +411,20 @@ pub struct SessionWindowedKStream<K, V> {
     windows: SessionWindows,
 }
 
+impl<K, V> TimeWindowedKStream<K, V> {
+    fn spec(&self) -> Spec {
+        self.spec
+    }
+}
+
+impl<K, V> SessionWindowedKStream<K, V> {
+    fn spec(&self) -> Spec {
+        Spec::Session(self.windows)
+    }
+}
+
 macro_rules! windowed_ops {
-    ($ty:ident, $spec:expr, $merge_count:expr) => {
+    ($ty:ident, $merge_count:expr) => {
         impl<K: Data, V: Data> $ty<K, V> {
             /// Counts records per key and window.
             pub fn count(&self) -> KTable<Windowed<K>, i64> {
@@ -312,7 +438,7 @@ macro_rules! windowed_ops {
             ) -> KTable<Windowed<K>, i64> {
                 windowed_aggregate(
                     &self.grouped,
-                    $spec(self.windows),
+                    self.spec(),
                     materialized,
                     Some(Arc::new(I64Serde)),
                     Arc::new(|| 0i64),
@@ -344,17 +470,12 @@ macro_rules! windowed_ops {
                     .unwrap_or_else(|| self.grouped.value_serde.clone());
                 let f = Arc::new(f);
                 let f2 = f.clone();
-                let option: Materialized<K, Option<V>> = Materialized {
-                    name: materialized.name,
-                    kind: materialized.kind,
-                    caching: materialized.caching,
-                    key_serde: materialized.key_serde,
-                    value_serde: Some(Arc::new(OptionSerde(ArcSerde(value_serde.clone())))),
-                    retention: materialized.retention,
-                };
+                let option = materialized.retyped::<Option<V>>(Some(Arc::new(OptionSerde(
+                    ArcSerde(value_serde.clone()),
+                ))));
                 let table = windowed_aggregate(
                     &self.grouped,
-                    $spec(self.windows),
+                    self.spec(),
                     option,
                     None,
                     Arc::new(|| None::<V>),
@@ -377,10 +498,9 @@ macro_rules! windowed_ops {
     };
 }
 
-windowed_ops!(TimeWindowedKStream, Spec::Time, None);
+windowed_ops!(TimeWindowedKStream, None);
 windowed_ops!(
     SessionWindowedKStream,
-    Spec::Session,
     Some(Arc::new(|_: &K, a: i64, b: i64| a + b))
 );
 
@@ -414,7 +534,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
     {
         windowed_aggregate(
             &self.grouped,
-            Spec::Time(self.windows),
+            self.spec,
             materialized,
             None,
             Arc::new(init),
@@ -458,7 +578,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     {
         windowed_aggregate(
             &self.grouped,
-            Spec::Session(self.windows),
+            self.spec(),
             materialized,
             None,
             Arc::new(init),
@@ -631,9 +751,257 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     }
 }
 
+/// A sliding window's aggregate and the timestamp of its latest record, which tells
+/// the aggregation which records a window holds when it builds new windows from it.
+#[derive(Clone)]
+struct Stamped<VA> {
+    latest: i64,
+    value: VA,
+}
+
+/// Stores a [`Stamped`] as the latest timestamp (8 bytes, big-endian), a tag (0 = the
+/// aggregate is null, 1 = its bytes follow) and the aggregate's bytes.
+struct StampedSerde<VA>(Arc<dyn Serde<VA>>);
+
+impl<VA: 'static> Serde<Stamped<VA>> for StampedSerde<VA> {
+    fn serialize(&self, value: &Stamped<VA>) -> Result<Option<weir_runtime::serde::Bytes>> {
+        let mut out = Vec::new();
+        self.serialize_into(value, &mut out)?;
+        Ok(Some(out.into()))
+    }
+
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<Stamped<VA>> {
+        let bytes = data.unwrap_or_default();
+        let (Some(latest), Some(&tag)) = (bytes.get(..8), bytes.get(8)) else {
+            return Err(Error::Serde(format!(
+                "a sliding window entry needs at least 9 bytes, got {}",
+                bytes.len()
+            )));
+        };
+        let latest = i64::from_be_bytes(latest.try_into().expect("8 bytes"));
+        let value = match tag {
+            0 => self.0.deserialize(None)?,
+            1 => self.0.deserialize(Some(&bytes[9..]))?,
+            t => {
+                return Err(Error::Serde(format!(
+                    "a sliding window entry has tag {t} (expected 0 or 1)"
+                )));
+            }
+        };
+        Ok(Stamped { latest, value })
+    }
+
+    fn serialize_into(&self, value: &Stamped<VA>, out: &mut Vec<u8>) -> Result<bool> {
+        out.extend_from_slice(&value.latest.to_be_bytes());
+        let tag = out.len();
+        out.push(1);
+        if !self.0.serialize_into(&value.value, out)? {
+            out[tag] = 0;
+        }
+        Ok(true)
+    }
+}
+
+/// Drops the latest timestamps from a sliding aggregation's changes.
+struct Unstamp;
+
+impl<K: Data, VA: Data> Processor<K, Change<Stamped<VA>>, K, Change<VA>> for Unstamp {
+    fn process(
+        &mut self,
+        r: Record<K, Change<Stamped<VA>>>,
+        ctx: &mut ProcessorContext<'_, K, Change<VA>>,
+    ) -> Result<()> {
+        let Record {
+            key,
+            value,
+            timestamp,
+            headers,
+        } = r;
+        let change = Change {
+            new: value.new.map(|s| s.value),
+            old: value.old.map(|s| s.value),
+        };
+        ctx.forward(Record::new(key, change, timestamp).with_headers(headers))
+    }
+}
+
+/// Sliding window aggregation. A key's stored windows are exactly the non-empty
+/// windows [`SlidingWindows`] defines over its accepted records (less those expired),
+/// each with its aggregate and latest record. A new record at `t`:
+///
+/// 1. goes into every stored window containing `t`;
+/// 2. creates its left window `L = [t - d, t]` (`[0, d]` while `t < d`) unless stored.
+///    L's other records are those in `[t - d, t)`. If there are any, the stored window
+///    with the largest start before L's holds exactly them: a record in between would
+///    have a left or right window starting later. So L starts from that window's
+///    aggregate if its latest record is in L, else from `init()`;
+/// 3. creates its right window `R = [t + 1, t + d + 1]` unless stored, if it is not
+///    empty: R holds the records of the latest-starting window containing `t` that
+///    come after `t` (by the same argument), so it copies that window if its latest
+///    record is after `t`;
+/// 4. creates the right window of the record before it if `t` is the first record in
+///    it: `[p + 1, p + d + 1]` for the latest stored record time `p < t`, if it
+///    contains `t` and is not stored, holding `t` alone.
+///
+/// Everything it reads starts at or after `t - 2d`, which the retention (`2d + grace`)
+/// keeps. Records more than grace behind stream time are late, so no window is changed
+/// or created after it closes.
+struct SlidingAggregate<K, V, VA> {
+    store: Arc<str>,
+    windows: SlidingWindows,
+    init: Init<VA>,
+    agg: Agg<K, V, VA>,
+    send_old: Arc<AtomicBool>,
+    observed: i64,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>>>
+    for SlidingAggregate<K, V, VA>
+{
+    fn init(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<Stamped<VA>>>,
+    ) -> Result<()> {
+        init_windowed(ctx, &self.store, &self.send_old, &mut self.observed)
+    }
+
+    fn process(
+        &mut self,
+        r: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<Stamped<VA>>>,
+    ) -> Result<()> {
+        let t = r.timestamp;
+        let d = self.windows.difference;
+        let left = t.saturating_sub(d).max(0);
+        if t < 0 {
+            drop_late(ctx, t, Window::new(t, t), self.observed);
+            return Ok(());
+        }
+        self.observed = self.observed.max(t);
+        if t < self.observed.saturating_sub(self.windows.grace) {
+            drop_late(ctx, t, Window::new(left, left + d), self.observed);
+            return Ok(());
+        }
+        let right = t + 1;
+        let mut store = ctx.window_store::<K, Stamped<VA>>(&self.store)?;
+        let stored = store.fetch_range(&r.key, t.saturating_sub(2 * d).max(0), right)?;
+        let (mut left_stored, mut right_stored) = (false, false);
+        let mut before_left = None;
+        let mut containing = None;
+        let mut previous = None;
+        for (w, s) in &stored {
+            if s.latest < t {
+                previous = previous.max(Some(s.latest));
+            }
+            if w.start < left {
+                before_left = Some(s);
+            }
+            left_stored |= w.start == left;
+            right_stored |= w.start == right;
+            if w.start <= t && t <= w.end {
+                containing = Some(s);
+            }
+        }
+        let add = |s: &Stamped<VA>| Stamped {
+            latest: s.latest.max(t),
+            value: (self.agg)(&r.key, r.value.clone(), s.value.clone()),
+        };
+        let fresh = || Stamped {
+            latest: t,
+            value: (self.agg)(&r.key, r.value.clone(), (self.init)()),
+        };
+        let mut puts = Vec::new();
+        // 1. Windows containing t.
+        for (w, s) in &stored {
+            if w.start <= t && t <= w.end {
+                puts.push((w.start, add(s)));
+            }
+        }
+        // 2. The left window.
+        if !left_stored {
+            let new = match before_left {
+                Some(s) if s.latest >= left => add(s),
+                _ => fresh(),
+            };
+            puts.push((left, new));
+        }
+        // 3. The right window.
+        if !right_stored
+            && let Some(s) = containing
+            && s.latest > t
+        {
+            puts.push((right, (*s).clone()));
+        }
+        // 4. The previous record's right window, which t is the first record of.
+        if let Some(p) = previous
+            && p + 1 != left
+            && t <= p + 1 + d
+            && !stored.iter().any(|(w, _)| w.start == p + 1)
+        {
+            puts.push((p + 1, fresh()));
+        }
+        for (start, value) in puts {
+            store.put(&r.key, start, Some(&value))?;
+        }
+        store.expire(self.observed)
+    }
+
+    fn flush(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<Stamped<VA>>>,
+    ) -> Result<()> {
+        flush_windowed(ctx, &self.store, self.observed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StreamsBuilder;
+
+    #[test]
+    fn stamped_entries_round_trip_and_corrupt_ones_are_errors() {
+        let serde = StampedSerde(Arc::new(OptionSerde(I64Serde)) as Arc<dyn Serde<Option<i64>>>);
+        for value in [Some(7), None] {
+            let bytes = serde.serialize(&Stamped { latest: -3, value }).unwrap();
+            let back = serde.deserialize(bytes.as_deref()).unwrap();
+            assert_eq!((back.latest, back.value), (-3, value));
+        }
+        assert!(serde.deserialize(None).is_err());
+        assert!(serde.deserialize(Some(&[0; 8])).is_err());
+        let good = Stamped {
+            latest: 1,
+            value: Some(1),
+        };
+        let mut bad = serde.serialize(&good).unwrap().unwrap().to_vec();
+        bad[8] = 7;
+        let err = serde.deserialize(Some(&bad)).err().unwrap();
+        assert!(err.to_string().contains("tag 7"), "{err}");
+    }
+
+    #[test]
+    fn sliding_windows_need_twice_the_difference_plus_grace_of_retention() {
+        let build = |retention_ms: u64| {
+            let builder = StreamsBuilder::new();
+            builder
+                .stream::<String, i64>("in")
+                .group_by_key()
+                .windowed_by(SlidingWindows::of_time_difference_and_grace(
+                    Duration::from_millis(10),
+                    Duration::from_millis(3),
+                ))
+                .count_with(
+                    Materialized::default().with_retention(Duration::from_millis(retention_ms)),
+                )
+                .to_stream()
+                .to("out");
+            builder.build()
+        };
+        let err = build(22).err().unwrap();
+        assert!(err.to_string().contains("23 ms"), "{err}");
+        assert!(build(23).is_ok());
+    }
 
     #[test]
     fn tumbling_and_hopping_starts() {

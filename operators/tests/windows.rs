@@ -1,5 +1,5 @@
 //! Windowed aggregations and suppression, end to end on the embedded broker, checked
-//! against a reference model: tumbling, hopping and session windows with grace, late
+//! against a reference model: tumbling, hopping, sliding and session windows with grace, late
 //! records, final results, the three full-buffer policies (including the clean
 //! shutdown and the restart after it), buffers surviving a restart, timestamp
 //! extractors, and window store fetches and expiry through the Processor API.
@@ -20,6 +20,7 @@ enum W {
     Tumbling { size: i64, grace: i64 },
     Hopping { size: i64, advance: i64, grace: i64 },
     Session { gap: i64, grace: i64 },
+    Sliding { diff: i64, grace: i64 },
 }
 
 type Finals = BTreeMap<(String, i64, i64), i64>;
@@ -30,6 +31,7 @@ fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
     let mut observed = i64::MIN;
     let mut late = 0u64;
     let mut windows: Finals = BTreeMap::new();
+    let mut accepted: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (key, ts) in events {
         let ts = *ts;
         observed = observed.max(ts);
@@ -73,10 +75,33 @@ fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
                 }
                 windows.insert((key.clone(), s, e), n);
             }
+            W::Sliding { grace, .. } => {
+                if ts < observed - grace {
+                    late += 1;
+                } else {
+                    accepted.entry(key.clone()).or_default().push(ts);
+                }
+            }
+        }
+    }
+    if let W::Sliding { diff, .. } = w {
+        // The distinct non-empty windows ending at a record ([0, diff] for records
+        // before diff) or starting just after one, each counting the records in it.
+        for (key, times) in &accepted {
+            let count = |s: i64| times.iter().filter(|t| (s..=s + diff).contains(t)).count();
+            for t in times {
+                for s in [(t - diff).max(0), t + 1] {
+                    let n = count(s);
+                    if n > 0 {
+                        windows.insert((key.clone(), s, s + diff), n as i64);
+                    }
+                }
+            }
         }
     }
     let delay = match w {
         W::Tumbling { grace, .. } | W::Hopping { grace, .. } => grace,
+        W::Sliding { grace, .. } => grace + 1,
         W::Session { gap, grace } => gap + grace + 1,
     };
     windows.retain(|(_, _, end), _| *end <= observed - delay);
@@ -123,6 +148,12 @@ fn windowed_count(w: W, input: &str, suppressed: Option<Suppressed>, out: &str) 
         W::Session { gap, grace } => grouped
             .windowed_by(SessionWindows::of_inactivity_gap_and_grace(
                 Duration::from_millis(gap as u64),
+                Duration::from_millis(grace as u64),
+            ))
+            .count(),
+        W::Sliding { diff, grace } => grouped
+            .windowed_by(SlidingWindows::of_time_difference_and_grace(
+                Duration::from_millis(diff as u64),
                 Duration::from_millis(grace as u64),
             ))
             .count(),
@@ -226,6 +257,78 @@ fn tumbling_windows_with_grace_emit_one_final_result_per_window_and_count_late_r
 }
 
 #[test]
+fn sliding_windows_aggregate_each_set_of_records_within_the_difference_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    for t in ["in", "counts", "sums"] {
+        broker.create_topic(t, 1).unwrap();
+    }
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let w = W::Sliding { diff: 10, grace: 5 };
+    let final_only = || Some(Suppressed::until_window_closes(BufferConfig::unbounded()));
+    let counts = rt
+        .start_query("sliding", windowed_count(w, "in", final_only(), "counts"))
+        .unwrap();
+    // The same windows, summing the values (each record's value is its timestamp):
+    // reduce stores Option<V> with each window's latest timestamp.
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .group_by_key()
+        .windowed_by(SlidingWindows::of_time_difference_and_grace(
+            Duration::from_millis(10),
+            Duration::from_millis(5),
+        ))
+        .reduce(|a, b| a + b)
+        .suppress(Suppressed::until_window_closes(BufferConfig::unbounded()))
+        .to_stream()
+        .to("sums");
+    let sums = rt
+        .start_query("sliding-sums", builder.build().unwrap())
+        .unwrap();
+    // 12 comes when stream time is 20: more than grace (5) behind, so it is late; 16
+    // is not.
+    let events = ev(&[
+        ("a", 8),
+        ("a", 14),
+        ("a", 20),
+        ("a", 16),
+        ("a", 12),
+        ("z", 100),
+    ]);
+    for (k, ts) in &events {
+        broker.send_at("in", k, ts, *ts).unwrap();
+    }
+    let (expected, late) = reference(w, &events);
+    assert_eq!(late, 1);
+    // Windows ending at 8 (clamped to [0,10]), 14, 16 and 20, and starting after 8,
+    // 14 and 16 (after 20 is empty).
+    let want = |v: [i64; 7]| {
+        let windows = [
+            (0, 10),
+            (4, 14),
+            (6, 16),
+            (9, 19),
+            (10, 20),
+            (15, 25),
+            (17, 27),
+        ];
+        windows
+            .iter()
+            .zip(v)
+            .map(|(&(s, e), v)| (("a".to_string(), s, e), v))
+            .collect::<Finals>()
+    };
+    assert_eq!(expected, want([1, 2, 3, 2, 3, 2, 1]));
+    assert_finals(&broker, "counts", &expected);
+    assert_finals(&broker, "sums", &want([8, 22, 38, 30, 50, 36, 20]));
+    assert_eq!(counts.stats().records_dropped_late, 1);
+    assert_eq!(sums.stats().records_dropped_late, 1);
+    counts.stop().unwrap();
+    sums.stop().unwrap();
+}
+
+#[test]
 fn without_suppression_a_windowed_table_emits_updates() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::new();
@@ -259,6 +362,7 @@ fn window_strategy() -> impl Strategy<Value = W> {
             grace
         }),
         (1i64..6, 0i64..6).prop_map(|(gap, grace)| W::Session { gap, grace }),
+        (0i64..12, 0i64..6).prop_map(|(diff, grace)| W::Sliding { diff, grace }),
     ]
 }
 
