@@ -225,13 +225,21 @@ impl Spec {
         }
     }
 
-    /// Kafka Streams' default retention: enough to accept every on-time record (a
-    /// sliding window is built from windows up to twice the time difference back).
+    /// The default and least retention: enough to accept every on-time record. A
+    /// store expires entries more than the retention older than stream time, so a
+    /// closed time window is expired at once (as in Kafka Streams). A session is
+    /// looked up while it ends no more than gap + grace before stream time, and a
+    /// sliding window is built from windows up to twice the time difference plus
+    /// grace back: both keep 1 ms more than that.
     fn min_retention(&self) -> i64 {
         match self {
             Spec::Time(w) => w.size.saturating_add(w.grace),
-            Spec::Sliding(w) => w.difference.saturating_mul(2).saturating_add(w.grace),
-            Spec::Session(w) => w.gap.saturating_add(w.grace),
+            Spec::Sliding(w) => w
+                .difference
+                .saturating_mul(2)
+                .saturating_add(w.grace)
+                .saturating_add(1),
+            Spec::Session(w) => w.gap.saturating_add(w.grace).saturating_add(1),
         }
     }
 
@@ -652,15 +660,20 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
         }
         let mut store = ctx.window_store::<K, VA>(&self.store)?;
         if ts > self.observed {
-            // Windows this record closes: their cached updates go downstream first.
+            // Windows this record closes: their cached updates go downstream first
+            // (with the default retention they are expired too, so not written).
             let closed = |t: i64| {
                 (t.saturating_sub(self.windows.grace) - self.windows.size)
                     .div_euclid(self.windows.advance)
             };
-            if self.observed == i64::MIN || closed(ts) > closed(self.observed) {
-                store.flush_cached()?;
-            }
+            let closes = self.observed == i64::MIN || closed(ts) > closed(self.observed);
             self.observed = ts;
+            store.expire(ts)?;
+            if closes {
+                // Windows ending at or before stream time - grace are closed.
+                let open_from = ts.saturating_sub(self.windows.grace) - self.windows.size + 1;
+                store.flush_cached_before(open_from)?;
+            }
         }
         let close = self.observed - self.windows.grace;
         let mut late = Vec::new();
@@ -677,7 +690,6 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             let new = (self.agg)(&r.key, r.value.clone(), current);
             store.put(&r.key, start, Some(&new))?;
         }
-        store.expire(self.observed)?;
         for w in late {
             drop_late(ctx, ts, w, self.observed);
         }
@@ -843,7 +855,7 @@ impl<K: Data, VA: Data> Processor<K, Change<Stamped<VA>>, K, Change<VA>> for Uns
 ///    it: `[p + 1, p + d + 1]` for the latest stored record time `p < t`, if it
 ///    contains `t` and is not stored, holding `t` alone.
 ///
-/// Everything it reads starts at or after `t - 2d`, which the retention (`2d + grace`)
+/// Everything it reads starts at or after `t - 2d`, which the retention (`2d + grace + 1`)
 /// keeps. Records more than grace behind stream time are late, so no window is changed
 /// or created after it closes.
 struct SlidingAggregate<K, V, VA> {
@@ -981,7 +993,7 @@ mod tests {
     }
 
     #[test]
-    fn sliding_windows_need_twice_the_difference_plus_grace_of_retention() {
+    fn sliding_windows_need_twice_the_difference_plus_grace_plus_1_ms_of_retention() {
         let build = |retention_ms: u64| {
             let builder = StreamsBuilder::new();
             builder
@@ -998,9 +1010,9 @@ mod tests {
                 .to("out");
             builder.build()
         };
-        let err = build(22).err().unwrap();
-        assert!(err.to_string().contains("23 ms"), "{err}");
-        assert!(build(23).is_ok());
+        let err = build(23).err().unwrap();
+        assert!(err.to_string().contains("24 ms"), "{err}");
+        assert!(build(24).is_ok());
     }
 
     #[test]

@@ -619,47 +619,62 @@ fn a_time_limit_emits_each_keys_latest_value_and_emits_early_when_full() {
 }
 
 #[test]
-fn buffered_results_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::new();
-    broker.create_topic("in", 1).unwrap();
-    broker.create_topic("out", 1).unwrap();
-    let w = W::Tumbling {
-        size: 100,
-        grace: 0,
-    };
-    let topology = || {
-        windowed_count(
-            w,
-            "in",
-            Some(Suppressed::until_window_closes(BufferConfig::unbounded())),
-            "out",
-        )
-    };
-    let first = ev(&[("a", 10), ("b", 20), ("a", 30)]);
-    {
+fn buffered_results_and_open_windows_survive_a_restart() {
+    // Windows open at the restart are updated after it (a@40), so the aggregation
+    // must read them back from its store; suppression must still hold b's result.
+    for w in [
+        W::Tumbling {
+            size: 100,
+            grace: 0,
+        },
+        W::Sliding {
+            diff: 100,
+            grace: 0,
+        },
+        W::Session { gap: 50, grace: 0 },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::new();
+        broker.create_topic("in", 1).unwrap();
+        broker.create_topic("out", 1).unwrap();
+        let topology = || {
+            windowed_count(
+                w,
+                "in",
+                Some(Suppressed::until_window_closes(BufferConfig::unbounded())),
+                "out",
+            )
+        };
+        let first = ev(&[("a", 10), ("b", 20), ("a", 30)]);
+        {
+            let rt = runtime(&broker, dir.path(), 1 << 20);
+            let q = rt.start_query("restart", topology()).unwrap();
+            send_all(&broker, "in", &first);
+            wait_until("processed", || q.stats().records_processed == 3);
+            q.stop().unwrap();
+            rt.shutdown().unwrap();
+        }
+        assert!(outputs(&broker, "out").is_empty(), "{w:?}");
         let rt = runtime(&broker, dir.path(), 1 << 20);
         let q = rt.start_query("restart", topology()).unwrap();
-        send_all(&broker, "in", &first);
-        wait_until("processed", || q.stats().records_processed == 3);
+        let second = ev(&[("a", 40), ("a", 150), ("~", 1000)]);
+        send_all(&broker, "in", &second);
+        let mut all = first.clone();
+        all.extend(second);
+        let (mut expected, _) = reference(w, &all);
+        expected.retain(|(k, _, _), _| k != "~");
+        assert!(
+            expected.iter().any(|((k, _, _), n)| k == "a" && *n == 3),
+            "{w:?}: {expected:?}"
+        );
+        assert_finals(&broker, "out", &expected);
+        assert_eq!(
+            q.stats().records_processed,
+            3,
+            "the restart did not re-read"
+        );
         q.stop().unwrap();
-        rt.shutdown().unwrap();
     }
-    assert!(outputs(&broker, "out").is_empty());
-    let rt = runtime(&broker, dir.path(), 1 << 20);
-    let q = rt.start_query("restart", topology()).unwrap();
-    send_all(&broker, "in", &ev(&[("a", 150), ("~", 1000)]));
-    let mut all = first.clone();
-    all.extend(ev(&[("a", 150), ("~", 1000)]));
-    let (mut expected, _) = reference(w, &all);
-    expected.retain(|(k, _, _), _| k != "~");
-    assert_finals(&broker, "out", &expected);
-    assert_eq!(
-        q.stats().records_processed,
-        2,
-        "the restart did not re-read"
-    );
-    q.stop().unwrap();
 }
 
 #[test]
@@ -749,7 +764,7 @@ fn window_stores_fetch_by_key_and_time_range_and_drop_expired_segments() {
         &["writer"],
     )
     .unwrap();
-    let q = rt.start_query("winstore", t).unwrap();
+    let q = rt.start_query("winstore", t.clone()).unwrap();
     for (k, ts, v) in [
         ("a", 0, 1i64),
         ("b", 5, 2),
@@ -761,16 +776,28 @@ fn window_stores_fetch_by_key_and_time_range_and_drop_expired_segments() {
     ] {
         broker.send_at("in", &k.to_string(), &v, ts).unwrap();
     }
-    // At 130 s the oldest live window starts at 30 s: segment 0 (0-60 s) still holds
-    // live windows' time range and stays. At 200 s everything before 100 s is past
-    // retention: segment 0 is dropped whole (a@0 and b@5 go).
+    // Fetches leave out windows that started more than the retention before stream
+    // time: at 130 s, a@0 and b@5; at 200 s, a@70000 too.
     let out = common::read_n::<String, String>(&broker, "out", 2);
     assert_eq!(
         out[0].1,
-        "a=[(0, 1), (70000, 3), (130000, 4)] all=[(\"a\", 0, 1), (\"b\", 5, 2), (\"a\", 70000, 3), (\"a\", 130000, 4)]"
+        "a=[(70000, 3), (130000, 4)] all=[(\"a\", 70000, 3), (\"a\", 130000, 4)]"
     );
     assert_eq!(
         out[1].1,
+        "a=[(130000, 4), (200000, 5)] all=[(\"a\", 130000, 4), (\"a\", 200000, 5)]"
+    );
+    q.stop().unwrap();
+    // This processor stores no stream time, so after a restart (before it expires
+    // anything) a fetch shows what is on disk: segment 0 (0-60 s, only expired
+    // windows) was dropped whole at 200 s; segment 1 still holds a@70000.
+    let q = rt.start_query("winstore", t).unwrap();
+    broker
+        .send_at("in", &"check".to_string(), &0i64, 200_002)
+        .unwrap();
+    let out = common::read_n::<String, String>(&broker, "out", 3);
+    assert_eq!(
+        out[2].1,
         "a=[(70000, 3), (130000, 4), (200000, 5)] all=[(\"a\", 70000, 3), (\"a\", 130000, 4), (\"a\", 200000, 5)]"
     );
     q.stop().unwrap();

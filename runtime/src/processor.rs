@@ -23,13 +23,13 @@ use crate::error::{Error, Result};
 use crate::queue::ByteBudget;
 use crate::record::{Record, RecordMetadata, now_millis};
 use crate::serde::Serde;
-use crate::state::{Dirty, KeyValue, KeyValueStore, Lookup};
+use crate::state::{Dirty, KeyValue, KeyValueStore, Lookup, Pick};
 use crate::task::TaskCore;
 use crate::task::TaskEnv;
 use crate::topology::{NodeId, StoreSerdes};
 use crate::window::{
-    META_KEY, StoreType, Window, Windowed, key_prefix, segment_key, session_key, split_key,
-    stored_window, time_bytes, window_key,
+    META_KEY, StoreType, Window, Windowed, entry_segment, entry_time, key_prefix, segment_key,
+    session_key, split_key, stored_window, time_bytes, window_key,
 };
 
 /// Types that can flow between processors: cloned when a processor has several
@@ -649,10 +649,17 @@ impl Access<'_> {
 
     fn get(&mut self, k: &[u8]) -> Result<Option<Vec<u8>>> {
         let idx = self.idx;
+        let st = &self.env.stores[idx];
+        if entry_time(&st.store_type, k).is_some_and(|t| t < st.min_live) {
+            return Ok(None);
+        }
         if self.cached() {
             let cache = self.env.cache.as_mut().expect("cached() checked");
             if let Lookup::Hit(v) = cache.get(idx, k) {
                 return Ok(v.map(<[u8]>::to_vec));
+            }
+            if self.env.stores[idx].surely_absent(k) {
+                return Ok(None);
             }
             let v = self.env.stores[idx].store.get(k)?;
             if let Some(cache) = self.env.cache.as_mut() {
@@ -660,7 +667,16 @@ impl Access<'_> {
             }
             return Ok(v);
         }
+        if self.env.stores[idx].surely_absent(k) {
+            return Ok(None);
+        }
         self.env.stores[idx].store.get(k)
+    }
+
+    /// Window and session stores: the earliest time (window start, session end) not
+    /// yet expired.
+    fn min_live(&self) -> i64 {
+        self.env.stores[self.idx].min_live
     }
 
     fn write(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) -> Result<()> {
@@ -712,27 +728,51 @@ impl Access<'_> {
         self.write(META_KEY.to_vec(), Some(t.to_be_bytes().to_vec()))
     }
 
-    /// Drops the segments whose every window (session) started (ended) more than the
-    /// retention before `stream_time`: first writes their cached changes (which go
-    /// downstream as usual), then one range delete.
+    /// Expires the windows (sessions) that started (ended) more than the retention
+    /// before `stream_time`: reads no longer see them, and the segments holding only
+    /// expired entries go with one range delete. Their cached changes go downstream
+    /// as usual but are not written.
     fn expire(&mut self, stream_time: i64) -> Result<()> {
-        let st = &self.env.stores[self.idx];
+        let idx = self.idx;
+        let st = &mut self.env.stores[idx];
         let (Some(segment_ms), Some(retention)) =
             (st.store_type.segment_ms(), st.store_type.retention_ms())
         else {
             return Ok(());
         };
         let min_live = stream_time.saturating_sub(retention).saturating_add(1);
+        if min_live <= st.min_live {
+            return Ok(());
+        }
+        st.min_live = min_live;
         let live = min_live.div_euclid(segment_ms);
         if live <= st.live_segment || live <= 0 {
             return Ok(());
         }
-        self.settle()?;
-        let idx = self.idx;
+        self.env.flush_picked(idx, |k| match entry_segment(k) {
+            Some(seg) if seg < live => Pick::Take,
+            _ => Pick::Keep,
+        })?;
         let st = &mut self.env.stores[idx];
         st.store.delete_range(&segment_key(0), &segment_key(live))?;
         st.live_segment = live;
         Ok(())
+    }
+
+    /// Writes and forwards the cached changes of entries whose time is before
+    /// `before`, leaving the others cached; expired ones are forwarded, not written.
+    fn flush_before(&mut self, before: i64) -> Result<()> {
+        if !self.cached() {
+            return Ok(());
+        }
+        let st = &self.env.stores[self.idx];
+        let (ty, min_live) = (st.store_type, st.min_live);
+        self.env
+            .flush_picked(self.idx, |k| match entry_time(&ty, k) {
+                Some(t) if t < min_live => Pick::Take,
+                Some(t) if t < before => Pick::Flush,
+                _ => Pick::Keep,
+            })
     }
 }
 
@@ -881,9 +921,10 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
         self.access.write(k, v)
     }
 
-    /// `key`'s windows whose start is in `[from, to]`, by start.
+    /// `key`'s windows whose start is in `[from, to]`, by start (expired ones left out).
     pub fn fetch_range(&mut self, key: &K, from: i64, to: i64) -> Result<Vec<(Window, V)>> {
         let kb = self.key_bytes(key)?;
+        let from = from.max(self.access.min_live());
         let mut out = Vec::new();
         if from > to {
             return Ok(out);
@@ -905,8 +946,10 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
         Ok(out)
     }
 
-    /// Every key's windows whose start is in `[from, to]`, by segment, key and start.
+    /// Every key's windows whose start is in `[from, to]`, by segment, key and start
+    /// (expired ones left out).
     pub fn fetch_all(&mut self, from: i64, to: i64) -> Result<Vec<(Windowed<K>, V)>> {
+        let from = from.max(self.access.min_live());
         let mut out = Vec::new();
         if from > to {
             return Ok(out);
@@ -937,9 +980,17 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
         self.access.settle()
     }
 
-    /// Drops the segments whose windows all started more than the store's retention
-    /// before `stream_time` (one range delete; their cached changes are written and
-    /// forwarded first).
+    /// Like [`WindowStoreHandle::flush_cached`] for the windows starting before
+    /// `start` only (the ones that closed), leaving the open windows' changes cached.
+    /// Changes to expired windows go downstream but are not written.
+    pub fn flush_cached_before(&mut self, start: i64) -> Result<()> {
+        self.access.flush_before(start)
+    }
+
+    /// Expires the windows that started more than the store's retention before
+    /// `stream_time`: fetches no longer return them, their cached changes go
+    /// downstream without being written, and the segments holding only expired
+    /// windows go with one range delete.
     pub fn expire(&mut self, stream_time: i64) -> Result<()> {
         self.access.expire(stream_time)
     }
@@ -974,6 +1025,7 @@ impl<K: 'static, V: 'static> SessionStoreHandle<'_, K, V> {
         latest_end: i64,
     ) -> Result<Vec<(Window, V)>> {
         let kb = self.key_bytes(key)?;
+        let earliest_end = earliest_end.max(self.access.min_live());
         let mut out = Vec::new();
         if earliest_end > latest_end {
             return Ok(out);
@@ -1005,12 +1057,15 @@ impl<K: 'static, V: 'static> SessionStoreHandle<'_, K, V> {
         self.access.write(k, v)
     }
 
-    /// Every session of every key, by segment, key and end.
+    /// Every session of every key, by segment, key and end (expired ones left out).
     pub fn fetch_all(&mut self) -> Result<Vec<(Windowed<K>, V)>> {
         let mut out = Vec::new();
         let (lo, hi) = (segment_key(0), segment_key(i64::MAX));
+        let min_live = self.access.min_live();
         for (k, v) in self.access.range(&lo, &hi)? {
-            if let Some((kb, [end, start])) = split_key(&k, 2) {
+            if let Some((kb, [end, start])) = split_key(&k, 2)
+                && end >= min_live
+            {
                 out.push((
                     Windowed::new(self.decode_key(kb)?, Window::new(start, end)),
                     self.decode_value(&v)?,
@@ -1020,8 +1075,9 @@ impl<K: 'static, V: 'static> SessionStoreHandle<'_, K, V> {
         Ok(out)
     }
 
-    /// Drops the segments whose sessions all ended more than the retention before
-    /// `stream_time`.
+    /// Expires the sessions that ended more than the retention before `stream_time`:
+    /// lookups no longer return them, and the segments holding only expired sessions
+    /// go with one range delete.
     pub fn expire(&mut self, stream_time: i64) -> Result<()> {
         self.access.expire(stream_time)
     }

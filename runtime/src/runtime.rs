@@ -27,6 +27,7 @@ use crate::queue::{ByteBudget, PartitionQueue};
 use crate::state::{CacheStats, InMemoryStore, KeyValueStore, RecordCache, StateEnv, StateUsage};
 use crate::task::{Input, Task, TaskCore, TaskEnv, TaskInner, TaskStore};
 use crate::topology::{NodeKind, StoreKind, Topology};
+use crate::window::StoreType;
 
 static NEXT_QUERY: AtomicU64 = AtomicU64::new(1);
 
@@ -701,6 +702,18 @@ impl Runtime {
                             self.core.in_memory_budget.clone(),
                         )),
                     };
+                    let (disk_segment, min_live) = match def.store_type {
+                        StoreType::KeyValue => (i64::MIN, i64::MIN),
+                        ty => match TaskStore::opened(&*store, ty) {
+                            Ok(found) => found,
+                            Err(e) => {
+                                for (_, mut other, _) in built {
+                                    other.close_all();
+                                }
+                                return Err(e);
+                            }
+                        },
+                    };
                     core.env.stores.push(TaskStore {
                         name: def.name.clone(),
                         store,
@@ -712,6 +725,8 @@ impl Runtime {
                         forward_old: false,
                         store_type: def.store_type,
                         live_segment: i64::MIN,
+                        min_live,
+                        disk_segment,
                     });
                 }
                 // The cache wakes the task when another task asks it to evict; the task

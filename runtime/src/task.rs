@@ -32,9 +32,9 @@ use crate::processor::{Node, Punctuation, PunctuationType, PunctuatorEntry, Task
 use crate::queue::{ByteBudget, PartitionQueue};
 use crate::record::{RecordMetadata, now_millis};
 use crate::runtime::{QueryShared, RuntimeCore};
-use crate::state::{BatchEntry, Dirty, KeyValueStore, TaskCache};
+use crate::state::{BatchEntry, Dirty, KeyValueStore, Pick, TaskCache};
 use crate::topology::{NodeId, NodeKind};
-use crate::window::StoreType;
+use crate::window::{StoreType, entry_segment};
 
 /// What processors see of their task besides the graph.
 pub(crate) struct TaskEnv {
@@ -98,6 +98,7 @@ impl TaskEnv {
                     (Some(_), true) => st.store.get(&d.key)?,
                     _ => None,
                 };
+                st.wrote(&d.key);
                 match &d.value {
                     Some(v) => st.store.put(&d.key, v)?,
                     None => st.store.delete(&d.key)?,
@@ -128,6 +129,9 @@ impl TaskEnv {
                     .collect::<Result<Vec<_>>>()?,
                 _ => Vec::new(),
             };
+            for d in &entries {
+                st.wrote(&d.key);
+            }
             let mut batch: Vec<BatchEntry<'_>> = entries
                 .iter()
                 .map(|d| (d.key.as_slice(), d.value.as_deref()))
@@ -162,6 +166,7 @@ impl TaskEnv {
                 forwarded.push(f.to_dirty());
                 return Ok(());
             }
+            stores[f.store].wrote(f.key);
             let (batch, bytes) = &mut batches[f.store];
             *bytes += f.key.len() + f.value.map_or(0, <[u8]>::len);
             batch.push((f.key, f.value));
@@ -176,6 +181,51 @@ impl TaskEnv {
         }
         drop(batches);
         self.apply_dirty(forwarded)
+    }
+
+    /// Flushes the cached changes of store `idx` that `pick` chooses (see
+    /// [`TaskCache::flush_picked`]): each is forwarded if the store belongs to an
+    /// aggregation; flushed ones are written to the store, taken ones are not (they
+    /// are expired).
+    pub(crate) fn flush_picked(
+        &mut self,
+        idx: usize,
+        pick: impl FnMut(&[u8]) -> Pick,
+    ) -> Result<()> {
+        let Some(cache) = self.cache.as_mut() else {
+            return Ok(());
+        };
+        let picked = cache.flush_picked(idx, pick);
+        if picked.is_empty() {
+            return Ok(());
+        }
+        let st = &mut self.stores[idx];
+        let olds = match (&st.forwarder, st.forward_old) {
+            (Some(_), true) => picked
+                .iter()
+                .map(|(d, _)| st.store.get(&d.key))
+                .collect::<Result<Vec<_>>>()?,
+            _ => Vec::new(),
+        };
+        let mut batch: Vec<BatchEntry<'_>> = Vec::new();
+        for (d, taken) in &picked {
+            if !taken {
+                batch.push((d.key.as_slice(), d.value.as_deref()));
+            }
+        }
+        for (key, _) in &batch {
+            st.wrote(key);
+        }
+        write_sorted(&mut *st.store, &mut batch)?;
+        drop(batch);
+        if st.forwarder.is_some() {
+            let mut olds = olds.into_iter();
+            for (d, _) in picked {
+                let old = olds.next().flatten();
+                self.queue_forward(d, old);
+            }
+        }
+        Ok(())
     }
 
     fn queue_forward(&mut self, d: Dirty, old: Option<Vec<u8>>) {
@@ -223,6 +273,50 @@ pub(crate) struct TaskStore {
     pub(crate) store_type: StoreType,
     /// Window and session stores: the first segment not yet dropped.
     pub(crate) live_segment: i64,
+    /// Window and session stores: entries whose time (window start, session end) is
+    /// before this are expired. Reads do not see them, and cached ones leave the cache
+    /// without being written.
+    pub(crate) min_live: i64,
+    /// Window and session stores: the highest segment that may hold entries in the
+    /// store (found when it opens, raised by every write). A read in a later segment
+    /// needs no store lookup: in windowed aggregations most reads are of new windows.
+    pub(crate) disk_segment: i64,
+}
+
+impl TaskStore {
+    /// Notes a write of `key` (see `disk_segment`).
+    fn wrote(&mut self, key: &[u8]) {
+        if !matches!(self.store_type, StoreType::KeyValue)
+            && let Some(seg) = entry_segment(key)
+        {
+            self.disk_segment = self.disk_segment.max(seg);
+        }
+    }
+
+    /// True if `key` cannot be in the store: a window or session entry in a segment
+    /// never written.
+    pub(crate) fn surely_absent(&self, key: &[u8]) -> bool {
+        !matches!(self.store_type, StoreType::KeyValue)
+            && entry_segment(key).is_some_and(|seg| seg > self.disk_segment)
+    }
+
+    /// For a window or session store just opened: the highest segment with an entry
+    /// (`disk_segment`) and, if its owner stored its stream time, the first time not
+    /// expired (`min_live`), so reads after a restart leave out what was expired.
+    pub(crate) fn opened(store: &dyn KeyValueStore, ty: StoreType) -> Result<(i64, i64)> {
+        let last = store.last(&crate::window::segment_key(i64::MIN), &[0xff; 9])?;
+        let disk_segment = last
+            .and_then(|(k, _)| entry_segment(&k))
+            .unwrap_or(i64::MIN);
+        let min_live = match (store.get(crate::window::META_KEY)?, ty.retention_ms()) {
+            (Some(t), Some(retention)) if t.len() == 8 => {
+                let t = i64::from_be_bytes(t.as_slice().try_into().expect("8 bytes"));
+                t.saturating_sub(retention).saturating_add(1)
+            }
+            _ => i64::MIN,
+        };
+        Ok((disk_segment, min_live))
+    }
 }
 
 impl TaskEnv {

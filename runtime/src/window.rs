@@ -254,6 +254,25 @@ pub(crate) fn stored_window(ty: &StoreType, stored: &[u8]) -> Option<(Vec<u8>, W
     }
 }
 
+/// The time that places a stored entry in its segment (window start, session end);
+/// `None` for metadata keys, key-value stores and malformed keys.
+pub(crate) fn entry_time(ty: &StoreType, stored: &[u8]) -> Option<i64> {
+    match ty {
+        StoreType::KeyValue => None,
+        StoreType::Window { .. } => split_key(stored, 1).map(|(_, [start, _])| start),
+        StoreType::Session { .. } => split_key(stored, 2).map(|(_, [end, _])| end),
+    }
+}
+
+/// The segment a window or session store key is in; `None` for metadata keys (they
+/// sort before segment 0) and keys too short to have one.
+pub(crate) fn entry_segment(stored: &[u8]) -> Option<i64> {
+    if stored.len() < 8 || stored[0] < 0x80 {
+        return None;
+    }
+    Some(bytes_time(stored))
+}
+
 /// The key under which window and session stores keep their owner's metadata (the
 /// observed stream time), before every segment.
 pub(crate) const META_KEY: &[u8] = b"\x00stream-time";

@@ -89,7 +89,12 @@ fn check(
             }
         }
         Op::Get(k) => prop_assert_eq!(store.get(k).unwrap(), model.get(k).cloned()),
-        Op::Range(a, b) => prop_assert_eq!(store.range(a, b).unwrap(), model_range(model, a, b)),
+        Op::Range(a, b) => {
+            let want = model_range(model, a, b);
+            prop_assert_eq!(store.first(a, b).unwrap(), want.first().cloned());
+            prop_assert_eq!(store.last(a, b).unwrap(), want.last().cloned());
+            prop_assert_eq!(store.range(a, b).unwrap(), want);
+        }
         Op::Prefix(p) => {
             let want: Vec<_> = model
                 .iter()

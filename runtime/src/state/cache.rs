@@ -225,6 +225,17 @@ impl Flushed<'_> {
     }
 }
 
+/// What [`TaskCache::flush_picked`] does with one dirty entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Leave it dirty in the cache.
+    Keep,
+    /// Flush it and keep it cached, clean.
+    Flush,
+    /// Flush it and remove it from the cache.
+    Take,
+}
+
 /// What a cache lookup found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<'a> {
@@ -496,6 +507,69 @@ impl TaskCache {
         Ok(())
     }
 
+    /// Flushes the dirty entries of `store` that `pick` chooses, oldest first, leaving
+    /// the others dirty: [`Pick::Flush`] marks an entry clean and returns a copy,
+    /// [`Pick::Take`] removes it from the cache and returns it (`true` beside it).
+    pub fn flush_picked(
+        &mut self,
+        store: usize,
+        mut pick: impl FnMut(&[u8]) -> Pick,
+    ) -> Vec<(Dirty, bool)> {
+        let mut chosen = Vec::new();
+        let mut seen = 0;
+        for ((s, key), (_, e)) in self.entries.iter_mut().rev() {
+            if seen == self.dirty {
+                break;
+            }
+            if !e.dirty {
+                continue;
+            }
+            seen += 1;
+            if *s != store {
+                continue;
+            }
+            match pick(key) {
+                Pick::Keep => {}
+                Pick::Flush => {
+                    e.dirty = false;
+                    let d = Dirty {
+                        store,
+                        key: key.clone(),
+                        value: e.value.clone(),
+                        timestamp: e.timestamp,
+                    };
+                    chosen.push((d, false));
+                }
+                Pick::Take => {
+                    e.dirty = false;
+                    let d = Dirty {
+                        store,
+                        key: key.clone(),
+                        value: None,
+                        timestamp: e.timestamp,
+                    };
+                    chosen.push((d, true));
+                }
+            }
+        }
+        self.dirty -= chosen.len();
+        for (d, _) in chosen.iter_mut().filter(|(_, taken)| *taken) {
+            let k = (store, std::mem::take(&mut d.key));
+            match self.entries.remove_entry(&k) {
+                Some(((_, key), (_, e))) => {
+                    self.bytes -= e.size;
+                    self.global.release(e.size);
+                    d.key = key;
+                    d.value = e.value;
+                }
+                None => d.key = k.1,
+            }
+        }
+        chosen.reverse();
+        self.publish();
+        chosen
+    }
+
     /// Drops every entry of this task, returning the dirty ones (close).
     pub fn drain(&mut self) -> Vec<Dirty> {
         let mut out = Vec::new();
@@ -555,6 +629,12 @@ mod tests {
         Serve {
             task: usize,
         },
+        /// Keys below `split / 2` are taken, below `split` flushed, the rest kept.
+        FlushPicked {
+            task: usize,
+            store: usize,
+            split: u8,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -565,6 +645,8 @@ mod tests {
             3 => (0..3usize, 0..2usize, 0..20u8).prop_map(|(task, store, key)| Op::Get { task, store, key }),
             1 => (0..3usize).prop_map(|task| Op::Flush { task }),
             1 => (0..3usize).prop_map(|task| Op::Serve { task }),
+            1 => (0..3usize, 0..2usize, 0..22u8)
+                .prop_map(|(task, store, split)| Op::FlushPicked { task, store, split }),
         ]
     }
 
@@ -620,6 +702,31 @@ mod tests {
                         let out = caches[task].flush();
                         apply(&mut stores, task, out);
                         prop_assert_eq!(&stores[task], &model[task]);
+                    }
+                    Op::FlushPicked { task, store, split } => {
+                        let out = caches[task].flush_picked(store, |k| {
+                            if k[0] < split / 2 {
+                                Pick::Take
+                            } else if k[0] < split {
+                                Pick::Flush
+                            } else {
+                                Pick::Keep
+                            }
+                        });
+                        let mut taken = Vec::new();
+                        for (d, t) in &out {
+                            prop_assert_eq!(d.store, store);
+                            prop_assert!(d.key[0] < split);
+                            prop_assert_eq!(*t, d.key[0] < split / 2);
+                            if *t {
+                                taken.push(d.key.clone());
+                            }
+                        }
+                        // The caller writes (or, for expired entries, forwards) them.
+                        apply(&mut stores, task, out.into_iter().map(|(d, _)| d).collect());
+                        for k in taken {
+                            prop_assert_eq!(caches[task].get(store, &k), Lookup::Miss);
+                        }
                     }
                     Op::Serve { task } => {
                         let out = caches[task].serve_eviction_requests();

@@ -156,6 +156,17 @@ impl KeyValueStore for InMemoryStore {
             .map(|(k, v)| (k.clone(), v.clone())))
     }
 
+    fn last(&self, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>> {
+        if from >= to {
+            return Ok(None);
+        }
+        Ok(self
+            .map
+            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+            .next_back()
+            .map(|(k, v)| (k.clone(), v.clone())))
+    }
+
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>> {
         if from >= to {
             return Ok(Vec::new());

@@ -20,7 +20,7 @@ mod memory;
 mod rocks;
 
 pub use cache::{
-    CacheStats, Dirty, ENTRY_OVERHEAD, Flushed, Lookup, RecordCache, TaskCache, Waker,
+    CacheStats, Dirty, ENTRY_OVERHEAD, Flushed, Lookup, Pick, RecordCache, TaskCache, Waker,
 };
 pub use memory::InMemoryStore;
 pub use rocks::{RocksDbStore, StateEnv, StateUsage};
@@ -52,6 +52,8 @@ pub trait KeyValueStore: Send {
     fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()>;
     /// The first entry with `from <= key < to`.
     fn first(&self, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>>;
+    /// The last entry with `from <= key < to`.
+    fn last(&self, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>>;
     /// Entries with `from <= key < to`, in key order.
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>>;
     /// Entries whose key starts with `prefix`, in key order.

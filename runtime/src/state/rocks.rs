@@ -368,6 +368,21 @@ impl KeyValueStore for RocksDbStore {
             .map_err(|e| self.err(e))
     }
 
+    fn last(&self, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>> {
+        if from >= to {
+            return Ok(None);
+        }
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(from.to_vec());
+        read.set_iterate_upper_bound(to.to_vec());
+        self.db
+            .iterator_opt(IteratorMode::End, read)
+            .next()
+            .transpose()
+            .map(|kv| kv.map(|(k, v)| (k.into_vec(), v.into_vec())))
+            .map_err(|e| self.err(e))
+    }
+
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>> {
         if from >= to {
             return Ok(Vec::new());
