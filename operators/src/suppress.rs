@@ -358,7 +358,7 @@ impl<K: Data, V: Data> Processor<K, Change<V>, K, Change<V>> for SuppressProcess
         r: Record<K, Change<V>>,
         ctx: &mut ProcessorContext<'_, K, Change<V>>,
     ) -> Result<()> {
-        let mut key = Vec::new();
+        let mut key = Vec::with_capacity(48);
         if !self.key_serde.serialize_into(&r.key, &mut key)? {
             return Err(Error::Serde("suppress cannot buffer a null key".into()));
         }

@@ -790,7 +790,7 @@ trait Typed<K: 'static, V: 'static> {
     fn serdes(&self) -> (&dyn Serde<K>, &dyn Serde<V>);
 
     fn key_bytes(&self, key: &K) -> Result<Vec<u8>> {
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(32);
         if self.serdes().0.serialize_into(key, &mut buf)? {
             Ok(buf)
         } else {

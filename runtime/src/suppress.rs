@@ -116,7 +116,7 @@ pub struct SuppressionBuffer {
     policy: FullPolicy,
     budget: Arc<ByteBudget>,
     by_time: BTreeMap<(i64, Vec<u8>), Slot>,
-    index: HashMap<Vec<u8>, i64>,
+    index: HashMap<Vec<u8>, i64, foldhash::fast::RandomState>,
     /// Charged (and reserved from the budget) for the in-memory entries.
     bytes: usize,
     /// A lower bound of the buffer times of entries that are only in the store
@@ -154,7 +154,7 @@ impl SuppressionBuffer {
             policy,
             budget,
             by_time: BTreeMap::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             bytes: 0,
             spilled_from: None,
             full: None,
