@@ -499,6 +499,7 @@ impl LogInner {
             return Ok(None);
         }
         let mut batch = FetchBatch {
+            offsets: Vec::new(),
             base_offset: offset,
             data: Vec::new(),
             index: Vec::new(),
@@ -551,6 +552,9 @@ pub struct FetchBatch {
     /// (timestamp, start, end) of each record in `data`.
     index: Vec<(i64, u32, u32)>,
     cursor: usize,
+    /// Each record's offset, for batches read from Kafka (whose offsets may have gaps);
+    /// empty for the in-process log, whose records follow `base_offset`.
+    offsets: Vec<i64>,
 }
 
 impl FetchBatch {
@@ -606,6 +610,57 @@ impl FetchBatch {
         Ok(!exhausted)
     }
 
+    /// An empty batch to fill with records read from Kafka.
+    pub(crate) fn for_kafka() -> Self {
+        FetchBatch {
+            base_offset: 0,
+            data: Vec::new(),
+            index: Vec::new(),
+            cursor: 0,
+            offsets: Vec::new(),
+        }
+    }
+
+    /// Appends a record read from Kafka at `offset` (after every record already in it).
+    pub(crate) fn push_message(
+        &mut self,
+        offset: i64,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &Headers,
+    ) {
+        let start = self.data.len();
+        self.data.put_i64_le(timestamp);
+        for field in [key, value] {
+            match field {
+                Some(b) => {
+                    self.data.put_i32_le(b.len() as i32);
+                    self.data.put_slice(b);
+                }
+                None => self.data.put_i32_le(-1),
+            }
+        }
+        self.data.put_u32_le(headers.len() as u32);
+        for h in headers.iter() {
+            self.data.put_u32_le(h.key.len() as u32);
+            self.data.put_slice(h.key.as_bytes());
+            put_opt(&mut self.data, &h.value);
+        }
+        self.index
+            .push((timestamp, start as u32, self.data.len() as u32));
+        self.offsets.push(offset);
+    }
+
+    /// Offset of the last record in the batch.
+    pub(crate) fn last_offset(&self) -> Option<i64> {
+        match self.offsets.last() {
+            Some(o) => Some(*o),
+            None if self.index.is_empty() => None,
+            None => Some(self.base_offset + self.index.len() as i64 - 1),
+        }
+    }
+
     /// Records not yet taken.
     pub fn len(&self) -> usize {
         self.index.len() - self.cursor
@@ -639,8 +694,13 @@ impl FetchBatch {
         let (_, start, end) = *self.index.get(i)?;
         self.cursor += 1;
         let size = self.size_of(i);
+        let offset = self
+            .offsets
+            .get(i)
+            .copied()
+            .unwrap_or(self.base_offset + i as i64);
         Some((
-            self.base_offset + i as i64,
+            offset,
             RecordView::parse(&self.data[start as usize..end as usize]),
             size,
         ))
@@ -750,6 +810,14 @@ impl EncodedBatch {
     pub(crate) fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
+    }
+
+    /// The encoded records, in order.
+    pub(crate) fn views(&self) -> impl Iterator<Item = RecordView<'_>> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(from, to)| RecordView::parse(&self.data[from as usize..to as usize]))
     }
 
     /// Encodes one record: `key` is already serialized (`None` = null), `value` is

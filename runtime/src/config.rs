@@ -48,6 +48,7 @@ pub struct RuntimeConfig {
     pub(crate) deserialization_handler: DeserializationHandler,
     pub(crate) offset_reset: OffsetReset,
     pub(crate) broker: Broker,
+    pub(crate) kafka: Option<crate::kafka::KafkaConfig>,
     pub(crate) state: StateConfig,
 }
 
@@ -110,6 +111,10 @@ impl RuntimeConfig {
     pub fn broker(&self) -> &Broker {
         &self.broker
     }
+    /// The Kafka cluster sources and sinks use instead of the in-process broker.
+    pub fn kafka(&self) -> Option<&crate::kafka::KafkaConfig> {
+        self.kafka.as_ref()
+    }
     /// How the memory limit is divided among the state zones.
     pub fn state(&self) -> &StateConfig {
         &self.state
@@ -131,6 +136,7 @@ pub struct RuntimeConfigBuilder {
     deserialization_handler: DeserializationHandler,
     offset_reset: OffsetReset,
     broker: Option<Broker>,
+    kafka: Option<crate::kafka::KafkaConfig>,
     rocksdb_cache_bytes: Option<usize>,
     rocksdb_memtable_bytes: Option<usize>,
     rocksdb_background_threads: Option<usize>,
@@ -204,6 +210,13 @@ impl RuntimeConfigBuilder {
     /// The in-process broker to attach to. Default: a new, empty one.
     pub fn broker(mut self, broker: Broker) -> Self {
         self.broker = Some(broker);
+        self
+    }
+    /// Reads and writes topics on a Kafka cluster instead of the in-process broker,
+    /// through one consumer (group = the application id) and one producer shared by
+    /// every query. Queries' source and sink topics must exist on the cluster.
+    pub fn kafka(mut self, kafka: crate::kafka::KafkaConfig) -> Self {
+        self.kafka = Some(kafka);
         self
     }
 
@@ -287,6 +300,9 @@ impl RuntimeConfigBuilder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        if let Some(k) = &self.kafka {
+            k.validate()?;
+        }
         let memory_limit = self.memory_limit.unwrap_or(1 << 30);
         if memory_limit < MIN_MEMORY_LIMIT {
             return Err(Error::Config(format!(
@@ -385,6 +401,7 @@ impl RuntimeConfigBuilder {
             deserialization_handler: self.deserialization_handler,
             offset_reset: self.offset_reset,
             broker: self.broker.unwrap_or_default(),
+            kafka: self.kafka,
             state,
         })
     }

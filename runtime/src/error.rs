@@ -35,6 +35,11 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// The Kafka cluster or a Kafka client failed (unreachable brokers, a failed
+    /// delivery, a refused commit); the message says which and why.
+    #[error("kafka: {0}")]
+    Kafka(String),
+
     /// A topic that a query or a call names does not exist.
     #[error("topic '{0}' does not exist")]
     UnknownTopic(String),

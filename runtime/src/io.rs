@@ -12,8 +12,14 @@
 //!
 //! The thread sleeps until a command, a wake-up (a queue drained, a budget released),
 //! a broker append, or the next timer deadline.
+//!
+//! With Kafka ([`crate::KafkaConfig`]) the thread polls the runtime's one consumer
+//! instead: each message goes to every binding of its partition that has not seen its
+//! offset, into small batches that wait beside the queue until it takes them. A
+//! partition whose waiting records reach the queue's record cap, or whose queue is
+//! full, is paused in the consumer and resumed once its records are all queued.
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -21,6 +27,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, select};
 
 use crate::broker::{FetchBatch, TopicLog};
+use crate::kafka::KafkaClients;
 use crate::queue::{ByteBudget, PartitionQueue, TryPushError};
 use crate::record::now_millis;
 use crate::task::Task;
@@ -28,10 +35,24 @@ use crate::task::Task;
 /// Most records moved per partition per pass, so one partition cannot hog the thread.
 const FETCH_BATCH: usize = 1024;
 
+/// Records per batch polled from Kafka (a batch waits whole for room in its queue).
+const KAFKA_BATCH: usize = 64;
+
+/// Where a binding's records come from.
+pub(crate) enum Feed {
+    /// The in-process broker's log, fetched from here.
+    Log(Arc<TopicLog>),
+    /// The shared Kafka consumer: records polled for this partition, not yet queued.
+    Kafka {
+        topic: Arc<str>,
+        waiting: VecDeque<FetchBatch>,
+    },
+}
+
 /// One partition feeding one task's queue.
 pub(crate) struct Binding {
     pub(crate) query: u64,
-    pub(crate) topic: Arc<TopicLog>,
+    pub(crate) feed: Feed,
     pub(crate) partition: u32,
     pub(crate) next_offset: i64,
     pub(crate) queue: Arc<PartitionQueue<FetchBatch>>,
@@ -61,6 +82,7 @@ pub(crate) struct IoThread {
     pub(crate) state: crate::state::StateEnv,
     pub(crate) record_cache: Arc<crate::state::RecordCache>,
     pub(crate) suppression_budget: Arc<crate::queue::ByteBudget>,
+    pub(crate) kafka: Option<Arc<KafkaClients>>,
 }
 
 /// A wall-clock deadline: wake `task` at `at_ms`. Ordered soonest first.
@@ -96,15 +118,91 @@ struct IoState {
 
 impl IoState {
     /// Applies a command; false means shut down.
-    fn apply(&mut self, cmd: IoCommand) -> bool {
+    fn apply(&mut self, cmd: IoCommand, kafka: Option<&KafkaClients>) -> bool {
         match cmd {
-            IoCommand::Bind(b) => self.bindings.extend(b),
-            IoCommand::Unbind { query } => self.bindings.retain(|b| b.query != query),
+            IoCommand::Bind(bindings) => {
+                for b in bindings {
+                    if let (Some(k), Feed::Kafka { topic, .. }) = (kafka, &b.feed)
+                        && let Err(e) = k.assign(topic, b.partition, b.next_offset)
+                    {
+                        // The task waits for records that do not come; its query's
+                        // handle shows no progress, and the log says why.
+                        log::error!("{e}");
+                    }
+                    self.bindings.push(b);
+                }
+            }
+            IoCommand::Unbind { query } => {
+                self.bindings.retain(|b| {
+                    let keep = b.query != query;
+                    if !keep {
+                        unassign(b, kafka);
+                    }
+                    keep
+                });
+            }
             IoCommand::WakeAt { at_ms, task } => self.timers.push(Timer { at_ms, task }),
             IoCommand::Shutdown => return false,
         }
         true
     }
+}
+
+/// A Kafka binding going away: the consumer stops reading its partition with the last.
+fn unassign(b: &Binding, kafka: Option<&KafkaClients>) {
+    if let (Some(k), Feed::Kafka { topic, .. }) = (kafka, &b.feed) {
+        k.unassign(topic, b.partition);
+    }
+}
+
+/// Moves what the consumer has into the waiting batches of the bindings it is for.
+fn poll_kafka(kafka: &KafkaClients, bindings: &mut [Binding]) -> usize {
+    use rdkafka::Message;
+    let mut polled = 0;
+    while polled < FETCH_BATCH * 4 {
+        let m = match kafka.consumer.poll(Duration::ZERO) {
+            None => break,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                log::warn!("kafka consumer: {e}");
+                break;
+            }
+        };
+        polled += 1;
+        let headers = match m.headers() {
+            Some(h) => {
+                use rdkafka::message::Headers as _;
+                let mut out = crate::record::Headers::new();
+                for h in h.iter() {
+                    out.add(h.key, h.value.map(bytes::Bytes::copy_from_slice));
+                }
+                out
+            }
+            None => crate::record::Headers::new(),
+        };
+        let ts = m.timestamp().to_millis().unwrap_or(0);
+        for b in bindings.iter_mut() {
+            let Feed::Kafka { topic, waiting } = &mut b.feed else {
+                continue;
+            };
+            if **topic != *m.topic() || b.partition as i32 != m.partition() {
+                continue;
+            }
+            let next = waiting
+                .back()
+                .and_then(FetchBatch::last_offset)
+                .map_or(b.next_offset, |o| o + 1);
+            if m.offset() < next {
+                continue;
+            }
+            if waiting.back().is_none_or(|w| w.len() >= KAFKA_BATCH) {
+                waiting.push_back(FetchBatch::for_kafka());
+            }
+            let batch = waiting.back_mut().expect("just ensured");
+            batch.push_message(m.offset(), ts, m.key(), m.payload(), &headers);
+        }
+    }
+    polled
 }
 
 impl IoThread {
@@ -113,11 +211,13 @@ impl IoThread {
         let mut published = 0i64;
         loop {
             // Commands first: they change what to fetch.
+            let kafka = self.kafka.as_deref();
             while let Ok(cmd) = self.commands.try_recv() {
-                if !st.apply(cmd) {
+                if !st.apply(cmd, kafka) {
                     return;
                 }
             }
+            let polled = kafka.map_or(0, |k| poll_kafka(k, &mut st.bindings));
 
             let now = now_millis();
             if now - published >= 1000 {
@@ -141,7 +241,10 @@ impl IoThread {
             let mut paused = 0usize;
             let mut fed: Vec<Arc<Task>> = Vec::new();
             st.bindings.retain_mut(|b| {
-                let (n, alive) = fill(b, &self.budget);
+                let (n, alive) = fill(b, &self.budget, kafka);
+                if !alive {
+                    unassign(b, kafka);
+                }
                 if n > 0
                     && let Some(t) = b.task.upgrade()
                     && !fed.iter().any(|f| Arc::ptr_eq(f, &t))
@@ -158,16 +261,25 @@ impl IoThread {
             self.stats.paused.store(paused, Ordering::Relaxed);
             metrics::gauge!("weir_queue_bytes").set(self.budget.used() as f64);
             metrics::gauge!("weir_partitions_paused").set(paused as f64);
-            if moved > 0 {
+            if moved > 0 || polled > 0 {
                 continue;
             }
 
-            let timeout = st.timers.peek().map_or(Duration::from_secs(1), |t| {
+            let mut timeout = st.timers.peek().map_or(Duration::from_secs(1), |t| {
                 Duration::from_millis((t.at_ms - now).clamp(0, 1000) as u64)
             });
+            if kafka.is_some()
+                && st
+                    .bindings
+                    .iter()
+                    .any(|b| matches!(b.feed, Feed::Kafka { .. }))
+            {
+                // The consumer has no channel to wait on: come back to poll it soon.
+                timeout = timeout.min(Duration::from_millis(2));
+            }
             select! {
                 recv(self.commands) -> cmd => match cmd {
-                    Ok(cmd) => if !st.apply(cmd) { return },
+                    Ok(cmd) => if !st.apply(cmd, kafka) { return },
                     Err(_) => return,
                 },
                 recv(self.wake) -> _ => {},
@@ -178,16 +290,47 @@ impl IoThread {
     }
 }
 
-/// Moves what fits from the log into the queue. Returns (records moved, binding alive).
-fn fill(b: &mut Binding, budget: &ByteBudget) -> (usize, bool) {
+/// Moves what fits from the log (or the batches polled from Kafka) into the queue.
+/// Returns (records moved, binding alive).
+fn fill(b: &mut Binding, budget: &ByteBudget, kafka: Option<&KafkaClients>) -> (usize, bool) {
     if b.task.strong_count() == 0 {
         return (0, false);
     }
+    let cap = b.queue.cap();
+    if let Feed::Kafka { topic, waiting } = &mut b.feed {
+        let mut moved = 0;
+        while let Some(batch) = waiting.pop_front() {
+            let last = batch.last_offset();
+            let n = batch.len();
+            match b.queue.try_push(batch) {
+                Ok(()) => {
+                    moved += n;
+                    if let Some(o) = last {
+                        b.next_offset = o + 1;
+                    }
+                }
+                Err(TryPushError::Full(batch) | TryPushError::OverBudget(batch)) => {
+                    waiting.push_front(batch);
+                    break;
+                }
+                Err(TryPushError::Closed(_)) => return (moved, false),
+            }
+        }
+        let held: usize = waiting.iter().map(FetchBatch::len).sum();
+        if let Some(k) = kafka {
+            k.set_paused(topic, b.partition, held >= cap || b.queue.is_paused());
+        }
+        b.queue.pause_if_full();
+        return (moved, true);
+    }
+    let Feed::Log(log) = &b.feed else {
+        return (0, true);
+    };
     if b.queue.pause_if_full() {
         return (0, true);
     }
     let room = b.queue.room();
-    let batch = match b.topic.fetch_batch(
+    let batch = match log.fetch_batch(
         b.partition,
         b.next_offset,
         room.min(FETCH_BATCH),

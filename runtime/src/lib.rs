@@ -9,7 +9,8 @@
 //! - [`queue`]: partition queues bounded in records per partition and in bytes across
 //!   the runtime; full partitions are paused, empty ones never are.
 //! - [`broker::Broker`]: the in-process broker, the embedded default for examples,
-//!   tests and benchmarks.
+//!   tests and benchmarks; or a Kafka cluster ([`KafkaConfig`]) through one shared
+//!   rdkafka consumer and producer.
 //! - [`processor`]: the Processor API every DSL operator compiles into.
 //! - [`serde`]: key and value serdes.
 //!
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 mod io;
+mod kafka;
 pub mod partitioner;
 pub mod processor;
 pub mod queue;
@@ -38,6 +40,7 @@ pub use config::{
     DeserializationHandler, OffsetReset, RuntimeConfig, RuntimeConfigBuilder, StateConfig,
 };
 pub use error::{Error, RecordField, Result};
+pub use kafka::KafkaConfig;
 pub use processor::{
     Cancellable, Data, Processor, ProcessorContext, Punctuation, PunctuationType, PunctuatorId,
     TaskId,

@@ -21,7 +21,8 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::broker::Broker;
 use crate::config::{OffsetReset, RuntimeConfig};
 use crate::error::{Error, Result};
-use crate::io::{Binding, IoCommand, IoStats, IoThread};
+use crate::io::{Binding, Feed, IoCommand, IoStats, IoThread};
+use crate::kafka::KafkaClients;
 use crate::processor::TaskId;
 use crate::queue::{ByteBudget, PartitionQueue};
 use crate::state::{CacheStats, InMemoryStore, KeyValueStore, RecordCache, StateEnv, StateUsage};
@@ -48,6 +49,8 @@ pub(crate) struct RuntimeCore {
     in_memory_budget: Arc<ByteBudget>,
     record_cache: Arc<RecordCache>,
     suppression_budget: Arc<ByteBudget>,
+    /// The shared Kafka clients, when the runtime reads and writes Kafka.
+    kafka: Option<Arc<KafkaClients>>,
 }
 
 impl RuntimeCore {
@@ -356,7 +359,12 @@ impl Runtime {
         let in_memory_budget = Arc::new(ByteBudget::new(sc.in_memory_store_bytes));
         let record_cache = RecordCache::new(sc.record_cache_bytes);
         let suppression_budget = Arc::new(ByteBudget::new(sc.suppression_buffer_bytes));
+        let kafka = match &config.kafka {
+            Some(k) => Some(Arc::new(KafkaClients::new(k, &config.application_id)?)),
+            None => None,
+        };
         let io = IoThread {
+            kafka: kafka.clone(),
             commands: io_rx,
             wake: wake_rx,
             appends: config.broker.subscribe(),
@@ -388,6 +396,7 @@ impl Runtime {
                 in_memory_budget,
                 record_cache,
                 suppression_budget,
+                kafka,
             }),
             queries: Mutex::new(HashMap::new()),
             io_thread: Mutex::new(Some(handle)),
@@ -493,6 +502,14 @@ impl Runtime {
         })
     }
 
+    /// Partition count of a topic on the broker the runtime uses.
+    fn partitions(&self, topic: &str) -> Result<u32> {
+        match &self.core.kafka {
+            Some(k) => k.partitions(topic),
+            None => self.core.config.broker.partitions(topic),
+        }
+    }
+
     fn build_query(&self, name: &str, topology: &Topology) -> Result<Arc<QueryShared>> {
         let cfg = &self.core.config;
         let broker = &cfg.broker;
@@ -553,10 +570,13 @@ impl Runtime {
                         let n = if topology.internal_topics.contains_key(t) {
                             internal.get(t).copied()
                         } else {
-                            Some(broker.partitions(t).map_err(|_| {
-                                Error::Topology(format!(
+                            Some(self.partitions(t).map_err(|e| match e {
+                                Error::UnknownTopic(_) => Error::Topology(format!(
                                     "source topic '{t}' of query '{name}' does not exist"
-                                ))
+                                )),
+                                e => Error::Topology(format!(
+                                    "source topic '{t}' of query '{name}': {e}"
+                                )),
                             })?)
                         };
                         max = match (max, n) {
@@ -577,6 +597,13 @@ impl Runtime {
                 }
             }
         }
+        if self.core.kafka.is_some()
+            && let Some(t) = topology.internal_topics.keys().next()
+        {
+            return Err(Error::Topology(format!(
+                "query '{name}' needs the internal topic '{t}' (a repartition): on Kafka, weir does not create internal topics yet; repartition on the in-process broker or write to and read from a topic you create"
+            )));
+        }
         for t in topology.internal_topics.keys() {
             let Some(p) = internal.get(t) else {
                 return Err(Error::Topology(format!(
@@ -588,11 +615,14 @@ impl Runtime {
         for def in &topology.nodes {
             if let NodeKind::Sink { topic } = &def.kind
                 && !topology.internal_topics.contains_key(topic)
-                && broker.partitions(topic).is_err()
+                && let Err(e) = self.partitions(topic)
             {
-                return Err(Error::Topology(format!(
-                    "sink topic '{topic}' of query '{name}' does not exist"
-                )));
+                return Err(Error::Topology(match e {
+                    Error::UnknownTopic(_) => {
+                        format!("sink topic '{topic}' of query '{name}' does not exist")
+                    }
+                    e => format!("sink topic '{topic}' of query '{name}': {e}"),
+                }));
             }
         }
 
@@ -635,6 +665,7 @@ impl Runtime {
                         punctuators: Vec::new(),
                         next_punctuator: 0,
                         broker: broker.clone(),
+                        kafka: self.core.kafka.clone(),
                         topic_names: topic_names.clone(),
                         deserialization_handler: cfg.deserialization_handler,
                         skipped: 0,
@@ -654,23 +685,42 @@ impl Runtime {
                     };
                     for t in topics {
                         let actual = resolve(t);
-                        let log = broker.topic(&actual)?;
-                        if p >= log.partition_count() {
-                            continue;
-                        }
-                        let start = match broker.committed(&group, &actual, p) {
-                            Some(o) => o,
-                            None => match cfg.offset_reset {
-                                OffsetReset::Earliest => 0,
-                                OffsetReset::Latest => log.end_offset(p)?,
-                            },
+                        let (feed, topic_name, start) = match &self.core.kafka {
+                            Some(k) => {
+                                if p >= k.partitions(&actual)? {
+                                    continue;
+                                }
+                                let earliest = cfg.offset_reset == OffsetReset::Earliest;
+                                let start = k.start_offset(name, &actual, p, earliest)?;
+                                let topic: Arc<str> = Arc::from(actual.as_str());
+                                let feed = Feed::Kafka {
+                                    topic: topic.clone(),
+                                    waiting: Default::default(),
+                                };
+                                (feed, topic, start)
+                            }
+                            None => {
+                                let log = broker.topic(&actual)?;
+                                if p >= log.partition_count() {
+                                    continue;
+                                }
+                                let start = match broker.committed(&group, &actual, p) {
+                                    Some(o) => o,
+                                    None => match cfg.offset_reset {
+                                        OffsetReset::Earliest => 0,
+                                        OffsetReset::Latest => log.end_offset(p)?,
+                                    },
+                                };
+                                let name = log.name.clone();
+                                (Feed::Log(log), name, start)
+                            }
                         };
                         let queue = Arc::new(PartitionQueue::new(
                             cfg.queue_max_records_per_partition,
                             self.core.budget.clone(),
                         ));
-                        inputs.push(Input::new(log.name.clone(), p, s, queue.clone()));
-                        bindings_spec.push((built.len(), log, p, start, queue));
+                        inputs.push(Input::new(topic_name, p, s, queue.clone()));
+                        bindings_spec.push((built.len(), feed, p, start, queue));
                     }
                 }
                 let mut core = core;
@@ -781,9 +831,9 @@ impl Runtime {
             .collect();
         let bindings = bindings_spec
             .into_iter()
-            .map(|(ti, topic, partition, next_offset, queue)| Binding {
+            .map(|(ti, feed, partition, next_offset, queue)| Binding {
                 query: id,
-                topic,
+                feed,
                 partition,
                 next_offset,
                 queue,

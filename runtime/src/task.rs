@@ -49,6 +49,8 @@ pub(crate) struct TaskEnv {
     pub(crate) punctuators: Vec<PunctuatorEntry>,
     pub(crate) next_punctuator: u64,
     pub(crate) broker: Broker,
+    /// The shared Kafka clients, when sources and sinks are on Kafka.
+    pub(crate) kafka: Option<Arc<crate::kafka::KafkaClients>>,
     /// Topology topic name -> broker topic name (internal topics are prefixed).
     pub(crate) topic_names: Arc<HashMap<String, String>>,
     pub(crate) deserialization_handler: DeserializationHandler,
@@ -625,11 +627,26 @@ impl TaskInner {
             s.store.flush()?;
         }
         self.flush_sinks()?;
+        if let Some(kafka) = &self.core.env.kafka {
+            // Everything produced is acknowledged before the offsets move.
+            kafka.flush()?;
+            let offsets: Vec<(&str, u32, i64)> = self
+                .inputs
+                .iter()
+                .filter_map(|i| match i.consumed {
+                    Some(off) if i.committed != Some(off) => Some((&*i.topic, i.partition, off)),
+                    _ => None,
+                })
+                .collect();
+            kafka.commit(&self.core.env.query, &offsets)?;
+        }
         for input in &mut self.inputs {
             if let Some(off) = input.consumed
                 && input.committed != Some(off)
             {
-                broker.commit(group, &input.topic, input.partition, off);
+                if self.core.env.kafka.is_none() {
+                    broker.commit(group, &input.topic, input.partition, off);
+                }
                 input.committed = Some(off);
             }
         }

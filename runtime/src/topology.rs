@@ -854,10 +854,36 @@ static SINK_SEED: AtomicU64 = AtomicU64::new(0);
 /// appends the buffers to the topic at the end of each batch.
 struct SinkNode<K, V> {
     spec: SinkSpec<K, V>,
-    topic: Option<Arc<TopicLog>>,
+    topic: Option<SinkTarget>,
     buffers: Vec<EncodedBatch>,
     key_buf: Vec<u8>,
     round_robin: u64,
+}
+
+/// Where a sink writes: the in-process broker's log or a Kafka topic.
+enum SinkTarget {
+    Log(Arc<TopicLog>),
+    Kafka {
+        clients: Arc<crate::kafka::KafkaClients>,
+        topic: String,
+        partitions: u32,
+    },
+}
+
+impl SinkTarget {
+    fn name(&self) -> &str {
+        match self {
+            SinkTarget::Log(l) => &l.name,
+            SinkTarget::Kafka { topic, .. } => topic,
+        }
+    }
+
+    fn partition_count(&self) -> u32 {
+        match self {
+            SinkTarget::Log(l) => l.partition_count(),
+            SinkTarget::Kafka { partitions, .. } => *partitions,
+        }
+    }
 }
 
 impl<K: Data, V: Data> Node for SinkNode<K, V> {
@@ -868,11 +894,21 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
                 core.names[me]
             )));
         };
-        let log = core.env.resolve_topic(topic)?;
-        self.buffers = (0..log.partition_count())
+        let target = match &core.env.kafka {
+            Some(k) => {
+                let actual = core.env.topic_names.get(topic).map_or(topic, |t| t);
+                SinkTarget::Kafka {
+                    clients: k.clone(),
+                    partitions: k.partitions(actual)?,
+                    topic: actual.clone(),
+                }
+            }
+            None => SinkTarget::Log(core.env.resolve_topic(topic)?),
+        };
+        self.buffers = (0..target.partition_count())
             .map(|_| EncodedBatch::default())
             .collect();
-        self.topic = Some(log);
+        self.topic = Some(target);
         self.round_robin = SINK_SEED.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -886,7 +922,7 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
             )));
         };
         let ser_err = |field: RecordField, e: Error| Error::Serialization {
-            topic: log.name.to_string(),
+            topic: log.name().to_string(),
             field,
             reason: e.to_string(),
         };
@@ -906,7 +942,7 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
             Some(p) if p < n => p,
             Some(p) => {
                 return Err(Error::UnknownPartition {
-                    topic: log.name.to_string(),
+                    topic: log.name().to_string(),
                     partition: p,
                     partitions: n,
                 });
@@ -939,12 +975,21 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
         let mut wrote = false;
         for (p, buf) in self.buffers.iter_mut().enumerate() {
             if !buf.is_empty() {
-                log.append_encoded(p as u32, buf)?;
+                match log {
+                    SinkTarget::Log(log) => {
+                        log.append_encoded(p as u32, buf)?;
+                    }
+                    SinkTarget::Kafka { clients, topic, .. } => {
+                        for view in buf.views() {
+                            clients.produce(topic, p as u32, &view)?;
+                        }
+                    }
+                }
                 buf.clear();
                 wrote = true;
             }
         }
-        if wrote {
+        if wrote && matches!(log, SinkTarget::Log(_)) {
             core.env.broker.notify();
         }
         Ok(())

@@ -1,0 +1,123 @@
+//! Kafka helpers: librdkafka's mock cluster, a producer and a reader for the tests'
+//! topics (String keys, big-endian i64 values), and a runtime on the cluster.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use weir::KafkaConfig;
+use weir::prelude::*;
+
+pub fn cluster(topics: &[(&str, i32)]) -> MockCluster<'static, DefaultProducerContext> {
+    let mock = MockCluster::new(1).unwrap();
+    for (t, p) in topics {
+        mock.create_topic(t, *p, 1).unwrap();
+    }
+    mock
+}
+
+pub fn produce(servers: &str, topic: &str, records: &[(String, i64)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    for (k, v) in records {
+        let value = v.to_be_bytes();
+        producer
+            .send(BaseRecord::to(topic).key(k.as_bytes()).payload(&value[..]))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Every record of `topic` once there are at least `n` (then a little longer, so extra
+/// records would show), as (key, value).
+pub fn read(servers: &str, topic: &str, n: usize) -> Vec<(String, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..md.topics()[0].partitions().len() as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut quiet_until = None;
+    loop {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            let value = i64::from_be_bytes(m.payload().unwrap().try_into().unwrap());
+            out.push((key, value));
+        }
+        if out.len() >= n && quiet_until.is_none() {
+            quiet_until = Some(Instant::now() + Duration::from_millis(300));
+        }
+        if quiet_until.is_some_and(|q| Instant::now() >= q) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: {} records, expected {n}",
+            out.len()
+        );
+    }
+}
+
+pub fn runtime(servers: &str, dir: &std::path::Path) -> Runtime {
+    Runtime::new(
+        RuntimeConfig::builder()
+            .workers(2)
+            .application_id("kafka-test")
+            .commit_interval(Duration::from_millis(100))
+            .state_dir(dir)
+            .kafka(KafkaConfig::new(servers))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+pub fn times_ten() -> Topology {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .map_values(|v| v * 10)
+        .to("out");
+    builder.build().unwrap()
+}
+
+pub fn counts() -> Topology {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .group_by_key()
+        .count()
+        .to_stream()
+        .to("counts");
+    builder.build().unwrap()
+}
+
+pub fn records(keys: usize, each: usize) -> Vec<(String, i64)> {
+    (0..each)
+        .flat_map(|_| (0..keys).map(|k| (format!("k{k}"), 1)))
+        .collect()
+}
+
+/// The last value of each key.
+pub fn last(records: &[(String, i64)]) -> BTreeMap<String, i64> {
+    records.iter().cloned().collect()
+}

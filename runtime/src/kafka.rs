@@ -1,0 +1,460 @@
+//! Kafka through rdkafka: one consumer and one producer per runtime, whatever the number
+//! of queries.
+//!
+//! librdkafka starts threads per client (a main thread, one per broker connection, and
+//! a few internal ones), so a client per query would bring thread-per-query back. The
+//! runtime makes its two clients when it starts; queries only add and remove the
+//! partitions the shared consumer reads ([`KafkaClients::assign`]) and produce through
+//! the shared producer. The I/O thread polls the consumer and feeds the partition
+//! queues as it does from the in-process broker; a full queue pauses its partition in
+//! the consumer until the task drains it.
+//!
+//! Offsets are committed to the application's group (the application id). Several
+//! queries may read the same partition from different positions, so the commit of a
+//! partition carries every query's position in its metadata (`q1=120;q2=95`) and the
+//! group offset is the smallest of them: a restarted query resumes exactly where it
+//! committed, and lag tools see the slowest query.
+//!
+//! What this does not do yet (issue 5): consumer-group scale-out (the consumer is
+//! assigned every partition of the queries' topics, so one process reads them all),
+//! changelog topics and their restore, repartition topics, and exactly-once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::error::{Error, Result};
+
+/// How long metadata, watermark and commit requests may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the runtime's Kafka cluster is, and extra librdkafka settings for both clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    bootstrap_servers: String,
+    properties: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// A cluster reached through `bootstrap_servers` (`host:port[,host:port…]`).
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            properties: Vec::new(),
+        }
+    }
+
+    /// Sets a librdkafka property on both clients (e.g. `security.protocol`). Set after
+    /// weir's own, so it wins; `group.id` and offset handling are weir's.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// The bootstrap servers.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(Error::Config(
+                "kafka bootstrap servers must not be empty".into(),
+            ));
+        }
+        for (k, _) in &self.properties {
+            if matches!(
+                k.as_str(),
+                "group.id" | "enable.auto.commit" | "enable.auto.offset.store"
+            ) {
+                return Err(Error::Config(format!(
+                    "kafka property '{k}' is set by weir (the group is the application id; offsets are committed by the runtime)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn kafka_error(context: &str, e: KafkaError) -> Error {
+    Error::Kafka(format!("{context}: {e}"))
+}
+
+/// Keeps the first failed delivery: the next commit reports it instead of committing
+/// offsets past a record that was not written.
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    failed: Mutex<Option<String>>,
+}
+
+/// The producer's context: records failed deliveries in [`Deliveries`].
+pub(crate) struct DeliveryContext(Arc<Deliveries>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            use rdkafka::Message;
+            let mut failed = self.0.failed.lock().unwrap_or_else(|p| p.into_inner());
+            if failed.is_none() {
+                *failed = Some(format!(
+                    "producing to '{}' partition {} failed: {e}",
+                    m.topic(),
+                    m.partition()
+                ));
+            }
+        }
+    }
+}
+
+/// A partition the shared consumer reads, and how many bindings read it.
+struct Assigned {
+    bindings: usize,
+    paused: bool,
+}
+
+/// The runtime's two Kafka clients and the per-query positions it commits.
+pub(crate) struct KafkaClients {
+    pub(crate) consumer: BaseConsumer,
+    producer: ThreadedProducer<DeliveryContext>,
+    deliveries: Arc<Deliveries>,
+    /// Every query's committed position per partition, as last read or committed.
+    positions: Mutex<HashMap<(String, i32), BTreeMap<String, i64>>>,
+    assigned: Mutex<HashMap<(String, i32), Assigned>>,
+}
+
+impl KafkaClients {
+    pub(crate) fn new(cfg: &KafkaConfig, application_id: &str) -> Result<Self> {
+        cfg.validate()?;
+        let consumer: BaseConsumer = cfg
+            .client(&[
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("fetch.wait.max.ms", "50"),
+            ])
+            .set("group.id", application_id)
+            .create()
+            .map_err(|e| kafka_error("cannot create the Kafka consumer", e))?;
+        let deliveries = Arc::new(Deliveries::default());
+        let producer = cfg
+            .client(&[("linger.ms", "5"), ("enable.idempotence", "true")])
+            .create_with_context(DeliveryContext(deliveries.clone()))
+            .map_err(|e| kafka_error("cannot create the Kafka producer", e))?;
+        Ok(KafkaClients {
+            consumer,
+            producer,
+            deliveries,
+            positions: Mutex::new(HashMap::new()),
+            assigned: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Partition count of `topic`; an error if the cluster does not have it.
+    pub(crate) fn partitions(&self, topic: &str) -> Result<u32> {
+        let md = self
+            .consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error(&format!("cannot read metadata of topic '{topic}'"), e))?;
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        match t {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len() as u32)
+            }
+            Some(t) => match t.error().map(RDKafkaErrorCode::from) {
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition) | None => {
+                    Err(Error::UnknownTopic(topic.to_string()))
+                }
+                Some(code) => Err(Error::Kafka(format!("topic '{topic}': {code}"))),
+            },
+            None => Err(Error::UnknownTopic(topic.to_string())),
+        }
+    }
+
+    /// Where `query` starts reading `topic`/`partition`: its committed position, or the
+    /// log start (`earliest`) or end.
+    pub(crate) fn start_offset(
+        &self,
+        query: &str,
+        topic: &str,
+        partition: u32,
+        earliest: bool,
+    ) -> Result<i64> {
+        let key = (topic.to_string(), partition as i32);
+        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        if !positions.contains_key(&key) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, partition as i32);
+            let committed = self
+                .consumer
+                .committed_offsets(tpl, REQUEST_TIMEOUT)
+                .map_err(|e| kafka_error("cannot read committed offsets", e))?;
+            let meta = committed
+                .find_partition(topic, partition as i32)
+                .map(|e| decode_positions(e.metadata()))
+                .unwrap_or_default();
+            positions.insert(key.clone(), meta);
+        }
+        if let Some(&o) = positions[&key].get(query) {
+            return Ok(o);
+        }
+        let (low, high) = self
+            .consumer
+            .fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error(&format!("cannot read offsets of '{topic}'"), e))?;
+        Ok(if earliest { low } else { high })
+    }
+
+    /// Makes the consumer read `topic`/`partition` from `offset` on (or from where it is,
+    /// if another binding reads it from earlier).
+    pub(crate) fn assign(&self, topic: &str, partition: u32, offset: i64) -> Result<()> {
+        let key = (topic.to_string(), partition as i32);
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset))
+            .map_err(|e| kafka_error("bad partition", e))?;
+        match assigned.get_mut(&key) {
+            Some(a) => {
+                a.bindings += 1;
+                // Read again from the earlier position; bindings further on skip what
+                // they already have.
+                let position = self.consumer.position().ok().and_then(|p| {
+                    p.find_partition(topic, partition as i32)
+                        .map(|e| e.offset())
+                });
+                if let Some(Offset::Offset(at)) = position
+                    && at > offset
+                {
+                    self.consumer
+                        .seek(
+                            topic,
+                            partition as i32,
+                            Offset::Offset(offset),
+                            REQUEST_TIMEOUT,
+                        )
+                        .map_err(|e| kafka_error("cannot seek", e))?;
+                }
+            }
+            None => {
+                self.consumer
+                    .incremental_assign(&tpl)
+                    .map_err(|e| kafka_error(&format!("cannot read '{topic}'"), e))?;
+                assigned.insert(
+                    key,
+                    Assigned {
+                        bindings: 1,
+                        paused: false,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A binding of `topic`/`partition` is gone; the consumer stops reading it with the
+    /// last one.
+    pub(crate) fn unassign(&self, topic: &str, partition: u32) {
+        let key = (topic.to_string(), partition as i32);
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = assigned.get_mut(&key) {
+            a.bindings -= 1;
+            if a.bindings == 0 {
+                assigned.remove(&key);
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(topic, partition as i32);
+                if let Err(e) = self.consumer.incremental_unassign(&tpl) {
+                    log::warn!("cannot stop reading '{topic}' partition {partition}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Pauses or resumes fetching `topic`/`partition` (a full partition queue).
+    pub(crate) fn set_paused(&self, topic: &str, partition: u32, paused: bool) {
+        let key = (topic.to_string(), partition as i32);
+        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(a) = assigned.get_mut(&key) else {
+            return;
+        };
+        if a.paused == paused {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition as i32);
+        let r = if paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        match r {
+            Ok(()) => a.paused = paused,
+            Err(e) => log::warn!("cannot pause or resume '{topic}' partition {partition}: {e}"),
+        }
+    }
+
+    /// Produces one record, waiting while the producer's queue is full.
+    pub(crate) fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        view: &crate::broker::RecordView<'_>,
+    ) -> Result<()> {
+        let headers = view.headers();
+        let mut kh = OwnedHeaders::new();
+        for h in headers.iter() {
+            kh = kh.insert(Header {
+                key: &h.key,
+                value: h.value.as_deref(),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .partition(partition as i32)
+            .timestamp(view.timestamp)
+            .headers(kh);
+        if let Some(k) = view.key {
+            record = record.key(k);
+        }
+        if let Some(v) = view.value {
+            record = record.payload(v);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    record = r;
+                }
+                Err((e, _)) => {
+                    return Err(kafka_error(&format!("cannot produce to '{topic}'"), e));
+                }
+            }
+        }
+    }
+
+    /// Waits until every produced record is acknowledged; an error if one failed.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.producer
+            .flush(REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error("flushing the producer failed", e))?;
+        let failed = self
+            .deliveries
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match failed {
+            Some(f) => Err(Error::Kafka(f)),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits `query`'s next offsets (topic, partition, offset) to the group, with
+    /// every query's position in each partition's metadata.
+    pub(crate) fn commit(&self, query: &str, offsets: &[(&str, u32, i64)]) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tpl = TopicPartitionList::new();
+        for &(topic, partition, offset) in offsets {
+            let all = positions
+                .entry((topic.to_string(), partition as i32))
+                .or_default();
+            all.insert(query.to_string(), offset);
+            let min = all.values().copied().min().unwrap_or(offset);
+            tpl.add_partition_offset(topic, partition as i32, Offset::Offset(min))
+                .map_err(|e| kafka_error("bad partition", e))?;
+            if let Some(mut e) = tpl.find_partition(topic, partition as i32) {
+                e.set_metadata(encode_positions(all));
+            }
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| kafka_error("committing offsets failed", e))
+    }
+}
+
+/// `q1=120;q2=95`: each query's next offset (query names are ASCII letters, digits,
+/// `.`, `_` and `-`).
+pub(crate) fn encode_positions(positions: &BTreeMap<String, i64>) -> String {
+    positions
+        .iter()
+        .map(|(q, o)| format!("{q}={o}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The inverse of [`encode_positions`]; entries it cannot read (metadata another tool
+/// wrote) are ignored.
+pub(crate) fn decode_positions(metadata: &str) -> BTreeMap<String, i64> {
+    metadata
+        .split(';')
+        .filter_map(|e| {
+            let (q, o) = e.split_once('=')?;
+            Some((q.to_string(), o.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn positions_round_trip(p in proptest::collection::btree_map("[a-zA-Z0-9._-]{1,12}", any::<i64>(), 0..6)) {
+            prop_assert_eq!(decode_positions(&encode_positions(&p)), p);
+        }
+    }
+
+    #[test]
+    fn foreign_metadata_is_ignored() {
+        assert!(decode_positions("").is_empty());
+        assert!(decode_positions("{\"x\":1}").is_empty());
+        assert_eq!(
+            decode_positions("a=1;junk;b=x"),
+            BTreeMap::from([("a".into(), 1)])
+        );
+    }
+
+    #[test]
+    fn weir_owns_the_group_and_offset_settings() {
+        assert!(KafkaConfig::new("").validate().is_err());
+        let e = KafkaConfig::new("localhost:9092")
+            .property("group.id", "mine")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("group.id"), "{e}");
+        assert!(
+            KafkaConfig::new("localhost:9092")
+                .property("security.protocol", "plaintext")
+                .validate()
+                .is_ok()
+        );
+    }
+}
