@@ -156,13 +156,22 @@ impl KafkaClients {
                 ("enable.partition.eof", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("fetch.wait.max.ms", "50"),
+                // librdkafka's own buffers are outside weir's zones: keep them small
+                // (its defaults allow 64 MiB of prefetched messages and 50 MiB fetches).
+                ("queued.max.messages.kbytes", "8192"),
+                ("fetch.max.bytes", "8388608"),
             ])
             .set("group.id", application_id)
             .create()
             .map_err(|e| kafka_error("cannot create the Kafka consumer", e))?;
         let deliveries = Arc::new(Deliveries::default());
         let producer = cfg
-            .client(&[("linger.ms", "5"), ("enable.idempotence", "true")])
+            .client(&[
+                ("linger.ms", "5"),
+                ("enable.idempotence", "true"),
+                // Its send queue, outside weir's zones (librdkafka's default is 1 GiB).
+                ("queue.buffering.max.kbytes", "16384"),
+            ])
             .create_with_context(DeliveryContext(deliveries.clone()))
             .map_err(|e| kafka_error("cannot create the Kafka producer", e))?;
         Ok(KafkaClients {
