@@ -7,12 +7,14 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::kafka::{cluster, counts, last, produce, read, records, runtime, times_ten};
+use common::kafka::{
+    COUNTS_CHANGELOG, cluster, counts, last, produce, read, records, runtime, times_ten,
+};
 use common::wait_until;
 
 #[test]
 fn queries_read_and_write_kafka_and_resume_from_their_own_committed_offsets() {
-    let mock = cluster(&[("in", 2), ("out", 2), ("counts", 2)]);
+    let mock = cluster(&[("in", 2), ("out", 2), ("counts", 2), (COUNTS_CHANGELOG, 2)]);
     let servers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     produce(&servers, "in", &records(10, 10));
@@ -59,6 +61,50 @@ fn a_missing_topic_is_a_clear_error() {
     assert!(
         err.to_string()
             .contains("sink topic 'out' of query 'q' does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_lost_state_directory_is_restored_from_the_changelog() {
+    let mock = cluster(&[("in", 2), ("counts", 2), (COUNTS_CHANGELOG, 2)]);
+    let servers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    produce(&servers, "in", &records(10, 10));
+    let run = |dir: &std::path::Path, processed: u64| {
+        let rt = runtime(&servers, dir);
+        let q = rt.start_query("counts", counts()).unwrap();
+        let restored = q.stats().records_restored;
+        wait_until("processed", || q.stats().records_processed == processed);
+        q.stop().unwrap();
+        rt.shutdown().unwrap();
+        restored
+    };
+    assert_eq!(run(dir.path(), 100), 0, "nothing to restore at first");
+    // The checkpoint says the store has everything its changelog holds.
+    assert_eq!(run(dir.path(), 0), 0, "restored what the checkpoint covers");
+    // A new machine: no state directory. The store comes back from the changelog, and
+    // counting goes on from there.
+    let fresh = tempfile::tempdir().unwrap();
+    produce(&servers, "in", &records(5, 10));
+    let restored = run(fresh.path(), 50);
+    assert!(restored >= 10, "restored {restored} changelog records");
+    let counted = last(&read(&servers, "counts", 15));
+    let want: BTreeMap<String, i64> = (0..10)
+        .map(|k| (format!("k{k}"), if k < 5 { 20 } else { 10 }))
+        .collect();
+    assert_eq!(counted, want);
+}
+
+#[test]
+fn a_missing_changelog_topic_is_a_clear_error() {
+    let mock = cluster(&[("in", 2), ("counts", 2)]);
+    let servers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(&servers, dir.path());
+    let err = rt.start_query("counts", counts()).unwrap_err().to_string();
+    assert!(
+        err.contains(COUNTS_CHANGELOG) && err.contains("cleanup.policy=compact"),
         "{err}"
     );
 }

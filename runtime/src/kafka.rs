@@ -15,9 +15,18 @@
 //! group offset is the smallest of them: a restarted query resumes exactly where it
 //! committed, and lag tools see the slowest query.
 //!
+//! Every store has a changelog topic, `<application>-<query>-<store>-changelog`:
+//! [`ChangeloggedStore`] produces each write to the task's partition of it, and a task
+//! whose store lacks what the changelog holds (a new machine, a lost state directory)
+//! restores it before it processes anything, through a third client that reads
+//! changelogs only. A checkpoint file next to a RocksDB store records the changelog
+//! offset its contents reach at each commit, so a restart restores only what came
+//! after.
+//!
 //! What this does not do yet (issue 5): consumer-group scale-out (the consumer is
 //! assigned every partition of the queries' topics, so one process reads them all),
-//! changelog topics and their restore, repartition topics, and exactly-once.
+//! creating internal topics (changelogs must exist), repartition topics, and
+//! exactly-once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -105,6 +114,8 @@ fn kafka_error(context: &str, e: KafkaError) -> Error {
 #[derive(Default)]
 pub(crate) struct Deliveries {
     failed: Mutex<Option<String>>,
+    /// The highest acknowledged offset per partition (changelog checkpoints).
+    acked: Mutex<HashMap<(String, i32), i64>>,
 }
 
 /// The producer's context: records failed deliveries in [`Deliveries`].
@@ -116,8 +127,15 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        use rdkafka::Message;
+        if let Ok(m) = result {
+            let mut acked = self.0.acked.lock().unwrap_or_else(|p| p.into_inner());
+            let at = acked
+                .entry((m.topic().to_string(), m.partition()))
+                .or_insert(m.offset());
+            *at = (*at).max(m.offset());
+        }
         if let Err((e, m)) = result {
-            use rdkafka::Message;
             let mut failed = self.0.failed.lock().unwrap_or_else(|p| p.into_inner());
             if failed.is_none() {
                 *failed = Some(format!(
@@ -139,6 +157,8 @@ struct Assigned {
 /// The runtime's two Kafka clients and the per-query positions it commits.
 pub(crate) struct KafkaClients {
     pub(crate) consumer: BaseConsumer,
+    /// Reads changelogs to restore stores; assigned one partition at a time.
+    restorer: Mutex<BaseConsumer>,
     producer: ThreadedProducer<DeliveryContext>,
     deliveries: Arc<Deliveries>,
     /// Every query's committed position per partition, as last read or committed.
@@ -164,6 +184,18 @@ impl KafkaClients {
             .set("group.id", application_id)
             .create()
             .map_err(|e| kafka_error("cannot create the Kafka consumer", e))?;
+        let restorer: BaseConsumer = cfg
+            .client(&[
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "false"),
+                ("fetch.wait.max.ms", "50"),
+                ("queued.max.messages.kbytes", "8192"),
+                ("fetch.max.bytes", "8388608"),
+            ])
+            .set("group.id", format!("{application_id}-restore"))
+            .create()
+            .map_err(|e| kafka_error("cannot create the Kafka restore consumer", e))?;
         let deliveries = Arc::new(Deliveries::default());
         let producer = cfg
             .client(&[
@@ -176,6 +208,7 @@ impl KafkaClients {
             .map_err(|e| kafka_error("cannot create the Kafka producer", e))?;
         Ok(KafkaClients {
             consumer,
+            restorer: Mutex::new(restorer),
             producer,
             deliveries,
             positions: Mutex::new(HashMap::new()),
@@ -364,6 +397,105 @@ impl KafkaClients {
         }
     }
 
+    /// Produces one changelog entry (`None` = a tombstone) to `topic`/`partition`.
+    pub(crate) fn produce_change(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).partition(partition as i32).key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    record = r;
+                }
+                Err((e, _)) => {
+                    return Err(kafka_error(&format!("cannot write changelog '{topic}'"), e));
+                }
+            }
+        }
+    }
+
+    /// The offset after the last acknowledged record of `topic`/`partition`.
+    pub(crate) fn acked_end(&self, topic: &str, partition: u32) -> Option<i64> {
+        let acked = self
+            .deliveries
+            .acked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        acked
+            .get(&(topic.to_string(), partition as i32))
+            .map(|o| o + 1)
+    }
+
+    /// Reads `topic`/`partition` from `from` to its end, handing `apply` batches of
+    /// (key, value) (`None` = tombstone) of at most 1000 records, so a restore holds no
+    /// more than one batch in memory. Returns the records read and the end offset.
+    pub(crate) fn restore(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        mut apply: impl FnMut(&[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()>,
+    ) -> Result<(u64, i64)> {
+        use rdkafka::Message;
+        let restorer = self.restorer.lock().unwrap_or_else(|p| p.into_inner());
+        let (low, high) = restorer
+            .fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error(&format!("cannot read offsets of '{topic}'"), e))?;
+        let from = from.max(low);
+        if from >= high {
+            return Ok((0, high));
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(from))
+            .map_err(|e| kafka_error("bad partition", e))?;
+        restorer
+            .assign(&tpl)
+            .map_err(|e| kafka_error(&format!("cannot read changelog '{topic}'"), e))?;
+        let mut batch = Vec::new();
+        let mut read = 0u64;
+        let mut at = from;
+        let result = loop {
+            if at >= high {
+                break Ok(());
+            }
+            match restorer.poll(REQUEST_TIMEOUT) {
+                Some(Ok(m)) => {
+                    at = m.offset() + 1;
+                    read += 1;
+                    let Some(k) = m.key() else { continue };
+                    batch.push((k.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                    if batch.len() >= 1000 {
+                        if let Err(e) = apply(&batch) {
+                            break Err(e);
+                        }
+                        batch.clear();
+                    }
+                }
+                Some(Err(e)) => break Err(kafka_error(&format!("restoring from '{topic}'"), e)),
+                None => {
+                    break Err(Error::Kafka(format!(
+                        "restoring from '{topic}' partition {partition}: nothing for {} s at offset {at} of {high}",
+                        REQUEST_TIMEOUT.as_secs()
+                    )));
+                }
+            }
+        };
+        let _ = restorer.unassign();
+        result?;
+        apply(&batch)?;
+        Ok((read, high))
+    }
+
     /// Waits until every produced record is acknowledged; an error if one failed.
     pub(crate) fn flush(&self) -> Result<()> {
         self.producer
@@ -405,6 +537,87 @@ impl KafkaClients {
             .commit(&tpl, CommitMode::Sync)
             .map_err(|e| kafka_error("committing offsets failed", e))
     }
+}
+
+/// A store whose every write also goes to its changelog partition (after the store
+/// took it). Range deletes (expired window segments) are not logged: window changelogs
+/// are meant to drop old entries by time retention.
+pub(crate) struct ChangeloggedStore {
+    pub(crate) inner: Box<dyn crate::state::KeyValueStore>,
+    pub(crate) kafka: Arc<KafkaClients>,
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+}
+
+impl crate::state::KeyValueStore for ChangeloggedStore {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.inner.put(key, value)?;
+        self.kafka
+            .produce_change(&self.topic, self.partition, key, Some(value))
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.inner.delete(key)?;
+        self.kafka
+            .produce_change(&self.topic, self.partition, key, None)
+    }
+    fn write_batch(&mut self, entries: &[crate::state::BatchEntry<'_>]) -> Result<()> {
+        self.inner.write_batch(entries)?;
+        for (k, v) in entries {
+            self.kafka
+                .produce_change(&self.topic, self.partition, k, *v)?;
+        }
+        Ok(())
+    }
+    fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
+        self.inner.delete_range(from, to)
+    }
+    fn first(&self, from: &[u8], to: &[u8]) -> Result<Option<crate::state::KeyValue>> {
+        self.inner.first(from, to)
+    }
+    fn last(&self, from: &[u8], to: &[u8]) -> Result<Option<crate::state::KeyValue>> {
+        self.inner.last(from, to)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<crate::state::KeyValue>> {
+        self.inner.range(from, to)
+    }
+    fn prefix_scan(&self, prefix: &[u8]) -> Result<Vec<crate::state::KeyValue>> {
+        self.inner.prefix_scan(prefix)
+    }
+    fn all(&self) -> Result<Vec<crate::state::KeyValue>> {
+        self.inner.all()
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The checkpoint file of a RocksDB store: the changelog offset its contents reach.
+pub(crate) fn checkpoint_path(store_dir: &std::path::Path) -> std::path::PathBuf {
+    store_dir.join("weir.changelog-offset")
+}
+
+/// Reads a checkpoint (`None` if absent or unreadable: restore from the start).
+pub(crate) fn read_checkpoint(store_dir: &std::path::Path) -> Option<i64> {
+    std::fs::read_to_string(checkpoint_path(store_dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Writes a checkpoint atomically (a temporary file renamed over the old one).
+pub(crate) fn write_checkpoint(store_dir: &std::path::Path, offset: i64) -> Result<()> {
+    let path = checkpoint_path(store_dir);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, offset.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }
 
 /// `q1=120;q2=95`: each query's next offset (query names are ASCII letters, digits,

@@ -26,7 +26,7 @@ use crate::kafka::KafkaClients;
 use crate::processor::TaskId;
 use crate::queue::{ByteBudget, PartitionQueue};
 use crate::state::{CacheStats, InMemoryStore, KeyValueStore, RecordCache, StateEnv, StateUsage};
-use crate::task::{Input, Task, TaskCore, TaskEnv, TaskInner, TaskStore};
+use crate::task::{Changelog, Input, Task, TaskCore, TaskEnv, TaskInner, TaskStore};
 use crate::topology::{NodeKind, StoreKind, Topology};
 use crate::window::StoreType;
 
@@ -114,6 +114,8 @@ pub struct QueryStats {
     pub records_dropped_late: u64,
     /// Tasks (sub-topology × partition) the query runs.
     pub tasks: usize,
+    /// Store entries read back from changelog topics when the query started (Kafka).
+    pub records_restored: u64,
 }
 
 struct Status {
@@ -135,6 +137,7 @@ pub(crate) struct QueryShared {
     open_tasks: std::sync::atomic::AtomicUsize,
     tasks: Mutex<Vec<Arc<Task>>>,
     task_count: usize,
+    restored: u64,
     processed: AtomicU64,
     skipped: AtomicU64,
     dropped_late: AtomicU64,
@@ -294,6 +297,7 @@ impl QueryHandle {
             records_skipped: self.shared.skipped.load(Ordering::Relaxed),
             records_dropped_late: self.shared.dropped_late.load(Ordering::Relaxed),
             tasks: self.shared.task_count,
+            records_restored: self.shared.restored,
         }
     }
 
@@ -510,6 +514,99 @@ impl Runtime {
         }
     }
 
+    /// Opens store `def` of task `task_id` of query `name`. On Kafka it first restores
+    /// what its changelog holds past the store's checkpoint (counting the records in
+    /// `restored`), then logs every write to the changelog.
+    fn open_task_store(
+        &self,
+        def: &crate::topology::StoreDef,
+        name: &str,
+        task_id: TaskId,
+        restored: &mut u64,
+    ) -> Result<TaskStore> {
+        let cfg = &self.core.config;
+        let dir = cfg
+            .state_dir
+            .join(name)
+            .join(task_id.to_string())
+            .join(&def.name);
+        let mut store: Box<dyn KeyValueStore> = match def.kind {
+            StoreKind::RocksDb => Box::new(self.core.state.open_store(&def.name, &dir)?),
+            StoreKind::InMemory => Box::new(InMemoryStore::new(
+                def.name.clone(),
+                self.core.in_memory_budget.clone(),
+            )),
+        };
+        let mut changelog = None;
+        if let Some(k) = &self.core.kafka {
+            let topic = format!("{}-{name}-{}-changelog", cfg.application_id, def.name);
+            let p = task_id.partition;
+            let missing = || {
+                Error::Topology(format!(
+                    "changelog topic '{topic}' of store '{}' needs at least {} partitions with cleanup.policy=compact (weir does not create internal topics on Kafka yet)",
+                    def.name,
+                    p + 1
+                ))
+            };
+            match k.partitions(&topic) {
+                Ok(n) if n > p => {}
+                Ok(_) | Err(Error::UnknownTopic(_)) => return Err(missing()),
+                Err(e) => return Err(e),
+            }
+            let on_disk = def.kind == StoreKind::RocksDb;
+            let from = if on_disk {
+                crate::kafka::read_checkpoint(&dir).unwrap_or(0)
+            } else {
+                0
+            };
+            let (n, end) = k.restore(&topic, p, from, |batch| {
+                let entries: Vec<crate::state::BatchEntry<'_>> = batch
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                    .collect();
+                store.write_batch(&entries)
+            })?;
+            if n > 0 {
+                store.flush()?;
+                log::info!(
+                    "query '{name}' task {task_id}: restored {n} records of store '{}' from '{topic}' (offsets {from}..{end})",
+                    def.name
+                );
+            }
+            *restored += n;
+            store = Box::new(crate::kafka::ChangeloggedStore {
+                inner: store,
+                kafka: k.clone(),
+                topic: topic.clone(),
+                partition: p,
+            });
+            changelog = Some(Changelog {
+                topic,
+                partition: p,
+                checkpoint_dir: on_disk.then_some(dir),
+            });
+        }
+        let (disk_segment, min_live) = match def.store_type {
+            StoreType::KeyValue => (i64::MIN, i64::MIN),
+            ty => TaskStore::opened(&*store, ty)?,
+        };
+        Ok(TaskStore {
+            name: def.name.clone(),
+            store,
+            types: def.types,
+            serdes: def.serdes.clone(),
+            processors: def.processors.clone(),
+            cached: def.caching,
+            forwarder: None,
+            forward_old: false,
+            store_type: def.store_type,
+            live_segment: i64::MIN,
+            min_live,
+            disk_segment,
+            changelog,
+        })
+    }
+
     fn build_query(&self, name: &str, topology: &Topology) -> Result<Arc<QueryShared>> {
         let cfg = &self.core.config;
         let broker = &cfg.broker;
@@ -637,6 +734,7 @@ impl Runtime {
         let query_name: Arc<str> = Arc::from(name);
 
         let mut built: Vec<BuiltTask> = Vec::new();
+        let mut restored = 0u64;
         let mut bindings_spec = Vec::new();
         for (si, st) in subs.iter().enumerate() {
             let partitions = counts[si].unwrap_or(0);
@@ -730,54 +828,15 @@ impl Runtime {
                     .zip(&store_sub)
                     .filter(|(_, s)| **s == si)
                 {
-                    let store: Box<dyn KeyValueStore> = match def.kind {
-                        StoreKind::RocksDb => {
-                            let path = cfg
-                                .state_dir
-                                .join(name)
-                                .join(task_id.to_string())
-                                .join(&def.name);
-                            match self.core.state.open_store(&def.name, &path) {
-                                Ok(s) => Box::new(s),
-                                Err(e) => {
-                                    for (_, mut other, _) in built {
-                                        other.close_all();
-                                    }
-                                    return Err(e);
-                                }
+                    match self.open_task_store(def, name, task_id, &mut restored) {
+                        Ok(st) => core.env.stores.push(st),
+                        Err(e) => {
+                            for (_, mut other, _) in built {
+                                other.close_all();
                             }
+                            return Err(e);
                         }
-                        StoreKind::InMemory => Box::new(InMemoryStore::new(
-                            def.name.clone(),
-                            self.core.in_memory_budget.clone(),
-                        )),
-                    };
-                    let (disk_segment, min_live) = match def.store_type {
-                        StoreType::KeyValue => (i64::MIN, i64::MIN),
-                        ty => match TaskStore::opened(&*store, ty) {
-                            Ok(found) => found,
-                            Err(e) => {
-                                for (_, mut other, _) in built {
-                                    other.close_all();
-                                }
-                                return Err(e);
-                            }
-                        },
-                    };
-                    core.env.stores.push(TaskStore {
-                        name: def.name.clone(),
-                        store,
-                        types: def.types,
-                        serdes: def.serdes.clone(),
-                        processors: def.processors.clone(),
-                        cached: def.caching,
-                        forwarder: None,
-                        forward_old: false,
-                        store_type: def.store_type,
-                        live_segment: i64::MIN,
-                        min_live,
-                        disk_segment,
-                    });
+                    }
                 }
                 // The cache wakes the task when another task asks it to evict; the task
                 // exists only below, so the waker finds it through a slot set then.
@@ -816,6 +875,7 @@ impl Runtime {
             open_tasks: std::sync::atomic::AtomicUsize::new(built.len()),
             tasks: Mutex::new(Vec::new()),
             task_count: built.len(),
+            restored,
             processed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             dropped_late: AtomicU64::new(0),

@@ -283,6 +283,15 @@ pub(crate) struct TaskStore {
     /// store (found when it opens, raised by every write). A read in a later segment
     /// needs no store lookup: in windowed aggregations most reads are of new windows.
     pub(crate) disk_segment: i64,
+    /// On Kafka: the changelog every write of the store also goes to.
+    pub(crate) changelog: Option<Changelog>,
+}
+
+/// A store's changelog partition, and where its checkpoint file goes (RocksDB stores).
+pub(crate) struct Changelog {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) checkpoint_dir: Option<std::path::PathBuf>,
 }
 
 impl TaskStore {
@@ -628,8 +637,17 @@ impl TaskInner {
         }
         self.flush_sinks()?;
         if let Some(kafka) = &self.core.env.kafka {
-            // Everything produced is acknowledged before the offsets move.
+            // Everything produced (output and changelogs) is acknowledged before the
+            // offsets move; the checkpoints record how far the changelogs now reach.
             kafka.flush()?;
+            for st in &self.core.env.stores {
+                if let Some(c) = &st.changelog
+                    && let Some(dir) = &c.checkpoint_dir
+                    && let Some(end) = kafka.acked_end(&c.topic, c.partition)
+                {
+                    crate::kafka::write_checkpoint(dir, end)?;
+                }
+            }
             let offsets: Vec<(&str, u32, i64)> = self
                 .inputs
                 .iter()

@@ -100,12 +100,16 @@ pub fn times_ten() -> Topology {
     builder.build().unwrap()
 }
 
+/// The changelog topic of `counts()` run as query `counts`.
+pub const COUNTS_CHANGELOG: &str = "kafka-test-counts-counts-changelog";
+
+/// Counts per key into `counts`, in the store "counts".
 pub fn counts() -> Topology {
     let builder = StreamsBuilder::new();
     builder
         .stream::<String, i64>("in")
         .group_by_key()
-        .count()
+        .count_with(Materialized::as_("counts"))
         .to_stream()
         .to("counts");
     builder.build().unwrap()
