@@ -11,6 +11,7 @@ use common::kafka::{
     COUNTS_CHANGELOG, cluster, counts, last, produce, read, records, runtime, times_ten,
 };
 use common::wait_until;
+use weir::prelude::*;
 
 #[test]
 fn queries_read_and_write_kafka_and_resume_from_their_own_committed_offsets() {
@@ -107,4 +108,41 @@ fn a_missing_changelog_topic_is_a_clear_error() {
         err.contains(COUNTS_CHANGELOG) && err.contains("cleanup.policy=compact"),
         "{err}"
     );
+}
+
+#[test]
+fn a_failed_delivery_fails_the_query_and_commits_nothing_past_it() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+    let mock = cluster(&[("in", 1), ("out", 1)]);
+    let servers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    produce(&servers, "in", &records(10, 2));
+    // Every produce request is refused, with an error that is not retried.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 64],
+    );
+    {
+        let rt = runtime(&servers, dir.path());
+        let q = rt.start_query("times-ten", times_ten()).unwrap();
+        let state = q.await_termination(Some(std::time::Duration::from_secs(20)));
+        match state {
+            QueryState::Failed(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("producing to 'out'"), "{msg}");
+                assert!(msg.to_lowercase().contains("authoriz"), "{msg}");
+            }
+            other => panic!("expected a failed query, got {other:?}"),
+        }
+        let _ = rt.shutdown();
+    }
+    // Nothing was committed: once the cluster takes writes again, a restart processes
+    // all 20 records and they all arrive.
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    let rt = runtime(&servers, dir.path());
+    let q = rt.start_query("times-ten", times_ten()).unwrap();
+    wait_until("reprocessed", || q.stats().records_processed == 20);
+    assert_eq!(read(&servers, "out", 20).len(), 20);
+    q.stop().unwrap();
 }

@@ -109,11 +109,12 @@ fn kafka_error(context: &str, e: KafkaError) -> Error {
     Error::Kafka(format!("{context}: {e}"))
 }
 
-/// Keeps the first failed delivery: the next commit reports it instead of committing
-/// offsets past a record that was not written.
+/// Keeps each query's first failed delivery: the query's next commit reports it
+/// instead of committing offsets past a record that was not written. (Each record
+/// carries its query's id; one query's failure is not another's.)
 #[derive(Default)]
 pub(crate) struct Deliveries {
-    failed: Mutex<Option<String>>,
+    failed: Mutex<HashMap<usize, String>>,
     /// The highest acknowledged offset per partition (changelog checkpoints).
     acked: Mutex<HashMap<(String, i32), i64>>,
 }
@@ -124,9 +125,9 @@ pub(crate) struct DeliveryContext(Arc<Deliveries>);
 impl ClientContext for DeliveryContext {}
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, query: usize) {
         use rdkafka::Message;
         if let Ok(m) = result {
             let mut acked = self.0.acked.lock().unwrap_or_else(|p| p.into_inner());
@@ -137,13 +138,13 @@ impl ProducerContext for DeliveryContext {
         }
         if let Err((e, m)) = result {
             let mut failed = self.0.failed.lock().unwrap_or_else(|p| p.into_inner());
-            if failed.is_none() {
-                *failed = Some(format!(
+            failed.entry(query).or_insert_with(|| {
+                format!(
                     "producing to '{}' partition {} failed: {e}",
                     m.topic(),
                     m.partition()
-                ));
-            }
+                )
+            });
         }
     }
 }
@@ -361,6 +362,7 @@ impl KafkaClients {
     /// Produces one record, waiting while the producer's queue is full.
     pub(crate) fn produce(
         &self,
+        query: u64,
         topic: &str,
         partition: u32,
         view: &crate::broker::RecordView<'_>,
@@ -373,10 +375,11 @@ impl KafkaClients {
                 value: h.value.as_deref(),
             });
         }
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .partition(partition as i32)
-            .timestamp(view.timestamp)
-            .headers(kh);
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, query as usize)
+                .partition(partition as i32)
+                .timestamp(view.timestamp)
+                .headers(kh);
         if let Some(k) = view.key {
             record = record.key(k);
         }
@@ -400,13 +403,16 @@ impl KafkaClients {
     /// Produces one changelog entry (`None` = a tombstone) to `topic`/`partition`.
     pub(crate) fn produce_change(
         &self,
+        query: u64,
         topic: &str,
         partition: u32,
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<()> {
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(topic).partition(partition as i32).key(key);
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, query as usize)
+                .partition(partition as i32)
+                .key(key);
         if let Some(v) = value {
             record = record.payload(v);
         }
@@ -496,8 +502,9 @@ impl KafkaClients {
         Ok((read, high))
     }
 
-    /// Waits until every produced record is acknowledged; an error if one failed.
-    pub(crate) fn flush(&self) -> Result<()> {
+    /// Waits until every produced record is acknowledged; an error if one of `query`'s
+    /// failed.
+    pub(crate) fn flush(&self, query: u64) -> Result<()> {
         self.producer
             .flush(REQUEST_TIMEOUT)
             .map_err(|e| kafka_error("flushing the producer failed", e))?;
@@ -506,7 +513,8 @@ impl KafkaClients {
             .failed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .get(&(query as usize))
+            .cloned();
         match failed {
             Some(f) => Err(Error::Kafka(f)),
             None => Ok(()),
@@ -545,6 +553,7 @@ impl KafkaClients {
 pub(crate) struct ChangeloggedStore {
     pub(crate) inner: Box<dyn crate::state::KeyValueStore>,
     pub(crate) kafka: Arc<KafkaClients>,
+    pub(crate) query: u64,
     pub(crate) topic: String,
     pub(crate) partition: u32,
 }
@@ -559,18 +568,18 @@ impl crate::state::KeyValueStore for ChangeloggedStore {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         self.inner.put(key, value)?;
         self.kafka
-            .produce_change(&self.topic, self.partition, key, Some(value))
+            .produce_change(self.query, &self.topic, self.partition, key, Some(value))
     }
     fn delete(&mut self, key: &[u8]) -> Result<()> {
         self.inner.delete(key)?;
         self.kafka
-            .produce_change(&self.topic, self.partition, key, None)
+            .produce_change(self.query, &self.topic, self.partition, key, None)
     }
     fn write_batch(&mut self, entries: &[crate::state::BatchEntry<'_>]) -> Result<()> {
         self.inner.write_batch(entries)?;
         for (k, v) in entries {
             self.kafka
-                .produce_change(&self.topic, self.partition, k, *v)?;
+                .produce_change(self.query, &self.topic, self.partition, k, *v)?;
         }
         Ok(())
     }

@@ -522,6 +522,7 @@ impl Runtime {
         def: &crate::topology::StoreDef,
         name: &str,
         task_id: TaskId,
+        query_id: u64,
         restored: &mut u64,
     ) -> Result<TaskStore> {
         let cfg = &self.core.config;
@@ -577,6 +578,7 @@ impl Runtime {
             store = Box::new(crate::kafka::ChangeloggedStore {
                 inner: store,
                 kafka: k.clone(),
+                query: query_id,
                 topic: topic.clone(),
                 partition: p,
             });
@@ -756,6 +758,7 @@ impl Runtime {
                     env: TaskEnv {
                         task_id,
                         query: query_name.clone(),
+                        query_id: id,
                         application_id: Arc::from(cfg.application_id.as_str()),
                         metadata: None,
                         stream_time: i64::MIN,
@@ -828,7 +831,7 @@ impl Runtime {
                     .zip(&store_sub)
                     .filter(|(_, s)| **s == si)
                 {
-                    match self.open_task_store(def, name, task_id, &mut restored) {
+                    match self.open_task_store(def, name, task_id, id, &mut restored) {
                         Ok(st) => core.env.stores.push(st),
                         Err(e) => {
                             for (_, mut other, _) in built {

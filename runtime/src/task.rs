@@ -40,6 +40,8 @@ use crate::window::{StoreType, entry_segment};
 pub(crate) struct TaskEnv {
     pub(crate) task_id: TaskId,
     pub(crate) query: Arc<str>,
+    /// The query's id (Kafka deliveries are attributed to it).
+    pub(crate) query_id: u64,
     pub(crate) application_id: Arc<str>,
     pub(crate) metadata: Option<RecordMetadata>,
     pub(crate) stream_time: i64,
@@ -639,7 +641,7 @@ impl TaskInner {
         if let Some(kafka) = &self.core.env.kafka {
             // Everything produced (output and changelogs) is acknowledged before the
             // offsets move; the checkpoints record how far the changelogs now reach.
-            kafka.flush()?;
+            kafka.flush(self.core.env.query_id)?;
             for st in &self.core.env.stores {
                 if let Some(c) = &st.changelog
                     && let Some(dir) = &c.checkpoint_dir

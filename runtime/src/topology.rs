@@ -981,7 +981,7 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
                     }
                     SinkTarget::Kafka { clients, topic, .. } => {
                         for view in buf.views() {
-                            clients.produce(topic, p as u32, &view)?;
+                            clients.produce(core.env.query_id, topic, p as u32, &view)?;
                         }
                     }
                 }
