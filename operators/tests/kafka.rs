@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::kafka::{
-    COUNTS_CHANGELOG, cluster, counts, last, produce, read, records, runtime, times_ten,
+    COUNTS_CHANGELOG, cluster, config, counts, last, produce, read, records, runtime, times_ten,
 };
 use common::wait_until;
 use weir::prelude::*;
@@ -144,5 +144,48 @@ fn a_failed_delivery_fails_the_query_and_commits_nothing_past_it() {
     let q = rt.start_query("times-ten", times_ten()).unwrap();
     wait_until("reprocessed", || q.stats().records_processed == 20);
     assert_eq!(read(&servers, "out", 20).len(), 20);
+    q.stop().unwrap();
+}
+
+#[test]
+fn a_slow_query_pauses_its_partitions_and_gets_every_record_once() {
+    let mock = cluster(&[("in", 2), ("out", 2)]);
+    let servers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    produce(&servers, "in", &records(50, 40));
+    let rt = Runtime::new(
+        config(&servers, dir.path())
+            .queue_max_records_per_partition(5)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rt.query("none").map(|q| q.group_id().to_string()), None);
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .map_values(|v| {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            v * 10
+        })
+        .to("out");
+    let q = rt.start_query("slow", builder.build().unwrap()).unwrap();
+    assert_eq!(q.group_id(), "kafka-test");
+    let mut saw_pause = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while q.stats().records_processed < 2000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stuck at {} records",
+            q.stats().records_processed
+        );
+        saw_pause |= rt.paused_partitions() > 0;
+        let (used, cap) = rt.queue_bytes();
+        assert!(used <= cap, "queue bytes {used} over {cap}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(saw_pause, "no partition was paused");
+    let out = read(&servers, "out", 2000);
+    assert_eq!(out.len(), 2000, "records lost or repeated");
     q.stop().unwrap();
 }

@@ -195,7 +195,9 @@ fn poll_kafka(kafka: &KafkaClients, bindings: &mut [Binding]) -> usize {
             if m.offset() < next {
                 continue;
             }
-            if waiting.back().is_none_or(|w| w.len() >= KAFKA_BATCH) {
+            // A batch goes into the queue whole: never more than the queue's cap.
+            let most = KAFKA_BATCH.min(b.queue.cap());
+            if waiting.back().is_none_or(|w| w.len() >= most) {
                 waiting.push_back(FetchBatch::for_kafka());
             }
             let batch = waiting.back_mut().expect("just ensured");

@@ -280,7 +280,9 @@ impl QueryHandle {
         &self.shared.name
     }
 
-    /// The consumer group the query commits its offsets to (`<application>-<query>`).
+    /// The consumer group the query commits its offsets to: `<application>-<query>` on
+    /// the in-process broker, the application id on Kafka (each query's own position is
+    /// in the offsets' metadata).
     pub fn group_id(&self) -> &str {
         &self.shared.group
     }
@@ -726,7 +728,10 @@ impl Runtime {
         }
 
         let id = NEXT_QUERY.fetch_add(1, Ordering::Relaxed);
-        let group = format!("{}-{name}", cfg.application_id);
+        let group = match self.core.kafka {
+            Some(_) => cfg.application_id.clone(),
+            None => format!("{}-{name}", cfg.application_id),
+        };
         let children: Arc<Vec<Vec<usize>>> =
             Arc::new(topology.nodes.iter().map(|n| n.children.clone()).collect());
         let names: Arc<Vec<String>> =

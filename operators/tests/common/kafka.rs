@@ -9,8 +9,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use weir::KafkaConfig;
 use weir::prelude::*;
+use weir::{KafkaConfig, RuntimeConfigBuilder};
 
 pub fn cluster(topics: &[(&str, i32)]) -> MockCluster<'static, DefaultProducerContext> {
     let mock = MockCluster::new(1).unwrap();
@@ -78,17 +78,17 @@ pub fn read(servers: &str, topic: &str, n: usize) -> Vec<(String, i64)> {
 }
 
 pub fn runtime(servers: &str, dir: &std::path::Path) -> Runtime {
-    Runtime::new(
-        RuntimeConfig::builder()
-            .workers(2)
-            .application_id("kafka-test")
-            .commit_interval(Duration::from_millis(100))
-            .state_dir(dir)
-            .kafka(KafkaConfig::new(servers))
-            .build()
-            .unwrap(),
-    )
-    .unwrap()
+    Runtime::new(config(servers, dir).build().unwrap()).unwrap()
+}
+
+/// The settings of [`runtime`], to change some.
+pub fn config(servers: &str, dir: &std::path::Path) -> RuntimeConfigBuilder {
+    RuntimeConfig::builder()
+        .workers(2)
+        .application_id("kafka-test")
+        .commit_interval(Duration::from_millis(100))
+        .state_dir(dir)
+        .kafka(KafkaConfig::new(servers))
 }
 
 pub fn times_ten() -> Topology {
