@@ -11,6 +11,7 @@ use common::kafka::{
     COUNTS_CHANGELOG, cluster, config, counts, last, produce, read, records, runtime, times_ten,
 };
 use common::wait_until;
+use weir::ProductionExceptionHandler;
 use weir::prelude::*;
 
 #[test]
@@ -188,4 +189,60 @@ fn a_slow_query_pauses_its_partitions_and_gets_every_record_once() {
     let out = read(&servers, "out", 2000);
     assert_eq!(out.len(), 2000, "records lost or repeated");
     q.stop().unwrap();
+}
+
+#[test]
+fn with_log_and_continue_a_failed_delivery_is_skipped_and_the_query_goes_on() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock = cluster(&[("in", 1), ("out", 1)]);
+    let servers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    produce(&servers, "in", &records(10, 2));
+    // The first produce requests are refused; later ones go through.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
+    );
+    let config = || {
+        config(&servers, dir.path())
+            .production_exception_handler(ProductionExceptionHandler::LogAndContinue)
+    };
+    {
+        let rt = Runtime::new(config().build().unwrap()).unwrap();
+        let q = rt.start_query("times-ten", times_ten()).unwrap();
+        wait_until("first records", || q.stats().records_processed == 20);
+        // Past a commit, so the failures have been handled; then the cluster takes
+        // writes again (the errors would also hit this test's own producer).
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        mock.clear_request_errors(RDKafkaApiKey::Produce);
+        produce(&servers, "in", &records(10, 2));
+        wait_until("more records", || q.stats().records_processed == 40);
+        assert_eq!(q.state(), QueryState::Running);
+        let out = read(&servers, "out", 20);
+        assert!(
+            (20..40).contains(&out.len()),
+            "{} records written: the refused ones are skipped, the later ones written",
+            out.len()
+        );
+        q.stop().unwrap();
+        rt.shutdown().unwrap();
+    }
+    // Everything was committed, the skipped records too.
+    let rt = Runtime::new(config().build().unwrap()).unwrap();
+    let q = rt.start_query("times-ten", times_ten()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(q.stats().records_processed, 0);
+    q.stop().unwrap();
+}
+
+#[test]
+fn unreachable_brokers_are_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1.
+    let rt = runtime("127.0.0.1:1", dir.path());
+    let err = rt.start_query("q", times_ten()).unwrap_err().to_string();
+    assert!(
+        err.contains("source topic 'in' of query 'q'") && err.contains("metadata"),
+        "{err}"
+    );
 }

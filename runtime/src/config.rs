@@ -20,6 +20,18 @@ pub enum DeserializationHandler {
     LogAndContinue,
 }
 
+/// What to do when Kafka refuses a record a sink (or a changelog) produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProductionExceptionHandler {
+    /// Fail the query at its next commit, committing nothing past the record (the
+    /// default): a restart re-reads from the last commit.
+    #[default]
+    Fail,
+    /// Log the failure, count it (`weir_produce_errors_total{query}`), and commit as
+    /// if the record had been written: it is lost.
+    LogAndContinue,
+}
+
 /// Where a query starts reading a partition that its group has no committed offset for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
@@ -46,6 +58,7 @@ pub struct RuntimeConfig {
     pub(crate) max_batch_time: Duration,
     pub(crate) commit_interval: Duration,
     pub(crate) deserialization_handler: DeserializationHandler,
+    pub(crate) production_exception_handler: ProductionExceptionHandler,
     pub(crate) offset_reset: OffsetReset,
     pub(crate) broker: Broker,
     pub(crate) kafka: Option<crate::kafka::KafkaConfig>,
@@ -134,6 +147,7 @@ pub struct RuntimeConfigBuilder {
     max_batch_time: Option<Duration>,
     commit_interval: Option<Duration>,
     deserialization_handler: DeserializationHandler,
+    production_exception_handler: ProductionExceptionHandler,
     offset_reset: OffsetReset,
     broker: Option<Broker>,
     kafka: Option<crate::kafka::KafkaConfig>,
@@ -200,6 +214,11 @@ impl RuntimeConfigBuilder {
     /// Default handler for records that fail to deserialize. Default: fail the query.
     pub fn deserialization_handler(mut self, h: DeserializationHandler) -> Self {
         self.deserialization_handler = h;
+        self
+    }
+    /// What a failed delivery to Kafka does. Default: fail the query.
+    pub fn production_exception_handler(mut self, h: ProductionExceptionHandler) -> Self {
+        self.production_exception_handler = h;
         self
     }
     /// Where to start without a committed offset. Default: earliest.
@@ -399,6 +418,7 @@ impl RuntimeConfigBuilder {
             max_batch_time,
             commit_interval,
             deserialization_handler: self.deserialization_handler,
+            production_exception_handler: self.production_exception_handler,
             offset_reset: self.offset_reset,
             broker: self.broker.unwrap_or_default(),
             kafka: self.kafka,

@@ -114,7 +114,8 @@ fn kafka_error(context: &str, e: KafkaError) -> Error {
 /// carries its query's id; one query's failure is not another's.)
 #[derive(Default)]
 pub(crate) struct Deliveries {
-    failed: Mutex<HashMap<usize, String>>,
+    /// Per query id: the first failure not yet reported, and how many records failed.
+    failed: Mutex<HashMap<usize, (String, u64)>>,
     /// The highest acknowledged offset per partition (changelog checkpoints).
     acked: Mutex<HashMap<(String, i32), i64>>,
 }
@@ -138,13 +139,15 @@ impl ProducerContext for DeliveryContext {
         }
         if let Err((e, m)) = result {
             let mut failed = self.0.failed.lock().unwrap_or_else(|p| p.into_inner());
-            failed.entry(query).or_insert_with(|| {
-                format!(
+            let entry = failed.entry(query).or_insert_with(|| {
+                let first = format!(
                     "producing to '{}' partition {} failed: {e}",
                     m.topic(),
                     m.partition()
-                )
+                );
+                (first, 0)
             });
+            entry.1 += 1;
         }
     }
 }
@@ -165,10 +168,15 @@ pub(crate) struct KafkaClients {
     /// Every query's committed position per partition, as last read or committed.
     positions: Mutex<HashMap<(String, i32), BTreeMap<String, i64>>>,
     assigned: Mutex<HashMap<(String, i32), Assigned>>,
+    on_failure: crate::config::ProductionExceptionHandler,
 }
 
 impl KafkaClients {
-    pub(crate) fn new(cfg: &KafkaConfig, application_id: &str) -> Result<Self> {
+    pub(crate) fn new(
+        cfg: &KafkaConfig,
+        application_id: &str,
+        on_failure: crate::config::ProductionExceptionHandler,
+    ) -> Result<Self> {
         cfg.validate()?;
         let consumer: BaseConsumer = cfg
             .client(&[
@@ -214,6 +222,7 @@ impl KafkaClients {
             deliveries,
             positions: Mutex::new(HashMap::new()),
             assigned: Mutex::new(HashMap::new()),
+            on_failure,
         })
     }
 
@@ -502,22 +511,31 @@ impl KafkaClients {
         Ok((read, high))
     }
 
-    /// Waits until every produced record is acknowledged; an error if one of `query`'s
-    /// failed.
-    pub(crate) fn flush(&self, query: u64) -> Result<()> {
+    /// Waits until every produced record is acknowledged. If some of `query`'s failed:
+    /// an error (the first failure), or with `LogAndContinue` a warning and a count.
+    pub(crate) fn flush(&self, query: u64, query_name: &str) -> Result<()> {
+        use crate::config::ProductionExceptionHandler as H;
         self.producer
             .flush(REQUEST_TIMEOUT)
             .map_err(|e| kafka_error("flushing the producer failed", e))?;
-        let failed = self
+        let mut failed = self
             .deliveries
             .failed
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(query as usize))
-            .cloned();
-        match failed {
-            Some(f) => Err(Error::Kafka(f)),
-            None => Ok(()),
+            .unwrap_or_else(|p| p.into_inner());
+        let key = query as usize;
+        match (failed.get(&key), self.on_failure) {
+            (None, _) => Ok(()),
+            (Some((first, _)), H::Fail) => Err(Error::Kafka(first.clone())),
+            (Some(_), H::LogAndContinue) => {
+                let (first, n) = failed.remove(&key).expect("just found");
+                log::warn!(
+                    "query '{query_name}': {n} records were not written ({first}); going on"
+                );
+                metrics::counter!("weir_produce_errors_total", "query" => query_name.to_string())
+                    .increment(n);
+                Ok(())
+            }
         }
     }
 

@@ -366,7 +366,11 @@ impl Runtime {
         let record_cache = RecordCache::new(sc.record_cache_bytes);
         let suppression_budget = Arc::new(ByteBudget::new(sc.suppression_buffer_bytes));
         let kafka = match &config.kafka {
-            Some(k) => Some(Arc::new(KafkaClients::new(k, &config.application_id)?)),
+            Some(k) => Some(Arc::new(KafkaClients::new(
+                k,
+                &config.application_id,
+                config.production_exception_handler,
+            )?)),
             None => None,
         };
         let io = IoThread {

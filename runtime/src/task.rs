@@ -641,7 +641,7 @@ impl TaskInner {
         if let Some(kafka) = &self.core.env.kafka {
             // Everything produced (output and changelogs) is acknowledged before the
             // offsets move; the checkpoints record how far the changelogs now reach.
-            kafka.flush(self.core.env.query_id)?;
+            kafka.flush(self.core.env.query_id, &self.core.env.query)?;
             for st in &self.core.env.stores {
                 if let Some(c) = &st.changelog
                     && let Some(dir) = &c.checkpoint_dir
