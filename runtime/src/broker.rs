@@ -621,7 +621,8 @@ impl FetchBatch {
         }
     }
 
-    /// Appends a record read from Kafka at `offset` (after every record already in it).
+    /// Appends a record read from Kafka at `offset` (after every record already in it);
+    /// returns the bytes it is charged.
     pub(crate) fn push_message(
         &mut self,
         offset: i64,
@@ -629,7 +630,7 @@ impl FetchBatch {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         headers: &Headers,
-    ) {
+    ) -> usize {
         let start = self.data.len();
         self.data.put_i64_le(timestamp);
         for field in [key, value] {
@@ -650,6 +651,7 @@ impl FetchBatch {
         self.index
             .push((timestamp, start as u32, self.data.len() as u32));
         self.offsets.push(offset);
+        self.data.len() - start + RECORD_OVERHEAD_BYTES
     }
 
     /// Offset of the last record in the batch.

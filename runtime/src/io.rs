@@ -15,9 +15,12 @@
 //!
 //! With Kafka ([`crate::KafkaConfig`]) the thread polls the runtime's one consumer
 //! instead: each message goes to every binding of its partition that has not seen its
-//! offset, into small batches that wait beside the queue until it takes them. A
-//! partition whose waiting records reach the queue's record cap, or whose queue is
-//! full, is paused in the consumer and resumed once its records are all queued.
+//! offset, into small batches that wait beside the queue until it takes them. Waiting
+//! records are charged to the same byte budget as queued ones, and the thread takes no
+//! message while the budget is spent. Pausing a partition in librdkafka drops what it
+//! prefetched for it (resuming fetches it again), so it is paused only when its waiting
+//! records reach four times the queue's record cap or the budget is spent, and resumed
+//! once fewer than one queue's worth wait and the budget has room.
 
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,7 +121,7 @@ struct IoState {
 
 impl IoState {
     /// Applies a command; false means shut down.
-    fn apply(&mut self, cmd: IoCommand, kafka: Option<&KafkaClients>) -> bool {
+    fn apply(&mut self, cmd: IoCommand, kafka: Option<&KafkaClients>, budget: &ByteBudget) -> bool {
         match cmd {
             IoCommand::Bind(bindings) => {
                 for b in bindings {
@@ -136,7 +139,7 @@ impl IoState {
                 self.bindings.retain(|b| {
                     let keep = b.query != query;
                     if !keep {
-                        unassign(b, kafka);
+                        unbind(b, kafka, budget);
                     }
                     keep
                 });
@@ -148,18 +151,23 @@ impl IoState {
     }
 }
 
-/// A Kafka binding going away: the consumer stops reading its partition with the last.
-fn unassign(b: &Binding, kafka: Option<&KafkaClients>) {
-    if let (Some(k), Feed::Kafka { topic, .. }) = (kafka, &b.feed) {
-        k.unassign(topic, b.partition);
+/// A Kafka binding going away: its waiting records leave the budget, and the consumer
+/// stops reading its partition with the last binding.
+fn unbind(b: &Binding, kafka: Option<&KafkaClients>, budget: &ByteBudget) {
+    if let Feed::Kafka { topic, waiting } = &b.feed {
+        budget.release(waiting.iter().map(FetchBatch::remaining_bytes).sum());
+        if let Some(k) = kafka {
+            k.unassign(topic, b.partition);
+        }
     }
 }
 
-/// Moves what the consumer has into the waiting batches of the bindings it is for.
-fn poll_kafka(kafka: &KafkaClients, bindings: &mut [Binding]) -> usize {
+/// Moves what the consumer has into the waiting batches of the bindings it is for,
+/// charging them to `budget`; stops while the budget is spent.
+fn poll_kafka(kafka: &KafkaClients, bindings: &mut [Binding], budget: &ByteBudget) -> usize {
     use rdkafka::Message;
     let mut polled = 0;
-    while polled < FETCH_BATCH * 4 {
+    while polled < FETCH_BATCH * 4 && budget.used() < budget.cap() {
         let m = match kafka.consumer.poll(Duration::ZERO) {
             None => break,
             Some(Ok(m)) => m,
@@ -201,7 +209,8 @@ fn poll_kafka(kafka: &KafkaClients, bindings: &mut [Binding]) -> usize {
                 waiting.push_back(FetchBatch::for_kafka());
             }
             let batch = waiting.back_mut().expect("just ensured");
-            batch.push_message(m.offset(), ts, m.key(), m.payload(), &headers);
+            let size = batch.push_message(m.offset(), ts, m.key(), m.payload(), &headers);
+            budget.charge(size);
         }
     }
     polled
@@ -215,11 +224,11 @@ impl IoThread {
             // Commands first: they change what to fetch.
             let kafka = self.kafka.as_deref();
             while let Ok(cmd) = self.commands.try_recv() {
-                if !st.apply(cmd, kafka) {
+                if !st.apply(cmd, kafka, &self.budget) {
                     return;
                 }
             }
-            let polled = kafka.map_or(0, |k| poll_kafka(k, &mut st.bindings));
+            let polled = kafka.map_or(0, |k| poll_kafka(k, &mut st.bindings, &self.budget));
 
             let now = now_millis();
             if now - published >= 1000 {
@@ -245,7 +254,7 @@ impl IoThread {
             st.bindings.retain_mut(|b| {
                 let (n, alive) = fill(b, &self.budget, kafka);
                 if !alive {
-                    unassign(b, kafka);
+                    unbind(b, kafka, &self.budget);
                 }
                 if n > 0
                     && let Some(t) = b.task.upgrade()
@@ -281,7 +290,7 @@ impl IoThread {
             }
             select! {
                 recv(self.commands) -> cmd => match cmd {
-                    Ok(cmd) => if !st.apply(cmd, kafka) { return },
+                    Ok(cmd) => if !st.apply(cmd, kafka, &self.budget) { return },
                     Err(_) => return,
                 },
                 recv(self.wake) -> _ => {},
@@ -303,7 +312,9 @@ fn fill(b: &mut Binding, budget: &ByteBudget, kafka: Option<&KafkaClients>) -> (
         let mut moved = 0;
         while let Some(batch) = waiting.pop_front() {
             let last = batch.last_offset();
-            let n = batch.len();
+            let (n, bytes) = (batch.len(), batch.remaining_bytes());
+            // Its bytes move from waiting to queued: the queue charges them again.
+            budget.release(bytes);
             match b.queue.try_push(batch) {
                 Ok(()) => {
                     moved += n;
@@ -312,15 +323,24 @@ fn fill(b: &mut Binding, budget: &ByteBudget, kafka: Option<&KafkaClients>) -> (
                     }
                 }
                 Err(TryPushError::Full(batch) | TryPushError::OverBudget(batch)) => {
+                    budget.charge(bytes);
                     waiting.push_front(batch);
                     break;
                 }
-                Err(TryPushError::Closed(_)) => return (moved, false),
+                Err(TryPushError::Closed(batch)) => {
+                    waiting.push_front(batch);
+                    budget.charge(bytes);
+                    return (moved, false);
+                }
             }
         }
         let held: usize = waiting.iter().map(FetchBatch::len).sum();
         if let Some(k) = kafka {
-            k.set_paused(topic, b.partition, held >= cap || b.queue.is_paused());
+            if held >= 4 * cap || budget.used() >= budget.cap() {
+                k.set_paused(topic, b.partition, true);
+            } else if held < cap {
+                k.set_paused(topic, b.partition, false);
+            }
         }
         b.queue.pause_if_full();
         return (moved, true);

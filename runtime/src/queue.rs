@@ -89,6 +89,13 @@ impl ByteBudget {
         }
     }
 
+    /// Charges `n` bytes whether or not they fit: for records already taken from Kafka,
+    /// which cannot be handed back (the caller stops taking more once the budget is
+    /// spent, so the overshoot is at most one record).
+    pub(crate) fn charge(&self, n: usize) {
+        self.used.fetch_add(n, SeqCst);
+    }
+
     /// Charges `n` bytes only if they fit under the cap, with no exception for an empty
     /// budget (for state, where refusing is safe and exceeding is not).
     pub fn try_reserve_strict(&self, n: usize) -> bool {

@@ -5,15 +5,16 @@
 //! The mock broker keeps only about the last 5 MB (or 100,000 messages) of each
 //! partition and drops older ones, so records cannot be preloaded: each round produces
 //! `chunk` records of W1's shape (8-byte keys over `keys`, 200-byte random printable
-//! values, well under 5 MB per partition of a 4-partition topic) and flushes, and only
-//! the reading is timed, summed over the rounds:
+//! values, well under 5 MB per partition of a 4-partition topic) in one transaction, so
+//! consumers (read_committed) see the round only once it is all there, and only the
+//! reading is timed, from the commit until the round is read, summed over the rounds:
 //!
 //! 1. raw: one rdkafka consumer assigned every partition from the beginning (no group,
-//!    no commits) reads the round back;
+//!    no commits), reading in its own thread all along, as the query does;
 //! 2. weir: a runtime on the cluster (memory limit 512 MiB, 2 workers, default zones)
 //!    runs W1 (`group_by_key → latest_by_key` into RocksDB, whose changelog goes to
-//!    Kafka) and writes every change to an output topic; the clock runs from the end of
-//!    each round's produce until the query has processed it. The query's commits (every
+//!    Kafka) and writes every change to an output topic; the clock runs from the commit of
+//!    each round until the query has processed it. The query's commits (every
 //!    30 s, and at the stop, which is timed too) flush the producer and commit offsets.
 //!
 //! Consumers use `fetch.wait.max.ms` 10: librdkafka's default, 500, makes the broker hold
@@ -21,6 +22,8 @@
 //!
 //! `cargo run --release -p weir-benches --bin kafka_w1 -- [records] [keys] [runs] [chunk]`
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -47,7 +50,8 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
-/// Produces `n` W1 records to `topic` and waits until the cluster has them all.
+/// Produces `n` W1 records to `topic` in one transaction: consumers (read_committed,
+/// librdkafka's default) see none of them until it commits, and then all.
 fn produce_round(
     producer: &BaseProducer,
     topic: &str,
@@ -55,6 +59,7 @@ fn produce_round(
     keys: u64,
     next: &mut impl FnMut() -> u64,
 ) -> Result<()> {
+    producer.begin_transaction().map_err(kafka)?;
     let mut value = [0u8; 200];
     for _ in 0..n {
         let key = (next() % keys).to_be_bytes();
@@ -75,7 +80,9 @@ fn produce_round(
             }
         }
     }
-    producer.flush(Duration::from_secs(60)).map_err(kafka)
+    producer
+        .commit_transaction(Duration::from_secs(60))
+        .map_err(kafka)
 }
 
 fn main() -> Result<()> {
@@ -92,7 +99,11 @@ fn main() -> Result<()> {
         .set("bootstrap.servers", &servers)
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
+        .set("transactional.id", "kafka-w1-bench")
         .create()
+        .map_err(kafka)?;
+    producer
+        .init_transactions(Duration::from_secs(30))
         .map_err(kafka)?;
     let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
 
@@ -113,29 +124,49 @@ fn main() -> Result<()> {
                 .map_err(kafka)?;
         }
         consumer.assign(&tpl).map_err(kafka)?;
-        let (mut produced, mut consumed) = (0u64, 0u64);
+        // The consumer reads in its own thread all along, as the query does; neither sees
+        // a round before its transaction commits.
+        let consumed = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (consumed, stop) = (consumed.clone(), stop.clone());
+            std::thread::spawn(move || -> Result<()> {
+                while !stop.load(Ordering::Relaxed) {
+                    match consumer.poll(Duration::from_millis(100)) {
+                        Some(Ok(m)) => {
+                            std::hint::black_box((m.key(), m.payload()));
+                            consumed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(Err(e)) => return Err(kafka(e)),
+                        None => {}
+                    }
+                }
+                Ok(())
+            })
+        };
+        let mut produced = 0u64;
         let mut reading = Duration::ZERO;
         while produced < records {
             let n = chunk.min(records - produced);
             produce_round(&producer, &topic, n, keys, &mut next)?;
             produced += n;
             let start = Instant::now();
-            while consumed < produced {
-                match consumer.poll(Duration::from_secs(10)) {
-                    Some(Ok(m)) => {
-                        consumed += 1;
-                        std::hint::black_box((m.key(), m.payload()));
-                    }
-                    Some(Err(e)) => return Err(kafka(e)),
-                    None => {
-                        return Err(Error::msg(format!(
-                            "raw run {run}: no message for 10 s after {consumed} of {produced}"
-                        )));
-                    }
+            while consumed.load(Ordering::Relaxed) < produced {
+                if start.elapsed() > Duration::from_secs(60) || reader.is_finished() {
+                    return Err(Error::msg(format!(
+                        "raw run {run}: stalled at {} of {produced}",
+                        consumed.load(Ordering::Relaxed)
+                    )));
                 }
+                std::thread::sleep(Duration::from_micros(200));
             }
             reading += start.elapsed();
         }
+        stop.store(true, Ordering::Relaxed);
+        reader
+            .join()
+            .map_err(|_| Error::msg("the raw reader panicked"))??;
+        let consumed = consumed.load(Ordering::Relaxed);
         let rate = consumed as f64 / reading.as_secs_f64();
         println!(
             "raw run {run}: consumed {consumed} records in {:.2} s = {rate:.0} records/s; threads {}",
