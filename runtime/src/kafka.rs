@@ -158,7 +158,8 @@ struct Assigned {
     paused: bool,
 }
 
-/// The runtime's two Kafka clients and the per-query positions it commits.
+/// The runtime's Kafka clients (a consumer, a producer, a restore consumer) and the
+/// per-query positions it commits.
 pub(crate) struct KafkaClients {
     pub(crate) consumer: BaseConsumer,
     /// Reads changelogs to restore stores; assigned one partition at a time.
@@ -395,6 +396,12 @@ impl KafkaClients {
         if let Some(v) = view.value {
             record = record.payload(v);
         }
+        self.send(record, "cannot produce to")
+    }
+
+    /// Sends `record`, waiting while the producer's queue is full (the error says
+    /// `what` and the topic).
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8], usize>, what: &str) -> Result<()> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -402,9 +409,7 @@ impl KafkaClients {
                     std::thread::sleep(Duration::from_millis(1));
                     record = r;
                 }
-                Err((e, _)) => {
-                    return Err(kafka_error(&format!("cannot produce to '{topic}'"), e));
-                }
+                Err((e, r)) => return Err(kafka_error(&format!("{what} '{}'", r.topic), e)),
             }
         }
     }
@@ -425,18 +430,7 @@ impl KafkaClients {
         if let Some(v) = value {
             record = record.payload(v);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    std::thread::sleep(Duration::from_millis(1));
-                    record = r;
-                }
-                Err((e, _)) => {
-                    return Err(kafka_error(&format!("cannot write changelog '{topic}'"), e));
-                }
-            }
-        }
+        self.send(record, "cannot write changelog")
     }
 
     /// The offset after the last acknowledged record of `topic`/`partition`.
