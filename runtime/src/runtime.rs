@@ -566,12 +566,23 @@ impl Runtime {
             } else {
                 0
             };
+            // Progress: records restored so far into this task's store.
+            let progress = metrics::gauge!(
+                "weir_restored_records",
+                "query" => name.to_string(),
+                "store" => def.name.clone(),
+                "task" => task_id.to_string()
+            );
+            let mut so_far = 0usize;
             let (n, end) = k.restore(&topic, p, from, |batch| {
                 let entries: Vec<crate::state::BatchEntry<'_>> = batch
                     .iter()
                     .map(|(k, v)| (k.as_slice(), v.as_deref()))
                     .collect();
-                store.write_batch(&entries)
+                store.write_batch(&entries)?;
+                so_far += entries.len();
+                progress.set(so_far as f64);
+                Ok(())
             })?;
             if n > 0 {
                 store.flush()?;
