@@ -128,9 +128,12 @@ impl IoState {
                     if let (Some(k), Feed::Kafka { topic, .. }) = (kafka, &b.feed)
                         && let Err(e) = k.assign(topic, b.partition, b.next_offset)
                     {
-                        // The task waits for records that do not come; its query's
-                        // handle shows no progress, and the log says why.
+                        // Its task would wait for records that never come: the query
+                        // fails with the reason instead.
                         log::error!("{e}");
+                        if let Some(t) = b.task.upgrade() {
+                            t.query.fail(e);
+                        }
                     }
                     self.bindings.push(b);
                 }
