@@ -15,7 +15,6 @@
 //! aggregations; session and sliding windows, which look up neighbouring windows per
 //! record, write through.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -279,13 +278,8 @@ fn windowed_aggregate<K: Data, V: Data, VA: Data>(
             default_value_serde,
             "KSTREAM-WINDOWED-AGGREGATE",
             move |store, send_old| WindowAggregate {
-                store,
+                core: Core::new(store, send_old, &init, &agg),
                 windows,
-                init: init.clone(),
-                agg: agg.clone(),
-                send_old,
-                observed: i64::MIN,
-                _types: PhantomData,
             },
         ),
         Spec::Sliding(windows) => {
@@ -302,13 +296,8 @@ fn windowed_aggregate<K: Data, V: Data, VA: Data>(
                 None,
                 "KSTREAM-SLIDINGWINDOW-AGGREGATE",
                 move |store, send_old| SlidingAggregate {
-                    store,
+                    core: Core::new(store, send_old, &init, &agg),
                     windows,
-                    init: init.clone(),
-                    agg: agg.clone(),
-                    send_old,
-                    observed: i64::MIN,
-                    _types: PhantomData,
                 },
             );
             let changes = table.changes.add("KTABLE-MAPVALUES", || Unstamp);
@@ -327,14 +316,9 @@ fn windowed_aggregate<K: Data, V: Data, VA: Data>(
                 default_value_serde,
                 "KSTREAM-SESSION-AGGREGATE",
                 move |store, send_old| SessionAggregate {
-                    store,
+                    core: Core::new(store, send_old, &init, &agg),
                     windows,
-                    init: init.clone(),
-                    agg: agg.clone(),
                     merge: merge.clone(),
-                    send_old,
-                    observed: i64::MIN,
-                    _types: PhantomData,
                 },
             )
         }
@@ -605,47 +589,63 @@ fn drop_late<K, V>(ctx: &mut ProcessorContext<'_, K, V>, ts: i64, window: Window
     ctx.record_dropped_late();
 }
 
-/// What both windowed aggregations do at init: forward their store's changes, and pick
-/// up the observed stream time they stored.
-fn init_windowed<K: Data, VA: Data>(
-    ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
-    store: &str,
-    send_old: &AtomicBool,
-    observed: &mut i64,
-) -> Result<()> {
-    ctx.forward_windowed_changes(store, send_old.load(Ordering::Acquire))?;
-    *observed = ctx.stored_stream_time(store)?.unwrap_or(i64::MIN);
-    Ok(())
-}
-
-/// What both windowed aggregations do at each commit: store the observed stream time.
-fn flush_windowed<K, V>(
-    ctx: &mut ProcessorContext<'_, K, V>,
-    store: &str,
-    observed: i64,
-) -> Result<()> {
-    if observed > i64::MIN {
-        ctx.store_stream_time(store, observed)?;
-    }
-    Ok(())
-}
-
-/// Tumbling and hopping window aggregation.
-struct WindowAggregate<K, V, VA> {
+/// What every windowed aggregation holds: its store, how to start and fold an
+/// aggregate, whether downstream wants old values, and its observed stream time.
+struct Core<K, V, VA> {
     store: Arc<str>,
-    windows: TimeWindows,
     init: Init<VA>,
     agg: Agg<K, V, VA>,
     send_old: Arc<AtomicBool>,
     observed: i64,
-    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K: Data, V, VA> Core<K, V, VA> {
+    fn new(
+        store: Arc<str>,
+        send_old: Arc<AtomicBool>,
+        init: &Init<VA>,
+        agg: &Agg<K, V, VA>,
+    ) -> Self {
+        Core {
+            store,
+            init: init.clone(),
+            agg: agg.clone(),
+            send_old,
+            observed: i64::MIN,
+        }
+    }
+
+    /// At init: forward the store's changes downstream, and pick up the observed stream
+    /// time stored with them.
+    fn init<S: Data>(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<S>>,
+    ) -> Result<()> {
+        ctx.forward_windowed_changes(&self.store, self.send_old.load(Ordering::Acquire))?;
+        self.observed = ctx.stored_stream_time(&self.store)?.unwrap_or(i64::MIN);
+        Ok(())
+    }
+
+    /// At each commit: store the observed stream time.
+    fn flush<S>(&self, ctx: &mut ProcessorContext<'_, Windowed<K>, S>) -> Result<()> {
+        if self.observed > i64::MIN {
+            ctx.store_stream_time(&self.store, self.observed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tumbling and hopping window aggregation.
+struct WindowAggregate<K, V, VA> {
+    core: Core<K, V, VA>,
+    windows: TimeWindows,
 }
 
 impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     for WindowAggregate<K, V, VA>
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        init_windowed(ctx, &self.store, &self.send_old, &mut self.observed)
+        self.core.init(ctx)
     }
 
     fn process(
@@ -655,19 +655,19 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     ) -> Result<()> {
         let ts = r.timestamp;
         if ts < 0 {
-            drop_late(ctx, ts, Window::new(ts, ts), self.observed);
+            drop_late(ctx, ts, Window::new(ts, ts), self.core.observed);
             return Ok(());
         }
-        let mut store = ctx.window_store::<K, VA>(&self.store)?;
-        if ts > self.observed {
+        let mut store = ctx.window_store::<K, VA>(&self.core.store)?;
+        if ts > self.core.observed {
             // Windows this record closes: their cached updates go downstream first
             // (with the default retention they are expired too, so not written).
             let closed = |t: i64| {
                 (t.saturating_sub(self.windows.grace) - self.windows.size)
                     .div_euclid(self.windows.advance)
             };
-            let closes = self.observed == i64::MIN || closed(ts) > closed(self.observed);
-            self.observed = ts;
+            let closes = self.core.observed == i64::MIN || closed(ts) > closed(self.core.observed);
+            self.core.observed = ts;
             store.expire(ts)?;
             if closes {
                 // Windows ending at or before stream time - grace are closed.
@@ -675,7 +675,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
                 store.flush_cached_before(open_from)?;
             }
         }
-        let close = self.observed - self.windows.grace;
+        let close = self.core.observed - self.windows.grace;
         let mut late = Vec::new();
         for start in self.windows.starts(ts) {
             let end = start + self.windows.size;
@@ -685,39 +685,34 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             }
             let current = match store.fetch(&r.key, start)? {
                 Some(a) => a,
-                None => (self.init)(),
+                None => (self.core.init)(),
             };
-            let new = (self.agg)(&r.key, r.value.clone(), current);
+            let new = (self.core.agg)(&r.key, r.value.clone(), current);
             store.put(&r.key, start, Some(&new))?;
         }
         for w in late {
-            drop_late(ctx, ts, w, self.observed);
+            drop_late(ctx, ts, w, self.core.observed);
         }
         Ok(())
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        flush_windowed(ctx, &self.store, self.observed)
+        self.core.flush(ctx)
     }
 }
 
 /// Session window aggregation (Kafka Streams' `KStreamSessionWindowAggregate`).
 struct SessionAggregate<K, V, VA> {
-    store: Arc<str>,
+    core: Core<K, V, VA>,
     windows: SessionWindows,
-    init: Init<VA>,
-    agg: Agg<K, V, VA>,
     merge: Merge<K, VA>,
-    send_old: Arc<AtomicBool>,
-    observed: i64,
-    _types: PhantomData<fn(K, V)>,
 }
 
 impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     for SessionAggregate<K, V, VA>
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        init_windowed(ctx, &self.store, &self.send_old, &mut self.observed)
+        self.core.init(ctx)
     }
 
     fn process(
@@ -727,23 +722,23 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     ) -> Result<()> {
         let ts = r.timestamp;
         if ts < 0 {
-            drop_late(ctx, ts, Window::new(ts, ts), self.observed);
+            drop_late(ctx, ts, Window::new(ts, ts), self.core.observed);
             return Ok(());
         }
-        self.observed = self.observed.max(ts);
-        let close = self.observed - self.windows.grace;
+        self.core.observed = self.core.observed.max(ts);
+        let close = self.core.observed - self.windows.grace;
         let gap = self.windows.gap;
         // Late when the record itself is more than grace behind stream time. (Kafka
         // Streams looks at the merged session's end instead, which lets a late record
         // bridge into a closed session and change a result already final.)
         if ts < close {
-            drop_late(ctx, ts, Window::new(ts, ts), self.observed);
+            drop_late(ctx, ts, Window::new(ts, ts), self.core.observed);
             return Ok(());
         }
-        let mut store = ctx.session_store::<K, VA>(&self.store)?;
-        let near = store.find_sessions(&r.key, ts - gap, ts + gap, self.observed)?;
+        let mut store = ctx.session_store::<K, VA>(&self.core.store)?;
+        let near = store.find_sessions(&r.key, ts - gap, ts + gap, self.core.observed)?;
         let mut merged = Window::new(ts, ts);
-        let mut acc = (self.init)();
+        let mut acc = (self.core.init)();
         for (w, v) in &near {
             merged = Window::new(merged.start.min(w.start), merged.end.max(w.end));
             acc = (self.merge)(&r.key, acc, v.clone());
@@ -753,13 +748,13 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
                 store.put(&r.key, *w, None)?;
             }
         }
-        let acc = (self.agg)(&r.key, r.value, acc);
+        let acc = (self.core.agg)(&r.key, r.value, acc);
         store.put(&r.key, merged, Some(&acc))?;
-        store.expire(self.observed)
+        store.expire(self.core.observed)
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        flush_windowed(ctx, &self.store, self.observed)
+        self.core.flush(ctx)
     }
 }
 
@@ -859,13 +854,8 @@ impl<K: Data, VA: Data> Processor<K, Change<Stamped<VA>>, K, Change<VA>> for Uns
 /// keeps. Records more than grace behind stream time are late, so no window is changed
 /// or created after it closes.
 struct SlidingAggregate<K, V, VA> {
-    store: Arc<str>,
+    core: Core<K, V, VA>,
     windows: SlidingWindows,
-    init: Init<VA>,
-    agg: Agg<K, V, VA>,
-    send_old: Arc<AtomicBool>,
-    observed: i64,
-    _types: PhantomData<fn(K, V)>,
 }
 
 impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>>>
@@ -875,7 +865,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
         &mut self,
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<Stamped<VA>>>,
     ) -> Result<()> {
-        init_windowed(ctx, &self.store, &self.send_old, &mut self.observed)
+        self.core.init(ctx)
     }
 
     fn process(
@@ -887,16 +877,16 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
         let d = self.windows.difference;
         let left = t.saturating_sub(d).max(0);
         if t < 0 {
-            drop_late(ctx, t, Window::new(t, t), self.observed);
+            drop_late(ctx, t, Window::new(t, t), self.core.observed);
             return Ok(());
         }
-        self.observed = self.observed.max(t);
-        if t < self.observed.saturating_sub(self.windows.grace) {
-            drop_late(ctx, t, Window::new(left, left + d), self.observed);
+        self.core.observed = self.core.observed.max(t);
+        if t < self.core.observed.saturating_sub(self.windows.grace) {
+            drop_late(ctx, t, Window::new(left, left + d), self.core.observed);
             return Ok(());
         }
         let right = t + 1;
-        let mut store = ctx.window_store::<K, Stamped<VA>>(&self.store)?;
+        let mut store = ctx.window_store::<K, Stamped<VA>>(&self.core.store)?;
         let stored = store.fetch_range(&r.key, t.saturating_sub(2 * d).max(0), right)?;
         let (mut left_stored, mut right_stored) = (false, false);
         let mut before_left = None;
@@ -917,11 +907,11 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
         }
         let add = |s: &Stamped<VA>| Stamped {
             latest: s.latest.max(t),
-            value: (self.agg)(&r.key, r.value.clone(), s.value.clone()),
+            value: (self.core.agg)(&r.key, r.value.clone(), s.value.clone()),
         };
         let fresh = || Stamped {
             latest: t,
-            value: (self.agg)(&r.key, r.value.clone(), (self.init)()),
+            value: (self.core.agg)(&r.key, r.value.clone(), (self.core.init)()),
         };
         let mut puts = Vec::new();
         // 1. Windows containing t.
@@ -956,14 +946,14 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
         for (start, value) in puts {
             store.put(&r.key, start, Some(&value))?;
         }
-        store.expire(self.observed)
+        store.expire(self.core.observed)
     }
 
     fn flush(
         &mut self,
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<Stamped<VA>>>,
     ) -> Result<()> {
-        flush_windowed(ctx, &self.store, self.observed)
+        self.core.flush(ctx)
     }
 }
 
