@@ -93,60 +93,60 @@ impl TaskEnv {
     /// before the batch is written). `dirty` holds each key of a store at most once,
     /// as the cache hands them out.
     pub(crate) fn apply_dirty(&mut self, dirty: Vec<Dirty>) -> Result<()> {
-        match dirty.len() {
-            0 => return Ok(()),
-            1 => {
-                let d = dirty.into_iter().next().expect("one entry");
-                let st = &mut self.stores[d.store];
-                let old = match (&st.forwarder, st.forward_old) {
-                    (Some(_), true) => st.store.get(&d.key)?,
-                    _ => None,
-                };
-                st.wrote(&d.key);
-                match &d.value {
-                    Some(v) => st.store.put(&d.key, v)?,
-                    None => st.store.delete(&d.key)?,
-                }
-                if st.forwarder.is_some() {
-                    self.queue_forward(d, old);
-                }
-                return Ok(());
+        if dirty.len() == 1 {
+            // A write-through: no batch.
+            let d = dirty.into_iter().next().expect("one entry");
+            let st = &mut self.stores[d.store];
+            let old = match (&st.forwarder, st.forward_old) {
+                (Some(_), true) => st.store.get(&d.key)?,
+                _ => None,
+            };
+            st.write_one(&d.key, d.value.as_deref())?;
+            if st.forwarder.is_some() {
+                self.queue_forward(d, old);
             }
-            _ => {}
+            return Ok(());
         }
-        let mut by_store: Vec<Vec<Dirty>> = Vec::new();
+        let mut by_store: Vec<Vec<(Dirty, bool)>> = Vec::new();
         for d in dirty {
             if by_store.len() <= d.store {
                 by_store.resize_with(d.store + 1, Vec::new);
             }
-            by_store[d.store].push(d);
+            by_store[d.store].push((d, true));
         }
         for (idx, entries) in by_store.into_iter().enumerate() {
-            if entries.is_empty() {
-                continue;
-            }
-            let st = &mut self.stores[idx];
-            let olds = match (&st.forwarder, st.forward_old) {
-                (Some(_), true) => entries
-                    .iter()
-                    .map(|d| st.store.get(&d.key))
-                    .collect::<Result<Vec<_>>>()?,
-                _ => Vec::new(),
-            };
-            for d in &entries {
-                st.wrote(&d.key);
-            }
-            let mut batch: Vec<BatchEntry<'_>> = entries
+            self.write_and_forward(idx, entries)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the entries of store `idx` marked `true` in one key-sorted batch, then
+    /// queues the forwards of all of them if the store forwards (with the value each
+    /// replaces, read before the batch is written).
+    fn write_and_forward(&mut self, idx: usize, entries: Vec<(Dirty, bool)>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let st = &mut self.stores[idx];
+        let olds = match (&st.forwarder, st.forward_old) {
+            (Some(_), true) => entries
                 .iter()
-                .map(|d| (d.key.as_slice(), d.value.as_deref()))
-                .collect();
-            write_sorted(&mut *st.store, &mut batch)?;
-            if st.forwarder.is_some() {
-                let mut olds = olds.into_iter();
-                for d in entries {
-                    let old = olds.next().flatten();
-                    self.queue_forward(d, old);
-                }
+                .map(|(d, _)| st.store.get(&d.key))
+                .collect::<Result<Vec<_>>>()?,
+            _ => Vec::new(),
+        };
+        let mut batch: Vec<BatchEntry<'_>> = entries
+            .iter()
+            .filter(|(_, write)| *write)
+            .map(|(d, _)| (d.key.as_slice(), d.value.as_deref()))
+            .collect();
+        st.write_sorted(&mut batch)?;
+        drop(batch);
+        if st.forwarder.is_some() {
+            let mut olds = olds.into_iter();
+            for (d, _) in entries {
+                let old = olds.next().flatten();
+                self.queue_forward(d, old);
             }
         }
         Ok(())
@@ -170,18 +170,17 @@ impl TaskEnv {
                 forwarded.push(f.to_dirty());
                 return Ok(());
             }
-            stores[f.store].wrote(f.key);
             let (batch, bytes) = &mut batches[f.store];
             *bytes += f.key.len() + f.value.map_or(0, <[u8]>::len);
             batch.push((f.key, f.value));
             if *bytes >= FLUSH_BATCH_BYTES {
                 *bytes = 0;
-                write_sorted(&mut *stores[f.store].store, batch)?;
+                stores[f.store].write_sorted(batch)?;
             }
             Ok::<(), Error>(())
         })?;
         for (idx, (batch, _)) in batches.iter_mut().enumerate() {
-            write_sorted(&mut *stores[idx].store, batch)?;
+            stores[idx].write_sorted(batch)?;
         }
         drop(batches);
         self.apply_dirty(forwarded)
@@ -200,36 +199,8 @@ impl TaskEnv {
             return Ok(());
         };
         let picked = cache.flush_picked(idx, pick);
-        if picked.is_empty() {
-            return Ok(());
-        }
-        let st = &mut self.stores[idx];
-        let olds = match (&st.forwarder, st.forward_old) {
-            (Some(_), true) => picked
-                .iter()
-                .map(|(d, _)| st.store.get(&d.key))
-                .collect::<Result<Vec<_>>>()?,
-            _ => Vec::new(),
-        };
-        let mut batch: Vec<BatchEntry<'_>> = Vec::new();
-        for (d, taken) in &picked {
-            if !taken {
-                batch.push((d.key.as_slice(), d.value.as_deref()));
-            }
-        }
-        for (key, _) in &batch {
-            st.wrote(key);
-        }
-        write_sorted(&mut *st.store, &mut batch)?;
-        drop(batch);
-        if st.forwarder.is_some() {
-            let mut olds = olds.into_iter();
-            for (d, _) in picked {
-                let old = olds.next().flatten();
-                self.queue_forward(d, old);
-            }
-        }
-        Ok(())
+        let entries = picked.into_iter().map(|(d, taken)| (d, !taken)).collect();
+        self.write_and_forward(idx, entries)
     }
 
     fn queue_forward(&mut self, d: Dirty, old: Option<Vec<u8>>) {
@@ -245,19 +216,6 @@ impl TaskEnv {
 
 /// Bytes of keys and values per write batch when the record cache is flushed.
 const FLUSH_BATCH_BYTES: usize = 4 << 20;
-
-/// Writes `batch` (if not empty) in key order and clears it. In key order, RocksDB
-/// inserts each key into the memtable's skip list next to the previous one instead of
-/// searching from the top: that search was a third of the workers' time in W1.
-fn write_sorted(store: &mut dyn KeyValueStore, batch: &mut Vec<BatchEntry<'_>>) -> Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    batch.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let r = store.write_batch(batch);
-    batch.clear();
-    r
-}
 
 /// One store instance of a task.
 pub(crate) struct TaskStore {
@@ -297,7 +255,33 @@ pub(crate) struct Changelog {
 }
 
 impl TaskStore {
-    /// Notes a write of `key` (see `disk_segment`).
+    /// Writes `batch` (if not empty) in key order and clears it. In key order, RocksDB
+    /// inserts each key into the memtable's skip list next to the previous one instead
+    /// of searching from the top: that search was a third of the workers' time in W1.
+    fn write_sorted(&mut self, batch: &mut Vec<BatchEntry<'_>>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (k, _) in batch.iter() {
+            self.wrote(k);
+        }
+        batch.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let r = self.store.write_batch(batch);
+        batch.clear();
+        r
+    }
+
+    /// Writes one entry (`None` deletes it).
+    fn write_one(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.wrote(key);
+        match value {
+            Some(v) => self.store.put(key, v),
+            None => self.store.delete(key),
+        }
+    }
+
+    /// Notes a write of `key` (see `disk_segment`). Every write goes through
+    /// [`TaskStore::write_sorted`] or [`TaskStore::write_one`].
     fn wrote(&mut self, key: &[u8]) {
         if !matches!(self.store_type, StoreType::KeyValue)
             && let Some(seg) = entry_segment(key)
