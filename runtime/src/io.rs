@@ -22,7 +22,7 @@
 //! records reach four times the queue's record cap or the budget is spent, and resumed
 //! once fewer than one queue's worth wait and the budget has room.
 
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -49,6 +49,8 @@ pub(crate) enum Feed {
     Kafka {
         topic: Arc<str>,
         waiting: VecDeque<FetchBatch>,
+        /// Whether this binding wants its partition paused (see `fill`).
+        pausing: bool,
     },
 }
 
@@ -157,18 +159,32 @@ impl IoState {
 /// A Kafka binding going away: its waiting records leave the budget, and the consumer
 /// stops reading its partition with the last binding.
 fn unbind(b: &Binding, kafka: Option<&KafkaClients>, budget: &ByteBudget) {
-    if let Feed::Kafka { topic, waiting } = &b.feed {
+    if let Feed::Kafka {
+        topic,
+        waiting,
+        pausing,
+    } = &b.feed
+    {
         budget.release(waiting.iter().map(FetchBatch::remaining_bytes).sum());
         if let Some(k) = kafka {
+            if *pausing {
+                k.want_paused(topic, b.partition, false);
+            }
             k.unassign(topic, b.partition);
         }
     }
 }
 
+/// Topic → partition → indices of the bindings reading it.
+type ReadersIndex = HashMap<Arc<str>, HashMap<i32, Vec<usize>>>;
+
 /// Moves what the consumer has into the waiting batches of the bindings it is for,
 /// charging them to `budget`; stops while the budget is spent.
 fn poll_kafka(kafka: &KafkaClients, bindings: &mut [Binding], budget: &ByteBudget) -> usize {
     use rdkafka::Message;
+    // The bindings of each partition, found once per pass (with a message) rather than
+    // per message.
+    let mut by_partition: Option<ReadersIndex> = None;
     let mut polled = 0;
     while polled < FETCH_BATCH * 4 && budget.used() < budget.cap() {
         let m = match kafka.consumer.poll(Duration::ZERO) {
@@ -192,13 +208,25 @@ fn poll_kafka(kafka: &KafkaClients, bindings: &mut [Binding], budget: &ByteBudge
             None => crate::record::Headers::new(),
         };
         let ts = m.timestamp().to_millis().unwrap_or(0);
-        for b in bindings.iter_mut() {
-            let Feed::Kafka { topic, waiting } = &mut b.feed else {
+        let index = by_partition.get_or_insert_with(|| {
+            let mut index = ReadersIndex::new();
+            for (i, b) in bindings.iter().enumerate() {
+                if let Feed::Kafka { topic, .. } = &b.feed {
+                    let p = index.entry(topic.clone()).or_default();
+                    p.entry(b.partition as i32).or_default().push(i);
+                }
+            }
+            index
+        });
+        let readers = index
+            .get(m.topic())
+            .and_then(|p| p.get(&m.partition()))
+            .map_or(&[][..], Vec::as_slice);
+        for &i in readers {
+            let b = &mut bindings[i];
+            let Feed::Kafka { waiting, .. } = &mut b.feed else {
                 continue;
             };
-            if **topic != *m.topic() || b.partition as i32 != m.partition() {
-                continue;
-            }
             let next = waiting
                 .back()
                 .and_then(FetchBatch::last_offset)
@@ -311,7 +339,12 @@ fn fill(b: &mut Binding, budget: &ByteBudget, kafka: Option<&KafkaClients>) -> (
         return (0, false);
     }
     let cap = b.queue.cap();
-    if let Feed::Kafka { topic, waiting } = &mut b.feed {
+    if let Feed::Kafka {
+        topic,
+        waiting,
+        pausing,
+    } = &mut b.feed
+    {
         let mut moved = 0;
         while let Some(batch) = waiting.pop_front() {
             let last = batch.last_offset();
@@ -338,12 +371,18 @@ fn fill(b: &mut Binding, budget: &ByteBudget, kafka: Option<&KafkaClients>) -> (
             }
         }
         let held: usize = waiting.iter().map(FetchBatch::len).sum();
-        if let Some(k) = kafka {
-            if held >= 4 * cap || budget.used() >= budget.cap() {
-                k.set_paused(topic, b.partition, true);
-            } else if held < cap {
-                k.set_paused(topic, b.partition, false);
-            }
+        let want = if held >= 4 * cap || budget.used() >= budget.cap() {
+            true
+        } else if held < cap {
+            false
+        } else {
+            *pausing
+        };
+        if want != *pausing
+            && let Some(k) = kafka
+        {
+            *pausing = want;
+            k.want_paused(topic, b.partition, want);
         }
         b.queue.pause_if_full();
         return (moved, true);

@@ -152,10 +152,11 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// A partition the shared consumer reads, and how many bindings read it.
+/// A partition the shared consumer reads: how many bindings read it, and how many of
+/// them want it paused (it is paused while any does).
 struct Assigned {
     bindings: usize,
-    paused: bool,
+    pausers: usize,
 }
 
 /// The runtime's Kafka clients (a consumer, a producer, a restore consumer) and the
@@ -169,6 +170,8 @@ pub(crate) struct KafkaClients {
     /// Every query's committed position per partition, as last read or committed.
     positions: Mutex<HashMap<(String, i32), BTreeMap<String, i64>>>,
     assigned: Mutex<HashMap<(String, i32), Assigned>>,
+    /// Partition counts read so far: every task of every query asks for its topics'.
+    partition_counts: Mutex<HashMap<String, u32>>,
     on_failure: crate::config::ProductionExceptionHandler,
 }
 
@@ -223,12 +226,28 @@ impl KafkaClients {
             deliveries,
             positions: Mutex::new(HashMap::new()),
             assigned: Mutex::new(HashMap::new()),
+            partition_counts: Mutex::new(HashMap::new()),
             on_failure,
         })
     }
 
-    /// Partition count of `topic`; an error if the cluster does not have it.
+    /// Partition count of `topic`; an error if the cluster does not have it. Read once
+    /// per topic (a count that grows later is not followed, as Kafka Streams sizes its
+    /// tasks once).
     pub(crate) fn partitions(&self, topic: &str) -> Result<u32> {
+        let mut counts = self
+            .partition_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(&n) = counts.get(topic) {
+            return Ok(n);
+        }
+        let n = self.read_partitions(topic)?;
+        counts.insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    fn read_partitions(&self, topic: &str) -> Result<u32> {
         let md = self
             .consumer
             .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
@@ -320,7 +339,7 @@ impl KafkaClients {
                     key,
                     Assigned {
                         bindings: 1,
-                        paused: false,
+                        pausers: 0,
                     },
                 );
             }
@@ -346,26 +365,33 @@ impl KafkaClients {
         }
     }
 
-    /// Pauses or resumes fetching `topic`/`partition` (a full partition queue).
-    pub(crate) fn set_paused(&self, topic: &str, partition: u32, paused: bool) {
+    /// One binding of `topic`/`partition` starts (`true`) or stops wanting it paused.
+    /// The consumer stops fetching it while any binding wants that: several queries
+    /// reading one partition do not pause and resume it against each other.
+    pub(crate) fn want_paused(&self, topic: &str, partition: u32, pause: bool) {
         let key = (topic.to_string(), partition as i32);
         let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
         let Some(a) = assigned.get_mut(&key) else {
             return;
         };
-        if a.paused == paused {
+        let before = a.pausers;
+        a.pausers = if pause {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        if (before == 0) == (a.pausers == 0) {
             return;
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition as i32);
-        let r = if paused {
+        let r = if pause {
             self.consumer.pause(&tpl)
         } else {
             self.consumer.resume(&tpl)
         };
-        match r {
-            Ok(()) => a.paused = paused,
-            Err(e) => log::warn!("cannot pause or resume '{topic}' partition {partition}: {e}"),
+        if let Err(e) = r {
+            log::warn!("cannot pause or resume '{topic}' partition {partition}: {e}");
         }
     }
 
@@ -377,19 +403,22 @@ impl KafkaClients {
         partition: u32,
         view: &crate::broker::RecordView<'_>,
     ) -> Result<()> {
-        let headers = view.headers();
-        let mut kh = OwnedHeaders::new();
-        for h in headers.iter() {
-            kh = kh.insert(Header {
-                key: &h.key,
-                value: h.value.as_deref(),
-            });
-        }
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(topic, query as usize)
                 .partition(partition as i32)
-                .timestamp(view.timestamp)
-                .headers(kh);
+                .timestamp(view.timestamp);
+        let headers = view.headers();
+        if !headers.is_empty() {
+            // librdkafka allocates a header list per record: only when there are any.
+            let mut kh = OwnedHeaders::new();
+            for h in headers.iter() {
+                kh = kh.insert(Header {
+                    key: &h.key,
+                    value: h.value.as_deref(),
+                });
+            }
+            record = record.headers(kh);
+        }
         if let Some(k) = view.key {
             record = record.key(k);
         }

@@ -817,6 +817,7 @@ impl Runtime {
                                 let feed = Feed::Kafka {
                                     topic: topic.clone(),
                                     waiting: Default::default(),
+                                    pausing: false,
                                 };
                                 (feed, topic, start)
                             }
