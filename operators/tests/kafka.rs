@@ -8,7 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::kafka::{
-    COUNTS_CHANGELOG, cluster, config, counts, last, produce, read, records, runtime, times_ten,
+    COUNTS_CHANGELOG, cluster, config, counts, last, produce, read, records, refuse_produce,
+    runtime, times_ten,
 };
 use common::wait_until;
 use weir::ProductionExceptionHandler;
@@ -114,16 +115,12 @@ fn a_missing_changelog_topic_is_a_clear_error() {
 #[test]
 fn a_failed_delivery_fails_the_query_and_commits_nothing_past_it() {
     use rdkafka::types::RDKafkaApiKey;
-    use rdkafka::types::RDKafkaRespErr;
     let mock = cluster(&[("in", 1), ("out", 1)]);
     let servers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     produce(&servers, "in", &records(10, 2));
-    // Every produce request is refused, with an error that is not retried.
-    mock.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 64],
-    );
+    // Every produce request is refused.
+    refuse_produce(&mock, 64);
     {
         let rt = runtime(&servers, dir.path());
         let q = rt.start_query("times-ten", times_ten()).unwrap();
@@ -193,16 +190,13 @@ fn a_slow_query_pauses_its_partitions_and_gets_every_record_once() {
 
 #[test]
 fn with_log_and_continue_a_failed_delivery_is_skipped_and_the_query_goes_on() {
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::types::RDKafkaApiKey;
     let mock = cluster(&[("in", 1), ("out", 1)]);
     let servers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     produce(&servers, "in", &records(10, 2));
     // The first produce requests are refused; later ones go through.
-    mock.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
-    );
+    refuse_produce(&mock, 2);
     let config = || {
         config(&servers, dir.path())
             .production_exception_handler(ProductionExceptionHandler::LogAndContinue)

@@ -633,21 +633,9 @@ impl FetchBatch {
     ) -> usize {
         let start = self.data.len();
         self.data.put_i64_le(timestamp);
-        for field in [key, value] {
-            match field {
-                Some(b) => {
-                    self.data.put_i32_le(b.len() as i32);
-                    self.data.put_slice(b);
-                }
-                None => self.data.put_i32_le(-1),
-            }
-        }
-        self.data.put_u32_le(headers.len() as u32);
-        for h in headers.iter() {
-            self.data.put_u32_le(h.key.len() as u32);
-            self.data.put_slice(h.key.as_bytes());
-            put_opt(&mut self.data, &h.value);
-        }
+        put_field(&mut self.data, key);
+        put_field(&mut self.data, value);
+        put_headers(&mut self.data, headers);
         self.index
             .push((timestamp, start as u32, self.data.len() as u32));
         self.offsets.push(offset);
@@ -833,13 +821,7 @@ impl EncodedBatch {
     ) -> Result<()> {
         let start = self.data.len();
         self.data.put_i64_le(timestamp);
-        match key {
-            Some(k) => {
-                self.data.put_i32_le(k.len() as i32);
-                self.data.put_slice(k);
-            }
-            None => self.data.put_i32_le(-1),
-        }
+        put_field(&mut self.data, key);
         let len_at = self.data.len();
         self.data.put_i32_le(0);
         match value(&mut self.data) {
@@ -856,18 +838,14 @@ impl EncodedBatch {
                 return Err(e);
             }
         }
-        self.data.put_u32_le(headers.len() as u32);
-        for h in headers.iter() {
-            self.data.put_u32_le(h.key.len() as u32);
-            self.data.put_slice(h.key.as_bytes());
-            put_opt(&mut self.data, &h.value);
-        }
+        put_headers(&mut self.data, headers);
         self.ends.push(self.data.len() as u32);
         Ok(())
     }
 }
 
-fn put_opt(buf: &mut Vec<u8>, b: &Option<Bytes>) {
+/// A key, value or header value: its length (`-1` = null), then its bytes.
+fn put_field(buf: &mut Vec<u8>, b: Option<&[u8]>) {
     match b {
         Some(b) => {
             buf.put_i32_le(b.len() as i32);
@@ -877,16 +855,21 @@ fn put_opt(buf: &mut Vec<u8>, b: &Option<Bytes>) {
     }
 }
 
-fn encode(r: &RawRecord, buf: &mut Vec<u8>) {
-    buf.put_i64_le(r.timestamp);
-    put_opt(buf, &r.key);
-    put_opt(buf, &r.value);
-    buf.put_u32_le(r.headers.len() as u32);
-    for h in r.headers.iter() {
+/// The header count, then each header's key (length, bytes) and value.
+fn put_headers(buf: &mut Vec<u8>, headers: &Headers) {
+    buf.put_u32_le(headers.len() as u32);
+    for h in headers.iter() {
         buf.put_u32_le(h.key.len() as u32);
         buf.put_slice(h.key.as_bytes());
-        put_opt(buf, &h.value);
+        put_field(buf, h.value.as_deref());
     }
+}
+
+fn encode(r: &RawRecord, buf: &mut Vec<u8>) {
+    buf.put_i64_le(r.timestamp);
+    put_field(buf, r.key.as_deref());
+    put_field(buf, r.value.as_deref());
+    put_headers(buf, &r.headers);
 }
 
 #[cfg(test)]

@@ -125,3 +125,11 @@ pub fn records(keys: usize, each: usize) -> Vec<(String, i64)> {
 pub fn last(records: &[(String, i64)]) -> BTreeMap<String, i64> {
     records.iter().cloned().collect()
 }
+
+/// Makes the cluster refuse its next `n` produce requests, with an error that is not
+/// retried (it refuses every producer's, this test's too).
+pub fn refuse_produce(mock: &MockCluster<'static, DefaultProducerContext>, n: usize) {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; n];
+    mock.request_errors(RDKafkaApiKey::Produce, &errors);
+}
