@@ -77,6 +77,8 @@ fn a_lost_state_directory_is_restored_from_the_changelog() {
     let run = |dir: &std::path::Path, processed: u64| {
         let rt = runtime(&servers, dir);
         let q = rt.start_query("counts", counts()).unwrap();
+        // Tasks start (restoring first) once the group assigns the partitions.
+        wait_until("tasks", || q.stats().tasks == 2);
         let restored = q.stats().records_restored;
         wait_until("processed", || q.stats().records_processed == processed);
         q.stop().unwrap();
@@ -137,7 +139,7 @@ fn a_failed_delivery_fails_the_query_and_commits_nothing_past_it() {
     }
     // Nothing was committed: once the cluster takes writes again, a restart processes
     // all 20 records and they all arrive.
-    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    mock.cluster().clear_request_errors(RDKafkaApiKey::Produce);
     let rt = runtime(&servers, dir.path());
     let q = rt.start_query("times-ten", times_ten()).unwrap();
     wait_until("reprocessed", || q.stats().records_processed == 20);
@@ -208,7 +210,7 @@ fn with_log_and_continue_a_failed_delivery_is_skipped_and_the_query_goes_on() {
         // Past a commit, so the failures have been handled; then the cluster takes
         // writes again (the errors would also hit this test's own producer).
         std::thread::sleep(std::time::Duration::from_millis(500));
-        mock.clear_request_errors(RDKafkaApiKey::Produce);
+        mock.cluster().clear_request_errors(RDKafkaApiKey::Produce);
         produce(&servers, "in", &records(10, 2));
         wait_until("more records", || q.stats().records_processed == 40);
         assert_eq!(q.state(), QueryState::Running);

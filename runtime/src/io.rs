@@ -127,14 +127,20 @@ impl IoState {
         match cmd {
             IoCommand::Bind(bindings) => {
                 for b in bindings {
-                    if let (Some(k), Feed::Kafka { topic, .. }) = (kafka, &b.feed)
-                        && let Err(e) = k.assign(topic, b.partition, b.next_offset)
-                    {
-                        // Its task would wait for records that never come: the query
-                        // fails with the reason instead.
-                        log::error!("{e}");
-                        if let Some(t) = b.task.upgrade() {
-                            t.query.fail(e);
+                    if let (Some(k), Feed::Kafka { topic, .. }) = (kafka, &b.feed) {
+                        match k.bind(topic, b.partition, b.next_offset) {
+                            Ok(true) => {}
+                            // Revoked since its task was built: the task closes.
+                            Ok(false) => continue,
+                            Err(e) => {
+                                // Its task would wait for records that never come: the
+                                // query fails with the reason instead.
+                                log::error!("{e}");
+                                if let Some(t) = b.task.upgrade() {
+                                    t.query.fail(e);
+                                }
+                                continue;
+                            }
                         }
                     }
                     self.bindings.push(b);
@@ -170,7 +176,7 @@ fn unbind(b: &Binding, kafka: Option<&KafkaClients>, budget: &ByteBudget) {
             if *pausing {
                 k.want_paused(topic, b.partition, false);
             }
-            k.unassign(topic, b.partition);
+            k.unbind(topic, b.partition);
         }
     }
 }
@@ -260,6 +266,30 @@ impl IoThread {
                 }
             }
             let polled = kafka.map_or(0, |k| poll_kafka(k, &mut st.bindings, &self.budget));
+            if let Some(k) = kafka {
+                // A rebalance runs inside the poll (which then returns): bindings of
+                // revoked partitions go (their tasks committed and closed), and tasks
+                // of newly assigned ones start, before the next poll can return their
+                // records.
+                let revoked = k.take_revoked();
+                st.bindings.retain(|b| {
+                    let keep = !revoked
+                        || match &b.feed {
+                            Feed::Kafka { topic, .. } => k.owns(topic, b.partition),
+                            Feed::Log(_) => true,
+                        };
+                    if !keep {
+                        unbind(b, kafka, &self.budget);
+                    }
+                    keep
+                });
+                if let Some(member) = k.member() {
+                    let started = member.start_assigned();
+                    if !started.is_empty() {
+                        st.apply(IoCommand::Bind(started), kafka, &self.budget);
+                    }
+                }
+            }
 
             let now = now_millis();
             if now - published >= 1000 {
@@ -310,14 +340,15 @@ impl IoThread {
             let mut timeout = st.timers.peek().map_or(Duration::from_secs(1), |t| {
                 Duration::from_millis((t.at_ms - now).clamp(0, 1000) as u64)
             });
-            if kafka.is_some()
-                && st
+            if kafka.is_some() {
+                // The consumer has no channel to wait on: come back to poll it soon, for
+                // records and for the group's events (a rebalance is served inside a
+                // poll, one event per poll).
+                let reading = st
                     .bindings
                     .iter()
-                    .any(|b| matches!(b.feed, Feed::Kafka { .. }))
-            {
-                // The consumer has no channel to wait on: come back to poll it soon.
-                timeout = timeout.min(Duration::from_millis(2));
+                    .any(|b| matches!(b.feed, Feed::Kafka { .. }));
+                timeout = timeout.min(Duration::from_millis(if reading { 2 } else { 5 }));
             }
             select! {
                 recv(self.commands) -> cmd => match cmd {

@@ -28,16 +28,16 @@
 //! creating internal topics (changelogs must exist), repartition topics, and
 //! exactly-once.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
@@ -152,8 +152,91 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// A partition the shared consumer reads: how many bindings read it, and how many of
-/// them want it paused (it is paused while any does).
+/// What the runtime does when the consumer group moves partitions (implemented by the
+/// runtime core; called on the I/O thread, inside the consumer's poll).
+pub(crate) trait GroupMember: Send + Sync {
+    /// `partitions` leave this member: the tasks reading them commit and close before
+    /// this returns, so the next owner starts from their offsets and changelogs.
+    fn revoked(self: Arc<Self>, partitions: &[(String, i32)]);
+    /// `partitions` are this member's now: returns the offset to read each from (the
+    /// earliest position a query needs; `None`: the group's committed offset).
+    fn assigned(self: Arc<Self>, partitions: &[(String, i32)]) -> Vec<Option<i64>>;
+    /// After a poll: builds the tasks of newly assigned partitions, returning their
+    /// bindings (none unless an assignment came).
+    fn start_assigned(self: Arc<Self>) -> Vec<crate::io::Binding>;
+}
+
+/// The consumer's context: hands rebalances to the [`GroupMember`].
+#[derive(Default)]
+pub(crate) struct GroupContext {
+    member: OnceLock<Weak<dyn GroupMember>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let member = self.member.get().and_then(Weak::upgrade);
+        let parts: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                log::info!("kafka: assigned {parts:?}");
+                let starts = match member {
+                    Some(m) => m.assigned(&parts),
+                    None => vec![None; parts.len()],
+                };
+                let mut with = TopicPartitionList::new();
+                for ((t, p), s) in parts.iter().zip(&starts) {
+                    let offset = s.map_or(Offset::Stored, Offset::Offset);
+                    if let Err(e) = with.add_partition_offset(t, *p, offset) {
+                        log::error!("kafka: bad partition {t}/{p}: {e}");
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_assign(&with)
+                } else {
+                    consumer.assign(&with)
+                }
+            }
+            _ => {
+                if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    log::error!(
+                        "kafka: rebalance failed ({}); giving up the partitions",
+                        RDKafkaErrorCode::from(err)
+                    );
+                }
+                log::info!("kafka: revoked {parts:?}");
+                if let Some(m) = member {
+                    m.revoked(&parts);
+                }
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+        };
+        if let Err(e) = result {
+            log::error!("kafka: applying a rebalance failed: {e}");
+        }
+    }
+}
+
+/// A partition bindings read: how many, and how many of them want it paused (it is
+/// paused while any does).
 struct Assigned {
     bindings: usize,
     pausers: usize,
@@ -162,7 +245,7 @@ struct Assigned {
 /// The runtime's Kafka clients (a consumer, a producer, a restore consumer) and the
 /// per-query positions it commits.
 pub(crate) struct KafkaClients {
-    pub(crate) consumer: BaseConsumer,
+    pub(crate) consumer: BaseConsumer<GroupContext>,
     /// Reads changelogs to restore stores; assigned one partition at a time.
     restorer: Mutex<BaseConsumer>,
     producer: ThreadedProducer<DeliveryContext>,
@@ -170,6 +253,11 @@ pub(crate) struct KafkaClients {
     /// Every query's committed position per partition, as last read or committed.
     positions: Mutex<HashMap<(String, i32), BTreeMap<String, i64>>>,
     assigned: Mutex<HashMap<(String, i32), Assigned>>,
+    /// The partitions the group assigned to this member, with the offset the consumer
+    /// reads each from when known.
+    owned: Mutex<HashMap<(String, i32), Option<i64>>>,
+    /// Set when partitions are revoked: the I/O thread drops their bindings.
+    revoked: std::sync::atomic::AtomicBool,
     /// Partition counts read so far: every task of every query asks for its topics'.
     partition_counts: Mutex<HashMap<String, u32>>,
     on_failure: crate::config::ProductionExceptionHandler,
@@ -182,8 +270,11 @@ impl KafkaClients {
         on_failure: crate::config::ProductionExceptionHandler,
     ) -> Result<Self> {
         cfg.validate()?;
-        let consumer: BaseConsumer = cfg
+        let consumer: BaseConsumer<GroupContext> = cfg
             .client(&[
+                // Range assignment gives partition p of every topic to one member, so a
+                // task reading several co-partitioned topics moves as one.
+                ("partition.assignment.strategy", "range"),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("enable.partition.eof", "false"),
@@ -195,7 +286,7 @@ impl KafkaClients {
                 ("fetch.max.bytes", "8388608"),
             ])
             .set("group.id", application_id)
-            .create()
+            .create_with_context(GroupContext::default())
             .map_err(|e| kafka_error("cannot create the Kafka consumer", e))?;
         let restorer: BaseConsumer = cfg
             .client(&[
@@ -226,6 +317,8 @@ impl KafkaClients {
             deliveries,
             positions: Mutex::new(HashMap::new()),
             assigned: Mutex::new(HashMap::new()),
+            owned: Mutex::new(HashMap::new()),
+            revoked: Default::default(),
             partition_counts: Mutex::new(HashMap::new()),
             on_failure,
         })
@@ -301,66 +394,141 @@ impl KafkaClients {
         Ok(if earliest { low } else { high })
     }
 
-    /// Makes the consumer read `topic`/`partition` from `offset` on (or from where it is,
-    /// if another binding reads it from earlier).
-    pub(crate) fn assign(&self, topic: &str, partition: u32, offset: i64) -> Result<()> {
-        let key = (topic.to_string(), partition as i32);
-        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset))
-            .map_err(|e| kafka_error("bad partition", e))?;
-        match assigned.get_mut(&key) {
-            Some(a) => {
-                a.bindings += 1;
-                // Read again from the earlier position; bindings further on skip what
-                // they already have.
-                let position = self.consumer.position().ok().and_then(|p| {
-                    p.find_partition(topic, partition as i32)
-                        .map(|e| e.offset())
-                });
-                if let Some(Offset::Offset(at)) = position
-                    && at > offset
-                {
-                    self.consumer
-                        .seek(
-                            topic,
-                            partition as i32,
-                            Offset::Offset(offset),
-                            REQUEST_TIMEOUT,
-                        )
-                        .map_err(|e| kafka_error("cannot seek", e))?;
-                }
-            }
-            None => {
-                self.consumer
-                    .incremental_assign(&tpl)
-                    .map_err(|e| kafka_error(&format!("cannot read '{topic}'"), e))?;
-                assigned.insert(
-                    key,
-                    Assigned {
-                        bindings: 1,
-                        pausers: 0,
-                    },
-                );
-            }
-        }
-        Ok(())
+    /// The runtime core, told of rebalances (set once, after the core exists).
+    pub(crate) fn set_member(&self, member: Weak<dyn GroupMember>) {
+        let _ = self.consumer.context().member.set(member);
     }
 
-    /// A binding of `topic`/`partition` is gone; the consumer stops reading it with the
-    /// last one.
-    pub(crate) fn unassign(&self, topic: &str, partition: u32) {
+    /// The runtime core, if it still runs.
+    pub(crate) fn member(&self) -> Option<Arc<dyn GroupMember>> {
+        self.consumer.context().member.get().and_then(Weak::upgrade)
+    }
+
+    /// Subscribes the consumer to `topics` (none: unsubscribes); the group then assigns
+    /// this member its share of their partitions.
+    pub(crate) fn subscribe(&self, topics: &BTreeSet<String>) -> Result<()> {
+        if topics.is_empty() {
+            self.consumer.unsubscribe();
+            return Ok(());
+        }
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        self.consumer
+            .subscribe(&names)
+            .map_err(|e| kafka_error(&format!("cannot subscribe to {names:?}"), e))
+    }
+
+    /// The partitions the group assigned to this member.
+    pub(crate) fn owned(&self) -> HashSet<(String, i32)> {
+        lock(&self.owned).keys().cloned().collect()
+    }
+
+    /// Records an assignment, and the offset each partition is read from.
+    pub(crate) fn own(&self, partitions: &[(String, i32)], starts: &[Option<i64>]) {
+        let mut owned = lock(&self.owned);
+        for (tp, s) in partitions.iter().zip(starts) {
+            owned.insert(tp.clone(), *s);
+        }
+    }
+
+    /// Records a revocation.
+    pub(crate) fn disown(&self, partitions: &[(String, i32)]) {
+        self.revoked
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut owned = lock(&self.owned);
+        for tp in partitions {
+            owned.remove(tp);
+            self.forget_positions(&tp.0, tp.1);
+        }
+    }
+
+    /// Drops the cached positions of `topic`/`partition`: another member may have
+    /// committed since.
+    pub(crate) fn forget_positions(&self, topic: &str, partition: i32) {
+        lock(&self.positions).remove(&(topic.to_string(), partition));
+    }
+
+    /// Whether partitions were revoked since the last call.
+    pub(crate) fn take_revoked(&self) -> bool {
+        self.revoked
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Whether this member owns `topic`/`partition`.
+    pub(crate) fn owns(&self, topic: &str, partition: u32) -> bool {
+        lock(&self.owned).contains_key(&(topic.to_string(), partition as i32))
+    }
+
+    /// A binding starts reading `topic`/`partition` from `offset`; the consumer goes
+    /// back to `offset` if it is already further on (bindings further on skip what they
+    /// already have). False if this member does not own the partition (any more): the
+    /// binding's task is being revoked.
+    pub(crate) fn bind(&self, topic: &str, partition: u32, offset: i64) -> Result<bool> {
         let key = (topic.to_string(), partition as i32);
-        let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        let from = match lock(&self.owned).get(&key) {
+            None => return Ok(false),
+            Some(from) => *from,
+        };
+        lock(&self.assigned)
+            .entry(key.clone())
+            .or_insert(Assigned {
+                bindings: 0,
+                pausers: 0,
+            })
+            .bindings += 1;
+        let position = self.consumer.position().ok().and_then(|p| {
+            match p
+                .find_partition(topic, partition as i32)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(at)) => Some(at),
+                _ => None,
+            }
+        });
+        if position.or(from).is_none_or(|at| at > offset) {
+            self.seek(topic, partition, offset)?;
+            if let Some(f) = lock(&self.owned).get_mut(&key) {
+                *f = Some(f.map_or(offset, |f| f.min(offset)));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Seeks the consumer; a partition assigned a moment ago may not be fetching yet
+    /// (librdkafka refuses a seek then): tried again for up to a second.
+    fn seek(&self, topic: &str, partition: u32, offset: i64) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match self.consumer.seek(
+                topic,
+                partition as i32,
+                Offset::Offset(offset),
+                REQUEST_TIMEOUT,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::State)
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(kafka_error(
+                        &format!("cannot read '{topic}' partition {partition} from {offset}"),
+                        e,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A binding of `topic`/`partition` is gone.
+    pub(crate) fn unbind(&self, topic: &str, partition: u32) {
+        let key = (topic.to_string(), partition as i32);
+        let mut assigned = lock(&self.assigned);
         if let Some(a) = assigned.get_mut(&key) {
             a.bindings -= 1;
             if a.bindings == 0 {
                 assigned.remove(&key);
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(topic, partition as i32);
-                if let Err(e) = self.consumer.incremental_unassign(&tpl) {
-                    log::warn!("cannot stop reading '{topic}' partition {partition}: {e}");
-                }
             }
         }
     }
@@ -374,6 +542,10 @@ impl KafkaClients {
         let Some(a) = assigned.get_mut(&key) else {
             return;
         };
+        if !self.owns(topic, partition) {
+            // Revoked: librdkafka forgot the pause with the assignment.
+            return;
+        }
         let before = a.pausers;
         a.pausers = if pause {
             before + 1
@@ -586,6 +758,10 @@ impl KafkaClients {
             .commit(&tpl, CommitMode::Sync)
             .map_err(|e| kafka_error("committing offsets failed", e))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A store whose every write also goes to its changelog partition (after the store

@@ -10,7 +10,7 @@
 //! A task that yields with work left goes to the back. (Spawning the task itself would
 //! let rayon's LIFO local deque run a self-re-spawning task again at once.)
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, FetchBatch};
 use crate::config::{OffsetReset, RuntimeConfig};
 use crate::error::{Error, Result};
 use crate::io::{Binding, Feed, IoCommand, IoStats, IoThread};
@@ -27,13 +27,10 @@ use crate::processor::TaskId;
 use crate::queue::{ByteBudget, PartitionQueue};
 use crate::state::{CacheStats, InMemoryStore, KeyValueStore, RecordCache, StateEnv, StateUsage};
 use crate::task::{Changelog, Input, Task, TaskCore, TaskEnv, TaskInner, TaskStore};
-use crate::topology::{NodeKind, StoreKind, Topology};
+use crate::topology::{NodeId, NodeKind, StoreKind, SubTopology, Topology};
 use crate::window::StoreType;
 
 static NEXT_QUERY: AtomicU64 = AtomicU64::new(1);
-
-/// A task built for a starting query, with the slot its run-queue entry points to.
-type BuiltTask = (TaskId, TaskInner, Arc<OnceLock<Weak<Task>>>);
 
 /// What the tasks share: configuration, the pool and its run queue, the I/O thread.
 pub(crate) struct RuntimeCore {
@@ -51,6 +48,10 @@ pub(crate) struct RuntimeCore {
     suppression_budget: Arc<ByteBudget>,
     /// The shared Kafka clients, when the runtime reads and writes Kafka.
     kafka: Option<Arc<KafkaClients>>,
+    /// The queries in the consumer group (Kafka).
+    group: Mutex<Group>,
+    /// Set by a rebalance that assigned partitions: the I/O thread starts their tasks.
+    assignment_changed: AtomicBool,
 }
 
 impl RuntimeCore {
@@ -71,6 +72,459 @@ impl RuntimeCore {
 
     pub(crate) fn wake_at(&self, at_ms: i64, task: Weak<Task>) {
         let _ = self.io_tx.send(IoCommand::WakeAt { at_ms, task });
+    }
+}
+
+/// What it takes to build a query's tasks, kept while the query runs: on Kafka, tasks
+/// are created and closed as the group assigns and revokes partitions.
+pub(crate) struct QueryPlan {
+    topology: Topology,
+    subs: Vec<SubTopology>,
+    /// The sub-topology owning each store of `topology.stores`.
+    store_sub: Vec<usize>,
+    /// Tasks (partitions) per sub-topology.
+    counts: Vec<u32>,
+    /// Topology topic name -> broker topic name (internal topics are prefixed).
+    topic_names: Arc<HashMap<String, String>>,
+    children: Arc<Vec<Vec<usize>>>,
+    names: Arc<Vec<String>>,
+    kinds: Arc<Vec<NodeKind>>,
+    /// Per sub-topology: its sources' (node, topic as named on the broker).
+    sources: Vec<Vec<(NodeId, String)>>,
+}
+
+impl QueryPlan {
+    /// Whether some sub-topology reads `topic`.
+    fn reads(&self, topic: &str) -> bool {
+        self.sources.iter().flatten().any(|(_, t)| t == topic)
+    }
+}
+
+/// A task built for a query, not yet scheduled: the slot its cache waker points to,
+/// and the partitions to bind (feed, partition, first offset, queue).
+struct BuiltTask {
+    id: TaskId,
+    inner: TaskInner,
+    slot: Arc<OnceLock<Weak<Task>>>,
+    feeds: Vec<(Feed, u32, i64, Arc<PartitionQueue<FetchBatch>>)>,
+}
+
+/// The queries reading Kafka through the runtime's consumer group, and the topics the
+/// consumer is subscribed to for them. Its lock orders task creation and revocation.
+#[derive(Default)]
+pub(crate) struct Group {
+    queries: Vec<Arc<QueryShared>>,
+    subscribed: BTreeSet<String>,
+}
+
+/// `<application>-<query>-<store>-changelog`.
+pub(crate) fn changelog_topic(application: &str, query: &str, store: &str) -> String {
+    format!("{application}-{query}-{store}-changelog")
+}
+
+/// How long a rebalance waits for a revoked task to commit and close.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl RuntimeCore {
+    /// Opens store `def` of task `task_id` of query `name`. On Kafka it first restores
+    /// what its changelog holds past the store's checkpoint (counting the records in
+    /// `restored`), then logs every write to the changelog.
+    fn open_task_store(
+        &self,
+        def: &crate::topology::StoreDef,
+        name: &str,
+        task_id: TaskId,
+        query_id: u64,
+        restored: &AtomicU64,
+    ) -> Result<TaskStore> {
+        let cfg = &self.config;
+        let dir = cfg
+            .state_dir
+            .join(name)
+            .join(task_id.to_string())
+            .join(&def.name);
+        let mut store: Box<dyn KeyValueStore> = match def.kind {
+            StoreKind::RocksDb => Box::new(self.state.open_store(&def.name, &dir)?),
+            StoreKind::InMemory => Box::new(InMemoryStore::new(
+                def.name.clone(),
+                self.in_memory_budget.clone(),
+            )),
+        };
+        let mut changelog = None;
+        if let Some(k) = &self.kafka {
+            // The plan checked that it exists with enough partitions.
+            let topic = changelog_topic(&cfg.application_id, name, &def.name);
+            let p = task_id.partition;
+            let on_disk = def.kind == StoreKind::RocksDb;
+            let from = if on_disk {
+                crate::kafka::read_checkpoint(&dir).unwrap_or(0)
+            } else {
+                0
+            };
+            // Progress: records restored so far into this task's store.
+            let progress = metrics::gauge!(
+                "weir_restored_records",
+                "query" => name.to_string(),
+                "store" => def.name.clone(),
+                "task" => task_id.to_string()
+            );
+            let mut so_far = 0usize;
+            let (n, end) = k.restore(&topic, p, from, |batch| {
+                let entries: Vec<crate::state::BatchEntry<'_>> = batch
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                    .collect();
+                store.write_batch(&entries)?;
+                so_far += entries.len();
+                progress.set(so_far as f64);
+                Ok(())
+            })?;
+            if n > 0 {
+                store.flush()?;
+                log::info!(
+                    "query '{name}' task {task_id}: restored {n} records of store '{}' from '{topic}' (offsets {from}..{end})",
+                    def.name
+                );
+            }
+            restored.fetch_add(n, Ordering::Relaxed);
+            store = Box::new(crate::kafka::ChangeloggedStore {
+                inner: store,
+                kafka: k.clone(),
+                query: query_id,
+                topic: topic.clone(),
+                partition: p,
+            });
+            changelog = Some(Changelog {
+                topic,
+                partition: p,
+                checkpoint_dir: on_disk.then_some(dir),
+            });
+        }
+        let (disk_segment, min_live) = match def.store_type {
+            StoreType::KeyValue => (i64::MIN, i64::MIN),
+            ty => TaskStore::opened(&*store, ty)?,
+        };
+        Ok(TaskStore {
+            name: def.name.clone(),
+            store,
+            types: def.types,
+            serdes: def.serdes.clone(),
+            processors: def.processors.clone(),
+            cached: def.caching,
+            forwarder: None,
+            forward_old: false,
+            store_type: def.store_type,
+            live_segment: i64::MIN,
+            min_live,
+            disk_segment,
+            changelog,
+        })
+    }
+
+    /// Builds task (`si`, `p`) of `query`: its processors (initialized), its stores
+    /// (restored on Kafka) and its inputs. With `owned`, only the Kafka partitions this
+    /// member owns are read; `None` if that leaves nothing to read.
+    fn build_task(
+        &self,
+        query: &QueryShared,
+        si: usize,
+        p: u32,
+        owned: Option<&HashSet<(String, i32)>>,
+    ) -> Result<Option<BuiltTask>> {
+        let cfg = &self.config;
+        let plan = &query.plan;
+        let name = &*query.name;
+        let task_id = TaskId {
+            subtopology: si,
+            partition: p,
+        };
+        let mut inputs = Vec::new();
+        let mut feeds = Vec::new();
+        for (s, actual) in &plan.sources[si] {
+            let (feed, topic_name, start) = match &self.kafka {
+                Some(k) => {
+                    if p >= k.partitions(actual)?
+                        || owned.is_some_and(|o| !o.contains(&(actual.clone(), p as i32)))
+                    {
+                        continue;
+                    }
+                    let earliest = cfg.offset_reset == OffsetReset::Earliest;
+                    let start = k.start_offset(name, actual, p, earliest)?;
+                    let topic: Arc<str> = Arc::from(actual.as_str());
+                    let feed = Feed::Kafka {
+                        topic: topic.clone(),
+                        waiting: Default::default(),
+                        pausing: false,
+                    };
+                    (feed, topic, start)
+                }
+                None => {
+                    let log = cfg.broker.topic(actual)?;
+                    if p >= log.partition_count() {
+                        continue;
+                    }
+                    let start = match cfg.broker.committed(&query.group, actual, p) {
+                        Some(o) => o,
+                        None => match cfg.offset_reset {
+                            OffsetReset::Earliest => 0,
+                            OffsetReset::Latest => log.end_offset(p)?,
+                        },
+                    };
+                    let name = log.name.clone();
+                    (Feed::Log(log), name, start)
+                }
+            };
+            let queue = Arc::new(PartitionQueue::new(
+                cfg.queue_max_records_per_partition,
+                self.budget.clone(),
+            ));
+            inputs.push(Input::new(topic_name, p, *s, queue.clone()));
+            feeds.push((feed, p, start, queue));
+        }
+        if owned.is_some() && inputs.is_empty() {
+            return Ok(None);
+        }
+        let st = &plan.subs[si];
+        let mut nodes: Vec<Option<Box<dyn crate::processor::Node>>> =
+            (0..plan.topology.nodes.len()).map(|_| None).collect();
+        for &n in &st.nodes {
+            nodes[n] = Some((plan.topology.nodes[n].factory)());
+        }
+        let mut core = TaskCore {
+            nodes,
+            children: plan.children.clone(),
+            names: plan.names.clone(),
+            kinds: plan.kinds.clone(),
+            env: TaskEnv {
+                task_id,
+                query: query.name.clone(),
+                query_id: query.id,
+                application_id: Arc::from(cfg.application_id.as_str()),
+                metadata: None,
+                stream_time: i64::MIN,
+                record_timestamp: 0,
+                punctuators: Vec::new(),
+                next_punctuator: 0,
+                broker: cfg.broker.clone(),
+                kafka: self.kafka.clone(),
+                topic_names: plan.topic_names.clone(),
+                deserialization_handler: cfg.deserialization_handler,
+                skipped: 0,
+                stores: Vec::new(),
+                cache: None,
+                pending_forwards: Default::default(),
+                dropped_late: 0,
+                suppression_budget: self.suppression_budget.clone(),
+                shutdown: None,
+            },
+            current: None,
+        };
+        for (def, _) in plan
+            .topology
+            .stores
+            .iter()
+            .zip(&plan.store_sub)
+            .filter(|(_, s)| **s == si)
+        {
+            let store = self.open_task_store(def, name, task_id, query.id, &query.restored)?;
+            core.env.stores.push(store);
+        }
+        // The cache wakes the task when another task asks it to evict; the task exists
+        // only later, so the waker finds it through a slot set then.
+        let slot: Arc<OnceLock<Weak<Task>>> = Arc::new(OnceLock::new());
+        if !core.env.stores.is_empty() {
+            let s = slot.clone();
+            core.env.cache = Some(self.record_cache.task_cache(Arc::new(move || {
+                if let Some(t) = s.get().and_then(Weak::upgrade) {
+                    t.notify();
+                }
+            })));
+        }
+        let mut inner = TaskInner::new(core, inputs, st.nodes.clone(), st.sinks.clone());
+        if let Err(e) = inner.init() {
+            inner.close_all();
+            return Err(e);
+        }
+        Ok(Some(BuiltTask {
+            id: task_id,
+            inner,
+            slot,
+            feeds,
+        }))
+    }
+
+    /// Schedules a built task of `query` and returns its bindings for the I/O thread
+    /// (none, and the task is closed, if the query is stopping by now).
+    fn launch(self: &Arc<Self>, query: &Arc<QueryShared>, built: BuiltTask) -> Vec<Binding> {
+        let task = Arc::new(Task::new(
+            built.id,
+            query.clone(),
+            self.clone(),
+            built.inner,
+        ));
+        let _ = built.slot.set(Arc::downgrade(&task));
+        if !query.add_task(task.clone()) {
+            task.discard();
+            return Vec::new();
+        }
+        // Run it once so wall-clock punctuators and commits get their deadlines.
+        task.notify();
+        built
+            .feeds
+            .into_iter()
+            .map(|(feed, partition, next_offset, queue)| Binding {
+                query: query.id,
+                feed,
+                partition,
+                next_offset,
+                queue,
+                task: Arc::downgrade(&task),
+            })
+            .collect()
+    }
+
+    /// Subscribes the consumer to every topic the group's queries read (unsubscribes
+    /// when there is none), if that changed.
+    fn update_subscription(&self, group: &mut Group) -> Result<()> {
+        let Some(k) = &self.kafka else {
+            return Ok(());
+        };
+        let topics: BTreeSet<String> = group
+            .queries
+            .iter()
+            .filter(|q| !q.is_stopping())
+            .flat_map(|q| q.plan.sources.iter().flatten().map(|(_, t)| t.clone()))
+            .collect();
+        if topics != group.subscribed {
+            k.subscribe(&topics)?;
+            group.subscribed = topics;
+        }
+        Ok(())
+    }
+
+    /// Builds and schedules the tasks of `query` that read partitions this member owns
+    /// and that it does not run yet; returns their bindings.
+    fn start_owned_tasks(self: &Arc<Self>, query: &Arc<QueryShared>) -> Result<Vec<Binding>> {
+        let Some(k) = &self.kafka else {
+            return Ok(Vec::new());
+        };
+        let owned = k.owned();
+        let running: HashSet<TaskId> = query.tasks().iter().map(|t| t.id).collect();
+        let mut bindings = Vec::new();
+        for (si, &count) in query.plan.counts.iter().enumerate() {
+            for p in 0..count {
+                let id = TaskId {
+                    subtopology: si,
+                    partition: p,
+                };
+                let reads_owned = query.plan.sources[si]
+                    .iter()
+                    .any(|(_, t)| owned.contains(&(t.clone(), p as i32)));
+                if running.contains(&id) || !reads_owned {
+                    continue;
+                }
+                if let Some(built) = self.build_task(query, si, p, Some(&owned))? {
+                    bindings.extend(self.launch(query, built));
+                }
+            }
+        }
+        Ok(bindings)
+    }
+
+    /// Takes a query that stopped out of the group, unsubscribing its topics.
+    pub(crate) fn leave_group(&self, query: &QueryShared) {
+        if self.kafka.is_none() {
+            return;
+        }
+        let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        g.queries
+            .retain(|q| !std::ptr::eq(&**q, query) && !q.is_stopping());
+        if let Err(e) = self.update_subscription(&mut g) {
+            log::warn!("cannot update the Kafka subscription: {e}");
+        }
+    }
+}
+
+impl crate::kafka::GroupMember for RuntimeCore {
+    fn revoked(self: Arc<Self>, partitions: &[(String, i32)]) {
+        let g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: HashSet<(&str, u32)> = partitions
+            .iter()
+            .map(|(t, p)| (t.as_str(), *p as u32))
+            .collect();
+        let mut closing = Vec::new();
+        for q in &g.queries {
+            for t in q.tasks() {
+                if t.partitions
+                    .iter()
+                    .any(|(tp, p)| gone.contains(&(&**tp, *p)))
+                {
+                    t.revoke();
+                    closing.push(t);
+                }
+            }
+        }
+        for t in closing {
+            if !t.wait_closed(REVOKE_TIMEOUT) {
+                log::error!(
+                    "query '{}' task {}: not closed {} s after its partitions were revoked",
+                    t.query.name,
+                    t.id,
+                    REVOKE_TIMEOUT.as_secs()
+                );
+            }
+        }
+        if let Some(k) = &self.kafka {
+            k.disown(partitions);
+        }
+    }
+
+    fn assigned(self: Arc<Self>, partitions: &[(String, i32)]) -> Vec<Option<i64>> {
+        let Some(k) = &self.kafka else {
+            return vec![None; partitions.len()];
+        };
+        let g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        let earliest = self.config.offset_reset == OffsetReset::Earliest;
+        // Where each partition is read from: the earliest position a query needs
+        // (each binding skips what it has already processed).
+        let starts: Vec<Option<i64>> = partitions
+            .iter()
+            .map(|(t, p)| {
+                k.forget_positions(t, *p);
+                g.queries
+                    .iter()
+                    .filter(|q| !q.is_stopping() && q.plan.reads(t))
+                    .filter_map(|q| match k.start_offset(&q.name, t, *p as u32, earliest) {
+                        Ok(o) => Some(o),
+                        Err(e) => {
+                            log::warn!("query '{}': {e}", q.name);
+                            None
+                        }
+                    })
+                    .min()
+            })
+            .collect();
+        k.own(partitions, &starts);
+        self.assignment_changed.store(true, Ordering::Release);
+        starts
+    }
+
+    fn start_assigned(self: Arc<Self>) -> Vec<Binding> {
+        if !self.assignment_changed.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        let g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bindings = Vec::new();
+        for q in g.queries.iter().filter(|q| !q.is_stopping()) {
+            match self.start_owned_tasks(q) {
+                Ok(b) => bindings.extend(b),
+                Err(e) => {
+                    log::error!("query '{}': cannot start its assigned tasks: {e}", q.name);
+                    q.fail(e);
+                }
+            }
+        }
+        bindings
     }
 }
 
@@ -134,10 +588,16 @@ pub(crate) struct QueryShared {
     status: Mutex<Status>,
     cv: Condvar,
     stopping: AtomicBool,
+    /// Open tasks, plus one while the query runs (released by the stop): the query is
+    /// terminal when this reaches zero. On Kafka a query may have no task for a while
+    /// (no partition assigned to this member) and still be running.
     open_tasks: std::sync::atomic::AtomicUsize,
+    /// The open tasks. Set `stopping` under this lock: no task joins a stopping query.
     tasks: Mutex<Vec<Arc<Task>>>,
-    task_count: usize,
-    restored: u64,
+    restored: AtomicU64,
+    /// How to build the query's tasks, kept for tasks created later (on Kafka, when the
+    /// group assigns partitions).
+    plan: Arc<QueryPlan>,
     processed: AtomicU64,
     skipped: AtomicU64,
     dropped_late: AtomicU64,
@@ -178,13 +638,38 @@ impl QueryShared {
                 s.state = QueryState::Stopping;
             }
         }
-        if !self.stopping.swap(true, Ordering::AcqRel) {
+        let (first, tasks) = {
+            let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            (!self.stopping.swap(true, Ordering::AcqRel), tasks.clone())
+        };
+        if first {
             let _ = self.io_tx.send(IoCommand::Unbind { query: self.id });
         }
-        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for t in &tasks {
             t.notify();
         }
+        if first {
+            // The running query's own count: the last task closing (or none open)
+            // makes it terminal.
+            self.release_open();
+        }
+    }
+
+    /// Adds a task built for this query; false (and the task is not added) if the query
+    /// is stopping.
+    pub(crate) fn add_task(&self, task: Arc<Task>) -> bool {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        self.open_tasks.fetch_add(1, Ordering::AcqRel);
+        tasks.push(task);
+        true
+    }
+
+    /// The open tasks now.
+    pub(crate) fn tasks(&self) -> Vec<Arc<Task>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Records the first failure and stops the query without committing.
@@ -212,8 +697,17 @@ impl QueryShared {
         self.begin_stop();
     }
 
-    /// One task has closed; the last one makes the query terminal.
-    pub(crate) fn task_closed(&self) {
+    /// Task `task` has closed (the query stopping, or its partitions revoked); the last
+    /// one of a stopping query makes it terminal.
+    pub(crate) fn task_closed(&self, task: &Task) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|t| !std::ptr::eq(&**t, task));
+        self.release_open();
+    }
+
+    fn release_open(&self) {
         if self.open_tasks.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
@@ -298,8 +792,8 @@ impl QueryHandle {
             records_processed: self.shared.processed.load(Ordering::Relaxed),
             records_skipped: self.shared.skipped.load(Ordering::Relaxed),
             records_dropped_late: self.shared.dropped_late.load(Ordering::Relaxed),
-            tasks: self.shared.task_count,
-            records_restored: self.shared.restored,
+            tasks: self.shared.tasks().len(),
+            records_restored: self.shared.restored.load(Ordering::Relaxed),
         }
     }
 
@@ -313,7 +807,11 @@ impl QueryHandle {
         if self.core.pool.current_thread_index().is_some() {
             return Ok(());
         }
-        match self.shared.wait(None) {
+        let state = self.shared.wait(None);
+        // Its topics leave the consumer's subscription (from a worker that would wait
+        // for a rebalance the worker may be needed for; the next start prunes it).
+        self.core.leave_group(&self.shared);
+        match state {
             QueryState::Failed(e) => Err(e),
             _ => Ok(()),
         }
@@ -392,22 +890,29 @@ impl Runtime {
         metrics::gauge!("weir_threads", "kind" => "worker").set(config.workers as f64);
         metrics::gauge!("weir_threads", "kind" => "io").set(1.0);
         metrics::gauge!("weir_queue_bytes_limit").set(config.queue_max_bytes as f64);
+        let core = Arc::new(RuntimeCore {
+            config,
+            pool,
+            runq_tx,
+            runq_rx,
+            io_tx,
+            io_wake: wake_tx,
+            budget,
+            io_stats,
+            state,
+            in_memory_budget,
+            record_cache,
+            suppression_budget,
+            kafka,
+            group: Mutex::new(Group::default()),
+            assignment_changed: AtomicBool::new(false),
+        });
+        if let Some(k) = &core.kafka {
+            let member: Weak<dyn crate::kafka::GroupMember> = Arc::downgrade(&core) as _;
+            k.set_member(member);
+        }
         Ok(Runtime {
-            core: Arc::new(RuntimeCore {
-                config,
-                pool,
-                runq_tx,
-                runq_rx,
-                io_tx,
-                io_wake: wake_tx,
-                budget,
-                io_stats,
-                state,
-                in_memory_budget,
-                record_cache,
-                suppression_budget,
-                kafka,
-            }),
+            core,
             queries: Mutex::new(HashMap::new()),
             io_thread: Mutex::new(Some(handle)),
             shut_down: AtomicBool::new(false),
@@ -520,115 +1025,12 @@ impl Runtime {
         }
     }
 
-    /// Opens store `def` of task `task_id` of query `name`. On Kafka it first restores
-    /// what its changelog holds past the store's checkpoint (counting the records in
-    /// `restored`), then logs every write to the changelog.
-    fn open_task_store(
-        &self,
-        def: &crate::topology::StoreDef,
-        name: &str,
-        task_id: TaskId,
-        query_id: u64,
-        restored: &mut u64,
-    ) -> Result<TaskStore> {
-        let cfg = &self.core.config;
-        let dir = cfg
-            .state_dir
-            .join(name)
-            .join(task_id.to_string())
-            .join(&def.name);
-        let mut store: Box<dyn KeyValueStore> = match def.kind {
-            StoreKind::RocksDb => Box::new(self.core.state.open_store(&def.name, &dir)?),
-            StoreKind::InMemory => Box::new(InMemoryStore::new(
-                def.name.clone(),
-                self.core.in_memory_budget.clone(),
-            )),
-        };
-        let mut changelog = None;
-        if let Some(k) = &self.core.kafka {
-            let topic = format!("{}-{name}-{}-changelog", cfg.application_id, def.name);
-            let p = task_id.partition;
-            let missing = || {
-                Error::Topology(format!(
-                    "changelog topic '{topic}' of store '{}' needs at least {} partitions with cleanup.policy=compact (weir does not create internal topics on Kafka yet)",
-                    def.name,
-                    p + 1
-                ))
-            };
-            match k.partitions(&topic) {
-                Ok(n) if n > p => {}
-                Ok(_) | Err(Error::UnknownTopic(_)) => return Err(missing()),
-                Err(e) => return Err(e),
-            }
-            let on_disk = def.kind == StoreKind::RocksDb;
-            let from = if on_disk {
-                crate::kafka::read_checkpoint(&dir).unwrap_or(0)
-            } else {
-                0
-            };
-            // Progress: records restored so far into this task's store.
-            let progress = metrics::gauge!(
-                "weir_restored_records",
-                "query" => name.to_string(),
-                "store" => def.name.clone(),
-                "task" => task_id.to_string()
-            );
-            let mut so_far = 0usize;
-            let (n, end) = k.restore(&topic, p, from, |batch| {
-                let entries: Vec<crate::state::BatchEntry<'_>> = batch
-                    .iter()
-                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
-                    .collect();
-                store.write_batch(&entries)?;
-                so_far += entries.len();
-                progress.set(so_far as f64);
-                Ok(())
-            })?;
-            if n > 0 {
-                store.flush()?;
-                log::info!(
-                    "query '{name}' task {task_id}: restored {n} records of store '{}' from '{topic}' (offsets {from}..{end})",
-                    def.name
-                );
-            }
-            *restored += n;
-            store = Box::new(crate::kafka::ChangeloggedStore {
-                inner: store,
-                kafka: k.clone(),
-                query: query_id,
-                topic: topic.clone(),
-                partition: p,
-            });
-            changelog = Some(Changelog {
-                topic,
-                partition: p,
-                checkpoint_dir: on_disk.then_some(dir),
-            });
-        }
-        let (disk_segment, min_live) = match def.store_type {
-            StoreType::KeyValue => (i64::MIN, i64::MIN),
-            ty => TaskStore::opened(&*store, ty)?,
-        };
-        Ok(TaskStore {
-            name: def.name.clone(),
-            store,
-            types: def.types,
-            serdes: def.serdes.clone(),
-            processors: def.processors.clone(),
-            cached: def.caching,
-            forwarder: None,
-            forward_old: false,
-            store_type: def.store_type,
-            live_segment: i64::MIN,
-            min_live,
-            disk_segment,
-            changelog,
-        })
-    }
-
-    fn build_query(&self, name: &str, topology: &Topology) -> Result<Arc<QueryShared>> {
-        let cfg = &self.core.config;
-        let broker = &cfg.broker;
+    /// Checks `topology` against the cluster and works out its tasks: partitions per
+    /// sub-topology, internal topic names (created here on the in-process broker), the
+    /// changelogs on Kafka.
+    fn plan_query(&self, name: &str, topology: &Topology) -> Result<QueryPlan> {
+        let core = &self.core;
+        let cfg = &core.config;
         if topology.is_empty() {
             return Err(Error::Topology(format!(
                 "query '{name}' has an empty topology"
@@ -675,9 +1077,12 @@ impl Runtime {
             }
         }
         let mut counts: Vec<Option<u32>> = vec![None; subs.len()];
+        // Sub-topologies with stores whose source topics differ in partition count.
+        let mut uneven: Vec<Option<String>> = vec![None; subs.len()];
         for _ in 0..=subs.len() {
             for (i, st) in subs.iter().enumerate() {
                 let mut max = Some(0u32);
+                let mut seen = Vec::new();
                 for &s in &st.sources {
                     let NodeKind::Source { topics } = &topology.nodes[s].kind else {
                         continue;
@@ -695,11 +1100,22 @@ impl Runtime {
                                 )),
                             })?)
                         };
+                        if let Some(n) = n {
+                            seen.push((t.clone(), n));
+                        }
                         max = match (max, n) {
                             (Some(m), Some(n)) => Some(m.max(n)),
                             _ => None,
                         };
                     }
+                }
+                if seen.windows(2).any(|w| w[0].1 != w[1].1) {
+                    uneven[i] = Some(
+                        seen.iter()
+                            .map(|(t, n)| format!("'{t}' ({n})"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    );
                 }
                 counts[i] = max;
                 if let Some(c) = max {
@@ -713,7 +1129,7 @@ impl Runtime {
                 }
             }
         }
-        if self.core.kafka.is_some()
+        if core.kafka.is_some()
             && let Some(t) = topology.internal_topics.keys().next()
         {
             return Err(Error::Topology(format!(
@@ -726,7 +1142,7 @@ impl Runtime {
                     "cannot size internal topic '{t}': it is read in a cycle or never written"
                 )));
             };
-            broker.create_topic(&resolve(t), *p)?;
+            cfg.broker.create_topic(&resolve(t), *p)?;
         }
         for def in &topology.nodes {
             if let NodeKind::Sink { topic } = &def.kind
@@ -741,153 +1157,72 @@ impl Runtime {
                 }));
             }
         }
+        let counts: Vec<u32> = counts.into_iter().map(|c| c.unwrap_or(0)).collect();
+        if let Some(k) = &core.kafka {
+            // Tasks move between members by partition number: a task's store holds the
+            // keys of partition p of every topic it reads, which the group's range
+            // assignment gives one member only if the topics have as many partitions.
+            for (def, &si) in topology.stores.iter().zip(&store_sub) {
+                if let Some(topics) = &uneven[si] {
+                    return Err(Error::Topology(format!(
+                        "store '{}' of query '{name}' is fed by topics with different partition counts ({topics}); on Kafka they must be co-partitioned",
+                        def.name
+                    )));
+                }
+                let topic = changelog_topic(&cfg.application_id, name, &def.name);
+                let needed = counts[si];
+                let missing = || {
+                    Error::Topology(format!(
+                        "changelog topic '{topic}' of store '{}' needs at least {needed} partitions with cleanup.policy=compact (weir does not create internal topics on Kafka yet)",
+                        def.name
+                    ))
+                };
+                match k.partitions(&topic) {
+                    Ok(n) if n >= needed => {}
+                    Ok(_) | Err(Error::UnknownTopic(_)) => return Err(missing()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let sources = subs
+            .iter()
+            .map(|st| {
+                st.sources
+                    .iter()
+                    .flat_map(|&s| match &topology.nodes[s].kind {
+                        NodeKind::Source { topics } => {
+                            topics.iter().map(|t| (s, resolve(t))).collect::<Vec<_>>()
+                        }
+                        _ => Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(QueryPlan {
+            topology: topology.clone(),
+            children: Arc::new(topology.nodes.iter().map(|n| n.children.clone()).collect()),
+            names: Arc::new(topology.nodes.iter().map(|n| n.name.clone()).collect()),
+            kinds: Arc::new(topology.nodes.iter().map(|n| n.kind.clone()).collect()),
+            subs,
+            store_sub,
+            counts,
+            topic_names,
+            sources,
+        })
+    }
 
+    fn build_query(&self, name: &str, topology: &Topology) -> Result<Arc<QueryShared>> {
+        let core = &self.core;
+        let cfg = &core.config;
+        let plan = Arc::new(self.plan_query(name, topology)?);
         let id = NEXT_QUERY.fetch_add(1, Ordering::Relaxed);
-        let group = match self.core.kafka {
+        let group = match core.kafka {
             Some(_) => cfg.application_id.clone(),
             None => format!("{}-{name}", cfg.application_id),
         };
-        let children: Arc<Vec<Vec<usize>>> =
-            Arc::new(topology.nodes.iter().map(|n| n.children.clone()).collect());
-        let names: Arc<Vec<String>> =
-            Arc::new(topology.nodes.iter().map(|n| n.name.clone()).collect());
-        let kinds: Arc<Vec<NodeKind>> =
-            Arc::new(topology.nodes.iter().map(|n| n.kind.clone()).collect());
-        let query_name: Arc<str> = Arc::from(name);
-
-        let mut built: Vec<BuiltTask> = Vec::new();
-        let mut restored = 0u64;
-        let mut bindings_spec = Vec::new();
-        for (si, st) in subs.iter().enumerate() {
-            let partitions = counts[si].unwrap_or(0);
-            for p in 0..partitions {
-                let task_id = TaskId {
-                    subtopology: si,
-                    partition: p,
-                };
-                let mut nodes: Vec<Option<Box<dyn crate::processor::Node>>> =
-                    (0..topology.nodes.len()).map(|_| None).collect();
-                for &n in &st.nodes {
-                    nodes[n] = Some((topology.nodes[n].factory)());
-                }
-                let core = TaskCore {
-                    nodes,
-                    children: children.clone(),
-                    names: names.clone(),
-                    kinds: kinds.clone(),
-                    env: TaskEnv {
-                        task_id,
-                        query: query_name.clone(),
-                        query_id: id,
-                        application_id: Arc::from(cfg.application_id.as_str()),
-                        metadata: None,
-                        stream_time: i64::MIN,
-                        record_timestamp: 0,
-                        punctuators: Vec::new(),
-                        next_punctuator: 0,
-                        broker: broker.clone(),
-                        kafka: self.core.kafka.clone(),
-                        topic_names: topic_names.clone(),
-                        deserialization_handler: cfg.deserialization_handler,
-                        skipped: 0,
-                        stores: Vec::new(),
-                        cache: None,
-                        pending_forwards: Default::default(),
-                        dropped_late: 0,
-                        suppression_budget: self.core.suppression_budget.clone(),
-                        shutdown: None,
-                    },
-                    current: None,
-                };
-                let mut inputs = Vec::new();
-                for &s in &st.sources {
-                    let NodeKind::Source { topics } = &topology.nodes[s].kind else {
-                        continue;
-                    };
-                    for t in topics {
-                        let actual = resolve(t);
-                        let (feed, topic_name, start) = match &self.core.kafka {
-                            Some(k) => {
-                                if p >= k.partitions(&actual)? {
-                                    continue;
-                                }
-                                let earliest = cfg.offset_reset == OffsetReset::Earliest;
-                                let start = k.start_offset(name, &actual, p, earliest)?;
-                                let topic: Arc<str> = Arc::from(actual.as_str());
-                                let feed = Feed::Kafka {
-                                    topic: topic.clone(),
-                                    waiting: Default::default(),
-                                    pausing: false,
-                                };
-                                (feed, topic, start)
-                            }
-                            None => {
-                                let log = broker.topic(&actual)?;
-                                if p >= log.partition_count() {
-                                    continue;
-                                }
-                                let start = match broker.committed(&group, &actual, p) {
-                                    Some(o) => o,
-                                    None => match cfg.offset_reset {
-                                        OffsetReset::Earliest => 0,
-                                        OffsetReset::Latest => log.end_offset(p)?,
-                                    },
-                                };
-                                let name = log.name.clone();
-                                (Feed::Log(log), name, start)
-                            }
-                        };
-                        let queue = Arc::new(PartitionQueue::new(
-                            cfg.queue_max_records_per_partition,
-                            self.core.budget.clone(),
-                        ));
-                        inputs.push(Input::new(topic_name, p, s, queue.clone()));
-                        bindings_spec.push((built.len(), feed, p, start, queue));
-                    }
-                }
-                let mut core = core;
-                for (def, _) in topology
-                    .stores
-                    .iter()
-                    .zip(&store_sub)
-                    .filter(|(_, s)| **s == si)
-                {
-                    match self.open_task_store(def, name, task_id, id, &mut restored) {
-                        Ok(st) => core.env.stores.push(st),
-                        Err(e) => {
-                            for (_, mut other, _) in built {
-                                other.close_all();
-                            }
-                            return Err(e);
-                        }
-                    }
-                }
-                // The cache wakes the task when another task asks it to evict; the task
-                // exists only below, so the waker finds it through a slot set then.
-                let slot: Arc<OnceLock<Weak<Task>>> = Arc::new(OnceLock::new());
-                if !core.env.stores.is_empty() {
-                    let s = slot.clone();
-                    core.env.cache = Some(self.core.record_cache.task_cache(Arc::new(move || {
-                        if let Some(t) = s.get().and_then(Weak::upgrade) {
-                            t.notify();
-                        }
-                    })));
-                }
-                let mut inner = TaskInner::new(core, inputs, st.nodes.clone(), st.sinks.clone());
-                if let Err(e) = inner.init() {
-                    inner.close_all();
-                    for (_, mut other, _) in built {
-                        other.close_all();
-                    }
-                    return Err(e);
-                }
-                built.push((task_id, inner, slot));
-            }
-        }
-
         let shared = Arc::new(QueryShared {
             id,
-            name: query_name,
+            name: Arc::from(name),
             group,
             status: Mutex::new(Status {
                 state: QueryState::Running,
@@ -896,48 +1231,70 @@ impl Runtime {
             }),
             cv: Condvar::new(),
             stopping: AtomicBool::new(false),
-            open_tasks: std::sync::atomic::AtomicUsize::new(built.len()),
+            open_tasks: std::sync::atomic::AtomicUsize::new(1),
             tasks: Mutex::new(Vec::new()),
-            task_count: built.len(),
-            restored,
+            restored: AtomicU64::new(0),
+            plan: plan.clone(),
             processed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             dropped_late: AtomicU64::new(0),
-            io_tx: self.core.io_tx.clone(),
+            io_tx: core.io_tx.clone(),
         });
-        let tasks: Vec<Arc<Task>> = built
-            .into_iter()
-            .map(|(tid, inner, slot)| {
-                let task = Arc::new(Task::new(tid, shared.clone(), self.core.clone(), inner));
-                let _ = slot.set(Arc::downgrade(&task));
-                task
-            })
-            .collect();
-        let bindings = bindings_spec
-            .into_iter()
-            .map(|(ti, feed, partition, next_offset, queue)| Binding {
-                query: id,
-                feed,
-                partition,
-                next_offset,
-                queue,
-                task: Arc::downgrade(&tasks[ti]),
-            })
-            .collect();
-        *shared.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks.clone();
-        if tasks.is_empty() {
-            shared.open_tasks.store(1, Ordering::Release);
-            shared.task_closed();
+        if core.kafka.is_some() {
+            // Tasks follow the group's assignment: those of partitions this member
+            // owns now start here, the others when a rebalance assigns them.
+            let mut g = core.group.lock().unwrap_or_else(|p| p.into_inner());
+            g.queries.retain(|q| !q.is_stopping());
+            g.queries.push(shared.clone());
+            let started = core
+                .update_subscription(&mut g)
+                .and_then(|()| core.start_owned_tasks(&shared));
+            match started {
+                Ok(bindings) => {
+                    let _ = core.io_tx.send(IoCommand::Bind(bindings));
+                }
+                Err(e) => {
+                    g.queries.retain(|q| !Arc::ptr_eq(q, &shared));
+                    let _ = core.update_subscription(&mut g);
+                    drop(g);
+                    shared.fail(e.clone());
+                    return Err(e);
+                }
+            }
+            log::info!(
+                "query '{name}' started on Kafka: {} tasks now, more as partitions are assigned",
+                shared.tasks().len()
+            );
+            return Ok(shared);
         }
-        let _ = self.core.io_tx.send(IoCommand::Bind(bindings));
-        // Run each task once so wall-clock punctuators and commits get their deadlines.
-        for t in &tasks {
-            t.notify();
+
+        let mut built: Vec<BuiltTask> = Vec::new();
+        for (si, &partitions) in plan.counts.iter().enumerate() {
+            for p in 0..partitions {
+                match core.build_task(&shared, si, p, None) {
+                    Ok(Some(b)) => built.push(b),
+                    Ok(None) => {}
+                    Err(e) => {
+                        for mut other in built {
+                            other.inner.close_all();
+                        }
+                        return Err(e);
+                    }
+                }
+            }
         }
+        let n = built.len();
+        let mut bindings = Vec::new();
+        for b in built {
+            bindings.extend(core.launch(&shared, b));
+        }
+        if n == 0 {
+            shared.begin_stop();
+        }
+        let _ = core.io_tx.send(IoCommand::Bind(bindings));
         log::info!(
-            "query '{name}' started: {} tasks over {} sub-topologies",
-            tasks.len(),
-            subs.len()
+            "query '{name}' started: {n} tasks over {} sub-topologies",
+            plan.subs.len()
         );
         Ok(shared)
     }

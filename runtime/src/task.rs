@@ -20,8 +20,8 @@
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use crate::broker::FetchBatch;
@@ -703,6 +703,14 @@ pub(crate) struct Task {
     pub(crate) query: Arc<QueryShared>,
     rt: Arc<RuntimeCore>,
     inner: Mutex<TaskInner>,
+    /// The (topic, partition) pairs it reads, readable while it runs.
+    pub(crate) partitions: Vec<(Arc<str>, u32)>,
+    /// Its partitions were taken away (a consumer-group rebalance): it commits what it
+    /// processed and closes, and the query goes on.
+    revoked: AtomicBool,
+    /// Set once closed; [`Task::wait_closed`] waits for it.
+    closed: Mutex<bool>,
+    closed_cv: Condvar,
 }
 
 impl Task {
@@ -712,13 +720,59 @@ impl Task {
         rt: Arc<RuntimeCore>,
         inner: TaskInner,
     ) -> Self {
+        let partitions = inner
+            .inputs
+            .iter()
+            .map(|i| (i.topic.clone(), i.partition))
+            .collect();
         Task {
             id,
             state: AtomicU8::new(IDLE),
             query,
             rt,
             inner: Mutex::new(inner),
+            partitions,
+            revoked: AtomicBool::new(false),
+            closed: Mutex::new(false),
+            closed_cv: Condvar::new(),
         }
+    }
+
+    /// Makes the task commit what it has processed and close (its partitions go to
+    /// another member of the group); [`Task::wait_closed`] waits for that.
+    pub(crate) fn revoke(self: &Arc<Self>) {
+        self.revoked.store(true, SeqCst);
+        self.notify();
+    }
+
+    /// Closes a task that never ran (its query began stopping before it was added).
+    pub(crate) fn discard(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !inner.closed {
+            inner.close_all();
+        }
+        drop(inner);
+        self.state.store(CLOSED, SeqCst);
+        *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.closed_cv.notify_all();
+    }
+
+    /// Waits until the task has closed or `timeout` passes; true if closed.
+    pub(crate) fn wait_closed(&self, timeout: std::time::Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        while !*closed {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            closed = self
+                .closed_cv
+                .wait_timeout(closed, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
     }
 
     /// Makes the task run soon (unless it is queued already, or closed).
@@ -807,7 +861,9 @@ impl Task {
             self.rt.wake_io();
         }
         drop(inner);
-        self.query.task_closed();
+        *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.closed_cv.notify_all();
+        self.query.task_closed(self);
         After::Closed
     }
 
@@ -825,6 +881,18 @@ impl Task {
                     self.query.fail_after_commit(e);
                 }
             }
+            return Ok(self.close(guard));
+        }
+        if self.revoked.load(SeqCst) {
+            // Another member takes these partitions over from the committed offsets
+            // and changelogs: commit everything processed first (what is still queued
+            // is read again there).
+            inner.commit(&self.query.group, &cfg.broker)?;
+            log::info!(
+                "query '{}' task {}: partitions revoked, committed and closed",
+                self.query.name,
+                self.id
+            );
             return Ok(self.close(guard));
         }
 

@@ -7,15 +7,51 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DefaultProducerContext, Producer, ThreadedProducer,
+};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use weir::prelude::*;
 use weir::{KafkaConfig, RuntimeConfigBuilder};
 
-pub fn cluster(topics: &[(&str, i32)]) -> MockCluster<'static, DefaultProducerContext> {
-    let mock = MockCluster::new(1).unwrap();
+/// librdkafka's mock cluster, owned by a client of its own (which is how its group
+/// settings can be reached).
+pub struct Mock {
+    client: BaseProducer,
+}
+
+impl Mock {
+    pub fn cluster(&self) -> MockCluster<'_, DefaultProducerContext> {
+        self.client.client().mock_cluster().unwrap()
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster().bootstrap_servers()
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        self.cluster().create_topic(topic, partitions, 1).unwrap();
+    }
+}
+
+/// A one-broker mock cluster with `topics`. Its group coordinator forms a new group at
+/// once (a real broker, and the mock by default, wait 3 s for more members).
+pub fn cluster(topics: &[(&str, i32)]) -> Mock {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let client: BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .unwrap();
+    // SAFETY: the handle is the client's mock cluster, alive while the client is.
+    unsafe {
+        let mcluster =
+            rdkafka::bindings::rd_kafka_handle_mock_cluster(client.client().native_ptr());
+        assert!(!mcluster.is_null());
+        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(mcluster, 0);
+    }
+    let mock = Mock { client };
     for (t, p) in topics {
-        mock.create_topic(t, *p, 1).unwrap();
+        mock.create_topic(t, *p);
     }
     mock
 }
@@ -88,7 +124,13 @@ pub fn config(servers: &str, dir: &std::path::Path) -> RuntimeConfigBuilder {
         .application_id("kafka-test")
         .commit_interval(Duration::from_millis(100))
         .state_dir(dir)
-        .kafka(KafkaConfig::new(servers))
+        .kafka(
+            // The mock's group waits a session timeout less a second for members to
+            // rejoin after one leaves (librdkafka's default is 45 s).
+            KafkaConfig::new(servers)
+                .property("session.timeout.ms", "2000")
+                .property("heartbeat.interval.ms", "300"),
+        )
 }
 
 pub fn times_ten() -> Topology {
@@ -128,8 +170,9 @@ pub fn last(records: &[(String, i64)]) -> BTreeMap<String, i64> {
 
 /// Makes the cluster refuse its next `n` produce requests, with an error that is not
 /// retried (it refuses every producer's, this test's too).
-pub fn refuse_produce(mock: &MockCluster<'static, DefaultProducerContext>, n: usize) {
+pub fn refuse_produce(mock: &Mock, n: usize) {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; n];
-    mock.request_errors(RDKafkaApiKey::Produce, &errors);
+    mock.cluster()
+        .request_errors(RDKafkaApiKey::Produce, &errors);
 }
