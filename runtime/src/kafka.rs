@@ -735,10 +735,13 @@ impl KafkaClients {
     }
 
     /// Commits `query`'s next offsets (topic, partition, offset) to the group, with
-    /// every query's position in each partition's metadata.
-    pub(crate) fn commit(&self, query: &str, offsets: &[(&str, u32, i64)]) -> Result<()> {
+    /// every query's position in each partition's metadata. False if the group refused
+    /// it for a rebalance under way (the partitions may be moving: the task commits again
+    /// at its next interval, or when revoked; if another member takes the partitions
+    /// first, it reads again from the last commit, as at-least-once allows).
+    pub(crate) fn commit(&self, query: &str, offsets: &[(&str, u32, i64)]) -> Result<bool> {
         if offsets.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
         let mut tpl = TopicPartitionList::new();
@@ -754,10 +757,30 @@ impl KafkaClients {
                 e.set_metadata(encode_positions(all));
             }
         }
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| kafka_error("committing offsets failed", e))
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => Ok(true),
+            Err(e) if is_rebalance(&e) => {
+                log::warn!(
+                    "query '{query}': offsets not committed, the group is rebalancing ({e})"
+                );
+                Ok(false)
+            }
+            Err(e) => Err(kafka_error("committing offsets failed", e)),
+        }
     }
+}
+
+/// A commit refused because the group is moving partitions (or moved them already).
+fn is_rebalance(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::AssignmentLost
+        )
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

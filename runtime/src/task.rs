@@ -642,7 +642,10 @@ impl TaskInner {
                     _ => None,
                 })
                 .collect();
-            kafka.commit(&self.core.env.query, &offsets)?;
+            if !kafka.commit(&self.core.env.query, &offsets)? {
+                // Not committed (a rebalance): tried again at the next commit.
+                return Ok(());
+            }
         }
         for input in &mut self.inputs {
             if let Some(off) = input.consumed
