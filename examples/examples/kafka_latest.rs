@@ -136,6 +136,8 @@ fn main() -> Result<()> {
             );
         }
     }
+    // Tasks follow the partitions the consumer group gives this process.
+    let tasks = query.stats().tasks;
     query.stop()?;
     println!("latest reading per sensor (tenths of a degree):");
     for (sensor, t) in &latest {
@@ -147,7 +149,7 @@ fn main() -> Result<()> {
         "\nquery '{}' processed {} records in {} tasks; {threads} threads in this process (the runtime's {}, librdkafka's for its clients whatever the number of queries, the mock cluster's, this example's reader and producer)",
         query.name(),
         stats.records_processed,
-        stats.tasks,
+        tasks,
         runtime.thread_count()
     );
     runtime.shutdown()

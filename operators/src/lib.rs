@@ -52,7 +52,7 @@ pub use weir_runtime as runtime;
 pub use weir_runtime::serde;
 pub use weir_runtime::{
     Broker, CacheStats, Cancellable, Change, ConsumerRecord, Data, DeserializationHandler, Error,
-    Header, Headers, KafkaConfig, OffsetReset, Processor, ProcessorContext,
+    Header, Headers, KafkaConfig, OffsetReset, ProcessingGuarantee, Processor, ProcessorContext,
     ProductionExceptionHandler, Punctuation, PunctuationType, PunctuatorId, QueryHandle,
     QueryState, QueryStats, RawRecord, Record, RecordField, RecordMetadata, Result, Runtime,
     RuntimeConfig, RuntimeConfigBuilder, SinkSpec, SourceSpec, StateUsage, StoreHandle, StoreKind,

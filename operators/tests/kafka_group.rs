@@ -8,17 +8,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::kafka::{COUNTS_CHANGELOG, cluster, counts, produce, records, runtime};
+use common::kafka::{
+    COUNTS_CHANGELOG, ChildProcess, cluster, committed, counts, each, produce, records, runtime,
+    spawn_child, wait_for_last,
+};
 use common::wait_until;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 const SERVERS: &str = "WEIR_TEST_MEMBER_SERVERS";
 const STATE_DIR: &str = "WEIR_TEST_MEMBER_STATE_DIR";
@@ -48,18 +47,11 @@ fn group_member() {
 }
 
 /// The member process, and the task count it last reported.
-fn spawn_member(servers: &str, dir: &std::path::Path) -> (Child, Arc<AtomicUsize>) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "group_member", "--nocapture"])
-        .env(SERVERS, servers)
-        .env(STATE_DIR, dir)
-        .stdout(Stdio::piped())
-        // Its errors (and logs under RUST_LOG) show with this test's output.
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+fn spawn_member(servers: &str, dir: &std::path::Path) -> (ChildProcess, Arc<AtomicUsize>) {
+    let dir = dir.to_str().unwrap();
+    let mut child = spawn_child("group_member", &[(SERVERS, servers), (STATE_DIR, dir)]);
     let tasks = Arc::new(AtomicUsize::new(0));
-    let out = BufReader::new(child.stdout.take().unwrap());
+    let out = BufReader::new(child.0.stdout.take().unwrap());
     let t = tasks.clone();
     std::thread::spawn(move || {
         for line in out.lines().map_while(|l| l.ok()) {
@@ -69,65 +61,6 @@ fn spawn_member(servers: &str, dir: &std::path::Path) -> (Child, Arc<AtomicUsize
         }
     });
     (child, tasks)
-}
-
-/// The group's committed offsets of `topic`'s partitions, summed.
-fn committed(servers: &str, topic: &str, partitions: i32) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", "kafka-test")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let c = consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .unwrap();
-    c.elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum()
-}
-
-/// Reads `topic` until the last value of every key equals `want` (30 s at most).
-fn wait_for_last(servers: &str, topic: &str, want: &BTreeMap<String, i64>) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..md.topics()[0].partitions().len() as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut last = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while &last != want {
-        assert!(
-            Instant::now() < deadline,
-            "{topic}: last values {last:?}, want {want:?}"
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
-            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
-            let value = i64::from_be_bytes(m.payload().unwrap().try_into().unwrap());
-            last.insert(key, value);
-        }
-    }
-}
-
-fn each(keys: usize, n: i64) -> BTreeMap<String, i64> {
-    (0..keys).map(|k| (format!("k{k}"), n)).collect()
 }
 
 #[test]
@@ -152,12 +85,12 @@ fn a_killed_member_s_partitions_are_restored_and_continued_elsewhere() {
             q.stats().tasks,
             b_tasks.load(Ordering::SeqCst)
         );
-        assert!(b.try_wait().unwrap().is_none(), "the member exited");
+        assert!(b.0.try_wait().unwrap().is_none(), "the member exited");
         std::thread::sleep(Duration::from_millis(20));
     }
     let processed_before = q.stats().records_processed;
     produce(&servers, "in", &records(40, 5));
-    wait_for_last(&servers, "counts", &each(40, 10));
+    wait_for_last(&servers, "counts", &each(40, 10), false);
     let by_a = q.stats().records_processed - processed_before;
     assert!(
         by_a > 0 && by_a < 200,
@@ -167,13 +100,12 @@ fn a_killed_member_s_partitions_are_restored_and_continued_elsewhere() {
     wait_until("the member's commits", || {
         committed(&servers, "in", 4) == 400
     });
-    b.kill().unwrap();
-    b.wait().unwrap();
+    b.kill();
 
     // Its partitions come back here (after its session times out): their counts are
     // restored from the changelog and counting goes on.
     produce(&servers, "in", &records(40, 5));
-    wait_for_last(&servers, "counts", &each(40, 15));
+    wait_for_last(&servers, "counts", &each(40, 15), false);
     assert_eq!(q.stats().tasks, 4);
     assert!(
         q.stats().records_restored > 0,

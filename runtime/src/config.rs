@@ -32,6 +32,24 @@ pub enum ProductionExceptionHandler {
     LogAndContinue,
 }
 
+/// What a crash may do to results on Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessingGuarantee {
+    /// Every input record's effect is in the output at least once (the default): after
+    /// a crash, records processed since the last commit are processed again, so output
+    /// and changelogs may hold their effect twice.
+    #[default]
+    AtLeastOnce,
+    /// Each input record's effect is in the output exactly once, as seen by readers with
+    /// `isolation.level=read_committed`: the runtime's one producer is transactional, and
+    /// every commit is one transaction holding the output, the changelog writes and the
+    /// input offsets of every task of the runtime. Kafka only. Stores are rebuilt from
+    /// their (committed) changelogs after a crash. A task failure aborts the transaction
+    /// and fails every query of the runtime (restart them: they resume from the last
+    /// committed transaction).
+    ExactlyOnce,
+}
+
 /// Where a query starts reading a partition that its group has no committed offset for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
@@ -59,6 +77,7 @@ pub struct RuntimeConfig {
     pub(crate) commit_interval: Duration,
     pub(crate) deserialization_handler: DeserializationHandler,
     pub(crate) production_exception_handler: ProductionExceptionHandler,
+    pub(crate) processing_guarantee: ProcessingGuarantee,
     pub(crate) offset_reset: OffsetReset,
     pub(crate) broker: Broker,
     pub(crate) kafka: Option<crate::kafka::KafkaConfig>,
@@ -148,6 +167,7 @@ pub struct RuntimeConfigBuilder {
     commit_interval: Option<Duration>,
     deserialization_handler: DeserializationHandler,
     production_exception_handler: ProductionExceptionHandler,
+    processing_guarantee: ProcessingGuarantee,
     offset_reset: OffsetReset,
     broker: Option<Broker>,
     kafka: Option<crate::kafka::KafkaConfig>,
@@ -219,6 +239,12 @@ impl RuntimeConfigBuilder {
     /// What a failed delivery to Kafka does. Default: fail the query.
     pub fn production_exception_handler(mut self, h: ProductionExceptionHandler) -> Self {
         self.production_exception_handler = h;
+        self
+    }
+    /// At-least-once (the default) or exactly-once processing; exactly-once needs
+    /// [`RuntimeConfigBuilder::kafka`].
+    pub fn processing_guarantee(mut self, g: ProcessingGuarantee) -> Self {
+        self.processing_guarantee = g;
         self
     }
     /// Where to start without a committed offset. Default: earliest.
@@ -398,6 +424,11 @@ impl RuntimeConfigBuilder {
                 "rocksdb_max_open_files must be at least 16".into(),
             ));
         }
+        if self.processing_guarantee == ProcessingGuarantee::ExactlyOnce && self.kafka.is_none() {
+            return Err(Error::Config(
+                "exactly_once needs Kafka (RuntimeConfigBuilder::kafka): its transactions are what make a commit atomic".into(),
+            ));
+        }
         let state_dir = self
             .state_dir
             .unwrap_or_else(|| std::env::temp_dir().join("weir").join(&application_id));
@@ -419,6 +450,7 @@ impl RuntimeConfigBuilder {
             commit_interval,
             deserialization_handler: self.deserialization_handler,
             production_exception_handler: self.production_exception_handler,
+            processing_guarantee: self.processing_guarantee,
             offset_reset: self.offset_reset,
             broker: self.broker.unwrap_or_default(),
             kafka: self.kafka,

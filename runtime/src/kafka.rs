@@ -235,6 +235,126 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// A task's next offset of a partition, handed to an exactly-once commit.
+pub(crate) struct TxnOffset {
+    pub(crate) query: String,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+}
+
+/// What [`KafkaClients::prepare`] did.
+pub(crate) enum Prepared {
+    /// This task was the last one: the transaction is committed.
+    Committed,
+    /// Waiting for the other tasks of this round (numbered) to prepare.
+    Wait(u64),
+}
+
+/// Exactly-once: one transaction for every task of the runtime (it has one producer).
+/// A commit is a round: a task whose commit is due requests one; every task then
+/// flushes what it holds (output and changelog writes go into the transaction), hands
+/// over its offsets and stops processing; the last one sends the offsets and commits
+/// the transaction, and all go on.
+#[derive(Default)]
+pub(crate) struct Txn {
+    state: Mutex<TxnState>,
+    /// A transaction was begun and not yet committed.
+    open: std::sync::atomic::AtomicBool,
+}
+
+struct TxnTask {
+    prepared: bool,
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+#[derive(Default)]
+struct TxnState {
+    tasks: HashMap<u64, TxnTask>,
+    requested: bool,
+    /// Rounds committed so far.
+    round: u64,
+    offsets: Vec<TxnOffset>,
+    /// Set when a transaction was aborted: every task fails.
+    failed: Option<String>,
+}
+
+impl Txn {
+    /// Begins a transaction unless one is open.
+    fn ensure_open(&self, producer: &ThreadedProducer<DeliveryContext>) -> Result<()> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        if self.open.load(Acquire) {
+            return Ok(());
+        }
+        let _st = lock(&self.state);
+        if !self.open.load(Acquire) {
+            producer
+                .begin_transaction()
+                .map_err(|e| kafka_error("exactly-once: cannot begin a transaction", e))?;
+            self.open.swap(true, AcqRel);
+        }
+        Ok(())
+    }
+
+    /// A task joins; `wake` makes it run (to prepare, or to go on after a round).
+    pub(crate) fn join(&self, task: u64, wake: Box<dyn Fn() + Send + Sync>) {
+        lock(&self.state).tasks.insert(
+            task,
+            TxnTask {
+                prepared: false,
+                wake,
+            },
+        );
+    }
+
+    /// Asks for a commit round: wakes every task that has not prepared.
+    pub(crate) fn request(&self) {
+        let mut st = lock(&self.state);
+        if st.requested {
+            return;
+        }
+        st.requested = true;
+        log::debug!("exactly-once: round {} requested", st.round);
+        for t in st.tasks.values().filter(|t| !t.prepared) {
+            (t.wake)();
+        }
+    }
+
+    /// Whether a round is requested, and how many rounds committed so far.
+    pub(crate) fn status(&self) -> (bool, u64) {
+        let st = lock(&self.state);
+        (st.requested, st.round)
+    }
+
+    /// The failure that aborted the transaction, if any.
+    pub(crate) fn failed(&self) -> Option<String> {
+        lock(&self.state).failed.clone()
+    }
+}
+
+/// The id of this state directory's runtime, kept in `weir.process-id` (made once).
+fn process_id(state_dir: &std::path::Path) -> Result<String> {
+    let path = state_dir.join("weir.process-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    let id = format!("{:016x}", h.finish());
+    std::fs::write(&path, &id)
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    Ok(id)
+}
+
 /// A partition bindings read: how many, and how many of them want it paused (it is
 /// paused while any does).
 struct Assigned {
@@ -258,17 +378,29 @@ pub(crate) struct KafkaClients {
     owned: Mutex<HashMap<(String, i32), Option<i64>>>,
     /// Set when partitions are revoked: the I/O thread drops their bindings.
     revoked: std::sync::atomic::AtomicBool,
+    /// Exactly-once: the transaction every task commits in together.
+    txn: Option<Txn>,
     /// Partition counts read so far: every task of every query asks for its topics'.
     partition_counts: Mutex<HashMap<String, u32>>,
     on_failure: crate::config::ProductionExceptionHandler,
 }
 
 impl KafkaClients {
-    pub(crate) fn new(
-        cfg: &KafkaConfig,
-        application_id: &str,
-        on_failure: crate::config::ProductionExceptionHandler,
-    ) -> Result<Self> {
+    pub(crate) fn new(config: &crate::config::RuntimeConfig) -> Result<Self> {
+        let cfg = config
+            .kafka
+            .as_ref()
+            .ok_or_else(|| Error::Config("the runtime has no Kafka configuration".into()))?;
+        let application_id = config.application_id.as_str();
+        let on_failure = config.production_exception_handler;
+        let exactly_once =
+            config.processing_guarantee == crate::config::ProcessingGuarantee::ExactlyOnce;
+        // Readers of a transactional runtime see committed transactions only.
+        let isolation = if exactly_once {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        };
         cfg.validate()?;
         let consumer: BaseConsumer<GroupContext> = cfg
             .client(&[
@@ -284,6 +416,7 @@ impl KafkaClients {
                 // (its defaults allow 64 MiB of prefetched messages and 50 MiB fetches).
                 ("queued.max.messages.kbytes", "8192"),
                 ("fetch.max.bytes", "8388608"),
+                ("isolation.level", isolation),
             ])
             .set("group.id", application_id)
             .create_with_context(GroupContext::default())
@@ -292,24 +425,41 @@ impl KafkaClients {
             .client(&[
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
-                ("enable.partition.eof", "false"),
+                // The end of a changelog is where its records end, which under
+                // read_committed is not its high watermark (transaction markers).
+                ("enable.partition.eof", "true"),
                 ("fetch.wait.max.ms", "50"),
                 ("queued.max.messages.kbytes", "8192"),
                 ("fetch.max.bytes", "8388608"),
+                ("isolation.level", isolation),
             ])
             .set("group.id", format!("{application_id}-restore"))
             .create()
             .map_err(|e| kafka_error("cannot create the Kafka restore consumer", e))?;
         let deliveries = Arc::new(Deliveries::default());
-        let producer = cfg
-            .client(&[
-                ("linger.ms", "5"),
-                ("enable.idempotence", "true"),
-                // Its send queue, outside weir's zones (librdkafka's default is 1 GiB).
-                ("queue.buffering.max.kbytes", "16384"),
-            ])
+        let mut producer_config = cfg.client(&[
+            ("linger.ms", "5"),
+            ("enable.idempotence", "true"),
+            // Its send queue, outside weir's zones (librdkafka's default is 1 GiB).
+            ("queue.buffering.max.kbytes", "16384"),
+        ]);
+        if exactly_once {
+            // Stable across restarts of this state directory: a restarted runtime
+            // fences its crashed predecessor and aborts its open transaction at once.
+            let id = format!("{application_id}-{}", process_id(&config.state_dir)?);
+            producer_config.set("transactional.id", id);
+        }
+        let producer: ThreadedProducer<DeliveryContext> = producer_config
             .create_with_context(DeliveryContext(deliveries.clone()))
             .map_err(|e| kafka_error("cannot create the Kafka producer", e))?;
+        let txn = if exactly_once {
+            producer
+                .init_transactions(REQUEST_TIMEOUT)
+                .map_err(|e| kafka_error("cannot start the transactional producer", e))?;
+            Some(Txn::default())
+        } else {
+            None
+        };
         Ok(KafkaClients {
             consumer,
             restorer: Mutex::new(restorer),
@@ -319,6 +469,7 @@ impl KafkaClients {
             assigned: Mutex::new(HashMap::new()),
             owned: Mutex::new(HashMap::new()),
             revoked: Default::default(),
+            txn,
             partition_counts: Mutex::new(HashMap::new()),
             on_failure,
         })
@@ -603,6 +754,9 @@ impl KafkaClients {
     /// Sends `record`, waiting while the producer's queue is full (the error says
     /// `what` and the topic).
     fn send(&self, mut record: BaseRecord<'_, [u8], [u8], usize>, what: &str) -> Result<()> {
+        if let Some(t) = &self.txn {
+            t.ensure_open(&self.producer)?;
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -691,6 +845,9 @@ impl KafkaClients {
                         batch.clear();
                     }
                 }
+                // The end: under read_committed, short of the high watermark by the
+                // transaction markers.
+                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
                 Some(Err(e)) => break Err(kafka_error(&format!("restoring from '{topic}'"), e)),
                 None => {
                     break Err(Error::Kafka(format!(
@@ -734,6 +891,165 @@ impl KafkaClients {
         }
     }
 
+    /// Adds `query`'s next `offset` of `topic`/`partition` to `tpl`: the group offset
+    /// is the smallest position of any query, and every query's is in the metadata.
+    fn add_position(
+        &self,
+        tpl: &mut TopicPartitionList,
+        query: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<()> {
+        let mut positions = lock(&self.positions);
+        let all = positions.entry((topic.to_string(), partition)).or_default();
+        all.insert(query.to_string(), offset);
+        let min = all.values().copied().min().unwrap_or(offset);
+        let metadata = encode_positions(all);
+        match tpl.find_partition(topic, partition) {
+            Some(mut e) => {
+                e.set_offset(Offset::Offset(min))
+                    .map_err(|e| kafka_error("bad partition", e))?;
+                e.set_metadata(metadata);
+            }
+            None => {
+                tpl.add_partition_offset(topic, partition, Offset::Offset(min))
+                    .map_err(|e| kafka_error("bad partition", e))?;
+                if let Some(mut e) = tpl.find_partition(topic, partition) {
+                    e.set_metadata(metadata);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Exactly-once: the runtime's transaction, if the runtime is transactional.
+    pub(crate) fn txn(&self) -> Option<&Txn> {
+        self.txn.as_ref()
+    }
+
+    /// Exactly-once: task `task` has flushed everything and hands its offsets (query,
+    /// topic, partition, next offset) to the transaction. The last task of the round to
+    /// do so commits the transaction (offsets included) and wakes the others.
+    pub(crate) fn prepare(&self, task: u64, offsets: Vec<TxnOffset>) -> Result<Prepared> {
+        let txn = self
+            .txn
+            .as_ref()
+            .ok_or_else(|| Error::Config("the runtime is not transactional".into()))?;
+        let mut st = lock(&txn.state);
+        if let Some(e) = &st.failed {
+            return Err(Error::Kafka(e.clone()));
+        }
+        st.offsets.extend(offsets);
+        if let Some(t) = st.tasks.get_mut(&task) {
+            t.prepared = true;
+        }
+        log::debug!(
+            "exactly-once: task {task} prepared for round {} ({} of {} tasks)",
+            st.round,
+            st.tasks.values().filter(|t| t.prepared).count(),
+            st.tasks.len()
+        );
+        if st.tasks.values().all(|t| t.prepared) {
+            self.commit_round(txn, &mut st)?;
+            Ok(Prepared::Committed)
+        } else {
+            Ok(Prepared::Wait(st.round))
+        }
+    }
+
+    /// Exactly-once: a task leaves the transaction (closed); if every remaining task
+    /// of a requested round is prepared, the round commits now.
+    pub(crate) fn leave_txn(&self, task: u64) {
+        let Some(txn) = &self.txn else { return };
+        let mut st = lock(&txn.state);
+        st.tasks.remove(&task);
+        if st.tasks.is_empty() && st.failed.is_some() {
+            // Every task of the failed transaction is gone: new ones start afresh.
+            st.failed = None;
+        }
+        if st.requested
+            && st.failed.is_none()
+            && st.tasks.values().all(|t| t.prepared)
+            && let Err(e) = self.commit_round(txn, &mut st)
+        {
+            log::error!("exactly-once: {e}");
+        }
+    }
+
+    /// Commits the round's transaction (or aborts it and fails every task). Called
+    /// with the state locked, when every task is prepared.
+    fn commit_round(&self, txn: &Txn, st: &mut TxnState) -> Result<()> {
+        let result = (|| -> Result<()> {
+            let offsets = std::mem::take(&mut st.offsets);
+            if offsets.is_empty() && !txn.open.load(std::sync::atomic::Ordering::Acquire) {
+                return Ok(());
+            }
+            if !txn.open.load(std::sync::atomic::Ordering::Acquire) {
+                // Offsets only (the state is locked here: not through ensure_open).
+                self.producer
+                    .begin_transaction()
+                    .map_err(|e| kafka_error("exactly-once: cannot begin a transaction", e))?;
+                txn.open.store(true, std::sync::atomic::Ordering::Release);
+            }
+            if !offsets.is_empty() {
+                let mut tpl = TopicPartitionList::new();
+                for o in &offsets {
+                    self.add_position(&mut tpl, &o.query, &o.topic, o.partition, o.offset)?;
+                }
+                let group = self.consumer.group_metadata().ok_or_else(|| {
+                    Error::Kafka("exactly-once: the consumer has no group metadata".into())
+                })?;
+                self.producer
+                    .send_offsets_to_transaction(&tpl, &group, REQUEST_TIMEOUT)
+                    .map_err(|e| kafka_error("exactly-once: sending offsets failed", e))?;
+            }
+            self.producer
+                .commit_transaction(REQUEST_TIMEOUT)
+                .map_err(|e| kafka_error("exactly-once: committing the transaction failed", e))?;
+            txn.open.store(false, std::sync::atomic::Ordering::Release);
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            self.abort(txn, st, &e.to_string());
+            return result;
+        }
+        st.round += 1;
+        st.requested = false;
+        for t in st.tasks.values_mut() {
+            t.prepared = false;
+            (t.wake)();
+        }
+        Ok(())
+    }
+
+    /// Exactly-once: a task failed; the transaction is aborted (nothing since the last
+    /// commit is visible to read_committed readers) and every task fails.
+    pub(crate) fn fail_txn(&self, why: &str) {
+        let Some(txn) = &self.txn else { return };
+        let mut st = lock(&txn.state);
+        if st.failed.is_none() {
+            self.abort(txn, &mut st, why);
+        }
+    }
+
+    fn abort(&self, txn: &Txn, st: &mut TxnState, why: &str) {
+        log::error!("exactly-once: aborting the transaction: {why}");
+        if txn.open.swap(false, std::sync::atomic::Ordering::AcqRel)
+            && let Err(e) = self.producer.abort_transaction(REQUEST_TIMEOUT)
+        {
+            log::error!("exactly-once: aborting the transaction failed: {e}");
+        }
+        st.failed = Some(format!(
+            "exactly-once: the transaction was aborted ({why}); every query of the runtime fails and resumes from the last committed transaction when restarted"
+        ));
+        st.offsets.clear();
+        st.requested = false;
+        for t in st.tasks.values() {
+            (t.wake)();
+        }
+    }
+
     /// Commits `query`'s next offsets (topic, partition, offset) to the group, with
     /// every query's position in each partition's metadata. False if the group refused
     /// it for a rebalance under way (the partitions may be moving: the task commits again
@@ -743,19 +1059,9 @@ impl KafkaClients {
         if offsets.is_empty() {
             return Ok(true);
         }
-        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
         let mut tpl = TopicPartitionList::new();
         for &(topic, partition, offset) in offsets {
-            let all = positions
-                .entry((topic.to_string(), partition as i32))
-                .or_default();
-            all.insert(query.to_string(), offset);
-            let min = all.values().copied().min().unwrap_or(offset);
-            tpl.add_partition_offset(topic, partition as i32, Offset::Offset(min))
-                .map_err(|e| kafka_error("bad partition", e))?;
-            if let Some(mut e) = tpl.find_partition(topic, partition as i32) {
-                e.set_metadata(encode_positions(all));
-            }
+            self.add_position(&mut tpl, query, topic, partition as i32, offset)?;
         }
         match self.consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => Ok(true),

@@ -37,8 +37,8 @@ pub mod window;
 
 pub use broker::Broker;
 pub use config::{
-    DeserializationHandler, OffsetReset, ProductionExceptionHandler, RuntimeConfig,
-    RuntimeConfigBuilder, StateConfig,
+    DeserializationHandler, OffsetReset, ProcessingGuarantee, ProductionExceptionHandler,
+    RuntimeConfig, RuntimeConfigBuilder, StateConfig,
 };
 pub use error::{Error, RecordField, Result};
 pub use kafka::KafkaConfig;

@@ -47,7 +47,7 @@ pub(crate) struct RuntimeCore {
     record_cache: Arc<RecordCache>,
     suppression_budget: Arc<ByteBudget>,
     /// The shared Kafka clients, when the runtime reads and writes Kafka.
-    kafka: Option<Arc<KafkaClients>>,
+    pub(crate) kafka: Option<Arc<KafkaClients>>,
     /// The queries in the consumer group (Kafka).
     group: Mutex<Group>,
     /// Set by a rebalance that assigned partitions: the I/O thread starts their tasks.
@@ -143,6 +143,23 @@ impl RuntimeCore {
             .join(name)
             .join(task_id.to_string())
             .join(&def.name);
+        let on_disk = def.kind == StoreKind::RocksDb;
+        let exactly_once = self.kafka.as_ref().is_some_and(|k| k.txn().is_some());
+        let checkpoint = match &self.kafka {
+            Some(_) if on_disk => crate::kafka::read_checkpoint(&dir),
+            _ => None,
+        };
+        if exactly_once && on_disk {
+            // A checkpoint is written only at a clean close, after the last commit: a
+            // store without one may hold writes of an aborted transaction, so it is
+            // rebuilt from its changelog's committed records. While the task runs the
+            // store is ahead of any checkpoint: none stays on disk.
+            let _ = std::fs::remove_file(crate::kafka::checkpoint_path(&dir));
+            if checkpoint.is_none() && dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| Error::io(format!("cannot wipe store {}", dir.display()), e))?;
+            }
+        }
         let mut store: Box<dyn KeyValueStore> = match def.kind {
             StoreKind::RocksDb => Box::new(self.state.open_store(&def.name, &dir)?),
             StoreKind::InMemory => Box::new(InMemoryStore::new(
@@ -155,12 +172,7 @@ impl RuntimeCore {
             // The plan checked that it exists with enough partitions.
             let topic = changelog_topic(&cfg.application_id, name, &def.name);
             let p = task_id.partition;
-            let on_disk = def.kind == StoreKind::RocksDb;
-            let from = if on_disk {
-                crate::kafka::read_checkpoint(&dir).unwrap_or(0)
-            } else {
-                0
-            };
+            let from = checkpoint.unwrap_or(0);
             // Progress: records restored so far into this task's store.
             let progress = metrics::gauge!(
                 "weir_restored_records",
@@ -363,8 +375,23 @@ impl RuntimeCore {
             built.inner,
         ));
         let _ = built.slot.set(Arc::downgrade(&task));
+        let kafka = self.kafka.as_ref();
+        if let Some(txn) = kafka.and_then(|k| k.txn()) {
+            let t = Arc::downgrade(&task);
+            txn.join(
+                task.uid,
+                Box::new(move || {
+                    if let Some(t) = t.upgrade() {
+                        t.notify();
+                    }
+                }),
+            );
+        }
         if !query.add_task(task.clone()) {
             task.discard();
+            if let Some(k) = kafka {
+                k.leave_txn(task.uid);
+            }
             return Vec::new();
         }
         // Run it once so wall-clock punctuators and commits get their deadlines.
@@ -566,9 +593,11 @@ pub struct QueryStats {
     /// Records windowed operators dropped because their window had closed (stream time
     /// past window end + grace), counted once per window they missed.
     pub records_dropped_late: u64,
-    /// Tasks (sub-topology × partition) the query runs.
+    /// Tasks (sub-topology × partition) the query runs now. On Kafka, those of the
+    /// partitions the consumer group assigned to this process (none before the first
+    /// assignment, and none once stopped).
     pub tasks: usize,
-    /// Store entries read back from changelog topics when the query started (Kafka).
+    /// Store entries read back from changelog topics before tasks started (Kafka).
     pub records_restored: u64,
 }
 
@@ -864,11 +893,7 @@ impl Runtime {
         let record_cache = RecordCache::new(sc.record_cache_bytes);
         let suppression_budget = Arc::new(ByteBudget::new(sc.suppression_buffer_bytes));
         let kafka = match &config.kafka {
-            Some(k) => Some(Arc::new(KafkaClients::new(
-                k,
-                &config.application_id,
-                config.production_exception_handler,
-            )?)),
+            Some(_) => Some(Arc::new(KafkaClients::new(&config)?)),
             None => None,
         };
         let io = IoThread {
@@ -990,6 +1015,12 @@ impl Runtime {
     /// are created as `<application>-<name>-<topic>`. Source and sink topics must exist.
     /// Every processor's `init` runs before this returns, and an error there is returned
     /// here.
+    ///
+    /// On Kafka the group is the application id, and the query's tasks follow the
+    /// partitions the group assigns to this process: those it owns already start before
+    /// this returns (an `init` error is returned), the others when a rebalance assigns
+    /// them (an error then fails the query). Several processes running the same queries
+    /// with the same application id share the work.
     pub fn start_query(&self, name: &str, topology: Topology) -> Result<QueryHandle> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(Error::ShutDown);

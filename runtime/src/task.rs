@@ -563,6 +563,8 @@ pub(crate) struct TaskInner {
     uncommitted: bool,
     registered_wake: Option<i64>,
     closed: bool,
+    /// Exactly-once: the round this task prepared for (it waits for its commit).
+    prepared_round: Option<u64>,
 }
 
 impl TaskInner {
@@ -581,6 +583,7 @@ impl TaskInner {
             uncommitted: false,
             registered_wake: None,
             closed: false,
+            prepared_round: None,
         }
     }
 
@@ -602,6 +605,81 @@ impl TaskInner {
     /// The commit protocol: record cache (writing and forwarding), then stores, then
     /// sinks, then offsets.
     fn commit(&mut self, group: &str, broker: &Broker) -> Result<()> {
+        self.flush_for_commit(true)?;
+        if let Some(kafka) = &self.core.env.kafka {
+            let offsets: Vec<(&str, u32, i64)> = self
+                .inputs
+                .iter()
+                .filter_map(|i| match i.consumed {
+                    Some(off) if i.committed != Some(off) => Some((&*i.topic, i.partition, off)),
+                    _ => None,
+                })
+                .collect();
+            if !kafka.commit(&self.core.env.query, &offsets)? {
+                // Not committed (a rebalance): tried again at the next commit.
+                return Ok(());
+            }
+        }
+        for input in &mut self.inputs {
+            if let Some(off) = input.consumed
+                && input.committed != Some(off)
+                && self.core.env.kafka.is_none()
+            {
+                broker.commit(group, &input.topic, input.partition, off);
+            }
+        }
+        self.committed();
+        Ok(())
+    }
+
+    /// After a commit: what was consumed is committed.
+    fn committed(&mut self) {
+        for input in &mut self.inputs {
+            if let Some(off) = input.consumed {
+                input.committed = Some(off);
+            }
+        }
+        self.last_commit = Instant::now();
+        self.uncommitted = false;
+    }
+
+    /// Exactly-once: the offsets to hand to the transaction (query, topic, partition,
+    /// next offset) of the inputs that moved.
+    fn txn_offsets(&self) -> Vec<crate::kafka::TxnOffset> {
+        self.inputs
+            .iter()
+            .filter_map(|i| match i.consumed {
+                Some(off) if i.committed != Some(off) => Some(crate::kafka::TxnOffset {
+                    query: self.core.env.query.to_string(),
+                    topic: i.topic.to_string(),
+                    partition: i.partition as i32,
+                    offset: off,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Writes every changelogged store's checkpoint: how far its changelog reaches.
+    fn write_checkpoints(&self) -> Result<()> {
+        let Some(kafka) = &self.core.env.kafka else {
+            return Ok(());
+        };
+        for st in &self.core.env.stores {
+            if let Some(c) = &st.changelog
+                && let Some(dir) = &c.checkpoint_dir
+                && let Some(end) = kafka.acked_end(&c.topic, c.partition)
+            {
+                crate::kafka::write_checkpoint(dir, end)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps 1-4 of a commit: the record cache (writing and forwarding), processors'
+    /// buffers, stores, sinks; on Kafka everything produced is acknowledged, and with
+    /// `checkpoints` the changelog checkpoints are written.
+    fn flush_for_commit(&mut self, checkpoints: bool) -> Result<()> {
         self.core.env.flush_cache(None)?;
         self.core.drain_forwards()?;
         // Processors write out what they buffer (suppression buffers, the observed
@@ -626,39 +704,10 @@ impl TaskInner {
             // Everything produced (output and changelogs) is acknowledged before the
             // offsets move; the checkpoints record how far the changelogs now reach.
             kafka.flush(self.core.env.query_id, &self.core.env.query)?;
-            for st in &self.core.env.stores {
-                if let Some(c) = &st.changelog
-                    && let Some(dir) = &c.checkpoint_dir
-                    && let Some(end) = kafka.acked_end(&c.topic, c.partition)
-                {
-                    crate::kafka::write_checkpoint(dir, end)?;
-                }
-            }
-            let offsets: Vec<(&str, u32, i64)> = self
-                .inputs
-                .iter()
-                .filter_map(|i| match i.consumed {
-                    Some(off) if i.committed != Some(off) => Some((&*i.topic, i.partition, off)),
-                    _ => None,
-                })
-                .collect();
-            if !kafka.commit(&self.core.env.query, &offsets)? {
-                // Not committed (a rebalance): tried again at the next commit.
-                return Ok(());
+            if checkpoints {
+                self.write_checkpoints()?;
             }
         }
-        for input in &mut self.inputs {
-            if let Some(off) = input.consumed
-                && input.committed != Some(off)
-            {
-                if self.core.env.kafka.is_none() {
-                    broker.commit(group, &input.topic, input.partition, off);
-                }
-                input.committed = Some(off);
-            }
-        }
-        self.last_commit = Instant::now();
-        self.uncommitted = false;
         Ok(())
     }
 
@@ -700,8 +749,13 @@ impl TaskInner {
 }
 
 /// A task and its scheduling state.
+/// Numbers tasks across the process (the exactly-once transaction tells them apart).
+static NEXT_TASK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 pub(crate) struct Task {
     pub(crate) id: TaskId,
+    /// Unique in the process.
+    pub(crate) uid: u64,
     state: AtomicU8,
     pub(crate) query: Arc<QueryShared>,
     rt: Arc<RuntimeCore>,
@@ -730,6 +784,7 @@ impl Task {
             .collect();
         Task {
             id,
+            uid: NEXT_TASK.fetch_add(1, SeqCst),
             state: AtomicU8::new(IDLE),
             query,
             rt,
@@ -850,6 +905,13 @@ impl Task {
     /// Fails the query and closes this task without committing.
     fn fail(self: &Arc<Self>, e: Error) {
         log::error!("query '{}' task {} failed: {e}", self.query.name, self.id);
+        if let Some(k) = &self.rt.kafka {
+            // Exactly-once: what every task wrote since the last commit is aborted.
+            k.fail_txn(&format!(
+                "query '{}' task {}: {e}",
+                self.query.name, self.id
+            ));
+        }
         self.query.fail(e);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if !inner.closed {
@@ -864,18 +926,106 @@ impl Task {
             self.rt.wake_io();
         }
         drop(inner);
+        if let Some(k) = &self.rt.kafka {
+            k.leave_txn(self.uid);
+        }
         *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.closed_cv.notify_all();
         self.query.task_closed(self);
         After::Closed
     }
 
+    /// Exactly-once: closes the task after the round holding its last records
+    /// committed (a stop, a revocation, or a processor shutting the query down).
+    fn close_committed(
+        self: &Arc<Self>,
+        mut guard: std::sync::MutexGuard<'_, TaskInner>,
+    ) -> Result<After> {
+        // Its stores are now exactly what their changelogs' committed records say.
+        guard.write_checkpoints()?;
+        if let Some(e) = guard.core.env.shutdown.take() {
+            log::error!(
+                "query '{}' task {} shuts its query down: {e}",
+                self.query.name,
+                self.id
+            );
+            self.query.fail_after_commit(e);
+        }
+        Ok(self.close(guard))
+    }
+
+    /// Exactly-once: takes part in the runtime's commit rounds. Returns what the task
+    /// does instead of processing, if anything: it waits while its round is under way,
+    /// prepares when one is requested (or it is leaving), and closes once its last
+    /// round committed.
+    fn exactly_once(
+        self: &Arc<Self>,
+        mut guard: std::sync::MutexGuard<'_, TaskInner>,
+    ) -> Result<Option<After>> {
+        use crate::kafka::Prepared;
+        let Some(kafka) = self.rt.kafka.clone() else {
+            return Ok(None);
+        };
+        let Some(txn) = kafka.txn() else {
+            return Ok(None);
+        };
+        if let Some(why) = txn.failed() {
+            return Err(Error::Kafka(why));
+        }
+        let inner = &mut *guard;
+        let leaving = self.query.is_stopping() || self.revoked.load(SeqCst);
+        let (requested, round) = txn.status();
+        if let Some(r) = inner.prepared_round {
+            if round <= r {
+                return Ok(Some(After::Idle));
+            }
+            inner.prepared_round = None;
+            inner.committed();
+            if leaving || inner.core.env.shutdown.is_some() {
+                return self.close_committed(guard).map(Some);
+            }
+            return Ok(None);
+        }
+        if leaving && !self.query.is_clean_stop() {
+            // The query failed: the transaction was aborted, nothing to commit.
+            return Ok(Some(self.close(guard)));
+        }
+        if !(requested || leaving || inner.core.env.shutdown.is_some()) {
+            return Ok(None);
+        }
+        if !requested {
+            txn.request();
+        }
+        inner.flush_for_commit(false)?;
+        let offsets = inner.txn_offsets();
+        match kafka.prepare(self.uid, offsets)? {
+            Prepared::Committed => {
+                inner.committed();
+                if leaving || inner.core.env.shutdown.is_some() {
+                    return self.close_committed(guard).map(Some);
+                }
+                Ok(None)
+            }
+            Prepared::Wait(r) => {
+                inner.prepared_round = Some(r);
+                Ok(Some(After::Idle))
+            }
+        }
+    }
+
     fn run_batch(self: &Arc<Self>) -> Result<After> {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let inner = &mut *guard;
-        if inner.closed {
+        if guard.closed {
             return Ok(After::Closed);
         }
+        let eos = self.rt.kafka.as_ref().and_then(|k| k.txn()).is_some();
+        if eos {
+            if let Some(after) = self.exactly_once(guard)? {
+                return Ok(after);
+            }
+            guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        }
+        let inner = &mut *guard;
         let cfg = &self.rt.config;
         if self.query.is_stopping() {
             if self.query.is_clean_stop() {
@@ -979,9 +1129,15 @@ impl Task {
                 std::mem::take(&mut inner.core.env.dropped_late),
             );
         }
-        if inner.core.env.shutdown.is_some()
-            || (inner.uncommitted && inner.last_commit.elapsed() >= cfg.commit_interval)
-        {
+        let due = inner.core.env.shutdown.is_some()
+            || (inner.uncommitted && inner.last_commit.elapsed() >= cfg.commit_interval);
+        if due && let Some(txn) = self.rt.kafka.as_ref().and_then(|k| k.txn()) {
+            // Exactly-once: every task commits in one round (this one included: the
+            // request wakes it).
+            txn.request();
+            return Ok(After::More);
+        }
+        if due {
             inner.commit(&self.query.group, &cfg.broker)?;
         }
         if let Some(e) = inner.core.env.shutdown.take() {

@@ -74,11 +74,24 @@ pub fn produce(servers: &str, topic: &str, records: &[(String, i64)]) {
 /// Every record of `topic` once there are at least `n` (then a little longer, so extra
 /// records would show), as (key, value).
 pub fn read(servers: &str, topic: &str, n: usize) -> Vec<(String, i64)> {
+    read_with(servers, topic, n, false)
+}
+
+/// [`read`], with `read_committed`: records of committed transactions only.
+pub fn read_with(servers: &str, topic: &str, n: usize, read_committed: bool) -> Vec<(String, i64)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
         .create()
         .unwrap();
     let md = consumer
@@ -91,7 +104,8 @@ pub fn read(servers: &str, topic: &str, n: usize) -> Vec<(String, i64)> {
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(20);
     let mut quiet_until = None;
     loop {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
@@ -99,8 +113,12 @@ pub fn read(servers: &str, topic: &str, n: usize) -> Vec<(String, i64)> {
             let value = i64::from_be_bytes(m.payload().unwrap().try_into().unwrap());
             out.push((key, value));
         }
+        // Once there are `n`, 300 ms more (extra records would show); at least 1 s in
+        // all, so a read of "whatever there is" does not end before the fetch.
         if out.len() >= n && quiet_until.is_none() {
-            quiet_until = Some(Instant::now() + Duration::from_millis(300));
+            quiet_until = Some(
+                (Instant::now() + Duration::from_millis(300)).max(started + Duration::from_secs(1)),
+            );
         }
         if quiet_until.is_some_and(|q| Instant::now() >= q) {
             return out;
@@ -175,4 +193,108 @@ pub fn refuse_produce(mock: &Mock, n: usize) {
     let errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; n];
     mock.cluster()
         .request_errors(RDKafkaApiKey::Produce, &errors);
+}
+
+/// The group's committed offsets of `topic`'s partitions, summed.
+pub fn committed(servers: &str, topic: &str, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "kafka-test")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .unwrap();
+    c.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Reads `topic` until the last value of every key equals `want` (30 s at most).
+/// With `read_committed`, only records of committed transactions are read.
+pub fn wait_for_last(
+    servers: &str,
+    topic: &str,
+    want: &BTreeMap<String, i64>,
+    read_committed: bool,
+) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..md.topics()[0].partitions().len() as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut last = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while &last != want {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: last values {last:?}, want {want:?}"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            let value = i64::from_be_bytes(m.payload().unwrap().try_into().unwrap());
+            last.insert(key, value);
+        }
+    }
+}
+
+pub fn each(keys: usize, n: i64) -> BTreeMap<String, i64> {
+    (0..keys).map(|k| (format!("k{k}"), n)).collect()
+}
+
+/// Runs the ignored test `name` of this test binary as a child process with `env`
+/// (its stdout piped, its stderr shown with the test's output).
+/// Killed (SIGKILL) when dropped, so a failing test leaves no process behind.
+pub struct ChildProcess(pub std::process::Child);
+
+impl ChildProcess {
+    /// Kills it (SIGKILL: no shutdown, no commit) and waits for it.
+    pub fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn spawn_child(name: &str, env: &[(&str, &str)]) -> ChildProcess {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args(["--ignored", "--exact", name, "--nocapture"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    ChildProcess(c.spawn().unwrap())
 }
