@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use common::kafka::{
     COUNTS_CHANGELOG, cluster, config, counts, last, produce, read, records, refuse_produce,
-    runtime, times_ten,
+    runtime, times_ten, wait_for_last,
 };
 use common::wait_until;
 use weir::ProductionExceptionHandler;
@@ -102,14 +102,28 @@ fn a_lost_state_directory_is_restored_from_the_changelog() {
 }
 
 #[test]
-fn a_missing_changelog_topic_is_a_clear_error() {
+fn internal_topics_are_created_or_a_clear_error_says_which() {
+    // librdkafka's mock cluster cannot create topics (it has no CreateTopics handler):
+    // the attempt fails, and the error names the topic and how to create it.
     let mock = cluster(&[("in", 2), ("counts", 2)]);
     let servers = mock.bootstrap_servers();
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(&servers, dir.path());
     let err = rt.start_query("counts", counts()).unwrap_err().to_string();
     assert!(
-        err.contains(COUNTS_CHANGELOG) && err.contains("cleanup.policy=compact"),
+        err.contains("cannot create internal topics")
+            && err.contains(&format!(
+                "'{COUNTS_CHANGELOG}' (2 partitions, cleanup.policy=compact)"
+            )),
+        "{err}"
+    );
+    // One that exists with too few partitions is not used.
+    mock.create_topic(COUNTS_CHANGELOG, 1);
+    let err = rt.start_query("counts", counts()).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "'{COUNTS_CHANGELOG}' has 1 partitions; it needs at least 2"
+        )),
         "{err}"
     );
 }
@@ -241,4 +255,37 @@ fn unreachable_brokers_are_a_clear_error() {
         err.contains("source topic 'in' of query 'q'") && err.contains("metadata"),
         "{err}"
     );
+}
+
+#[test]
+fn a_query_that_repartitions_runs_on_kafka() {
+    // Internal topics are pre-created here: the mock cannot create topics.
+    const REPARTITION: &str = "kafka-test-groups-by-group-repartition";
+    const CHANGELOG: &str = "kafka-test-groups-counts-changelog";
+    let mock = cluster(&[("in", 2), ("counts", 2), (REPARTITION, 2), (CHANGELOG, 2)]);
+    let servers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    produce(&servers, "in", &records(10, 10));
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .select_key(|k: &String, _: &i64| {
+            let n: u32 = k[1..].parse().unwrap();
+            format!("g{}", n % 3)
+        })
+        .repartition_with(Repartitioned::defaults().with_name("by-group"))
+        .group_by_key()
+        .count_with(Materialized::as_("counts"))
+        .to_stream()
+        .to("counts");
+    let rt = runtime(&servers, dir.path());
+    let q = rt.start_query("groups", builder.build().unwrap()).unwrap();
+    // Keys k0..k9, ten records each, regrouped by n % 3 across partitions.
+    let want: BTreeMap<String, i64> =
+        BTreeMap::from([("g0".into(), 40), ("g1".into(), 30), ("g2".into(), 30)]);
+    wait_for_last(&servers, "counts", &want, false);
+    // Two sub-topologies (before and after the repartition topic), two partitions each.
+    assert_eq!(q.stats().tasks, 4);
+    assert_eq!(q.stats().records_processed, 200);
+    q.stop().unwrap();
 }

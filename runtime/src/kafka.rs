@@ -235,6 +235,27 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// Waits for `f` on this thread (the admin client's futures complete on its own
+/// polling thread; weir runs no async runtime).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
 /// A task's next offset of a partition, handed to an exactly-once commit.
 pub(crate) struct TxnOffset {
     pub(crate) query: String,
@@ -383,6 +404,16 @@ pub(crate) struct KafkaClients {
     /// Partition counts read so far: every task of every query asks for its topics'.
     partition_counts: Mutex<HashMap<String, u32>>,
     on_failure: crate::config::ProductionExceptionHandler,
+    /// For the admin client that creates internal topics.
+    config: KafkaConfig,
+}
+
+/// An internal topic a query needs: a changelog (compacted, at least `partitions`) or
+/// a repartition topic (exactly `partitions`).
+pub(crate) struct InternalTopic {
+    pub(crate) name: String,
+    pub(crate) partitions: u32,
+    pub(crate) changelog: bool,
 }
 
 impl KafkaClients {
@@ -470,6 +501,7 @@ impl KafkaClients {
             owned: Mutex::new(HashMap::new()),
             revoked: Default::default(),
             txn,
+            config: cfg.clone(),
             partition_counts: Mutex::new(HashMap::new()),
             on_failure,
         })
@@ -509,6 +541,83 @@ impl KafkaClients {
             },
             None => Err(Error::UnknownTopic(topic.to_string())),
         }
+    }
+
+    /// Creates the internal topics that do not exist (changelogs compacted, repartition
+    /// topics deleting by time), with the broker's default replication; checks the
+    /// partition counts of those that do.
+    pub(crate) fn ensure_topics(&self, topics: &[InternalTopic]) -> Result<()> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let mut missing = Vec::new();
+        for t in topics {
+            match self.partitions(&t.name) {
+                Ok(n) if n == t.partitions || (t.changelog && n > t.partitions) => {}
+                Ok(n) => {
+                    return Err(Error::Topology(format!(
+                        "internal topic '{}' has {n} partitions; it needs {}{}",
+                        t.name,
+                        if t.changelog { "at least " } else { "" },
+                        t.partitions
+                    )));
+                }
+                Err(Error::UnknownTopic(_)) => missing.push(t),
+                Err(e) => return Err(e),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let describe = |t: &InternalTopic| {
+            format!(
+                "'{}' ({} partitions, cleanup.policy={})",
+                t.name,
+                t.partitions,
+                if t.changelog { "compact" } else { "delete" }
+            )
+        };
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = self
+            .config
+            .client(&[])
+            .create()
+            .map_err(|e| kafka_error("cannot create the Kafka admin client", e))?;
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                NewTopic::new(&t.name, t.partitions as i32, TopicReplication::Fixed(-1)).set(
+                    "cleanup.policy",
+                    if t.changelog { "compact" } else { "delete" },
+                )
+            })
+            .collect();
+        let options = AdminOptions::new()
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .operation_timeout(Some(REQUEST_TIMEOUT));
+        let names = missing
+            .iter()
+            .map(|t| describe(t))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let results = block_on(admin.create_topics(&new, &options)).map_err(|e| {
+            Error::Kafka(format!(
+                "cannot create internal topics {names}: {e} (create them, or let the application's principal create topics)"
+            ))
+        })?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(Error::Kafka(format!(
+                        "cannot create internal topic '{name}': {code} (create {names}, or let the application's principal create topics)"
+                    )));
+                }
+            }
+        }
+        let mut counts = lock(&self.partition_counts);
+        for t in missing {
+            counts.insert(t.name.clone(), t.partitions);
+        }
+        log::info!("created internal topics {names}");
+        Ok(())
     }
 
     /// Where `query` starts reading `topic`/`partition`: its committed position, or the

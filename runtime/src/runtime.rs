@@ -1160,20 +1160,21 @@ impl Runtime {
                 }
             }
         }
-        if core.kafka.is_some()
-            && let Some(t) = topology.internal_topics.keys().next()
-        {
-            return Err(Error::Topology(format!(
-                "query '{name}' needs the internal topic '{t}' (a repartition): on Kafka, weir does not create internal topics yet; repartition on the in-process broker or write to and read from a topic you create"
-            )));
-        }
+        let mut on_kafka = Vec::new();
         for t in topology.internal_topics.keys() {
             let Some(p) = internal.get(t) else {
                 return Err(Error::Topology(format!(
                     "cannot size internal topic '{t}': it is read in a cycle or never written"
                 )));
             };
-            cfg.broker.create_topic(&resolve(t), *p)?;
+            match &core.kafka {
+                Some(_) => on_kafka.push(crate::kafka::InternalTopic {
+                    name: resolve(t),
+                    partitions: *p,
+                    changelog: false,
+                }),
+                None => cfg.broker.create_topic(&resolve(t), *p)?,
+            }
         }
         for def in &topology.nodes {
             if let NodeKind::Sink { topic } = &def.kind
@@ -1200,20 +1201,13 @@ impl Runtime {
                         def.name
                     )));
                 }
-                let topic = changelog_topic(&cfg.application_id, name, &def.name);
-                let needed = counts[si];
-                let missing = || {
-                    Error::Topology(format!(
-                        "changelog topic '{topic}' of store '{}' needs at least {needed} partitions with cleanup.policy=compact (weir does not create internal topics on Kafka yet)",
-                        def.name
-                    ))
-                };
-                match k.partitions(&topic) {
-                    Ok(n) if n >= needed => {}
-                    Ok(_) | Err(Error::UnknownTopic(_)) => return Err(missing()),
-                    Err(e) => return Err(e),
-                }
+                on_kafka.push(crate::kafka::InternalTopic {
+                    name: changelog_topic(&cfg.application_id, name, &def.name),
+                    partitions: counts[si],
+                    changelog: true,
+                });
             }
+            k.ensure_topics(&on_kafka)?;
         }
         let sources = subs
             .iter()
