@@ -11,10 +11,12 @@
 //! cargo run --release -p weir-examples --example kafka_latest -- --bootstrap-servers localhost:9092
 //! ```
 //!
-//! The topics must exist there (weir does not create topics on Kafka yet): `readings`
-//! and `latest-readings` with the same partition count, and the store's changelog
-//! `kafka-latest-readings-latest-changelog` (as many partitions, `cleanup.policy=compact`).
-//! The example then sends its readings to `readings` and prints what it reads back.
+//! The source and sink topics must exist there: `readings` and `latest-readings`, with
+//! the same partition count. weir creates the store's changelog
+//! `kafka-latest-readings-latest-changelog` (as many partitions, `cleanup.policy=compact`)
+//! if it is missing and the application may create topics (the mock cluster cannot, so
+//! the example creates it there). The example then sends its readings to `readings` and
+//! prints what it reads back.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -21,6 +21,11 @@
 //! prefetched for it (resuming fetches it again), so it is paused only when its waiting
 //! records reach four times the queue's record cap or the budget is spent, and resumed
 //! once fewer than one queue's worth wait and the budget has room.
+//!
+//! Consumer-group rebalances are served inside the consumer's poll, on this thread:
+//! revoked partitions' tasks commit and close before the poll returns; after it, this
+//! thread drops their bindings and builds the tasks of assigned partitions (restoring
+//! their stores), so the next poll finds a binding for every record it returns.
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};

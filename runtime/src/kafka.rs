@@ -3,30 +3,32 @@
 //!
 //! librdkafka starts threads per client (a main thread, one per broker connection, and
 //! a few internal ones), so a client per query would bring thread-per-query back. The
-//! runtime makes its two clients when it starts; queries only add and remove the
-//! partitions the shared consumer reads ([`KafkaClients::assign`]) and produce through
-//! the shared producer. The I/O thread polls the consumer and feeds the partition
-//! queues as it does from the in-process broker; a full queue pauses its partition in
-//! the consumer until the task drains it.
+//! runtime makes its clients when it starts; queries only change the consumer's
+//! subscription and produce through the shared producer. The I/O thread polls the
+//! consumer and feeds the partition queues as it does from the in-process broker; a
+//! partition whose records pile up is paused in the consumer until its task catches up.
 //!
-//! Offsets are committed to the application's group (the application id). Several
-//! queries may read the same partition from different positions, so the commit of a
-//! partition carries every query's position in its metadata (`q1=120;q2=95`) and the
-//! group offset is the smallest of them: a restarted query resumes exactly where it
-//! committed, and lag tools see the slowest query.
+//! Scale-out is Kafka's: processes with the same application id form one consumer
+//! group, and a rebalance moves partitions, and with them tasks, between them
+//! ([`GroupContext`] hands rebalances to the runtime core, a [`GroupMember`]).
+//!
+//! Offsets are committed to the application's group. Several queries may read the same
+//! partition from different positions, so the commit of a partition carries every
+//! query's position in its metadata (`q1=120;q2=95`) and the group offset is the
+//! smallest of them: a restarted query resumes exactly where it committed, and lag
+//! tools see the slowest query.
 //!
 //! Every store has a changelog topic, `<application>-<query>-<store>-changelog`:
 //! [`ChangeloggedStore`] produces each write to the task's partition of it, and a task
-//! whose store lacks what the changelog holds (a new machine, a lost state directory)
-//! restores it before it processes anything, through a third client that reads
-//! changelogs only. A checkpoint file next to a RocksDB store records the changelog
-//! offset its contents reach at each commit, so a restart restores only what came
-//! after.
+//! whose store lacks what the changelog holds (a new machine, a lost state directory, a
+//! partition taken over from another process) restores it before it processes
+//! anything, through a third client that reads changelogs only. A checkpoint file next
+//! to a RocksDB store records the changelog offset its contents reach, so a restart
+//! restores only what came after. Missing internal topics are created
+//! ([`KafkaClients::ensure_topics`]).
 //!
-//! What this does not do yet (issue 5): consumer-group scale-out (the consumer is
-//! assigned every partition of the queries' topics, so one process reads them all),
-//! creating internal topics (changelogs must exist), repartition topics, and
-//! exactly-once.
+//! Exactly-once makes the producer transactional; the runtime's tasks commit together,
+//! in rounds ([`Txn`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};

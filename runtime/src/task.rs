@@ -608,23 +608,16 @@ impl TaskInner {
         self.flush_for_commit(true)?;
         if let Some(kafka) = &self.core.env.kafka {
             let offsets: Vec<(&str, u32, i64)> = self
-                .inputs
-                .iter()
-                .filter_map(|i| match i.consumed {
-                    Some(off) if i.committed != Some(off) => Some((&*i.topic, i.partition, off)),
-                    _ => None,
-                })
+                .moved()
+                .map(|(i, off)| (&*i.topic, i.partition, off))
                 .collect();
             if !kafka.commit(&self.core.env.query, &offsets)? {
                 // Not committed (a rebalance): tried again at the next commit.
                 return Ok(());
             }
         }
-        for input in &mut self.inputs {
-            if let Some(off) = input.consumed
-                && input.committed != Some(off)
-                && self.core.env.kafka.is_none()
-            {
+        if self.core.env.kafka.is_none() {
+            for (input, off) in self.moved() {
                 broker.commit(group, &input.topic, input.partition, off);
             }
         }
@@ -646,18 +639,22 @@ impl TaskInner {
     /// Exactly-once: the offsets to hand to the transaction (query, topic, partition,
     /// next offset) of the inputs that moved.
     fn txn_offsets(&self) -> Vec<crate::kafka::TxnOffset> {
-        self.inputs
-            .iter()
-            .filter_map(|i| match i.consumed {
-                Some(off) if i.committed != Some(off) => Some(crate::kafka::TxnOffset {
-                    query: self.core.env.query.to_string(),
-                    topic: i.topic.to_string(),
-                    partition: i.partition as i32,
-                    offset: off,
-                }),
-                _ => None,
+        self.moved()
+            .map(|(i, off)| crate::kafka::TxnOffset {
+                query: self.core.env.query.to_string(),
+                topic: i.topic.to_string(),
+                partition: i.partition as i32,
+                offset: off,
             })
             .collect()
+    }
+
+    /// The inputs processed past their last commit, with the next offset to commit.
+    fn moved(&self) -> impl Iterator<Item = (&Input, i64)> {
+        self.inputs.iter().filter_map(|i| match i.consumed {
+            Some(off) if i.committed != Some(off) => Some((i, off)),
+            _ => None,
+        })
     }
 
     /// Writes every changelogged store's checkpoint: how far its changelog reaches.

@@ -180,14 +180,17 @@ fn main() -> Result<()> {
     for run in 0..runs {
         let (input, output) = (format!("w1-input-{run}"), format!("w1-output-{run}"));
         let query = format!("w1-{run}");
-        let changelog = format!("kafka-w1-{query}-latest-changelog");
+        // A group per run: the mock makes a new member of a group another just left
+        // wait a session timeout (45 s) before it assigns anything.
+        let application = format!("kafka-w1-{run}");
+        let changelog = format!("{application}-{query}-latest-changelog");
         for t in [&input, &output, &changelog] {
             mock.create_topic(t, PARTITIONS, 1).map_err(kafka)?;
         }
         let state_dir = fresh_dir(&format!("weir-kafka-w1-{run}"));
         let runtime = Runtime::new(
             RuntimeConfig::builder()
-                .application_id("kafka-w1")
+                .application_id(&application)
                 .workers(2)
                 .memory_limit(512 << 20)
                 .state_dir(&state_dir)
@@ -205,6 +208,15 @@ fn main() -> Result<()> {
             .to_stream()
             .to_with(&output, Produced::with(U64Serde, OptionSerde(BytesSerde)));
         let q = runtime.start_query(&query, builder.build()?)?;
+        // Not timed: the group forms (the mock waits 3 s for more members) and assigns
+        // the partitions, whose tasks start.
+        let joined = Instant::now();
+        while q.stats().tasks < PARTITIONS as usize {
+            if joined.elapsed() > Duration::from_secs(30) {
+                return Err(Error::msg("no partitions assigned within 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let mut produced = 0u64;
         let mut processing = Duration::ZERO;
         while produced < records {
