@@ -77,8 +77,8 @@ pub fn read(servers: &str, topic: &str, n: usize) -> Vec<(String, i64)> {
     read_with(servers, topic, n, false)
 }
 
-/// [`read`], with `read_committed`: records of committed transactions only.
-pub fn read_with(servers: &str, topic: &str, n: usize, read_committed: bool) -> Vec<(String, i64)> {
+/// A consumer (no group membership) reading every partition of `topic` from the start.
+fn reader(servers: &str, topic: &str, read_committed: bool) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", "test-reader")
@@ -103,6 +103,12 @@ pub fn read_with(servers: &str, topic: &str, n: usize, read_committed: bool) -> 
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    consumer
+}
+
+/// [`read`], with `read_committed`: records of committed transactions only.
+pub fn read_with(servers: &str, topic: &str, n: usize, read_committed: bool) -> Vec<(String, i64)> {
+    let consumer = reader(servers, topic, read_committed);
     let mut out = Vec::new();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(20);
@@ -226,29 +232,7 @@ pub fn wait_for_last(
     want: &BTreeMap<String, i64>,
     read_committed: bool,
 ) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .set(
-            "isolation.level",
-            if read_committed {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        )
-        .create()
-        .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..md.topics()[0].partitions().len() as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = reader(servers, topic, read_committed);
     let mut last = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while &last != want {
