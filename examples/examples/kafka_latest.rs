@@ -29,6 +29,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use weir::KafkaConfig;
 use weir::prelude::*;
 
+// The process on jemalloc, RocksDB included (weir's `jemalloc` feature).
+weir::use_jemalloc!();
+
 const CHANGELOG: &str = "kafka-latest-readings-latest-changelog";
 
 fn kafka(e: rdkafka::error::KafkaError) -> Error {

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use weir::prelude::*;
 
+// The process on jemalloc, RocksDB included (weir's `jemalloc` feature).
+weir::use_jemalloc!();
+
 const LINES: &[&str] = &[
     "all streams flow to the sea",
     "yet the sea is not full",
@@ -75,6 +78,7 @@ fn main() -> Result<()> {
             .map(|r| (r.record.key, r.record.value))
             .collect();
     }
+    let tasks = query.stats().tasks; // before the stop closes them
     query.stop()?;
 
     println!("{} distinct words:", latest.len());
@@ -88,12 +92,14 @@ fn main() -> Result<()> {
         "\nquery '{}' processed {} records in {} tasks on {} threads",
         query.name(),
         stats.records_processed,
-        stats.tasks,
+        tasks,
         runtime.thread_count()
     );
     println!(
         "record cache: {} hits, {} misses; RocksDB shared cache {} of {} bytes",
         cache.hits, cache.misses, state.cache_usage, state.cache_capacity
     );
+    // Every zone of memory next to its bound, and the process as a whole.
+    println!("\n{}", runtime.memory_report());
     runtime.shutdown()
 }

@@ -50,6 +50,7 @@ mod window;
 
 pub use weir_runtime as runtime;
 pub use weir_runtime::serde;
+pub use weir_runtime::{AllocatorStats, MemoryReport, ZoneUsage};
 pub use weir_runtime::{
     Broker, CacheStats, Cancellable, Change, ConsumerRecord, Data, DeserializationHandler, Error,
     Header, Headers, KafkaConfig, OffsetReset, ProcessingGuarantee, Processor, ProcessorContext,
@@ -58,6 +59,25 @@ pub use weir_runtime::{
     RuntimeConfig, RuntimeConfigBuilder, SinkSpec, SourceSpec, StateUsage, StoreHandle, StoreKind,
     StoreSpec, TaskId, Topology, TopologyDescription,
 };
+
+/// jemalloc, re-exported for [`use_jemalloc!`] (feature `jemalloc`).
+#[cfg(feature = "jemalloc")]
+pub use weir_runtime::Jemalloc;
+
+/// Runs the binary on jemalloc: `weir::use_jemalloc!();` at the top level of `main.rs`
+/// (feature `jemalloc`). With the feature, jemalloc is also the process's `malloc`, so
+/// RocksDB's and librdkafka's C and C++ allocations come from it and show in
+/// [`Runtime::memory_report`]; this line makes Rust's allocations use it directly too.
+/// The runtime sets jemalloc to return freed memory to the OS after about a second
+/// (`weir_runtime::report::JEMALLOC_DECAY_MS`).
+#[cfg(feature = "jemalloc")]
+#[macro_export]
+macro_rules! use_jemalloc {
+    () => {
+        #[global_allocator]
+        static WEIR_GLOBAL_ALLOCATOR: $crate::Jemalloc = $crate::Jemalloc;
+    };
+}
 
 pub use stream::{
     Branched, BranchedKStream, Consumed, KStream, Produced, Repartitioned, StreamsBuilder,

@@ -89,9 +89,7 @@ pub(crate) struct IoThread {
     pub(crate) budget: Arc<ByteBudget>,
     pub(crate) stats: Arc<IoStats>,
     /// Published as gauges once a second.
-    pub(crate) state: crate::state::StateEnv,
-    pub(crate) record_cache: Arc<crate::state::RecordCache>,
-    pub(crate) suppression_budget: Arc<crate::queue::ByteBudget>,
+    pub(crate) zones: crate::report::Zones,
     pub(crate) kafka: Option<Arc<KafkaClients>>,
 }
 
@@ -299,12 +297,9 @@ impl IoThread {
             let now = now_millis();
             if now - published >= 1000 {
                 published = now;
-                self.state.publish_metrics();
-                self.record_cache.publish_metrics();
-                metrics::gauge!("weir_memory_used_bytes", "zone" => "suppression")
-                    .set(self.suppression_budget.used() as f64);
-                metrics::gauge!("weir_memory_limit_bytes", "zone" => "suppression")
-                    .set(self.suppression_budget.cap() as f64);
+                self.zones.state.publish_metrics();
+                self.zones.record_cache.publish_metrics();
+                crate::report::publish(&self.zones.report());
             }
             while st.timers.peek().is_some_and(|t| t.at_ms <= now) {
                 if let Some(task) = st.timers.pop().and_then(|t| t.task.upgrade()) {

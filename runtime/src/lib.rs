@@ -27,6 +27,7 @@ pub mod partitioner;
 pub mod processor;
 pub mod queue;
 pub mod record;
+pub mod report;
 mod runtime;
 pub mod serde;
 pub mod state;
@@ -48,6 +49,9 @@ pub use processor::{
 };
 pub use processor::{Change, SessionStoreHandle, StoreHandle, WindowStoreHandle};
 pub use record::{ConsumerRecord, Header, Headers, RawRecord, Record, RecordMetadata};
+#[cfg(feature = "jemalloc")]
+pub use report::Jemalloc;
+pub use report::{AllocatorStats, MemoryReport, ZoneUsage};
 pub use runtime::{QueryHandle, QueryState, QueryStats, Runtime};
 pub use state::{CacheStats, StateUsage};
 pub use topology::{

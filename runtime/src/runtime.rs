@@ -52,6 +52,8 @@ pub(crate) struct RuntimeCore {
     group: Mutex<Group>,
     /// Set by a rebalance that assigned partitions: the I/O thread starts their tasks.
     assignment_changed: AtomicBool,
+    /// Every zone's account, for the memory report.
+    zones: crate::report::Zones,
 }
 
 impl RuntimeCore {
@@ -873,6 +875,7 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Starts the worker pool and the I/O thread.
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
+        crate::report::configure_allocator();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.workers)
             .thread_name(|i| format!("weir-worker-{i}"))
@@ -896,6 +899,14 @@ impl Runtime {
             Some(_) => Some(Arc::new(KafkaClients::new(&config)?)),
             None => None,
         };
+        let zones = crate::report::Zones {
+            limit: config.memory_limit,
+            state: state.clone(),
+            record_cache: record_cache.clone(),
+            queues: budget.clone(),
+            suppression: suppression_budget.clone(),
+            in_memory: in_memory_budget.clone(),
+        };
         let io = IoThread {
             kafka: kafka.clone(),
             commands: io_rx,
@@ -903,9 +914,7 @@ impl Runtime {
             appends: config.broker.subscribe(),
             budget: budget.clone(),
             stats: io_stats.clone(),
-            state: state.clone(),
-            record_cache: record_cache.clone(),
-            suppression_budget: suppression_budget.clone(),
+            zones: zones.clone(),
         };
 
         let handle = std::thread::Builder::new()
@@ -931,6 +940,7 @@ impl Runtime {
             kafka,
             group: Mutex::new(Group::default()),
             assignment_changed: AtomicBool::new(false),
+            zones,
         });
         if let Some(k) = &core.kafka {
             let member: Weak<dyn crate::kafka::GroupMember> = Arc::downgrade(&core) as _;
@@ -962,6 +972,13 @@ impl Runtime {
     /// only grow it).
     pub fn thread_count(&self) -> usize {
         self.core.config.workers + 1 + 1 + self.core.config.state.rocksdb_background_threads
+    }
+
+    /// Every zone's bytes next to its bound, what no zone owns against the headroom,
+    /// jemalloc's counters (with the `jemalloc` feature, on a process running on
+    /// jemalloc) and the process's resident set. `Display`s as a table.
+    pub fn memory_report(&self) -> crate::report::MemoryReport {
+        self.core.zones.report()
     }
 
     /// Bytes held in suppression buffers now (every operator of every query), and the
