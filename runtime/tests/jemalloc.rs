@@ -41,6 +41,7 @@ fn rocksdb_block_cache_bytes_are_jemalloc_allocations() {
     }
     let cached = cache.get_usage() - cached_before;
     let allocated = allocator_stats().unwrap().allocated as i64 - before as i64;
+    eprintln!("block cache +{cached} bytes, jemalloc allocated +{allocated} bytes");
     assert!(
         cached > 48 << 20,
         "the block cache took only {cached} bytes"
