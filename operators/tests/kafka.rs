@@ -179,13 +179,15 @@ fn a_slow_query_pauses_its_partitions_and_gets_every_record_once() {
     builder
         .stream::<String, i64>("in")
         .map_values(|v| {
-            std::thread::sleep(std::time::Duration::from_micros(200));
+            // About 2 s in all: the lag (published every second) shows on the way.
+            std::thread::sleep(std::time::Duration::from_millis(2));
             v * 10
         })
         .to("out");
     let q = rt.start_query("slow", builder.build().unwrap()).unwrap();
     assert_eq!(q.group_id(), "kafka-test");
     let mut saw_pause = false;
+    let mut max_lag = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while q.stats().records_processed < 2000 {
         assert!(
@@ -194,11 +196,15 @@ fn a_slow_query_pauses_its_partitions_and_gets_every_record_once() {
             q.stats().records_processed
         );
         saw_pause |= rt.paused_partitions() > 0;
+        max_lag = max_lag.max(q.stats().lag);
         let (used, cap) = rt.queue_bytes();
         assert!(used <= cap, "queue bytes {used} over {cap}");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     assert!(saw_pause, "no partition was paused");
+    // The lag follows the end offsets the consumer's fetches saw.
+    assert!(max_lag > 100, "lag at most {max_lag}");
+    wait_until("no lag", || q.stats().lag == 0);
     let out = read(&servers, "out", 2000);
     assert_eq!(out.len(), 2000, "records lost or repeated");
     q.stop().unwrap();

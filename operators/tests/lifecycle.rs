@@ -636,3 +636,27 @@ fn shutdown_from_inside_a_processor_does_not_deadlock() {
         Err(Error::ShutDown)
     ));
 }
+
+#[test]
+fn lag_counts_the_records_a_query_has_not_processed() {
+    let rt = runtime(2);
+    let broker = rt.broker().clone();
+    broker.create_topic("lag-in", 1).unwrap();
+    broker.create_topic("lag-out", 1).unwrap();
+    for i in 0..3000i64 {
+        broker.send("lag-in", &format!("k{i}"), &i).unwrap();
+    }
+    let b = StreamsBuilder::new();
+    b.stream::<String, i64>("lag-in")
+        .map_values(|v: i64| {
+            std::thread::sleep(Duration::from_millis(1));
+            v
+        })
+        .to("lag-out");
+    let q = rt.start_query("slow", b.build().unwrap()).unwrap();
+    // Published once a second by the I/O thread: after about a second, some 2000 wait.
+    wait_until("a lag", || q.stats().lag > 1000);
+    wait_until("all processed", || q.stats().records_processed == 3000);
+    wait_until("no lag", || q.stats().lag == 0);
+    q.stop().unwrap();
+}

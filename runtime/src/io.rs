@@ -300,6 +300,7 @@ impl IoThread {
                 self.zones.state.publish_metrics();
                 self.zones.record_cache.publish_metrics();
                 crate::report::publish(&self.zones.report());
+                publish_lag(&st.bindings, kafka);
             }
             while st.timers.peek().is_some_and(|t| t.at_ms <= now) {
                 if let Some(task) = st.timers.pop().and_then(|t| t.task.upgrade()) {
@@ -360,6 +361,42 @@ impl IoThread {
                 default(timeout) => {},
             }
         }
+    }
+}
+
+/// Sets each query's lag (records in its input partitions it has not processed: the
+/// partition's end offset less the binding's next fetch offset, plus what waits in its
+/// queue) and the gauge `weir_consumer_lag_records{query,topic,partition}`. On Kafka the
+/// end offset is the one the consumer's last fetch saw.
+fn publish_lag(bindings: &[Binding], kafka: Option<&KafkaClients>) {
+    let mut per_query: HashMap<u64, (Arc<crate::runtime::QueryShared>, u64)> = HashMap::new();
+    for b in bindings {
+        let Some(task) = b.task.upgrade() else {
+            continue;
+        };
+        let (topic, end) = match &b.feed {
+            Feed::Log(log) => (log.name.clone(), log.end_offset(b.partition).ok()),
+            Feed::Kafka { topic, .. } => (
+                topic.clone(),
+                kafka.and_then(|k| k.cached_end(topic, b.partition)),
+            ),
+        };
+        let Some(end) = end else { continue };
+        let lag = (end - b.next_offset).max(0) as u64 + b.queue.len() as u64;
+        metrics::gauge!(
+            "weir_consumer_lag_records",
+            "query" => task.query.name.to_string(),
+            "topic" => topic.to_string(),
+            "partition" => b.partition.to_string()
+        )
+        .set(lag as f64);
+        per_query
+            .entry(b.query)
+            .or_insert_with(|| (task.query.clone(), 0))
+            .1 += lag;
+    }
+    for (query, lag) in per_query.into_values() {
+        query.set_lag(lag);
     }
 }
 

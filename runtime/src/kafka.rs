@@ -899,6 +899,25 @@ impl KafkaClients {
         self.send(record, "cannot write changelog")
     }
 
+    /// The end offset of `topic`/`partition` as of the consumer's last fetch of it (no
+    /// request; `None` before the first fetch).
+    pub(crate) fn cached_end(&self, topic: &str, partition: u32) -> Option<i64> {
+        let topic = std::ffi::CString::new(topic).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the consumer's handle lives as long as `self`; the topic is a valid C
+        // string and the out-pointers point to live locals.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition as i32,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    }
+
     /// The offset after the last acknowledged record of `topic`/`partition`.
     pub(crate) fn acked_end(&self, topic: &str, partition: u32) -> Option<i64> {
         let acked = self

@@ -601,6 +601,11 @@ pub struct QueryStats {
     pub tasks: usize,
     /// Store entries read back from changelog topics before tasks started (Kafka).
     pub records_restored: u64,
+    /// Records in its input partitions it has not processed yet (end offset less its
+    /// position, summed over its partitions), as of the I/O thread's last second; on
+    /// Kafka from the end offsets the consumer's last fetches saw. Also the gauge
+    /// `weir_consumer_lag_records{query,topic,partition}`.
+    pub lag: u64,
 }
 
 struct Status {
@@ -626,6 +631,8 @@ pub(crate) struct QueryShared {
     /// The open tasks. Set `stopping` under this lock: no task joins a stopping query.
     tasks: Mutex<Vec<Arc<Task>>>,
     restored: AtomicU64,
+    /// Records in its input partitions not yet processed (set by the I/O thread).
+    lag: AtomicU64,
     /// How to build the query's tasks, kept for tasks created later (on Kafka, when the
     /// group assigns partitions).
     plan: Arc<QueryPlan>,
@@ -684,6 +691,10 @@ impl QueryShared {
             // makes it terminal.
             self.release_open();
         }
+    }
+
+    pub(crate) fn set_lag(&self, lag: u64) {
+        self.lag.store(lag, Ordering::Relaxed);
     }
 
     /// Adds a task built for this query; false (and the task is not added) if the query
@@ -825,6 +836,7 @@ impl QueryHandle {
             records_dropped_late: self.shared.dropped_late.load(Ordering::Relaxed),
             tasks: self.shared.tasks().len(),
             records_restored: self.shared.restored.load(Ordering::Relaxed),
+            lag: self.shared.lag.load(Ordering::Relaxed),
         }
     }
 
@@ -1276,6 +1288,7 @@ impl Runtime {
             open_tasks: std::sync::atomic::AtomicUsize::new(1),
             tasks: Mutex::new(Vec::new()),
             restored: AtomicU64::new(0),
+            lag: AtomicU64::new(0),
             plan: plan.clone(),
             processed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
