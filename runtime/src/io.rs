@@ -86,7 +86,6 @@ pub(crate) struct IoThread {
     pub(crate) commands: Receiver<IoCommand>,
     pub(crate) wake: Receiver<()>,
     pub(crate) appends: Receiver<()>,
-    pub(crate) budget: Arc<ByteBudget>,
     pub(crate) stats: Arc<IoStats>,
     /// Published as gauges once a second.
     pub(crate) zones: crate::report::Zones,
@@ -264,11 +263,11 @@ impl IoThread {
             // Commands first: they change what to fetch.
             let kafka = self.kafka.as_deref();
             while let Ok(cmd) = self.commands.try_recv() {
-                if !st.apply(cmd, kafka, &self.budget) {
+                if !st.apply(cmd, kafka, &self.zones.queues) {
                     return;
                 }
             }
-            let polled = kafka.map_or(0, |k| poll_kafka(k, &mut st.bindings, &self.budget));
+            let polled = kafka.map_or(0, |k| poll_kafka(k, &mut st.bindings, &self.zones.queues));
             if let Some(k) = kafka {
                 // A rebalance runs inside the poll (which then returns): bindings of
                 // revoked partitions go (their tasks committed and closed), and tasks
@@ -282,14 +281,16 @@ impl IoThread {
                             Feed::Log(_) => true,
                         };
                     if !keep {
-                        unbind(b, kafka, &self.budget);
+                        unbind(b, kafka, &self.zones.queues);
                     }
                     keep
                 });
-                if let Some(member) = k.member() {
+                if k.take_assigned()
+                    && let Some(member) = k.member()
+                {
                     let started = member.start_assigned();
                     if !started.is_empty() {
-                        st.apply(IoCommand::Bind(started), kafka, &self.budget);
+                        st.apply(IoCommand::Bind(started), kafka, &self.zones.queues);
                     }
                 }
             }
@@ -314,9 +315,9 @@ impl IoThread {
             let mut paused = 0usize;
             let mut fed: Vec<Arc<Task>> = Vec::new();
             st.bindings.retain_mut(|b| {
-                let (n, alive) = fill(b, &self.budget, kafka);
+                let (n, alive) = fill(b, &self.zones.queues, kafka);
                 if !alive {
-                    unbind(b, kafka, &self.budget);
+                    unbind(b, kafka, &self.zones.queues);
                 }
                 if n > 0
                     && let Some(t) = b.task.upgrade()
@@ -332,7 +333,7 @@ impl IoThread {
                 t.notify();
             }
             self.stats.paused.store(paused, Ordering::Relaxed);
-            metrics::gauge!("weir_queue_bytes").set(self.budget.used() as f64);
+            metrics::gauge!("weir_queue_bytes").set(self.zones.queues.used() as f64);
             metrics::gauge!("weir_partitions_paused").set(paused as f64);
             if moved > 0 || polled > 0 {
                 continue;
@@ -353,7 +354,7 @@ impl IoThread {
             }
             select! {
                 recv(self.commands) -> cmd => match cmd {
-                    Ok(cmd) => if !st.apply(cmd, kafka, &self.budget) { return },
+                    Ok(cmd) => if !st.apply(cmd, kafka, &self.zones.queues) { return },
                     Err(_) => return,
                 },
                 recv(self.wake) -> _ => {},

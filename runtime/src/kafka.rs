@@ -163,8 +163,8 @@ pub(crate) trait GroupMember: Send + Sync {
     /// `partitions` are this member's now: returns the offset to read each from (the
     /// earliest position a query needs; `None`: the group's committed offset).
     fn assigned(self: Arc<Self>, partitions: &[(String, i32)]) -> Vec<Option<i64>>;
-    /// After a poll: builds the tasks of newly assigned partitions, returning their
-    /// bindings (none unless an assignment came).
+    /// After a poll that assigned partitions: builds the tasks of the partitions
+    /// assigned since, returning their bindings.
     fn start_assigned(self: Arc<Self>) -> Vec<crate::io::Binding>;
 }
 
@@ -305,16 +305,21 @@ struct TxnState {
 impl Txn {
     /// Begins a transaction unless one is open.
     fn ensure_open(&self, producer: &ThreadedProducer<DeliveryContext>) -> Result<()> {
-        use std::sync::atomic::Ordering::{AcqRel, Acquire};
-        if self.open.load(Acquire) {
+        if self.open.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(());
         }
         let _st = lock(&self.state);
+        self.begin(producer)
+    }
+
+    /// Begins a transaction unless one is open; the state lock is held.
+    fn begin(&self, producer: &ThreadedProducer<DeliveryContext>) -> Result<()> {
+        use std::sync::atomic::Ordering::{Acquire, Release};
         if !self.open.load(Acquire) {
             producer
                 .begin_transaction()
                 .map_err(|e| kafka_error("exactly-once: cannot begin a transaction", e))?;
-            self.open.swap(true, AcqRel);
+            self.open.store(true, Release);
         }
         Ok(())
     }
@@ -401,6 +406,8 @@ pub(crate) struct KafkaClients {
     owned: Mutex<HashMap<(String, i32), Option<i64>>>,
     /// Set when partitions are revoked: the I/O thread drops their bindings.
     revoked: std::sync::atomic::AtomicBool,
+    /// Set when partitions are assigned: the I/O thread starts their tasks.
+    assigned_flag: std::sync::atomic::AtomicBool,
     /// Exactly-once: the transaction every task commits in together.
     txn: Option<Txn>,
     /// Partition counts read so far: every task of every query asks for its topics'.
@@ -502,6 +509,7 @@ impl KafkaClients {
             assigned: Mutex::new(HashMap::new()),
             owned: Mutex::new(HashMap::new()),
             revoked: Default::default(),
+            assigned_flag: Default::default(),
             txn,
             config: cfg.clone(),
             partition_counts: Mutex::new(HashMap::new()),
@@ -690,6 +698,14 @@ impl KafkaClients {
         for (tp, s) in partitions.iter().zip(starts) {
             owned.insert(tp.clone(), *s);
         }
+        self.assigned_flag
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether partitions were assigned since the last call.
+    pub(crate) fn take_assigned(&self) -> bool {
+        self.assigned_flag
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Records a revocation.
@@ -699,7 +715,6 @@ impl KafkaClients {
         let mut owned = lock(&self.owned);
         for tp in partitions {
             owned.remove(tp);
-            self.forget_positions(&tp.0, tp.1);
         }
     }
 
@@ -1115,13 +1130,8 @@ impl KafkaClients {
             if offsets.is_empty() && !txn.open.load(std::sync::atomic::Ordering::Acquire) {
                 return Ok(());
             }
-            if !txn.open.load(std::sync::atomic::Ordering::Acquire) {
-                // Offsets only (the state is locked here: not through ensure_open).
-                self.producer
-                    .begin_transaction()
-                    .map_err(|e| kafka_error("exactly-once: cannot begin a transaction", e))?;
-                txn.open.store(true, std::sync::atomic::Ordering::Release);
-            }
+            // Offsets only, if nothing was produced.
+            txn.begin(&self.producer)?;
             if !offsets.is_empty() {
                 let mut tpl = TopicPartitionList::new();
                 for o in &offsets {

@@ -40,23 +40,22 @@ pub(crate) struct RuntimeCore {
     runq_rx: Receiver<Arc<Task>>,
     io_tx: Sender<IoCommand>,
     io_wake: Sender<()>,
-    pub(crate) budget: Arc<ByteBudget>,
     io_stats: Arc<IoStats>,
-    state: StateEnv,
-    in_memory_budget: Arc<ByteBudget>,
-    record_cache: Arc<RecordCache>,
-    suppression_budget: Arc<ByteBudget>,
+    /// The memory zones' accounts (RocksDB, record cache, partition queues,
+    /// suppression buffers, in-memory stores).
+    pub(crate) zones: crate::report::Zones,
     /// The shared Kafka clients, when the runtime reads and writes Kafka.
     pub(crate) kafka: Option<Arc<KafkaClients>>,
     /// The queries in the consumer group (Kafka).
     group: Mutex<Group>,
-    /// Set by a rebalance that assigned partitions: the I/O thread starts their tasks.
-    assignment_changed: AtomicBool,
-    /// Every zone's account, for the memory report.
-    zones: crate::report::Zones,
 }
 
 impl RuntimeCore {
+    /// Exactly-once: the runtime's transaction.
+    pub(crate) fn txn(&self) -> Option<&crate::kafka::Txn> {
+        self.kafka.as_deref().and_then(KafkaClients::txn)
+    }
+
     pub(crate) fn enqueue(&self, task: Arc<Task>) {
         // Unbounded and never closed while `self` lives.
         let _ = self.runq_tx.send(task);
@@ -146,7 +145,7 @@ impl RuntimeCore {
             .join(task_id.to_string())
             .join(&def.name);
         let on_disk = def.kind == StoreKind::RocksDb;
-        let exactly_once = self.kafka.as_ref().is_some_and(|k| k.txn().is_some());
+        let exactly_once = self.txn().is_some();
         let checkpoint = match &self.kafka {
             Some(_) if on_disk => crate::kafka::read_checkpoint(&dir),
             _ => None,
@@ -163,10 +162,10 @@ impl RuntimeCore {
             }
         }
         let mut store: Box<dyn KeyValueStore> = match def.kind {
-            StoreKind::RocksDb => Box::new(self.state.open_store(&def.name, &dir)?),
+            StoreKind::RocksDb => Box::new(self.zones.state.open_store(&def.name, &dir)?),
             StoreKind::InMemory => Box::new(InMemoryStore::new(
                 def.name.clone(),
-                self.in_memory_budget.clone(),
+                self.zones.in_memory.clone(),
             )),
         };
         let mut changelog = None;
@@ -290,7 +289,7 @@ impl RuntimeCore {
             };
             let queue = Arc::new(PartitionQueue::new(
                 cfg.queue_max_records_per_partition,
-                self.budget.clone(),
+                self.zones.queues.clone(),
             ));
             inputs.push(Input::new(topic_name, p, *s, queue.clone()));
             feeds.push((feed, p, start, queue));
@@ -328,7 +327,7 @@ impl RuntimeCore {
                 cache: None,
                 pending_forwards: Default::default(),
                 dropped_late: 0,
-                suppression_budget: self.suppression_budget.clone(),
+                suppression_budget: self.zones.suppression.clone(),
                 shutdown: None,
             },
             current: None,
@@ -348,7 +347,7 @@ impl RuntimeCore {
         let slot: Arc<OnceLock<Weak<Task>>> = Arc::new(OnceLock::new());
         if !core.env.stores.is_empty() {
             let s = slot.clone();
-            core.env.cache = Some(self.record_cache.task_cache(Arc::new(move || {
+            core.env.cache = Some(self.zones.record_cache.task_cache(Arc::new(move || {
                 if let Some(t) = s.get().and_then(Weak::upgrade) {
                     t.notify();
                 }
@@ -377,8 +376,7 @@ impl RuntimeCore {
             built.inner,
         ));
         let _ = built.slot.set(Arc::downgrade(&task));
-        let kafka = self.kafka.as_ref();
-        if let Some(txn) = kafka.and_then(|k| k.txn()) {
+        if let Some(txn) = self.txn() {
             let t = Arc::downgrade(&task);
             txn.join(
                 task.uid,
@@ -391,9 +389,6 @@ impl RuntimeCore {
         }
         if !query.add_task(task.clone()) {
             task.discard();
-            if let Some(k) = kafka {
-                k.leave_txn(task.uid);
-            }
             return Vec::new();
         }
         // Run it once so wall-clock punctuators and commits get their deadlines.
@@ -534,14 +529,10 @@ impl crate::kafka::GroupMember for RuntimeCore {
             })
             .collect();
         k.own(partitions, &starts);
-        self.assignment_changed.store(true, Ordering::Release);
         starts
     }
 
     fn start_assigned(self: Arc<Self>) -> Vec<Binding> {
-        if !self.assignment_changed.swap(false, Ordering::AcqRel) {
-            return Vec::new();
-        }
         let g = self.group.lock().unwrap_or_else(|p| p.into_inner());
         let mut bindings = Vec::new();
         for q in g.queries.iter().filter(|q| !q.is_stopping()) {
@@ -900,31 +891,25 @@ impl Runtime {
         let (runq_tx, runq_rx) = crossbeam_channel::unbounded();
         let (io_tx, io_rx) = crossbeam_channel::unbounded();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-        let budget = Arc::new(ByteBudget::new(config.queue_max_bytes));
         let io_stats = Arc::new(IoStats::default());
         let sc = config.state;
-        let state = StateEnv::from_config(&sc)?;
-        let in_memory_budget = Arc::new(ByteBudget::new(sc.in_memory_store_bytes));
-        let record_cache = RecordCache::new(sc.record_cache_bytes);
-        let suppression_budget = Arc::new(ByteBudget::new(sc.suppression_buffer_bytes));
+        let zones = crate::report::Zones {
+            limit: config.memory_limit,
+            state: StateEnv::from_config(&sc)?,
+            record_cache: RecordCache::new(sc.record_cache_bytes),
+            queues: Arc::new(ByteBudget::new(config.queue_max_bytes)),
+            suppression: Arc::new(ByteBudget::new(sc.suppression_buffer_bytes)),
+            in_memory: Arc::new(ByteBudget::new(sc.in_memory_store_bytes)),
+        };
         let kafka = match &config.kafka {
             Some(_) => Some(Arc::new(KafkaClients::new(&config)?)),
             None => None,
-        };
-        let zones = crate::report::Zones {
-            limit: config.memory_limit,
-            state: state.clone(),
-            record_cache: record_cache.clone(),
-            queues: budget.clone(),
-            suppression: suppression_budget.clone(),
-            in_memory: in_memory_budget.clone(),
         };
         let io = IoThread {
             kafka: kafka.clone(),
             commands: io_rx,
             wake: wake_rx,
             appends: config.broker.subscribe(),
-            budget: budget.clone(),
             stats: io_stats.clone(),
             zones: zones.clone(),
         };
@@ -943,16 +928,10 @@ impl Runtime {
             runq_rx,
             io_tx,
             io_wake: wake_tx,
-            budget,
             io_stats,
-            state,
-            in_memory_budget,
-            record_cache,
-            suppression_budget,
+            zones,
             kafka,
             group: Mutex::new(Group::default()),
-            assignment_changed: AtomicBool::new(false),
-            zones,
         });
         if let Some(k) = &core.kafka {
             let member: Weak<dyn crate::kafka::GroupMember> = Arc::downgrade(&core) as _;
@@ -997,32 +976,32 @@ impl Runtime {
     /// one budget they share.
     pub fn suppression_bytes(&self) -> (usize, usize) {
         (
-            self.core.suppression_budget.used(),
-            self.core.suppression_budget.cap(),
+            self.core.zones.suppression.used(),
+            self.core.zones.suppression.cap(),
         )
     }
 
     /// Bytes held in partition queues now, and their cap.
     pub fn queue_bytes(&self) -> (usize, usize) {
-        (self.core.budget.used(), self.core.budget.cap())
+        (self.core.zones.queues.used(), self.core.zones.queues.cap())
     }
 
     /// Where RocksDB's bytes are (shared cache, memtables, table readers), next to the
     /// bound.
     pub fn state_usage(&self) -> StateUsage {
-        self.core.state.usage()
+        self.core.zones.state.usage()
     }
 
     /// The record cache's size, budget and counters.
     pub fn record_cache_stats(&self) -> CacheStats {
-        self.core.record_cache.stats()
+        self.core.zones.record_cache.stats()
     }
 
     /// Bytes held by in-memory stores, and their budget.
     pub fn in_memory_store_bytes(&self) -> (usize, usize) {
         (
-            self.core.in_memory_budget.used(),
-            self.core.in_memory_budget.cap(),
+            self.core.zones.in_memory.used(),
+            self.core.zones.in_memory.cap(),
         )
     }
 

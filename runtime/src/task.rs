@@ -807,6 +807,9 @@ impl Task {
             inner.close_all();
         }
         drop(inner);
+        if let Some(k) = &self.rt.kafka {
+            k.leave_txn(self.uid);
+        }
         self.state.store(CLOSED, SeqCst);
         *self.closed.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.closed_cv.notify_all();
@@ -1015,8 +1018,7 @@ impl Task {
         if guard.closed {
             return Ok(After::Closed);
         }
-        let eos = self.rt.kafka.as_ref().and_then(|k| k.txn()).is_some();
-        if eos {
+        if self.rt.txn().is_some() {
             if let Some(after) = self.exactly_once(guard)? {
                 return Ok(after);
             }
@@ -1128,7 +1130,7 @@ impl Task {
         }
         let due = inner.core.env.shutdown.is_some()
             || (inner.uncommitted && inner.last_commit.elapsed() >= cfg.commit_interval);
-        if due && let Some(txn) = self.rt.kafka.as_ref().and_then(|k| k.txn()) {
+        if due && let Some(txn) = self.rt.txn() {
             // Exactly-once: every task commits in one round (this one included: the
             // request wakes it).
             txn.request();
