@@ -103,6 +103,44 @@ fn word_count_with_group_by_count_on_rocksdb_and_a_restart() {
 }
 
 #[test]
+fn clean_up_deletes_a_stopped_querys_stores_and_refuses_a_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::new();
+    b.create_topic("lines", 1).unwrap();
+    b.create_topic("counts", 1).unwrap();
+    let rt = runtime_in(dir.path(), &b, Duration::from_millis(100));
+    let q = rt.start_query("wc", word_count("lines", "counts")).unwrap();
+    b.send("lines", &(), &"a a b".to_string()).unwrap();
+    let want: BTreeMap<_, _> = [("a", Some(2)), ("b", Some(1))]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    wait_for_latest::<i64>(&b, "counts", &want);
+    assert!(matches!(
+        rt.clean_up_query("wc"),
+        Err(Error::QueryRunning(name)) if name == "wc"
+    ));
+    q.stop().unwrap();
+    let state = dir.path().join("wc");
+    assert!(state.is_dir(), "the stopped query's stores stay on disk");
+    rt.clean_up_query("wc").unwrap();
+    assert!(!state.exists(), "clean-up deletes them");
+    // Nothing to delete, and names that are not query names, are handled.
+    rt.clean_up_query("never-started").unwrap();
+    assert!(matches!(rt.clean_up_query(".."), Err(Error::Config(_))));
+    assert!(matches!(rt.clean_up_query("a/b"), Err(Error::Config(_))));
+    // Started again, the query resumes after its committed offsets with empty stores.
+    let q = rt.start_query("wc", word_count("lines", "counts")).unwrap();
+    b.send("lines", &(), &"a".to_string()).unwrap();
+    let want: BTreeMap<_, _> = [("a", Some(1)), ("b", Some(1))]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    wait_for_latest::<i64>(&b, "counts", &want);
+    q.stop().unwrap();
+}
+
+#[test]
 fn reduce_aggregate_and_latest_by_key_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let b = Broker::new();

@@ -174,6 +174,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// The query is running; stop it first (for example before cleaning up its state).
+    #[error("query '{0}' is running: stop it first")]
+    QueryRunning(String),
+
     /// The runtime was shut down; no new query can start.
     #[error("the runtime is shut down")]
     ShutDown,

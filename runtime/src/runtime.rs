@@ -785,6 +785,23 @@ impl QueryShared {
     }
 }
 
+/// Query names name directories, topics and groups: non-empty ASCII letters, digits,
+/// '.', '_' or '-'.
+fn check_query_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        || name == "."
+        || name == ".."
+    {
+        return Err(Error::Config(format!(
+            "query name '{name}' must be non-empty ASCII letters, digits, '.', '_' or '-' (and not '.' or '..')"
+        )));
+    }
+    Ok(())
+}
+
 /// A handle on a running query.
 #[derive(Clone)]
 pub struct QueryHandle {
@@ -1033,15 +1050,7 @@ impl Runtime {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(Error::ShutDown);
         }
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(Error::Config(format!(
-                "query name '{name}' must be non-empty ASCII letters, digits, '.', '_' or '-'"
-            )));
-        }
+        check_query_name(name)?;
         let mut queries = self.queries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(q) = queries.get(name)
             && !q.state().is_terminal()
@@ -1054,6 +1063,33 @@ impl Runtime {
             shared,
             core: self.core.clone(),
         })
+    }
+
+    /// Deletes the local state of query `name` (its stores' directories under the
+    /// state directory), like Kafka Streams' `cleanUp()`: for a query stopped for good,
+    /// or one that should rebuild its stores (from its changelogs on Kafka) when it
+    /// starts again. The query must not be running (`Error::QueryRunning`); state left
+    /// by an earlier process is deleted too. Committed offsets and changelogs stay.
+    pub fn clean_up_query(&self, name: &str) -> Result<()> {
+        check_query_name(name)?;
+        // Held while deleting, so the query cannot start again meanwhile.
+        let queries = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = queries.get(name)
+            && !q.state().is_terminal()
+        {
+            return Err(Error::QueryRunning(name.to_string()));
+        }
+        let dir = self.core.config.state_dir.join(name);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+                format!(
+                    "cannot delete the state of query '{name}' at {}",
+                    dir.display()
+                ),
+                e,
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Partition count of a topic on the broker the runtime uses.

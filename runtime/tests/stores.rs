@@ -349,3 +349,37 @@ fn large_values_go_to_blob_files() {
     assert_eq!(store.get(b"big").unwrap(), Some(big));
     assert_eq!(store.get(b"small").unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+/// Values read back from blob files are cached, and charged, in the shared cache: the
+/// cache is RocksDB's blob cache too, so reads of large values are bounded by the one
+/// RocksDB zone and a second read does not go to the file.
+#[test]
+fn large_values_read_back_are_charged_to_the_shared_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env();
+    let mut store = env.open_store("big", dir.path()).unwrap();
+    let n = 2000u32;
+    for i in 0..n {
+        store.put(&i.to_be_bytes(), &vec![i as u8; 5000]).unwrap();
+    }
+    store.flush().unwrap();
+    drop(store);
+    // Reopened: nothing of the values is in the cache yet (the memtables are gone).
+    let store = env.open_store("big", dir.path()).unwrap();
+    let before = env.usage().cache_usage;
+    for i in 0..n {
+        let v = store.get(&i.to_be_bytes()).unwrap().unwrap();
+        assert_eq!(v.len(), 5000);
+        assert!(v.iter().all(|&b| b == i as u8));
+    }
+    let after = env.usage().cache_usage;
+    let values = n as usize * 5000;
+    assert!(
+        after >= before + values * 9 / 10,
+        "reading {values} bytes of blob values grew the cache from {before} to {after}"
+    );
+    assert!(
+        after <= env.usage().cache_capacity + (1 << 20),
+        "the cache stays within its capacity: {after}"
+    );
+}

@@ -56,6 +56,14 @@ impl RawCache {
         // SAFETY: as above.
         unsafe { sys::rocksdb_cache_get_capacity(self.0.as_ptr()) }
     }
+
+    /// Makes this cache `opts`' blob cache too: values RocksDB keeps in blob files
+    /// (large values) are cached, and charged, in the same bounded cache as blocks,
+    /// instead of being read from the file into a fresh buffer on every read.
+    pub(crate) fn apply_as_blob_cache(&self, opts: &mut Options) {
+        // SAFETY: both pointers are valid; the options copy the `shared_ptr`.
+        unsafe { sys::rocksdb_options_set_blob_cache(opts.as_raw_ptr(), self.0.as_ptr()) }
+    }
 }
 
 impl Drop for RawCache {

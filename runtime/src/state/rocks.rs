@@ -188,6 +188,8 @@ impl StateEnv {
         opts.set_blob_file_size(64 << 20);
         opts.set_enable_blob_gc(true);
         opts.set_blob_gc_age_cutoff(0.25);
+        // Blob values read back are cached in the one shared cache, like blocks.
+        i.cache.apply_as_blob_cache(&mut opts);
         opts.set_keep_log_file_num(2);
         opts.set_max_log_file_size(1 << 20);
         opts
