@@ -1,5 +1,8 @@
 //! Shared helpers for weir's benchmarks: preloading topics and timing a query from
-//! start until its output is complete.
+//! start until its output is complete; and the stop/start scenario ([`stop_start`]),
+//! whose two binaries differ only in their allocator.
+
+pub mod stop_start;
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,50 @@ pub fn preload_u64_i64(broker: &Broker, topic: &str, n: u64, keys: u64) -> Resul
         }
     }
     for (p, b) in batches.into_iter().enumerate() {
+        broker.append(topic, p as u32, b)?;
+    }
+    Ok(())
+}
+
+/// Appends `records` records to `topic`: 8-byte big-endian keys uniform over `keys`
+/// and `value_bytes`-byte values of random printable bytes (fixed seed, so every run
+/// and every mode gets the same data; random, so RocksDB's compression does not
+/// flatter the figures), spread over the partitions by key. Appended in batches of at
+/// most 1 MiB per partition, so on a disk-backed broker the input sits in the page
+/// cache and not in the process.
+pub fn preload_random(
+    broker: &Broker,
+    topic: &str,
+    records: u64,
+    keys: u64,
+    value_bytes: usize,
+) -> Result<()> {
+    let parts = broker.partitions(topic)?;
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
+    let mut batches: Vec<(Vec<RawRecord>, usize)> = (0..parts).map(|_| (Vec::new(), 0)).collect();
+    for i in 0..records {
+        let key = (next() % keys.max(1)).to_be_bytes();
+        let mut value = vec![0u8; value_bytes];
+        for chunk in value.chunks_mut(8) {
+            let r = next().to_le_bytes();
+            for (b, r) in chunk.iter_mut().zip(r) {
+                *b = b'!' + r % 94;
+            }
+        }
+        let p = weir::runtime::partitioner::partition_for_key(&key, parts);
+        let (batch, bytes) = &mut batches[p as usize];
+        *bytes += value_bytes + key.len();
+        batch.push(Record::new(
+            Some(key.to_vec().into()),
+            Some(value.into()),
+            i as i64,
+        ));
+        if *bytes >= 1 << 20 {
+            broker.append(topic, p, batch.drain(..))?;
+            *bytes = 0;
+        }
+    }
+    for (p, (b, _)) in batches.into_iter().enumerate() {
         broker.append(topic, p as u32, b)?;
     }
     Ok(())

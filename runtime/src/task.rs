@@ -153,37 +153,65 @@ impl TaskEnv {
     }
 
     /// Writes the record cache's dirty entries (of store `only`, or of all) to their
-    /// stores. Entries of stores that forward nothing go straight from the cache into
-    /// key-sorted write batches of about [`FLUSH_BATCH_BYTES`], uncopied; those of
-    /// forwarding stores are copied once, to go downstream, through
-    /// [`TaskEnv::apply_dirty`].
+    /// stores, queueing the forwards of forwarding stores (drained by the caller).
     pub(crate) fn flush_cache(&mut self, only: Option<usize>) -> Result<()> {
+        while self.flush_cache_chunk(only)? {}
+        Ok(())
+    }
+
+    /// One pass of [`TaskEnv::flush_cache`]. Entries of stores that forward nothing go
+    /// straight from the cache into key-sorted write batches of about
+    /// [`FLUSH_BATCH_BYTES`], uncopied. Those of forwarding stores (aggregations) are
+    /// copied, to go downstream, through [`TaskEnv::apply_dirty`]: at most about
+    /// [`FLUSH_BATCH_BYTES`] of them per pass, so a commit never copies the whole
+    /// cache (nor writes it as one batch). Returns true if dirty entries of forwarding
+    /// stores remain: drain the queued forwards, then call again.
+    pub(crate) fn flush_cache_chunk(&mut self, only: Option<usize>) -> Result<bool> {
+        /// Why a pass stopped lending entries.
+        enum Stop {
+            /// The forwarding stores' chunk is full; the rest stays dirty.
+            Chunk,
+            Failed(Error),
+        }
         let Some(cache) = self.cache.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
         let stores = &mut self.stores;
         let mut batches: Vec<(Vec<BatchEntry<'_>>, usize)> =
             stores.iter().map(|_| (Vec::new(), 0)).collect();
         let mut forwarded = Vec::new();
-        cache.flush_each(only, |f| {
+        let mut forwarded_bytes = 0;
+        let pass = cache.flush_each(only, |f| {
+            let bytes = f.key.len() + f.value.map_or(0, <[u8]>::len);
             if stores[f.store].forwarder.is_some() {
                 forwarded.push(f.to_dirty());
-                return Ok(());
+                forwarded_bytes += bytes;
+                return if forwarded_bytes >= FLUSH_BATCH_BYTES {
+                    Err(Stop::Chunk)
+                } else {
+                    Ok(())
+                };
             }
-            let (batch, bytes) = &mut batches[f.store];
-            *bytes += f.key.len() + f.value.map_or(0, <[u8]>::len);
+            let (batch, batch_bytes) = &mut batches[f.store];
+            *batch_bytes += bytes;
             batch.push((f.key, f.value));
-            if *bytes >= FLUSH_BATCH_BYTES {
-                *bytes = 0;
-                stores[f.store].write_sorted(batch)?;
+            if *batch_bytes >= FLUSH_BATCH_BYTES {
+                *batch_bytes = 0;
+                stores[f.store].write_sorted(batch).map_err(Stop::Failed)?;
             }
-            Ok::<(), Error>(())
-        })?;
+            Ok(())
+        });
+        let more = match pass {
+            Ok(()) => false,
+            Err(Stop::Chunk) => true,
+            Err(Stop::Failed(e)) => return Err(e),
+        };
         for (idx, (batch, _)) in batches.iter_mut().enumerate() {
             stores[idx].write_sorted(batch)?;
         }
         drop(batches);
-        self.apply_dirty(forwarded)
+        self.apply_dirty(forwarded)?;
+        Ok(more)
     }
 
     /// Flushes the cached changes of store `idx` that `pick` chooses (see
@@ -350,6 +378,16 @@ impl TaskCore {
             Ok(()) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Writes every dirty entry of the record cache and forwards the changes of
+    /// forwarding stores, a chunk at a time: a commit's copies stay near
+    /// [`FLUSH_BATCH_BYTES`] however much of the cache is dirty.
+    pub(crate) fn flush_cache(&mut self) -> Result<()> {
+        while self.env.flush_cache_chunk(None)? {
+            self.drain_forwards()?;
+        }
+        self.drain_forwards()
     }
 
     /// Forwards every queued store change (which may queue more, downstream).
@@ -677,8 +715,7 @@ impl TaskInner {
     /// buffers, stores, sinks; on Kafka everything produced is acknowledged, and with
     /// `checkpoints` the changelog checkpoints are written.
     fn flush_for_commit(&mut self, checkpoints: bool) -> Result<()> {
-        self.core.env.flush_cache(None)?;
-        self.core.drain_forwards()?;
+        self.core.flush_cache()?;
         // Processors write out what they buffer (suppression buffers, the observed
         // stream time of windowed aggregations), upstream first, each followed by
         // whatever that put into the cache.
@@ -689,8 +726,7 @@ impl TaskInner {
                 continue;
             }
             self.core.pre_commit_node(n)?;
-            self.core.env.flush_cache(None)?;
-            self.core.drain_forwards()?;
+            self.core.flush_cache()?;
         }
         self.core.env.metadata = saved;
         for s in &mut self.core.env.stores {

@@ -9,9 +9,8 @@
 use std::time::Instant;
 
 use weir::prelude::*;
-use weir::runtime::RawRecord;
 use weir::serde::Bytes;
-use weir_benches::{arg, fresh_dir, median, peak_rss_bytes, wait_processed, xorshift};
+use weir_benches::{arg, fresh_dir, median, peak_rss_bytes, preload_random, wait_processed};
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -27,36 +26,8 @@ fn main() -> Result<()> {
     let data_dir = fresh_dir("weir-w1-broker");
     let broker = Broker::with_log_dir(&data_dir)?;
     broker.create_topic("events", 4)?;
-    // Values are random printable bytes, so RocksDB's compression does not flatter the
-    // figures; the broker is preloaded in batches of at most 1 MiB per partition, so the
-    // preload's own buffers stay small next to the runtime's memory.
-    let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
-    let mut batches: Vec<(Vec<RawRecord>, usize)> = (0..4).map(|_| (Vec::new(), 0)).collect();
-    for i in 0..records {
-        let key = (next() % keys).to_be_bytes();
-        let mut value = vec![0u8; value_bytes];
-        for chunk in value.chunks_mut(8) {
-            let r = next().to_le_bytes();
-            for (b, r) in chunk.iter_mut().zip(r) {
-                *b = b'!' + r % 94;
-            }
-        }
-        let p = weir::runtime::partitioner::partition_for_key(&key, 4) as usize;
-        let (batch, bytes) = &mut batches[p];
-        *bytes += value_bytes + key.len();
-        batch.push(Record::new(
-            Some(key.to_vec().into()),
-            Some(value.into()),
-            i as i64,
-        ));
-        if *bytes >= 1 << 20 {
-            broker.append("events", p as u32, batch.drain(..))?;
-            *bytes = 0;
-        }
-    }
-    for (p, (b, _)) in batches.into_iter().enumerate() {
-        broker.append("events", p as u32, b)?;
-    }
+    // Random printable values, so compression does not flatter the figures.
+    preload_random(&broker, "events", records, keys, value_bytes)?;
     let preload_rss = peak_rss_bytes().unwrap_or(0);
 
     let mut rates = Vec::new();
