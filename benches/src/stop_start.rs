@@ -241,7 +241,15 @@ fn wait_all_started(processed: impl Fn() -> Vec<u64>) -> Result<()> {
 
 /// An iteration's figures; `rss` is read while its query still runs with the cache full
 /// (right after the stop, what the query freed has not been purged yet).
-fn emit_iteration(i: usize, records: u64, took: Duration, usage: StateUsage, rss: u64) {
+/// `allocated` is jemalloc's allocated bytes (0 on glibc).
+fn emit_iteration(
+    i: usize,
+    records: u64,
+    took: Duration,
+    usage: StateUsage,
+    rss: u64,
+    allocated: u64,
+) {
     emit(
         "iteration",
         &[
@@ -251,6 +259,7 @@ fn emit_iteration(i: usize, records: u64, took: Duration, usage: StateUsage, rss
             ("cache", usage.cache_usage as u64),
             ("capacity", usage.cache_capacity as u64),
             ("rss", rss),
+            ("allocated", allocated),
         ],
     );
 }
@@ -302,9 +311,13 @@ fn run_weir(p: &Params) -> Result<()> {
         )?;
         per_iteration.get_or_insert(n);
         let (usage, rss) = (runtime.state_usage(), own_status("VmRSS"));
+        let allocated = runtime
+            .memory_report()
+            .allocator
+            .map_or(0, |a| a.allocated as u64);
         q.stop()?;
         runtime.clean_up_query(&name)?;
-        emit_iteration(i, n, start.elapsed(), usage, rss);
+        emit_iteration(i, n, start.elapsed(), usage, rss, allocated);
     }
     emit("hwm", &[("hwm", own_status("VmHWM"))]);
     println!("{}", runtime.memory_report());
@@ -536,7 +549,7 @@ fn run_baseline(p: &Params) -> Result<()> {
         per_iteration.get_or_insert(n);
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::msg(format!("cannot delete {}: {e}", dir.display())))?;
-        emit_iteration(i, n, start.elapsed(), usage, rss);
+        emit_iteration(i, n, start.elapsed(), usage, rss, 0);
     }
     emit("hwm", &[("hwm", own_status("VmHWM"))]);
 
@@ -782,8 +795,16 @@ fn figures(run: &ModeRun) -> Result<Figures> {
         Ok(e) => e.get("one"),
         Err(_) => threads.get("one"),
     };
-    let many_start = run.one("many_start")?.t;
     let many_end = run.one("many_end")?;
+    // The many queries' phase runs from the end of the iterations (starting them)
+    // until the child is done (stopping them and deleting their state); the final
+    // VmHWM counts if this phase raised it.
+    let done = run.one("done")?;
+    let many_hwm = if done.get("hwm") > hwm.get("hwm") {
+        done.get("hwm")
+    } else {
+        0
+    };
     Ok(Figures {
         growth_percent,
         hwm_iterations: hwm.get("hwm"),
@@ -791,8 +812,9 @@ fn figures(run: &ModeRun) -> Result<Figures> {
         threads_one,
         threads_many: threads.get("many"),
         many_peak: run
-            .peak_between(many_start, many_end.t)
-            .max(many_end.get("rss")),
+            .peak_between(hwm.t, done.t)
+            .max(many_end.get("rss"))
+            .max(many_hwm),
         many_records: many_end.get("records"),
         records_per_iteration: first.get("records"),
         iteration_rss,
@@ -843,7 +865,7 @@ fn parent(p: &Params) -> Result<()> {
         println!("  {name:<9} {} / {}", f.threads_one, f.threads_many);
     }
     println!(
-        "{} concurrent queries for {} s: peak RSS (MiB), records processed:",
+        "{} concurrent queries for {} s: peak RSS (MiB) from their start until all are stopped, records processed:",
         p.many, p.many_secs
     );
     for (name, f) in [("weir", &w), ("baseline", &b)] {
