@@ -1080,6 +1080,21 @@ impl Runtime {
             return Err(Error::QueryRunning(name.to_string()));
         }
         let dir = self.core.config.state_dir.join(name);
+        // A stopped query's tasks drop their stores as they close; RocksDB finishes
+        // its background jobs (which may still write files there) before it closes.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.core.zones.state.any_open_under(&dir) {
+            if Instant::now() > deadline {
+                return Err(Error::Store {
+                    store: name.to_string(),
+                    message: format!(
+                        "a store under {} is still open 60 s after the query stopped",
+                        dir.display()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
                 format!(

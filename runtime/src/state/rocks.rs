@@ -223,6 +223,18 @@ impl StateEnv {
         })
     }
 
+    /// Whether a store under `dir` is still open (a RocksDB instance closes when its
+    /// last handle drops, after its background jobs finish).
+    pub fn any_open_under(&self, dir: &Path) -> bool {
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .any(|db| db.path().starts_with(dir))
+    }
+
     /// Where RocksDB's bytes are now.
     pub fn usage(&self) -> StateUsage {
         let i = &self.inner;
