@@ -168,7 +168,19 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
 /// Peak resident set size of this process so far, in bytes (Linux `VmHWM`).
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    status_field(&status, "VmHWM")
+}
+
+/// `field` of a `/proc/<pid>/status` text: kB values in bytes, counts as they are.
+pub fn status_field(status: &str, field: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
+    let mut parts = line[field.len() + 1..].split_whitespace();
+    let n: u64 = parts.next()?.parse().ok()?;
+    Some(if parts.next() == Some("kB") {
+        n * 1024
+    } else {
+        n
+    })
 }

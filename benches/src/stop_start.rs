@@ -48,7 +48,7 @@ use weir::runtime::StateUsage;
 use weir::runtime::state::{KeyValueStore, StateEnv};
 use weir::serde::Bytes;
 
-use crate::{fresh_dir, preload_random};
+use crate::{fresh_dir, preload_random, status_field};
 
 /// The topic both modes read: one partition, as in the article.
 const TOPIC: &str = "events";
@@ -163,20 +163,6 @@ fn own_status(field: &str) -> u64 {
         .ok()
         .and_then(|s| status_field(&s, field))
         .unwrap_or(0)
-}
-
-/// `field` of a `/proc/<pid>/status` text: kB values in bytes, counts as they are.
-fn status_field(status: &str, field: &str) -> Option<u64> {
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))?;
-    let mut parts = line[field.len() + 1..].split_whitespace();
-    let n: u64 = parts.next()?.parse().ok()?;
-    Some(if parts.next() == Some("kB") {
-        n * 1024
-    } else {
-        n
-    })
 }
 
 /// Creates the one-partition topic on a disk-backed broker (its logs sit in the page
@@ -555,6 +541,7 @@ fn run_baseline(p: &Params) -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Vec::new();
+    let mut threads_one = 0;
     for j in 0..p.many {
         let processed = Arc::new(AtomicU64::new(0));
         let name = format!("many-{j}");
@@ -569,7 +556,7 @@ fn run_baseline(p: &Params) -> Result<()> {
         running.push((handle, processed));
         if j == 0 {
             wait_all_started(|| vec![running[0].1.load(Ordering::Relaxed)])?;
-            emit("threads_one", &[("one", own_status("Threads"))]);
+            threads_one = own_status("Threads");
         }
     }
     let processed = || -> Vec<u64> {
@@ -581,7 +568,11 @@ fn run_baseline(p: &Params) -> Result<()> {
     wait_all_started(processed)?;
     emit(
         "threads",
-        &[("many", own_status("Threads")), ("queries", p.many as u64)],
+        &[
+            ("one", threads_one),
+            ("many", own_status("Threads")),
+            ("queries", p.many as u64),
+        ],
     );
     emit("many_start", &[]);
     std::thread::sleep(Duration::from_secs(p.many_secs));
@@ -791,10 +782,6 @@ fn figures(run: &ModeRun) -> Result<Figures> {
     let preloaded = run.one("preloaded")?.t;
     let hwm = run.one("hwm")?;
     let threads = run.one("threads")?;
-    let threads_one = match run.one("threads_one") {
-        Ok(e) => e.get("one"),
-        Err(_) => threads.get("one"),
-    };
     let many_end = run.one("many_end")?;
     // The many queries' phase runs from the end of the iterations (starting them)
     // until the child is done (stopping them and deleting their state); the final
@@ -809,7 +796,7 @@ fn figures(run: &ModeRun) -> Result<Figures> {
         growth_percent,
         hwm_iterations: hwm.get("hwm"),
         peak_iterations: run.peak_between(preloaded, hwm.t),
-        threads_one,
+        threads_one: threads.get("one"),
         threads_many: threads.get("many"),
         many_peak: run
             .peak_between(hwm.t, done.t)
