@@ -22,9 +22,12 @@
 //!   is 8 per core, so a new thread is handed an arena in use round-robin, not the one
 //!   the previous query's thread left.
 //!
-//! The first iteration of each mode runs until the cache is 95% full; the later ones
-//! process as many records as the first did (the previous query's blocks stay in the
-//! shared cache until the next query evicts them, so "full" cannot be read again).
+//! The first iteration of each mode runs until the cache is 95% full and then for as
+//! many records again; the later ones process as many records as the first did (the
+//! previous query's blocks stay in the shared cache until the next query evicts them,
+//! so they start on a full cache). Every iteration thus ends after the same work on a
+//! full, evicting cache, and its figure is the median RSS of the samples over its last
+//! 3 s (a single sample moves by ±50 MiB as memtables fill and flush).
 //! Then each mode counts its threads with one query running and with `many` queries,
 //! and runs the `many` queries for `many_secs` seconds under the same limit.
 //!
@@ -54,8 +57,11 @@ use crate::{fresh_dir, preload_random, status_field};
 const TOPIC: &str = "events";
 /// RSS sampling period.
 const SAMPLE: Duration = Duration::from_millis(200);
-/// The first iteration stops once the cache holds this share of its capacity.
+/// The cache counts as full at this share of its capacity.
 const FULL_PERCENT: usize = 95;
+/// An iteration's RSS is the median of the samples over this many seconds before its
+/// query stops.
+const ITERATION_WINDOW: f64 = 3.0;
 /// weir's target: peak RSS at most the limit plus this.
 const PEAK_SLACK: u64 = 64 << 20;
 
@@ -175,9 +181,11 @@ fn preloaded_broker(dir: &Path, p: &Params) -> Result<Broker> {
     Ok(broker)
 }
 
-/// Waits until `target` records are processed or, without a target, until the cache is
-/// full or every record is processed; returns the records processed then. Fails after
-/// 60 s without progress or when `failed` reports an error.
+/// Waits until `target` records are processed; without a target (the first iteration)
+/// until the cache is full and then as many records again, so that every iteration
+/// ends after the same amount of work against a full, evicting cache (or when every
+/// record is processed). Returns the records processed then. Fails after 60 s without
+/// progress or when `failed` reports an error.
 fn run_until(
     target: Option<u64>,
     processed: impl Fn() -> u64,
@@ -185,17 +193,17 @@ fn run_until(
     total: u64,
     failed: impl Fn() -> Option<Error>,
 ) -> Result<u64> {
+    let mut target = target;
     let mut last = (0, Instant::now());
     loop {
         let n = processed();
-        let done = match target {
-            Some(t) => n >= t,
-            None => {
-                let u = usage();
-                u.cache_usage >= u.cache_capacity / 100 * FULL_PERCENT || n >= total
+        if target.is_none() {
+            let u = usage();
+            if u.cache_usage >= u.cache_capacity / 100 * FULL_PERCENT {
+                target = Some(n.saturating_mul(2));
             }
-        };
-        if done {
+        }
+        if target.is_some_and(|t| n >= t) || n >= total {
             return Ok(n);
         }
         if let Some(e) = failed() {
@@ -225,8 +233,8 @@ fn wait_all_started(processed: impl Fn() -> Vec<u64>) -> Result<()> {
     Ok(())
 }
 
-/// An iteration's figures; `rss` is read while its query still runs with the cache full
-/// (right after the stop, what the query freed has not been purged yet).
+/// An iteration's figures; `rss` is one reading just before its query stopped (the
+/// parent also takes the median of its own samples before the `stopping` event).
 /// `allocated` is jemalloc's allocated bytes (0 on glibc).
 fn emit_iteration(
     i: usize,
@@ -301,6 +309,7 @@ fn run_weir(p: &Params) -> Result<()> {
             .memory_report()
             .allocator
             .map_or(0, |a| a.allocated as u64);
+        emit("stopping", &[("i", i as u64)]);
         q.stop()?;
         runtime.clean_up_query(&name)?;
         emit_iteration(i, n, start.elapsed(), usage, rss, allocated);
@@ -529,6 +538,7 @@ fn run_baseline(p: &Params) -> Result<()> {
             },
         );
         let (usage, rss) = (env.usage(), own_status("VmRSS"));
+        emit("stopping", &[("i", i as u64)]);
         stop.store(true, Ordering::Relaxed);
         let n = join(handle)?;
         reached?;
@@ -638,6 +648,18 @@ impl ModeRun {
             .map(|s| s.1)
             .max()
             .unwrap_or(0)
+    }
+
+    /// Median sampled RSS over [`ITERATION_WINDOW`] seconds before `t`.
+    fn median_before(&self, t: f64) -> Option<u64> {
+        let mut window: Vec<u64> = self
+            .samples
+            .iter()
+            .filter(|s| s.0 >= t - ITERATION_WINDOW && s.0 <= t)
+            .map(|s| s.1)
+            .collect();
+        window.sort_unstable();
+        window.get(window.len() / 2).copied()
     }
 }
 
@@ -759,7 +781,8 @@ fn mib(b: u64) -> f64 {
 
 /// The figures of one mode.
 struct Figures {
-    iteration_rss: Vec<u64>,
+    /// Per iteration: median RSS before the stop, RSS at the stop, allocated bytes.
+    iterations: Vec<(u64, u64, u64)>,
     growth_percent: f64,
     hwm_iterations: u64,
     peak_iterations: u64,
@@ -771,14 +794,23 @@ struct Figures {
 }
 
 fn figures(run: &ModeRun) -> Result<Figures> {
-    let iterations = run.all("iteration");
-    let first = iterations
+    let ends = run.all("iteration");
+    let stops = run.all("stopping");
+    let first = ends
         .first()
         .ok_or_else(|| Error::msg(format!("{} ran no iteration", run.name)))?;
-    let last = iterations.last().expect("non-empty");
-    let iteration_rss: Vec<u64> = iterations.iter().map(|e| e.get("rss")).collect();
-    let growth_percent =
-        (last.get("rss") as f64 - first.get("rss") as f64) / first.get("rss") as f64 * 100.0;
+    let iterations = ends
+        .iter()
+        .zip(&stops)
+        .map(|(end, stop)| {
+            let median = run.median_before(stop.t).ok_or_else(|| {
+                Error::msg(format!("no RSS sample before iteration {}", end.get("i")))
+            })?;
+            Ok((median, end.get("rss"), end.get("allocated")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (rss_first, rss_last) = (iterations[0].0, iterations[iterations.len() - 1].0);
+    let growth_percent = (rss_last as f64 - rss_first as f64) / rss_first as f64 * 100.0;
     let preloaded = run.one("preloaded")?.t;
     let hwm = run.one("hwm")?;
     let threads = run.one("threads")?;
@@ -804,7 +836,7 @@ fn figures(run: &ModeRun) -> Result<Figures> {
             .max(many_hwm),
         many_records: many_end.get("records"),
         records_per_iteration: first.get("records"),
-        iteration_rss,
+        iterations,
     })
 }
 
@@ -830,23 +862,32 @@ fn parent(p: &Params) -> Result<()> {
     let limit = p.memory_limit as u64;
     println!();
     println!(
-        "RSS at the end of each iteration (MiB), growth from the first to the last, peak while iterating:"
+        "RSS at the end of each iteration (MiB; median of the last {ITERATION_WINDOW} s, [one reading at the stop]), growth from the first to the last, peak while iterating:"
     );
     for (name, f) in [("weir", &w), ("baseline", &b)] {
         let rss: Vec<String> = f
-            .iteration_rss
+            .iterations
             .iter()
-            .map(|r| format!("{:.0}", mib(*r)))
+            .map(|(median, at_stop, _)| format!("{:.0} [{:.0}]", mib(*median), mib(*at_stop)))
             .collect();
         println!(
             "  {name:<9} {}  growth {:+.1}%  peak {:.0} MiB (VmHWM {:.0} MiB)  {} records per iteration",
-            rss.join(" "),
+            rss.join(", "),
             f.growth_percent,
             mib(f.peak_iterations),
             mib(f.hwm_iterations),
             f.records_per_iteration
         );
     }
+    let allocated: Vec<String> = w
+        .iterations
+        .iter()
+        .map(|(_, _, a)| format!("{:.0}", mib(*a)))
+        .collect();
+    println!(
+        "  weir's jemalloc allocated at each stop (MiB): {}",
+        allocated.join(", ")
+    );
     println!("Threads with 1 query / with {} queries:", p.many);
     for (name, f) in [("weir", &w), ("baseline", &b)] {
         println!("  {name:<9} {} / {}", f.threads_one, f.threads_many);
@@ -968,14 +1009,13 @@ fn draw(path: &Path, runs: &[&ModeRun], p: &Params) -> Result<()> {
             .map_err(|e| plot(&e))?
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        // A dot where each iteration's query stopped, a square where the many queries
-        // started.
+        // A dot where each iteration's query stopped (at its median RSS), a square
+        // where the many queries started.
         chart
-            .draw_series(
-                run.all("iteration")
-                    .iter()
-                    .map(|e| Circle::new((e.t, mib(e.get("rss"))), 4, color.filled())),
-            )
+            .draw_series(run.all("stopping").iter().filter_map(|e| {
+                let rss = run.median_before(e.t)?;
+                Some(Circle::new((e.t, mib(rss)), 4, color.filled()))
+            }))
             .map_err(|e| plot(&e))?;
         if let Ok(e) = run.one("many_start") {
             let y = run.peak_between(e.t - 0.5, e.t + 0.5);
@@ -1018,6 +1058,22 @@ mod tests {
             ("iteration", 2, 300, 1.5)
         );
         assert!(parse_event("plain output", 0.0).is_none());
+    }
+
+    #[test]
+    fn an_iteration_is_the_median_of_its_last_samples() {
+        let run = ModeRun {
+            name: "weir",
+            samples: [(0.0, 900), (9.0, 100), (9.2, 300), (9.4, 200), (12.2, 50)]
+                .map(|(t, rss)| (t, rss, 1))
+                .to_vec(),
+            events: Vec::new(),
+        };
+        // 0.0 is out of the window before 10.0; 12.2 is after it.
+        assert_eq!(run.median_before(10.0), Some(200));
+        assert_eq!(run.median_before(9.1), Some(100));
+        assert_eq!(run.median_before(20.0), None);
+        assert_eq!(run.peak_between(9.0, 12.2), 300);
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub use weir_runtime::Jemalloc;
 /// (feature `jemalloc`). With the feature, jemalloc is also the process's `malloc`, so
 /// RocksDB's and librdkafka's C and C++ allocations come from it and show in
 /// [`Runtime::memory_report`]; this line makes Rust's allocations use it directly too.
-/// The runtime sets jemalloc to return freed memory to the OS after about a second
+/// While a runtime runs, memory freed goes back to the OS within one to two seconds
 /// (`weir_runtime::report::JEMALLOC_DECAY_MS`).
 #[cfg(feature = "jemalloc")]
 #[macro_export]

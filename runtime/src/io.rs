@@ -298,6 +298,7 @@ impl IoThread {
             let now = now_millis();
             if now - published >= 1000 {
                 published = now;
+                crate::report::advance_allocator_decay();
                 self.zones.state.publish_metrics();
                 self.zones.record_cache.publish_metrics();
                 crate::report::publish(&self.zones.report());

@@ -178,33 +178,88 @@ impl Zones {
 #[cfg(feature = "jemalloc")]
 pub use tikv_jemallocator::Jemalloc;
 
-/// How long jemalloc keeps freed pages before returning them to the OS (dirty, then
-/// muzzy): 1 s instead of its default 10 s, so memory freed by a stopped query or an
-/// evicted cache shows as a smaller RSS within about a second of allocator activity.
+/// How long jemalloc keeps freed ("dirty") pages before returning them to the OS: 1 s
+/// instead of its default 10 s, so memory freed by a stopped query or an evicted cache
+/// shows as a smaller RSS within about a second of allocator activity.
 pub const JEMALLOC_DECAY_MS: isize = 1000;
 
 /// Applies [`JEMALLOC_DECAY_MS`] to jemalloc's existing arenas and to those it makes
-/// later (with the `jemalloc` feature; a no-op without it). Called by
-/// [`crate::Runtime::new`].
+/// later, and keeps the muzzy stage off (with the `jemalloc` feature; a no-op without
+/// it). Called by [`crate::Runtime::new`].
+///
+/// Muzzy decay stays 0 (jemalloc's default): a muzzy page is one returned with
+/// `MADV_FREE`, which Linux counts in the RSS until it needs the memory, so a second
+/// stage would keep freed pages in the resident set a decay period longer. With it
+/// off, dirty pages are returned with `MADV_DONTNEED` and leave the RSS at once.
 pub fn configure_allocator() {
     #[cfg(feature = "jemalloc")]
     {
-        use tikv_jemalloc_ctl::raw;
-        // `arena.4096` is every existing arena (MALLCTL_ARENAS_ALL).
-        for name in [
-            &b"arenas.dirty_decay_ms\0"[..],
-            &b"arenas.muzzy_decay_ms\0"[..],
-            &b"arena.4096.dirty_decay_ms\0"[..],
-            &b"arena.4096.muzzy_decay_ms\0"[..],
-        ] {
-            // SAFETY: these names are jemalloc's `ssize_t` settings.
-            if let Err(e) = unsafe { raw::write(name, JEMALLOC_DECAY_MS) } {
-                log::warn!(
-                    "cannot set jemalloc's {}: {e}",
-                    String::from_utf8_lossy(&name[..name.len() - 1])
-                );
+        use std::ffi::{CString, c_int};
+        /// `mallctl` of an `ssize_t` setting; jemalloc's error code on failure.
+        fn set(name: &str, value: isize) -> std::result::Result<(), c_int> {
+            let name = CString::new(name).expect("no NUL in a setting's name");
+            let mut value = value;
+            // SAFETY: `name` is an `ssize_t` setting and `value` one, alive for the call.
+            let rc = unsafe {
+                tikv_jemalloc_sys::mallctl(
+                    name.as_ptr(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    (&raw mut value).cast(),
+                    std::mem::size_of::<isize>(),
+                )
+            };
+            if rc == 0 { Ok(()) } else { Err(rc) }
+        }
+        /// What `arena.<i>.*` answers for an arena index not initialized yet.
+        const EFAULT: c_int = 14;
+        let warn = |name: &str, rc: c_int| {
+            log::warn!(
+                "cannot set jemalloc's {name}: {}",
+                std::io::Error::from_raw_os_error(rc)
+            )
+        };
+        let settings = [("dirty_decay_ms", JEMALLOC_DECAY_MS), ("muzzy_decay_ms", 0)];
+        // Arenas made from now on.
+        for (setting, ms) in settings {
+            let name = format!("arenas.{setting}");
+            if let Err(rc) = set(&name, ms) {
+                warn(&name, rc);
             }
         }
+        // Arenas that exist already, one by one: jemalloc's `arena.4096.*` (all arenas)
+        // is only for `decay`, `purge` and statistics, not for these settings.
+        // SAFETY: `arenas.narenas` is an `unsigned`.
+        let narenas = unsafe { tikv_jemalloc_ctl::raw::read::<u32>(b"arenas.narenas\0") };
+        for i in 0..narenas.unwrap_or(0) {
+            for (setting, ms) in settings {
+                let name = format!("arena.{i}.{setting}");
+                match set(&name, ms) {
+                    Ok(()) | Err(EFAULT) => {}
+                    Err(rc) => warn(&name, rc),
+                }
+            }
+        }
+    }
+}
+
+/// Returns to the OS the freed pages whose decay period has passed, in every arena (with
+/// the `jemalloc` feature; a no-op without it). jemalloc decays an arena only when it
+/// allocates past its thread caches, so a process that went quiet, or allocates little,
+/// kept freed memory resident indefinitely (256 MiB freed stayed in the RSS for as long
+/// as it was watched); the runtime's I/O thread calls this once a second.
+pub fn advance_allocator_decay() {
+    #[cfg(feature = "jemalloc")]
+    // SAFETY: `arena.<i>.decay` takes and returns nothing; 4096 is MALLCTL_ARENAS_ALL.
+    // It only try-locks each arena's decay state, so it never waits for an allocation.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"arena.4096.decay".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
     }
 }
 
