@@ -14,7 +14,9 @@
 //! and `weir_memory_limit_bytes{zone}` for every zone (`rocksdb`, `record_cache`,
 //! `partition_queues`, `suppression`, `in_memory_stores`, `headroom`, and the `total`
 //! limit), `weir_process_rss_bytes`, `weir_jemalloc_{allocated,active,resident,retained}_bytes`,
-//! `weir_records_processed_total{query}`, `weir_consumer_lag_records{query,topic,partition}`,
+//! `weir_allocator_purges_total`, `weir_records_processed_total{query}`,
+//! `weir_consumer_lag_records{query,topic,partition}`, per partition the queue depth
+//! `weir_partition_queue_{records,bytes}{query,topic,partition}`, the total
 //! `weir_queue_bytes`, `weir_partitions_paused`,
 //! `weir_threads{kind}`, the RocksDB and record-cache gauges, and on Kafka the restore
 //! progress and produce errors.

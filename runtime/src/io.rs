@@ -59,9 +59,20 @@ pub(crate) enum Feed {
     },
 }
 
+impl Feed {
+    fn topic(&self) -> &str {
+        match self {
+            Feed::Log(log) => &log.name,
+            Feed::Kafka { topic, .. } => topic,
+        }
+    }
+}
+
 /// One partition feeding one task's queue.
 pub(crate) struct Binding {
     pub(crate) query: u64,
+    /// The query's name, for the per-partition gauges' labels.
+    pub(crate) query_name: Arc<str>,
     pub(crate) feed: Feed,
     pub(crate) partition: u32,
     pub(crate) next_offset: i64,
@@ -167,6 +178,9 @@ impl IoState {
 /// A Kafka binding going away: its waiting records leave the budget, and the consumer
 /// stops reading its partition with the last binding.
 fn unbind(b: &Binding, kafka: Option<&KafkaClients>, budget: &ByteBudget) {
+    // The partition is no longer the query's: its gauges drop to zero rather than keep
+    // their last figures.
+    publish_partition(b, 0, 0, Some(0));
     if let Feed::Kafka {
         topic,
         waiting,
@@ -255,10 +269,72 @@ fn poll_kafka(kafka: &KafkaClients, bindings: &mut [Binding], budget: &ByteBudge
     polled
 }
 
+/// Watches the process's RSS against the memory limit (every [`PRESSURE_CHECK_MS`])
+/// and returns the allocator's free pages when it is close (see
+/// [`crate::report::PURGE_AT_SIXTEENTHS`]).
+struct Pressure {
+    limit: usize,
+    checked_ms: i64,
+    rss: usize,
+    warned_ms: i64,
+}
+
+/// How often the I/O thread reads the RSS while it is above half the limit (and once a
+/// second otherwise).
+const PRESSURE_CHECK_MS: i64 = 100;
+
+impl Pressure {
+    fn new(limit: usize) -> Pressure {
+        Pressure {
+            limit,
+            checked_ms: 0,
+            rss: 0,
+            warned_ms: i64::MIN / 2,
+        }
+    }
+
+    /// Whether the RSS is high enough to be read often.
+    fn watching(&self) -> bool {
+        self.rss > self.limit / 2
+    }
+
+    fn check(&mut self, now: i64, zones: &crate::report::Zones) {
+        let every = if self.watching() {
+            PRESSURE_CHECK_MS
+        } else {
+            1000
+        };
+        if now - self.checked_ms < every {
+            return;
+        }
+        self.checked_ms = now;
+        let Some(rss) = crate::report::process_rss() else {
+            return;
+        };
+        self.rss = rss;
+        if rss <= self.limit / 16 * crate::report::PURGE_AT_SIXTEENTHS
+            || !crate::report::purge_allocator()
+        {
+            return;
+        }
+        self.rss = crate::report::process_rss().unwrap_or(rss);
+        if self.rss > self.limit && now - self.warned_ms >= 60_000 {
+            self.warned_ms = now;
+            log::warn!(
+                "the process's RSS is {} MiB, over the memory limit of {} MiB, with the allocator's free pages returned:\n{}",
+                self.rss >> 20,
+                self.limit >> 20,
+                zones.report()
+            );
+        }
+    }
+}
+
 impl IoThread {
     pub(crate) fn run(self) {
         let mut st = IoState::default();
         let mut published = 0i64;
+        let mut pressure = Pressure::new(self.zones.limit);
         loop {
             // Commands first: they change what to fetch.
             let kafka = self.kafka.as_deref();
@@ -304,6 +380,7 @@ impl IoThread {
                 crate::report::publish(&self.zones.report());
                 publish_lag(&st.bindings, kafka);
             }
+            pressure.check(now, &self.zones);
             while st.timers.peek().is_some_and(|t| t.at_ms <= now) {
                 if let Some(task) = st.timers.pop().and_then(|t| t.task.upgrade()) {
                     task.notify();
@@ -343,6 +420,9 @@ impl IoThread {
             let mut timeout = st.timers.peek().map_or(Duration::from_secs(1), |t| {
                 Duration::from_millis((t.at_ms - now).clamp(0, 1000) as u64)
             });
+            if pressure.watching() {
+                timeout = timeout.min(Duration::from_millis(PRESSURE_CHECK_MS as u64));
+            }
             if kafka.is_some() {
                 // The consumer has no channel to wait on: come back to poll it soon, for
                 // records and for the group's events (a rebalance is served inside a
@@ -368,37 +448,46 @@ impl IoThread {
 
 /// Sets each query's lag (records in its input partitions it has not processed: the
 /// partition's end offset less the binding's next fetch offset, plus what waits in its
-/// queue) and the gauge `weir_consumer_lag_records{query,topic,partition}`. On Kafka the
-/// end offset is the one the consumer's last fetch saw.
+/// queue) and each partition's gauges ([`publish_partition`]). On Kafka the end offset is
+/// the one the consumer's last fetch saw.
 fn publish_lag(bindings: &[Binding], kafka: Option<&KafkaClients>) {
     let mut per_query: HashMap<u64, (Arc<crate::runtime::QueryShared>, u64)> = HashMap::new();
     for b in bindings {
         let Some(task) = b.task.upgrade() else {
             continue;
         };
-        let (topic, end) = match &b.feed {
-            Feed::Log(log) => (log.name.clone(), log.end_offset(b.partition).ok()),
-            Feed::Kafka { topic, .. } => (
-                topic.clone(),
-                kafka.and_then(|k| k.cached_end(topic, b.partition)),
-            ),
+        let end = match &b.feed {
+            Feed::Log(log) => log.end_offset(b.partition).ok(),
+            Feed::Kafka { topic, .. } => kafka.and_then(|k| k.cached_end(topic, b.partition)),
         };
-        let Some(end) = end else { continue };
-        let lag = (end - b.next_offset).max(0) as u64 + b.queue.len() as u64;
-        metrics::gauge!(
-            "weir_consumer_lag_records",
-            "query" => task.query.name.to_string(),
-            "topic" => topic.to_string(),
-            "partition" => b.partition.to_string()
-        )
-        .set(lag as f64);
-        per_query
-            .entry(b.query)
-            .or_insert_with(|| (task.query.clone(), 0))
-            .1 += lag;
+        let queued = b.queue.len() as u64;
+        let lag = end.map(|end| (end - b.next_offset).max(0) as u64 + queued);
+        publish_partition(b, queued, b.queue.bytes() as u64, lag);
+        if let Some(lag) = lag {
+            per_query
+                .entry(b.query)
+                .or_insert_with(|| (task.query.clone(), 0))
+                .1 += lag;
+        }
     }
     for (query, lag) in per_query.into_values() {
         query.set_lag(lag);
+    }
+}
+
+/// A partition's gauges, labelled `{query, topic, partition}`: the records and bytes
+/// waiting in its queue (the task's input queue depth) and, once its end offset is
+/// known, the query's lag on it.
+fn publish_partition(b: &Binding, queued: u64, queued_bytes: u64, lag: Option<u64>) {
+    let labels = [
+        ("query", b.query_name.to_string()),
+        ("topic", b.feed.topic().to_string()),
+        ("partition", b.partition.to_string()),
+    ];
+    metrics::gauge!("weir_partition_queue_records", &labels).set(queued as f64);
+    metrics::gauge!("weir_partition_queue_bytes", &labels).set(queued_bytes as f64);
+    if let Some(lag) = lag {
+        metrics::gauge!("weir_consumer_lag_records", &labels).set(lag as f64);
     }
 }
 

@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::queue::ByteBudget;
 use crate::state::{RecordCache, StateEnv};
@@ -261,6 +262,50 @@ pub fn advance_allocator_decay() {
             0,
         );
     }
+}
+
+/// The I/O thread returns every free page jemalloc holds to the OS at once when the
+/// process's RSS is above this many sixteenths of the memory limit (15/16: 960 MiB of
+/// 1 GiB). Decay returns them a second or two after they are freed; when many stores
+/// close or many queries start together, the pages freed in that second are enough to
+/// carry the RSS over the limit while the zones' own use stays under their bounds.
+pub const PURGE_AT_SIXTEENTHS: usize = 15;
+
+static PURGES: AtomicU64 = AtomicU64::new(0);
+
+/// Returns every free page jemalloc holds to the OS now (`arena.<all>.purge`), and
+/// counts it in [`allocator_purges`] and `weir_allocator_purges_total`. Without the
+/// `jemalloc` feature it does nothing and returns false.
+pub fn purge_allocator() -> bool {
+    #[cfg(feature = "jemalloc")]
+    {
+        // SAFETY: `arena.<i>.purge` takes and returns nothing; 4096 is all arenas.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"arena.4096.purge".as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if rc == 0 {
+            PURGES.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("weir_allocator_purges_total").increment(1);
+            return true;
+        }
+        log::warn!(
+            "jemalloc's arena purge failed: {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
+    }
+    false
+}
+
+/// How many times [`purge_allocator`] returned the allocator's free pages in this
+/// process.
+pub fn allocator_purges() -> u64 {
+    PURGES.load(Ordering::Relaxed)
 }
 
 /// The process's resident set size, from `/proc/self/status` (Linux).

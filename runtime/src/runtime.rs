@@ -398,6 +398,7 @@ impl RuntimeCore {
             .into_iter()
             .map(|(feed, partition, next_offset, queue)| Binding {
                 query: query.id,
+                query_name: query.name.clone(),
                 feed,
                 partition,
                 next_offset,

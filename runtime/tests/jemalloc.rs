@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use rocksdb::{BlockBasedOptions, Cache, DB, Options};
 use tikv_jemalloc_ctl::raw;
-use weir_runtime::report::{JEMALLOC_DECAY_MS, allocator_stats, process_rss};
+use weir_runtime::report::{
+    JEMALLOC_DECAY_MS, PURGE_AT_SIXTEENTHS, allocator_purges, allocator_stats, process_rss,
+};
 use weir_runtime::{Runtime, RuntimeConfig};
 
 #[global_allocator]
@@ -68,6 +70,8 @@ fn rocksdb_block_cache_bytes_are_jemalloc_allocations() {
 fn freed_memory_leaves_the_resident_set_within_seconds_of_a_quiet_runtime() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
+    // The default limit, 1 GiB: far above this test's RSS, so no purge (below) returns
+    // the pages, decay does.
     let runtime = Runtime::new(
         RuntimeConfig::builder()
             .workers(1)
@@ -76,6 +80,7 @@ fn freed_memory_leaves_the_resident_set_within_seconds_of_a_quiet_runtime() {
             .unwrap(),
     )
     .unwrap();
+    let purges = allocator_purges();
     // Every arena, those that existed before the runtime (this thread's) and those
     // made later: freed pages return after 1 s, with no MADV_FREE stage (pages given
     // back that way stay in the RSS).
@@ -123,6 +128,53 @@ fn freed_memory_leaves_the_resident_set_within_seconds_of_a_quiet_runtime() {
             "RSS still {now} bytes (from {held}) 30 s after freeing 256 MiB"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(allocator_purges(), purges);
+    runtime.shutdown().unwrap();
+}
+
+#[test]
+fn near_the_limit_the_runtime_returns_free_pages_at_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 64 << 20;
+    let runtime = Runtime::new(
+        RuntimeConfig::builder()
+            .workers(1)
+            .memory_limit(limit)
+            .state_dir(dir.path())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let rss = || process_rss().expect("/proc/self/status");
+    let purges = allocator_purges();
+    // 128 MiB held: the RSS is over 15/16 of the limit, and the I/O thread purges.
+    let chunks: Vec<Vec<u8>> = (0..16_384u32).map(|i| vec![i as u8 | 1; 8192]).collect();
+    let held = rss();
+    assert!(held > limit / 16 * PURGE_AT_SIXTEENTHS, "RSS {held}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while allocator_purges() == purges {
+        assert!(Instant::now() < deadline, "no purge in 30 s at RSS {held}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(chunks);
+    let freed = Instant::now();
+    loop {
+        let now = rss();
+        if now + (96 << 20) < held {
+            eprintln!(
+                "RSS {held} -> {now} bytes {:?} after freeing 128 MiB, {} purges",
+                freed.elapsed(),
+                allocator_purges() - purges
+            );
+            break;
+        }
+        assert!(
+            freed.elapsed() < Duration::from_secs(30),
+            "RSS still {now} bytes (from {held}) 30 s after freeing 128 MiB"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
     runtime.shutdown().unwrap();
 }
