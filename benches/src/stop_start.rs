@@ -314,7 +314,13 @@ fn run_weir(p: &Params) -> Result<()> {
         runtime.clean_up_query(&name)?;
         emit_iteration(i, n, start.elapsed(), usage, rss, allocated);
     }
-    emit("hwm", &[("hwm", own_status("VmHWM"))]);
+    emit(
+        "hwm",
+        &[
+            ("hwm", own_status("VmHWM")),
+            ("purges", weir::runtime::report::allocator_purges()),
+        ],
+    );
     println!("{}", runtime.memory_report());
 
     // While the many queries start, run and stop: a line of figures every 2 s.
@@ -327,7 +333,13 @@ fn run_weir(p: &Params) -> Result<()> {
     })?;
     runtime.shutdown()?;
     drop(runtime);
-    emit("done", &[("hwm", own_status("VmHWM"))]);
+    emit(
+        "done",
+        &[
+            ("hwm", own_status("VmHWM")),
+            ("purges", weir::runtime::report::allocator_purges()),
+        ],
+    );
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
 }
@@ -791,6 +803,9 @@ struct Figures {
     many_peak: u64,
     many_records: u64,
     records_per_iteration: u64,
+    /// Times the runtime returned the allocator's free pages near the limit: while
+    /// iterating, and with the many queries.
+    purges: (u64, u64),
 }
 
 fn figures(run: &ModeRun) -> Result<Figures> {
@@ -836,6 +851,7 @@ fn figures(run: &ModeRun) -> Result<Figures> {
             .max(many_hwm),
         many_records: many_end.get("records"),
         records_per_iteration: first.get("records"),
+        purges: (hwm.get("purges"), done.get("purges") - hwm.get("purges")),
         iterations,
     })
 }
@@ -887,6 +903,10 @@ fn parent(p: &Params) -> Result<()> {
     println!(
         "  weir's jemalloc allocated at each stop (MiB): {}",
         allocated.join(", ")
+    );
+    println!(
+        "  weir returned jemalloc's free pages near the limit {} times while iterating, {} times with the {} queries",
+        w.purges.0, w.purges.1, p.many
     );
     println!("Threads with 1 query / with {} queries:", p.many);
     for (name, f) in [("weir", &w), ("baseline", &b)] {

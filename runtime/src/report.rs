@@ -250,18 +250,32 @@ pub fn configure_allocator() {
 /// kept freed memory resident indefinitely (256 MiB freed stayed in the RSS for as long
 /// as it was watched); the runtime's I/O thread calls this once a second.
 pub fn advance_allocator_decay() {
-    #[cfg(feature = "jemalloc")]
-    // SAFETY: `arena.<i>.decay` takes and returns nothing; 4096 is MALLCTL_ARENAS_ALL.
     // It only try-locks each arena's decay state, so it never waits for an allocation.
-    unsafe {
+    #[cfg(feature = "jemalloc")]
+    if let Err(rc) = all_arenas(c"arena.4096.decay") {
+        log::warn!(
+            "jemalloc's arena decay failed: {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
+    }
+}
+
+/// Runs one of jemalloc's `arena.<i>.*` commands that take and return nothing, for all
+/// arenas (`name` has 4096, MALLCTL_ARENAS_ALL, as the index); jemalloc's error code on
+/// failure.
+#[cfg(feature = "jemalloc")]
+fn all_arenas(name: &std::ffi::CStr) -> std::result::Result<(), std::ffi::c_int> {
+    // SAFETY: the command takes no value and returns none, so every pointer is null.
+    let rc = unsafe {
         tikv_jemalloc_sys::mallctl(
-            c"arena.4096.decay".as_ptr(),
+            name.as_ptr(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             0,
-        );
-    }
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(rc) }
 }
 
 /// The I/O thread returns every free page jemalloc holds to the OS at once when the
@@ -269,6 +283,8 @@ pub fn advance_allocator_decay() {
 /// 1 GiB). Decay returns them a second or two after they are freed; when many stores
 /// close or many queries start together, the pages freed in that second are enough to
 /// carry the RSS over the limit while the zones' own use stays under their bounds.
+/// (With several runtimes in one process, each compares the process's RSS with its own
+/// limit.)
 pub const PURGE_AT_SIXTEENTHS: usize = 15;
 
 static PURGES: AtomicU64 = AtomicU64::new(0);
@@ -278,26 +294,16 @@ static PURGES: AtomicU64 = AtomicU64::new(0);
 /// `jemalloc` feature it does nothing and returns false.
 pub fn purge_allocator() -> bool {
     #[cfg(feature = "jemalloc")]
-    {
-        // SAFETY: `arena.<i>.purge` takes and returns nothing; 4096 is all arenas.
-        let rc = unsafe {
-            tikv_jemalloc_sys::mallctl(
-                c"arena.4096.purge".as_ptr(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        if rc == 0 {
+    match all_arenas(c"arena.4096.purge") {
+        Ok(()) => {
             PURGES.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("weir_allocator_purges_total").increment(1);
             return true;
         }
-        log::warn!(
+        Err(rc) => log::warn!(
             "jemalloc's arena purge failed: {}",
             std::io::Error::from_raw_os_error(rc)
-        );
+        ),
     }
     false
 }
