@@ -383,3 +383,38 @@ fn large_values_read_back_are_charged_to_the_shared_cache() {
         "the cache stays within its capacity: {after}"
     );
 }
+
+#[test]
+fn a_store_counts_as_open_until_its_close_has_finished() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let query = dir.path().join("q");
+    let path = query.join("0_0").join("s");
+    let mut store = env.open_store("s", &path).unwrap();
+    // Unflushed writes (the WAL is off): closing the instance flushes them, writing
+    // files in its directory after the last handle is gone.
+    for i in 0..100_000u32 {
+        store.put(&i.to_be_bytes(), &[i as u8; 100]).unwrap();
+    }
+    assert!(env.any_open_under(&query));
+    assert!(!env.any_open_under(&dir.path().join("q2")));
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let closing = barrier.clone();
+    let closer = std::thread::spawn(move || {
+        closing.wait();
+        drop(store);
+    });
+    barrier.wait();
+    while env.any_open_under(&query) {
+        std::thread::yield_now();
+    }
+    // Closed for good the moment it no longer counts: the directory opens again at once
+    // (RocksDB's lock is released) and holds every write.
+    let reopened = env.open_store("s", &path).unwrap();
+    assert_eq!(
+        reopened.get(&99_999u32.to_be_bytes()).unwrap(),
+        Some(vec![99_999u32 as u8; 100])
+    );
+    assert_eq!(reopened.all().unwrap().len(), 100_000);
+    closer.join().unwrap();
+}

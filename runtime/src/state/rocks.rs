@@ -52,7 +52,39 @@ struct Inner {
     memtable_bytes: usize,
     max_open_files: i32,
     background_threads: i32,
-    open: Mutex<Vec<Weak<DB>>>,
+    open: Mutex<Vec<Weak<OpenDb>>>,
+    /// The directory of every instance open or still closing.
+    paths: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+/// One RocksDB instance. Its directory stays in the env's `paths` until RocksDB's close
+/// has returned: a close waits for the instance's background jobs and, with the WAL
+/// off, flushes its memtables, all of which write files in that directory after the
+/// last handle is gone (a `Weak` no longer upgrades by then).
+struct OpenDb {
+    db: Option<DB>,
+    path: PathBuf,
+    paths: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl std::ops::Deref for OpenDb {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        self.db
+            .as_ref()
+            .expect("a RocksDB instance is open until its handle drops")
+    }
+}
+
+impl Drop for OpenDb {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = paths.iter().position(|p| *p == self.path) {
+            paths.swap_remove(i);
+        }
+    }
 }
 
 /// The resources every RocksDB store of a runtime shares. Cloning is cheap.
@@ -149,6 +181,7 @@ impl StateEnv {
                 max_open_files: i32::try_from(max_open_files).unwrap_or(i32::MAX),
                 background_threads: threads,
                 open: Mutex::new(Vec::new()),
+                paths: Arc::default(),
             }),
         })
     }
@@ -207,7 +240,16 @@ impl StateEnv {
             store: name.to_string(),
             message: format!("cannot open {}: {e}", path.display()),
         })?;
-        let db = Arc::new(db);
+        let paths = &self.inner.paths;
+        paths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(path.to_path_buf());
+        let db = Arc::new(OpenDb {
+            db: Some(db),
+            path: path.to_path_buf(),
+            paths: paths.clone(),
+        });
         let mut open = self.inner.open.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|w| w.strong_count() > 0);
         open.push(Arc::downgrade(&db));
@@ -223,22 +265,21 @@ impl StateEnv {
         })
     }
 
-    /// Whether a store under `dir` is still open (a RocksDB instance closes when its
-    /// last handle drops, after its background jobs finish).
+    /// Whether a store under `dir` is open or still closing (a RocksDB instance closes
+    /// when its last handle drops, and the close writes files until it returns).
     pub fn any_open_under(&self, dir: &Path) -> bool {
         self.inner
-            .open
+            .paths
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter_map(Weak::upgrade)
-            .any(|db| db.path().starts_with(dir))
+            .any(|p| p.starts_with(dir))
     }
 
     /// Where RocksDB's bytes are now.
     pub fn usage(&self) -> StateUsage {
         let i = &self.inner;
-        let open: Vec<Arc<DB>> = i
+        let open: Vec<Arc<OpenDb>> = i
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -282,7 +323,7 @@ impl StateEnv {
 pub struct RocksDbStore {
     name: String,
     path: PathBuf,
-    db: Arc<DB>,
+    db: Arc<OpenDb>,
     write: WriteOptions,
 }
 
