@@ -163,6 +163,31 @@ fn emit(kind: &str, fields: &[(&str, u64)]) {
     let _ = out.flush();
 }
 
+/// The peak RSS so far and how often the runtime purged the allocator near the limit
+/// (always 0 on glibc), as event `kind`.
+fn emit_peak(kind: &str) {
+    emit(
+        kind,
+        &[
+            ("hwm", own_status("VmHWM")),
+            ("purges", weir::runtime::report::allocator_purges()),
+        ],
+    );
+}
+
+/// The thread counts with one query and with all `p.many`, then the start of their run.
+fn emit_many_start(threads_one: u64, p: &Params) {
+    emit(
+        "threads",
+        &[
+            ("one", threads_one),
+            ("many", own_status("Threads")),
+            ("queries", p.many as u64),
+        ],
+    );
+    emit("many_start", &[]);
+}
+
 /// A field of this process's `/proc/self/status` (kB fields in bytes).
 fn own_status(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -314,13 +339,7 @@ fn run_weir(p: &Params) -> Result<()> {
         runtime.clean_up_query(&name)?;
         emit_iteration(i, n, start.elapsed(), usage, rss, allocated);
     }
-    emit(
-        "hwm",
-        &[
-            ("hwm", own_status("VmHWM")),
-            ("purges", weir::runtime::report::allocator_purges()),
-        ],
-    );
+    emit_peak("hwm");
     println!("{}", runtime.memory_report());
 
     // While the many queries start, run and stop: a line of figures every 2 s.
@@ -333,13 +352,7 @@ fn run_weir(p: &Params) -> Result<()> {
     })?;
     runtime.shutdown()?;
     drop(runtime);
-    emit(
-        "done",
-        &[
-            ("hwm", own_status("VmHWM")),
-            ("purges", weir::runtime::report::allocator_purges()),
-        ],
-    );
+    emit_peak("done");
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
 }
@@ -395,15 +408,7 @@ fn run_many(runtime: &Runtime, p: &Params) -> Result<()> {
             .collect()
     };
     wait_all_started(processed)?;
-    emit(
-        "threads",
-        &[
-            ("one", threads_one),
-            ("many", own_status("Threads")),
-            ("queries", p.many as u64),
-        ],
-    );
-    emit("many_start", &[]);
+    emit_many_start(threads_one, p);
     let until = Instant::now() + Duration::from_secs(p.many_secs);
     while Instant::now() < until {
         if let Some(e) = queries.iter().find_map(failure) {
@@ -559,7 +564,7 @@ fn run_baseline(p: &Params) -> Result<()> {
             .map_err(|e| Error::msg(format!("cannot delete {}: {e}", dir.display())))?;
         emit_iteration(i, n, start.elapsed(), usage, rss, 0);
     }
-    emit("hwm", &[("hwm", own_status("VmHWM"))]);
+    emit_peak("hwm");
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Vec::new();
@@ -588,15 +593,7 @@ fn run_baseline(p: &Params) -> Result<()> {
             .collect()
     };
     wait_all_started(processed)?;
-    emit(
-        "threads",
-        &[
-            ("one", threads_one),
-            ("many", own_status("Threads")),
-            ("queries", p.many as u64),
-        ],
-    );
-    emit("many_start", &[]);
+    emit_many_start(threads_one, p);
     std::thread::sleep(Duration::from_secs(p.many_secs));
     let total: u64 = processed().iter().sum();
     emit(
@@ -609,7 +606,7 @@ fn run_baseline(p: &Params) -> Result<()> {
     }
     drop(env);
     service.stop();
-    emit("done", &[("hwm", own_status("VmHWM"))]);
+    emit_peak("done");
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
 }

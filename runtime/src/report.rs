@@ -196,22 +196,12 @@ pub fn configure_allocator() {
     #[cfg(feature = "jemalloc")]
     {
         use std::ffi::{CString, c_int};
-        /// `mallctl` of an `ssize_t` setting; jemalloc's error code on failure.
-        fn set(name: &str, value: isize) -> std::result::Result<(), c_int> {
-            let name = CString::new(name).expect("no NUL in a setting's name");
-            let mut value = value;
-            // SAFETY: `name` is an `ssize_t` setting and `value` one, alive for the call.
-            let rc = unsafe {
-                tikv_jemalloc_sys::mallctl(
-                    name.as_ptr(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    (&raw mut value).cast(),
-                    std::mem::size_of::<isize>(),
-                )
-            };
-            if rc == 0 { Ok(()) } else { Err(rc) }
-        }
+        let set = |name: &str, ms: isize| {
+            mallctl(
+                &CString::new(name).expect("no NUL in a setting's name"),
+                Some(ms),
+            )
+        };
         /// What `arena.<i>.*` answers for an arena index not initialized yet.
         const EFAULT: c_int = 14;
         let warn = |name: &str, rc: c_int| {
@@ -252,7 +242,7 @@ pub fn configure_allocator() {
 pub fn advance_allocator_decay() {
     // It only try-locks each arena's decay state, so it never waits for an allocation.
     #[cfg(feature = "jemalloc")]
-    if let Err(rc) = all_arenas(c"arena.4096.decay") {
+    if let Err(rc) = mallctl(c"arena.4096.decay", None) {
         log::warn!(
             "jemalloc's arena decay failed: {}",
             std::io::Error::from_raw_os_error(rc)
@@ -260,19 +250,29 @@ pub fn advance_allocator_decay() {
     }
 }
 
-/// Runs one of jemalloc's `arena.<i>.*` commands that take and return nothing, for all
-/// arenas (`name` has 4096, MALLCTL_ARENAS_ALL, as the index); jemalloc's error code on
-/// failure.
+/// jemalloc's `mallctl` writing an `ssize_t` setting, or (with `None`) running a
+/// command that takes and returns nothing, such as `arena.4096.purge` (4096 is
+/// MALLCTL_ARENAS_ALL); jemalloc's error code on failure. (tikv-jemalloc-ctl can do
+/// neither: it cannot pass no value, and its errors hide the code.)
 #[cfg(feature = "jemalloc")]
-fn all_arenas(name: &std::ffi::CStr) -> std::result::Result<(), std::ffi::c_int> {
-    // SAFETY: the command takes no value and returns none, so every pointer is null.
+fn mallctl(
+    name: &std::ffi::CStr,
+    value: Option<isize>,
+) -> std::result::Result<(), std::ffi::c_int> {
+    let mut value = value;
+    let (new, len) = match &mut value {
+        Some(v) => ((v as *mut isize).cast(), std::mem::size_of::<isize>()),
+        None => (std::ptr::null_mut(), 0),
+    };
+    // SAFETY: `name` is NUL-terminated; `new` is null or points at an `ssize_t` alive
+    // for the call, which is what the settings written here take; nothing is read back.
     let rc = unsafe {
         tikv_jemalloc_sys::mallctl(
             name.as_ptr(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            0,
+            new,
+            len,
         )
     };
     if rc == 0 { Ok(()) } else { Err(rc) }
@@ -294,7 +294,7 @@ static PURGES: AtomicU64 = AtomicU64::new(0);
 /// `jemalloc` feature it does nothing and returns false.
 pub fn purge_allocator() -> bool {
     #[cfg(feature = "jemalloc")]
-    match all_arenas(c"arena.4096.purge") {
+    match mallctl(c"arena.4096.purge", None) {
         Ok(()) => {
             PURGES.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("weir_allocator_purges_total").increment(1);

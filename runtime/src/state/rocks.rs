@@ -52,19 +52,21 @@ struct Inner {
     memtable_bytes: usize,
     max_open_files: i32,
     background_threads: i32,
-    open: Mutex<Vec<Weak<OpenDb>>>,
-    /// The directory of every instance open or still closing.
-    paths: Arc<Mutex<Vec<PathBuf>>>,
+    /// Every instance open or still closing.
+    open: Registry,
 }
 
-/// One RocksDB instance. Its directory stays in the env's `paths` until RocksDB's close
-/// has returned: a close waits for the instance's background jobs and, with the WAL
-/// off, flushes its memtables, all of which write files in that directory after the
-/// last handle is gone (a `Weak` no longer upgrades by then).
+/// The env's instances, each under its directory. An entry leaves when its instance's
+/// close has returned, not when its last handle drops: a close waits for the
+/// instance's background jobs and, with the WAL off, flushes its memtables, all of
+/// which write files in that directory after the last handle is gone (when the `Weak`
+/// no longer upgrades).
+type Registry = Arc<Mutex<Vec<(PathBuf, Weak<OpenDb>)>>>;
+
+/// One RocksDB instance, in its env's registry until it has closed.
 struct OpenDb {
     db: Option<DB>,
-    path: PathBuf,
-    paths: Arc<Mutex<Vec<PathBuf>>>,
+    registry: Registry,
 }
 
 impl std::ops::Deref for OpenDb {
@@ -80,10 +82,9 @@ impl std::ops::Deref for OpenDb {
 impl Drop for OpenDb {
     fn drop(&mut self) {
         drop(self.db.take());
-        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = paths.iter().position(|p| *p == self.path) {
-            paths.swap_remove(i);
-        }
+        let mut open = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let me: *const OpenDb = self;
+        open.retain(|(_, w)| w.as_ptr() != me);
     }
 }
 
@@ -180,8 +181,7 @@ impl StateEnv {
                 memtable_bytes,
                 max_open_files: i32::try_from(max_open_files).unwrap_or(i32::MAX),
                 background_threads: threads,
-                open: Mutex::new(Vec::new()),
-                paths: Arc::default(),
+                open: Registry::default(),
             }),
         })
     }
@@ -240,19 +240,15 @@ impl StateEnv {
             store: name.to_string(),
             message: format!("cannot open {}: {e}", path.display()),
         })?;
-        let paths = &self.inner.paths;
-        paths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(path.to_path_buf());
         let db = Arc::new(OpenDb {
             db: Some(db),
-            path: path.to_path_buf(),
-            paths: paths.clone(),
+            registry: self.inner.open.clone(),
         });
-        let mut open = self.inner.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.retain(|w| w.strong_count() > 0);
-        open.push(Arc::downgrade(&db));
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((path.to_path_buf(), Arc::downgrade(&db)));
         let mut write = WriteOptions::default();
         // Durability comes from the commit protocol (flush on commit) and, with Kafka,
         // from changelog topics, as in Kafka Streams.
@@ -269,11 +265,11 @@ impl StateEnv {
     /// when its last handle drops, and the close writes files until it returns).
     pub fn any_open_under(&self, dir: &Path) -> bool {
         self.inner
-            .paths
+            .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .any(|p| p.starts_with(dir))
+            .any(|(p, _)| p.starts_with(dir))
     }
 
     /// Where RocksDB's bytes are now.
@@ -284,7 +280,7 @@ impl StateEnv {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter_map(Weak::upgrade)
+            .filter_map(|(_, w)| w.upgrade())
             .collect();
         let table_readers = open
             .iter()
