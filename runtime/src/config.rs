@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::broker::Broker;
 use crate::error::{Error, Result};
+use crate::io::broker::Broker;
 
 /// What to do with a record whose key or value cannot be deserialized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,7 +80,7 @@ pub struct RuntimeConfig {
     pub(crate) processing_guarantee: ProcessingGuarantee,
     pub(crate) offset_reset: OffsetReset,
     pub(crate) broker: Broker,
-    pub(crate) kafka: Option<crate::kafka::KafkaConfig>,
+    pub(crate) kafka: Option<crate::io::kafka::KafkaConfig>,
     pub(crate) state: StateConfig,
 }
 
@@ -144,7 +144,7 @@ impl RuntimeConfig {
         &self.broker
     }
     /// The Kafka cluster sources and sinks use instead of the in-process broker.
-    pub fn kafka(&self) -> Option<&crate::kafka::KafkaConfig> {
+    pub fn kafka(&self) -> Option<&crate::io::kafka::KafkaConfig> {
         self.kafka.as_ref()
     }
     /// How the memory limit is divided among the state zones.
@@ -170,7 +170,7 @@ pub struct RuntimeConfigBuilder {
     processing_guarantee: ProcessingGuarantee,
     offset_reset: OffsetReset,
     broker: Option<Broker>,
-    kafka: Option<crate::kafka::KafkaConfig>,
+    kafka: Option<crate::io::kafka::KafkaConfig>,
     rocksdb_cache_bytes: Option<usize>,
     rocksdb_memtable_bytes: Option<usize>,
     rocksdb_background_threads: Option<usize>,
@@ -260,7 +260,7 @@ impl RuntimeConfigBuilder {
     /// Reads and writes topics on a Kafka cluster instead of the in-process broker,
     /// through one consumer (group = the application id) and one producer shared by
     /// every query. Queries' source and sink topics must exist on the cluster.
-    pub fn kafka(mut self, kafka: crate::kafka::KafkaConfig) -> Self {
+    pub fn kafka(mut self, kafka: crate::io::kafka::KafkaConfig) -> Self {
         self.kafka = Some(kafka);
         self
     }

@@ -18,23 +18,20 @@
 
 #![warn(missing_docs)]
 
-pub mod broker;
 pub mod config;
 pub mod error;
+mod exec;
 mod io;
-mod kafka;
-pub mod partitioner;
+mod memory;
 pub mod processor;
-pub mod queue;
 pub mod record;
-pub mod report;
-mod runtime;
 pub mod serde;
 pub mod state;
-pub mod suppress;
-mod task;
 pub mod topology;
-pub mod window;
+
+pub use io::{broker, partitioner, queue};
+pub use memory::report;
+pub use state::{suppress, window};
 
 pub use broker::Broker;
 pub use config::{
@@ -42,7 +39,8 @@ pub use config::{
     RuntimeConfig, RuntimeConfigBuilder, StateConfig,
 };
 pub use error::{Error, RecordField, Result};
-pub use kafka::KafkaConfig;
+pub use exec::runtime::{QueryHandle, QueryState, QueryStats, Runtime};
+pub use io::kafka::KafkaConfig;
 pub use processor::{
     Cancellable, Data, Processor, ProcessorContext, Punctuation, PunctuationType, PunctuatorId,
     TaskId,
@@ -52,7 +50,6 @@ pub use record::{ConsumerRecord, Header, Headers, RawRecord, Record, RecordMetad
 #[cfg(feature = "jemalloc")]
 pub use report::Jemalloc;
 pub use report::{AllocatorStats, MemoryReport, ZoneUsage};
-pub use runtime::{QueryHandle, QueryState, QueryStats, Runtime};
 pub use state::{CacheStats, StateUsage};
 pub use topology::{
     SinkSpec, SourceSpec, StoreKind, StoreSpec, StreamPartitioner, TimestampExtractor, Topology,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{BatchEntry, KeyValue, KeyValueStore, prefix_end};
 use crate::error::{Error, Result};
-use crate::queue::ByteBudget;
+use crate::io::queue::ByteBudget;
 
 /// Bytes charged per entry on top of key and value (tree node and allocation overhead).
 const ENTRY_OVERHEAD: usize = 48;

@@ -18,6 +18,8 @@ mod cache;
 mod ffi;
 mod memory;
 mod rocks;
+pub mod suppress;
+pub mod window;
 
 pub use cache::{
     CacheStats, Dirty, ENTRY_OVERHEAD, Flushed, Lookup, Pick, RecordCache, TaskCache, Waker,

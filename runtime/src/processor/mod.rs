@@ -18,19 +18,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::broker::RecordView;
 use crate::error::{Error, Result};
-use crate::queue::ByteBudget;
+use crate::exec::task::TaskCore;
+use crate::exec::task::TaskEnv;
+use crate::io::broker::RecordView;
+use crate::io::queue::ByteBudget;
 use crate::record::{Record, RecordMetadata, now_millis};
 use crate::serde::Serde;
-use crate::state::{Dirty, KeyValue, KeyValueStore, Lookup, Pick};
-use crate::task::TaskCore;
-use crate::task::TaskEnv;
-use crate::topology::{NodeId, StoreSerdes};
-use crate::window::{
+use crate::state::window::{
     META_KEY, StoreType, Window, Windowed, entry_segment, entry_time, key_prefix, segment_key,
     session_key, split_key, stored_window, time_bytes, window_key,
 };
+use crate::state::{Dirty, KeyValue, KeyValueStore, Lookup, Pick};
+use crate::topology::{NodeId, StoreSerdes};
 
 /// Types that can flow between processors: cloned when a processor has several
 /// children, moved between workers between batches.
@@ -543,23 +543,24 @@ impl<K, V> ProcessorContext<'_, K, V> {
         let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
         let owner = self.node;
         let store = name.to_string();
-        let forwarder: crate::task::Forwarder = Arc::new(move |core, key, new, old, timestamp| {
-            let corrupt = |e: Error| Error::Store {
-                store: store.clone(),
-                message: format!("cannot read a stored entry: {e}"),
-            };
-            let key = key_serde.deserialize(Some(key)).map_err(corrupt)?;
-            let new = new
-                .map(|b| value_serde.deserialize(Some(b)))
-                .transpose()
-                .map_err(corrupt)?;
-            let old = old
-                .map(|b| value_serde.deserialize(Some(b)))
-                .transpose()
-                .map_err(corrupt)?;
-            let record = Record::new(key, Change { new, old }, timestamp);
-            ProcessorContext::<SK, Change<SV>>::new(core, owner).forward(record)
-        });
+        let forwarder: crate::exec::task::Forwarder =
+            Arc::new(move |core, key, new, old, timestamp| {
+                let corrupt = |e: Error| Error::Store {
+                    store: store.clone(),
+                    message: format!("cannot read a stored entry: {e}"),
+                };
+                let key = key_serde.deserialize(Some(key)).map_err(corrupt)?;
+                let new = new
+                    .map(|b| value_serde.deserialize(Some(b)))
+                    .transpose()
+                    .map_err(corrupt)?;
+                let old = old
+                    .map(|b| value_serde.deserialize(Some(b)))
+                    .transpose()
+                    .map_err(corrupt)?;
+                let record = Record::new(key, Change { new, old }, timestamp);
+                ProcessorContext::<SK, Change<SV>>::new(core, owner).forward(record)
+            });
         // Nothing downstream: changes are only stored (no decoding, no old values read).
         if self.core.children[owner].is_empty() {
             self.core.env.stores[idx].forwarder = None;
@@ -583,27 +584,29 @@ impl<'a, K: Data, V: Data> ProcessorContext<'a, Windowed<K>, Change<V>> {
         let (key_serde, value_serde) = self.store_serdes::<K, V>(idx)?;
         let owner = self.node;
         let store = name.to_string();
-        let forwarder: crate::task::Forwarder = Arc::new(move |core, key, new, old, timestamp| {
-            // The owner's stream-time entry is not a window.
-            let Some((k, window)) = stored_window(&ty, key) else {
-                return Ok(());
-            };
-            let corrupt = |e: Error| Error::Store {
-                store: store.clone(),
-                message: format!("cannot read a stored entry: {e}"),
-            };
-            let key = key_serde.deserialize(Some(&k)).map_err(corrupt)?;
-            let new = new
-                .map(|b| value_serde.deserialize(Some(b)))
-                .transpose()
-                .map_err(corrupt)?;
-            let old = old
-                .map(|b| value_serde.deserialize(Some(b)))
-                .transpose()
-                .map_err(corrupt)?;
-            let record = Record::new(Windowed::new(key, window), Change { new, old }, timestamp);
-            ProcessorContext::<Windowed<K>, Change<V>>::new(core, owner).forward(record)
-        });
+        let forwarder: crate::exec::task::Forwarder =
+            Arc::new(move |core, key, new, old, timestamp| {
+                // The owner's stream-time entry is not a window.
+                let Some((k, window)) = stored_window(&ty, key) else {
+                    return Ok(());
+                };
+                let corrupt = |e: Error| Error::Store {
+                    store: store.clone(),
+                    message: format!("cannot read a stored entry: {e}"),
+                };
+                let key = key_serde.deserialize(Some(&k)).map_err(corrupt)?;
+                let new = new
+                    .map(|b| value_serde.deserialize(Some(b)))
+                    .transpose()
+                    .map_err(corrupt)?;
+                let old = old
+                    .map(|b| value_serde.deserialize(Some(b)))
+                    .transpose()
+                    .map_err(corrupt)?;
+                let record =
+                    Record::new(Windowed::new(key, window), Change { new, old }, timestamp);
+                ProcessorContext::<Windowed<K>, Change<V>>::new(core, owner).forward(record)
+            });
         let st = &mut self.core.env.stores[idx];
         if self.core.children[owner].is_empty() {
             st.forwarder = None;

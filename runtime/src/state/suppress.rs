@@ -27,9 +27,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::queue::ByteBudget;
+use crate::io::queue::ByteBudget;
+use crate::state::window::{META_KEY, bytes_time, time_bytes};
 use crate::state::{BatchEntry, KeyValueStore};
-use crate::window::{META_KEY, bytes_time, time_bytes};
 
 /// Bytes charged per in-memory entry on top of its key (held twice: the time-ordered
 /// map and the key index) and payload.

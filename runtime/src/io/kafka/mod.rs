@@ -165,7 +165,7 @@ pub(crate) trait GroupMember: Send + Sync {
     fn assigned(self: Arc<Self>, partitions: &[(String, i32)]) -> Vec<Option<i64>>;
     /// After a poll that assigned partitions: builds the tasks of the partitions
     /// assigned since, returning their bindings.
-    fn start_assigned(self: Arc<Self>) -> Vec<crate::io::Binding>;
+    fn start_assigned(self: Arc<Self>) -> Vec<crate::io::thread::Binding>;
 }
 
 /// The consumer's context: hands rebalances to the [`GroupMember`].
@@ -850,7 +850,7 @@ impl KafkaClients {
         query: u64,
         topic: &str,
         partition: u32,
-        view: &crate::broker::RecordView<'_>,
+        view: &crate::io::broker::RecordView<'_>,
     ) -> Result<()> {
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(topic, query as usize)

@@ -23,7 +23,7 @@ use bytes::{BufMut, Bytes};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::error::{Error, Result};
-use crate::partitioner::partition_for_key;
+use crate::io::partitioner::partition_for_key;
 use crate::record::{
     ConsumerRecord, Headers, RECORD_OVERHEAD_BYTES, RawRecord, Record, now_millis,
 };
@@ -697,7 +697,7 @@ impl FetchBatch {
     }
 }
 
-impl crate::queue::QueueItem for FetchBatch {
+impl crate::io::queue::QueueItem for FetchBatch {
     fn size_bytes(&self) -> usize {
         self.remaining_bytes()
     }

@@ -18,17 +18,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::broker::{Broker, FetchBatch};
 use crate::config::{OffsetReset, RuntimeConfig};
 use crate::error::{Error, Result};
-use crate::io::{Binding, Feed, IoCommand, IoStats, IoThread};
-use crate::kafka::KafkaClients;
+use crate::exec::task::{Changelog, Input, Task, TaskCore, TaskEnv, TaskInner, TaskStore};
+use crate::io::broker::{Broker, FetchBatch};
+use crate::io::kafka::KafkaClients;
+use crate::io::queue::{ByteBudget, PartitionQueue};
+use crate::io::thread::{Binding, Feed, IoCommand, IoStats, IoThread};
 use crate::processor::TaskId;
-use crate::queue::{ByteBudget, PartitionQueue};
+use crate::state::window::StoreType;
 use crate::state::{CacheStats, InMemoryStore, KeyValueStore, RecordCache, StateEnv, StateUsage};
-use crate::task::{Changelog, Input, Task, TaskCore, TaskEnv, TaskInner, TaskStore};
 use crate::topology::{NodeId, NodeKind, StoreKind, SubTopology, Topology};
-use crate::window::StoreType;
 
 static NEXT_QUERY: AtomicU64 = AtomicU64::new(1);
 
@@ -43,7 +43,7 @@ pub(crate) struct RuntimeCore {
     io_stats: Arc<IoStats>,
     /// The memory zones' accounts (RocksDB, record cache, partition queues,
     /// suppression buffers, in-memory stores).
-    pub(crate) zones: crate::report::Zones,
+    pub(crate) zones: crate::memory::report::Zones,
     /// The shared Kafka clients, when the runtime reads and writes Kafka.
     pub(crate) kafka: Option<Arc<KafkaClients>>,
     /// The queries in the consumer group (Kafka).
@@ -52,7 +52,7 @@ pub(crate) struct RuntimeCore {
 
 impl RuntimeCore {
     /// Exactly-once: the runtime's transaction.
-    pub(crate) fn txn(&self) -> Option<&crate::kafka::Txn> {
+    pub(crate) fn txn(&self) -> Option<&crate::io::kafka::Txn> {
         self.kafka.as_deref().and_then(KafkaClients::txn)
     }
 
@@ -147,7 +147,7 @@ impl RuntimeCore {
         let on_disk = def.kind == StoreKind::RocksDb;
         let exactly_once = self.txn().is_some();
         let checkpoint = match &self.kafka {
-            Some(_) if on_disk => crate::kafka::read_checkpoint(&dir),
+            Some(_) if on_disk => crate::io::kafka::read_checkpoint(&dir),
             _ => None,
         };
         if exactly_once && on_disk {
@@ -155,7 +155,7 @@ impl RuntimeCore {
             // store without one may hold writes of an aborted transaction, so it is
             // rebuilt from its changelog's committed records. While the task runs the
             // store is ahead of any checkpoint: none stays on disk.
-            let _ = std::fs::remove_file(crate::kafka::checkpoint_path(&dir));
+            let _ = std::fs::remove_file(crate::io::kafka::checkpoint_path(&dir));
             if checkpoint.is_none() && dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .map_err(|e| Error::io(format!("cannot wipe store {}", dir.display()), e))?;
@@ -200,7 +200,7 @@ impl RuntimeCore {
                 );
             }
             restored.fetch_add(n, Ordering::Relaxed);
-            store = Box::new(crate::kafka::ChangeloggedStore {
+            store = Box::new(crate::io::kafka::ChangeloggedStore {
                 inner: store,
                 kafka: k.clone(),
                 query: query_id,
@@ -470,7 +470,7 @@ impl RuntimeCore {
     }
 }
 
-impl crate::kafka::GroupMember for RuntimeCore {
+impl crate::io::kafka::GroupMember for RuntimeCore {
     fn revoked(self: Arc<Self>, partitions: &[(String, i32)]) {
         let g = self.group.lock().unwrap_or_else(|p| p.into_inner());
         let gone: HashSet<(&str, u32)> = partitions
@@ -896,7 +896,7 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Starts the worker pool and the I/O thread.
     pub fn new(config: RuntimeConfig) -> Result<Runtime> {
-        crate::report::configure_allocator();
+        crate::memory::report::configure_allocator();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.workers)
             .thread_name(|i| format!("weir-worker-{i}"))
@@ -911,7 +911,7 @@ impl Runtime {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let io_stats = Arc::new(IoStats::default());
         let sc = config.state;
-        let zones = crate::report::Zones {
+        let zones = crate::memory::report::Zones {
             limit: config.memory_limit,
             state: StateEnv::from_config(&sc)?,
             record_cache: RecordCache::new(sc.record_cache_bytes),
@@ -952,7 +952,7 @@ impl Runtime {
             group: Mutex::new(Group::default()),
         });
         if let Some(k) = &core.kafka {
-            let member: Weak<dyn crate::kafka::GroupMember> = Arc::downgrade(&core) as _;
+            let member: Weak<dyn crate::io::kafka::GroupMember> = Arc::downgrade(&core) as _;
             k.set_member(member);
         }
         Ok(Runtime {
@@ -986,7 +986,7 @@ impl Runtime {
     /// Every zone's bytes next to its bound, what no zone owns against the headroom,
     /// jemalloc's counters (with the `jemalloc` feature, on a process running on
     /// jemalloc) and the process's resident set. `Display`s as a table.
-    pub fn memory_report(&self) -> crate::report::MemoryReport {
+    pub fn memory_report(&self) -> crate::memory::report::MemoryReport {
         self.core.zones.report()
     }
 
@@ -1228,7 +1228,7 @@ impl Runtime {
                 )));
             };
             match &core.kafka {
-                Some(_) => on_kafka.push(crate::kafka::InternalTopic {
+                Some(_) => on_kafka.push(crate::io::kafka::InternalTopic {
                     name: resolve(t),
                     partitions: *p,
                     changelog: false,
@@ -1261,7 +1261,7 @@ impl Runtime {
                         def.name
                     )));
                 }
-                on_kafka.push(crate::kafka::InternalTopic {
+                on_kafka.push(crate::io::kafka::InternalTopic {
                     name: changelog_topic(&cfg.application_id, name, &def.name),
                     partitions: counts[si],
                     changelog: true,

@@ -16,15 +16,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::broker::{EncodedBatch, RecordView, TopicLog};
 use crate::config::DeserializationHandler;
 use crate::error::{Error, RecordField, Result};
-use crate::partitioner::partition_for_key;
+use crate::exec::task::TaskCore;
+use crate::io::broker::{EncodedBatch, RecordView, TopicLog};
+use crate::io::partitioner::partition_for_key;
 use crate::processor::{Data, Node, Processor, ProcessorNode, Punctuation, take_input};
 use crate::record::Record;
 use crate::serde::Serde;
-use crate::task::TaskCore;
-use crate::window::StoreType;
+use crate::state::window::StoreType;
 
 /// A duration in whole milliseconds, saturating.
 pub(crate) fn millis(d: std::time::Duration) -> i64 {
@@ -260,7 +260,7 @@ impl<K, V> StoreSpec<K, V> {
         &self.name
     }
 
-    /// Makes this a window store (see [`crate::window`]): windows of `size`, kept
+    /// Makes this a window store (see [`crate::state::window`]): windows of `size`, kept
     /// `retention` after their start. Processors reach it with
     /// `ProcessorContext::window_store`.
     pub fn windowed(mut self, size: Duration, retention: Duration) -> Self {
@@ -864,7 +864,7 @@ struct SinkNode<K, V> {
 enum SinkTarget {
     Log(Arc<TopicLog>),
     Kafka {
-        clients: Arc<crate::kafka::KafkaClients>,
+        clients: Arc<crate::io::kafka::KafkaClients>,
         topic: String,
         partitions: u32,
     },

@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::queue::ByteBudget;
+use crate::io::queue::ByteBudget;
 use crate::state::{RecordCache, StateEnv};
 
 /// One zone: its bytes in use and its bound.

@@ -34,11 +34,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, select};
 
-use crate::broker::{FetchBatch, TopicLog};
-use crate::kafka::KafkaClients;
-use crate::queue::{ByteBudget, PartitionQueue, TryPushError};
+use crate::exec::task::Task;
+use crate::io::broker::{FetchBatch, TopicLog};
+use crate::io::kafka::KafkaClients;
+use crate::io::queue::{ByteBudget, PartitionQueue, TryPushError};
 use crate::record::now_millis;
-use crate::task::Task;
 
 /// Most records moved per partition per pass, so one partition cannot hog the thread.
 const FETCH_BATCH: usize = 1024;
@@ -99,7 +99,7 @@ pub(crate) struct IoThread {
     pub(crate) appends: Receiver<()>,
     pub(crate) stats: Arc<IoStats>,
     /// Published as gauges once a second.
-    pub(crate) zones: crate::report::Zones,
+    pub(crate) zones: crate::memory::report::Zones,
     pub(crate) kafka: Option<Arc<KafkaClients>>,
 }
 
@@ -271,7 +271,7 @@ fn poll_kafka(kafka: &KafkaClients, bindings: &mut [Binding], budget: &ByteBudge
 
 /// Watches the process's RSS against the memory limit (every [`PRESSURE_CHECK_MS`])
 /// and returns the allocator's free pages when it is close (see
-/// [`crate::report::PURGE_AT_SIXTEENTHS`]).
+/// [`crate::memory::report::PURGE_AT_SIXTEENTHS`]).
 struct Pressure {
     limit: usize,
     checked_ms: i64,
@@ -298,7 +298,7 @@ impl Pressure {
         self.rss > self.limit / 2
     }
 
-    fn check(&mut self, now: i64, zones: &crate::report::Zones) {
+    fn check(&mut self, now: i64, zones: &crate::memory::report::Zones) {
         let every = if self.watching() {
             PRESSURE_CHECK_MS
         } else {
@@ -308,16 +308,16 @@ impl Pressure {
             return;
         }
         self.checked_ms = now;
-        let Some(rss) = crate::report::process_rss() else {
+        let Some(rss) = crate::memory::report::process_rss() else {
             return;
         };
         self.rss = rss;
-        if rss <= self.limit / 16 * crate::report::PURGE_AT_SIXTEENTHS
-            || !crate::report::purge_allocator()
+        if rss <= self.limit / 16 * crate::memory::report::PURGE_AT_SIXTEENTHS
+            || !crate::memory::report::purge_allocator()
         {
             return;
         }
-        self.rss = crate::report::process_rss().unwrap_or(rss);
+        self.rss = crate::memory::report::process_rss().unwrap_or(rss);
         if self.rss > self.limit && now - self.warned_ms >= 60_000 {
             self.warned_ms = now;
             log::warn!(
@@ -374,10 +374,10 @@ impl IoThread {
             let now = now_millis();
             if now - published >= 1000 {
                 published = now;
-                crate::report::advance_allocator_decay();
+                crate::memory::report::advance_allocator_decay();
                 self.zones.state.publish_metrics();
                 self.zones.record_cache.publish_metrics();
-                crate::report::publish(&self.zones.report());
+                crate::memory::report::publish(&self.zones.report());
                 publish_lag(&st.bindings, kafka);
             }
             pressure.check(now, &self.zones);
@@ -451,7 +451,7 @@ impl IoThread {
 /// queue) and each partition's gauges ([`publish_partition`]). On Kafka the end offset is
 /// the one the consumer's last fetch saw.
 fn publish_lag(bindings: &[Binding], kafka: Option<&KafkaClients>) {
-    let mut per_query: HashMap<u64, (Arc<crate::runtime::QueryShared>, u64)> = HashMap::new();
+    let mut per_query: HashMap<u64, (Arc<crate::exec::runtime::QueryShared>, u64)> = HashMap::new();
     for b in bindings {
         let Some(task) = b.task.upgrade() else {
             continue;

@@ -24,17 +24,17 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use crate::broker::FetchBatch;
-use crate::broker::{Broker, RecordView, TopicLog};
 use crate::config::DeserializationHandler;
 use crate::error::{Error, Result};
+use crate::exec::runtime::{QueryShared, RuntimeCore};
+use crate::io::broker::FetchBatch;
+use crate::io::broker::{Broker, RecordView, TopicLog};
+use crate::io::queue::{ByteBudget, PartitionQueue};
 use crate::processor::{Node, Punctuation, PunctuationType, PunctuatorEntry, TaskId};
-use crate::queue::{ByteBudget, PartitionQueue};
 use crate::record::{RecordMetadata, now_millis};
-use crate::runtime::{QueryShared, RuntimeCore};
+use crate::state::window::{StoreType, entry_segment};
 use crate::state::{BatchEntry, Dirty, KeyValueStore, Pick, TaskCache};
 use crate::topology::{NodeId, NodeKind};
-use crate::window::{StoreType, entry_segment};
 
 /// What processors see of their task besides the graph.
 pub(crate) struct TaskEnv {
@@ -52,7 +52,7 @@ pub(crate) struct TaskEnv {
     pub(crate) next_punctuator: u64,
     pub(crate) broker: Broker,
     /// The shared Kafka clients, when sources and sinks are on Kafka.
-    pub(crate) kafka: Option<Arc<crate::kafka::KafkaClients>>,
+    pub(crate) kafka: Option<Arc<crate::io::kafka::KafkaClients>>,
     /// Topology topic name -> broker topic name (internal topics are prefixed).
     pub(crate) topic_names: Arc<HashMap<String, String>>,
     pub(crate) deserialization_handler: DeserializationHandler,
@@ -329,11 +329,14 @@ impl TaskStore {
     /// (`disk_segment`) and, if its owner stored its stream time, the first time not
     /// expired (`min_live`), so reads after a restart leave out what was expired.
     pub(crate) fn opened(store: &dyn KeyValueStore, ty: StoreType) -> Result<(i64, i64)> {
-        let last = store.last(&crate::window::segment_key(i64::MIN), &[0xff; 9])?;
+        let last = store.last(&crate::state::window::segment_key(i64::MIN), &[0xff; 9])?;
         let disk_segment = last
             .and_then(|(k, _)| entry_segment(&k))
             .unwrap_or(i64::MIN);
-        let min_live = match (store.get(crate::window::META_KEY)?, ty.retention_ms()) {
+        let min_live = match (
+            store.get(crate::state::window::META_KEY)?,
+            ty.retention_ms(),
+        ) {
             (Some(t), Some(retention)) if t.len() == 8 => {
                 let t = i64::from_be_bytes(t.as_slice().try_into().expect("8 bytes"));
                 t.saturating_sub(retention).saturating_add(1)
@@ -676,9 +679,9 @@ impl TaskInner {
 
     /// Exactly-once: the offsets to hand to the transaction (query, topic, partition,
     /// next offset) of the inputs that moved.
-    fn txn_offsets(&self) -> Vec<crate::kafka::TxnOffset> {
+    fn txn_offsets(&self) -> Vec<crate::io::kafka::TxnOffset> {
         self.moved()
-            .map(|(i, off)| crate::kafka::TxnOffset {
+            .map(|(i, off)| crate::io::kafka::TxnOffset {
                 query: self.core.env.query.to_string(),
                 topic: i.topic.to_string(),
                 partition: i.partition as i32,
@@ -705,7 +708,7 @@ impl TaskInner {
                 && let Some(dir) = &c.checkpoint_dir
                 && let Some(end) = kafka.acked_end(&c.topic, c.partition)
             {
-                crate::kafka::write_checkpoint(dir, end)?;
+                crate::io::kafka::write_checkpoint(dir, end)?;
             }
         }
         Ok(())
@@ -998,7 +1001,7 @@ impl Task {
         self: &Arc<Self>,
         mut guard: std::sync::MutexGuard<'_, TaskInner>,
     ) -> Result<Option<After>> {
-        use crate::kafka::Prepared;
+        use crate::io::kafka::Prepared;
         let Some(kafka) = self.rt.kafka.clone() else {
             return Ok(None);
         };

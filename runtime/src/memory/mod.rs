@@ -1,0 +1,3 @@
+//! Memory: the zones of the one limit and their report.
+
+pub mod report;
