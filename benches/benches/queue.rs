@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use weir::runtime::queue::{ByteBudget, PartitionQueue, QueueItem};
+use weir::runtime::internals::queue::{ByteBudget, PartitionQueue, QueueItem};
 
 /// A fetch batch of `records` records and `bytes` bytes, as the runtime queues them.
 struct Batch {

@@ -16,7 +16,7 @@ pub fn preload_u64_i64(broker: &Broker, topic: &str, n: u64, keys: u64) -> Resul
     let mut batches: Vec<Vec<RawRecord>> = (0..parts).map(|_| Vec::new()).collect();
     for i in 0..n {
         let key = (i % keys).to_be_bytes();
-        let p = weir::runtime::partitioner::partition_for_key(&key, parts);
+        let p = weir::runtime::partition_for_key(&key, parts);
         batches[p as usize].push(Record::new(
             Some(key.to_vec().into()),
             Some((i as i64).to_be_bytes().to_vec().into()),
@@ -57,7 +57,7 @@ pub fn preload_random(
                 *b = b'!' + r % 94;
             }
         }
-        let p = weir::runtime::partitioner::partition_for_key(&key, parts);
+        let p = weir::runtime::partition_for_key(&key, parts);
         let (batch, bytes) = &mut batches[p as usize];
         *bytes += value_bytes + key.len();
         batch.push(Record::new(

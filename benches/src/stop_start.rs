@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use weir::prelude::*;
 use weir::runtime::StateUsage;
-use weir::runtime::state::{KeyValueStore, StateEnv};
+use weir::runtime::internals::state::{KeyValueStore, StateEnv};
 use weir::serde::Bytes;
 
 use crate::{fresh_dir, preload_random, status_field};
@@ -170,7 +170,7 @@ fn emit_peak(kind: &str) {
         kind,
         &[
             ("hwm", own_status("VmHWM")),
-            ("purges", weir::runtime::report::allocator_purges()),
+            ("purges", weir::runtime::allocator_purges()),
         ],
     );
 }

@@ -8,7 +8,7 @@
 //! creates the topics and sends some readings. Against a real cluster:
 //!
 //! ```sh
-//! cargo run --release -p weir-examples --example kafka_latest -- --bootstrap-servers localhost:9092
+//! cargo run --release -p weir-examples --features kafka --example kafka_latest -- --bootstrap-servers localhost:9092
 //! ```
 //!
 //! The source and sink topics must exist there: `readings` and `latest-readings`, with

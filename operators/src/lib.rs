@@ -40,8 +40,6 @@
 //! The engine lives in `weir-runtime` and is re-exported here whole ([`runtime`]), as
 //! rayon re-exports rayon-core.
 
-#![warn(missing_docs)]
-
 mod ops;
 mod stream;
 mod suppress;
@@ -53,12 +51,16 @@ pub use weir_runtime::serde;
 pub use weir_runtime::{AllocatorStats, MemoryReport, ZoneUsage};
 pub use weir_runtime::{
     Broker, CacheStats, Cancellable, Change, ConsumerRecord, Data, DeserializationHandler, Error,
-    Header, Headers, KafkaConfig, OffsetReset, ProcessingGuarantee, Processor, ProcessorContext,
+    Header, Headers, OffsetReset, ProcessingGuarantee, Processor, ProcessorContext,
     ProductionExceptionHandler, Punctuation, PunctuationType, PunctuatorId, QueryHandle,
     QueryState, QueryStats, RawRecord, Record, RecordField, RecordMetadata, Result, Runtime,
     RuntimeConfig, RuntimeConfigBuilder, SinkSpec, SourceSpec, StateUsage, StoreHandle, StoreKind,
     StoreSpec, TaskId, Topology, TopologyDescription,
 };
+
+/// Where the Kafka cluster is (feature `kafka`).
+#[cfg(feature = "kafka")]
+pub use weir_runtime::KafkaConfig;
 
 /// jemalloc, re-exported for [`use_jemalloc!`] (feature `jemalloc`).
 #[cfg(feature = "jemalloc")]
@@ -69,7 +71,7 @@ pub use weir_runtime::Jemalloc;
 /// RocksDB's and librdkafka's C and C++ allocations come from it and show in
 /// [`Runtime::memory_report`]; this line makes Rust's allocations use it directly too.
 /// While a runtime runs, memory freed goes back to the OS within one to two seconds
-/// (`weir_runtime::report::JEMALLOC_DECAY_MS`).
+/// (`weir_runtime::JEMALLOC_DECAY_MS`).
 #[cfg(feature = "jemalloc")]
 #[macro_export]
 macro_rules! use_jemalloc {

@@ -185,6 +185,7 @@ impl<K: Data, V: Data> Processor<K, V, K, V> for Branch<K, V> {
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use weir_runtime::Change;
+use weir_runtime::internals::InternalForwardContext;
 
 /// Folds each record into the key's aggregate in `store`; the aggregate's changes go
 /// downstream when they reach the store (cache eviction or commit).

@@ -81,7 +81,33 @@ impl StreamsBuilder {
         self
     }
 
-    /// A stream of `topic`, deserialized with the types' default serdes.
+    /// A stream of `topic`, deserialized with the types' default serdes (Kafka
+    /// Streams' `StreamsBuilder#stream`). [`StreamsBuilder::stream_with`] takes a
+    /// [`Consumed`] for other serdes, a timestamp extractor or several topics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir::prelude::*;
+    /// # fn main() -> weir::Result<()> {
+    /// # let runtime = Runtime::new(RuntimeConfig::builder().workers(1).build()?)?;
+    /// # let broker = runtime.broker().clone();
+    /// broker.create_topic("in", 2)?;
+    /// broker.create_topic("out", 2)?;
+    /// let builder = StreamsBuilder::new();
+    /// builder.stream::<String, i64>("in").to("out");
+    /// let query = runtime.start_query("copy", builder.build()?)?;
+    /// broker.send("in", &"k".to_string(), &1i64)?;
+    /// # let read = |n: usize| -> weir::Result<Vec<_>> { loop {
+    /// #     let out = broker.read_all::<String, i64>("out")?;
+    /// #     if out.len() >= n { return Ok(out); }
+    /// #     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// # } };
+    /// assert_eq!(read(1)?[0].record.value, 1);
+    /// # query.stop()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stream<K, V>(&self, topic: &str) -> KStream<K, V>
     where
         K: Data + DefaultSerde,
@@ -346,6 +372,34 @@ impl<K: Data, V: Data> KStream<K, V> {
     }
 
     /// Keeps records for which `f(key, value)` is true.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir::prelude::*;
+    /// # fn main() -> weir::Result<()> {
+    /// # let runtime = Runtime::new(RuntimeConfig::builder().workers(1).build()?)?;
+    /// # let broker = runtime.broker().clone();
+    /// # broker.create_topic("in", 1)?;
+    /// # broker.create_topic("out", 1)?;
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .stream::<String, i64>("in")
+    ///     .filter(|_key, amount| *amount >= 100)
+    ///     .to("out");
+    /// # let query = runtime.start_query("big", builder.build()?)?;
+    /// # broker.send("in", &"a".to_string(), &5i64)?;
+    /// # broker.send("in", &"b".to_string(), &500i64)?;
+    /// # let read = |n: usize| -> weir::Result<Vec<_>> { loop {
+    /// #     let out = broker.read_all::<String, i64>("out")?;
+    /// #     if out.len() >= n { return Ok(out); }
+    /// #     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// # } };
+    /// # assert_eq!(read(1)?[0].record.key, "b");
+    /// # query.stop()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn filter<F>(&self, f: F) -> KStream<K, V>
     where
         F: Fn(&K, &V) -> bool + Send + Sync + 'static,
@@ -380,7 +434,34 @@ impl<K: Data, V: Data> KStream<K, V> {
             .keyed(true)
     }
 
-    /// Replaces the value, keeping the key.
+    /// Replaces the value, keeping the key (so no repartition follows).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir::prelude::*;
+    /// # fn main() -> weir::Result<()> {
+    /// # let runtime = Runtime::new(RuntimeConfig::builder().workers(1).build()?)?;
+    /// # let broker = runtime.broker().clone();
+    /// # broker.create_topic("in", 1)?;
+    /// # broker.create_topic("out", 1)?;
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .stream::<String, i64>("in")
+    ///     .map_values(|euros| euros * 100) // to cents
+    ///     .to("out");
+    /// # let query = runtime.start_query("cents", builder.build()?)?;
+    /// # broker.send("in", &"a".to_string(), &3i64)?;
+    /// # let read = |n: usize| -> weir::Result<Vec<_>> { loop {
+    /// #     let out = broker.read_all::<String, i64>("out")?;
+    /// #     if out.len() >= n { return Ok(out); }
+    /// #     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// # } };
+    /// # assert_eq!(read(1)?[0].record.value, 300);
+    /// # query.stop()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn map_values<V2: Data, F>(&self, f: F) -> KStream<K, V2>
     where
         F: Fn(V) -> V2 + Send + Sync + 'static,
@@ -677,5 +758,56 @@ impl<K: Data, V: Data> BranchedKStream<K, V> {
             out.insert(name, s);
         }
         out
+    }
+}
+
+impl std::fmt::Debug for StreamsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamsBuilder").finish_non_exhaustive()
+    }
+}
+
+impl<K, V> std::fmt::Debug for Consumed<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumed")
+            .field("spec", &self.spec)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl<K, V> std::fmt::Debug for Produced<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Produced")
+            .field("spec", &self.spec)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl<K, V> std::fmt::Debug for Repartitioned<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repartitioned")
+            .field("name", &self.name)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> std::fmt::Debug for KStream<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KStream")
+            .field("node", &self.node)
+            .field("repartition_required", &self.repartition_required)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> std::fmt::Debug for BranchedKStream<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BranchedKStream")
+            .field("prefix", &self.prefix)
+            .field("branches", &self.branches.len())
+            .finish_non_exhaustive()
     }
 }

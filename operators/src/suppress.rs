@@ -17,8 +17,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use weir_runtime::internals::InternalContext;
+use weir_runtime::internals::suppress::{BufferBounds, Buffered, FullPolicy, SuppressionBuffer};
 use weir_runtime::serde::{BytesSerde, Serde};
-use weir_runtime::suppress::{BufferBounds, Buffered, FullPolicy, SuppressionBuffer};
 use weir_runtime::{Change, Data, Error, Processor, ProcessorContext, Record, Result, StoreSpec};
 
 use crate::table::{KTable, TableMeta};
@@ -154,6 +155,31 @@ impl<K: Data, V: Data> KTable<K, V> {
     /// Holds updates back as `suppressed` says. The table's serdes come from its store
     /// (aggregations and windowed aggregations have them); `until_window_closes` needs a
     /// windowed table.
+    ///
+    /// The buffer is bounded by its own [`BufferConfig`] and by the runtime's one
+    /// suppression budget; when full it emits early, spills to disk, or shuts its query
+    /// down cleanly, as configured.
+    ///
+    /// # Examples
+    ///
+    /// One final count per user and minute, emitted once the window closes:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::prelude::*;
+    ///
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .stream::<String, String>("clicks")
+    ///     .group_by_key()
+    ///     .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_secs(60)))
+    ///     .count()
+    ///     .suppress(Suppressed::until_window_closes(
+    ///         BufferConfig::max_bytes(16 << 20).shut_down_when_full(),
+    ///     ))
+    ///     .to_stream()
+    ///     .to("final-counts");
+    /// ```
     pub fn suppress(&self, suppressed: Suppressed) -> KTable<K, V> {
         let builder = self.changes.builder.clone();
         let policy = suppressed.policy();
@@ -347,8 +373,8 @@ impl<K: Data, V: Data> Processor<K, Change<V>, K, Change<V>> for SuppressProcess
             ("task", ctx.task_id().to_string()),
         ];
         self.gauges = Some(Gauges {
-            bytes: metrics::gauge!("weir_suppression_buffer_bytes", &labels),
-            records: metrics::gauge!("weir_suppression_buffer_records", &labels),
+            bytes: metrics::gauge!(weir_runtime::metrics::SUPPRESSION_BUFFER_BYTES, &labels),
+            records: metrics::gauge!(weir_runtime::metrics::SUPPRESSION_BUFFER_RECORDS, &labels),
         });
         Ok(())
     }

@@ -193,7 +193,39 @@ impl<K: Data, V: Data> KStream<K, V> {
         }
     }
 
-    /// Groups by a new key computed from each record (always repartitions).
+    /// Groups by a new key computed from each record (always repartitions, through an
+    /// internal topic `<application>-<query>-<name>-repartition`).
+    ///
+    /// # Examples
+    ///
+    /// Counting orders per customer, from orders keyed by order id:
+    ///
+    /// ```
+    /// use weir::prelude::*;
+    /// # fn main() -> weir::Result<()> {
+    /// # let runtime = Runtime::new(RuntimeConfig::builder().workers(1)
+    /// #     .commit_interval(std::time::Duration::from_millis(50)).build()?)?;
+    /// # let broker = runtime.broker().clone();
+    /// # broker.create_topic("orders", 2)?;
+    /// # broker.create_topic("out", 2)?;
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .stream::<String, String>("orders") // order id -> customer
+    ///     .group_by(|_order, customer| customer.clone())
+    ///     .count()
+    ///     .to("out");
+    /// # let query = runtime.start_query("per-customer", builder.build()?)?;
+    /// # for (order, customer) in [("o1", "ann"), ("o2", "bob"), ("o3", "ann")] {
+    /// #     broker.send("orders", &order.to_string(), &customer.to_string())?;
+    /// # }
+    /// # // Counts go out at each commit (every 50 ms here) or cache eviction.
+    /// # while !broker.read_all::<String, i64>("out")?.iter().any(|r| r.record.key == "ann" && r.record.value == 2) {
+    /// #     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// # }
+    /// # query.stop()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn group_by<K2, F>(&self, f: F) -> KGroupedStream<K2, V>
     where
         K2: Data + DefaultSerde,
@@ -275,7 +307,35 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         )
     }
 
-    /// Counts records per key.
+    /// Counts records per key into a RocksDB store (through the record cache: a key's
+    /// updates are compacted until its entry is evicted or committed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir::prelude::*;
+    /// # fn main() -> weir::Result<()> {
+    /// # let runtime = Runtime::new(RuntimeConfig::builder().workers(1)
+    /// #     .commit_interval(std::time::Duration::from_millis(50)).build()?)?;
+    /// # let broker = runtime.broker().clone();
+    /// # broker.create_topic("words", 1)?;
+    /// # broker.create_topic("out", 1)?;
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .stream::<String, String>("words")
+    ///     .group_by_key()
+    ///     .count()
+    ///     .to("out");
+    /// # let query = runtime.start_query("counts", builder.build()?)?;
+    /// # broker.send("words", &"weir".to_string(), &String::new())?;
+    /// # broker.send("words", &"weir".to_string(), &String::new())?;
+    /// # while broker.read_all::<String, i64>("out")?.last().map(|r| r.record.value) != Some(2) {
+    /// #     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// # }
+    /// # query.stop()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn count(&self) -> KTable<K, i64> {
         self.count_with(Materialized::default())
     }
@@ -617,5 +677,40 @@ impl StreamsBuilder {
                 }
             },
         )
+    }
+}
+
+impl<K, V> std::fmt::Debug for Grouped<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grouped")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> std::fmt::Debug for Materialized<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Materialized")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("caching", &self.caching)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> std::fmt::Debug for KGroupedStream<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KGroupedStream")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> std::fmt::Debug for KTable<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KTable")
+            .field("changes", &self.changes)
+            .finish_non_exhaustive()
     }
 }

@@ -11,7 +11,7 @@
 //!
 //! State lives in window or session stores (RocksDB under the shared cache by
 //! default) that drop expired segments with range deletes (see
-//! [`weir_runtime::window`]). Time windows go through the record cache like key-value
+//! `weir_runtime`'s `state/window.rs`). Time windows go through the record cache like key-value
 //! aggregations; session and sliding windows, which look up neighbouring windows per
 //! record, write through.
 
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use weir_runtime::internals::{InternalContext, InternalWindowedContext};
 use weir_runtime::serde::{DefaultSerde, I64Serde, OptionSerde, Serde};
 use weir_runtime::{
     Change, Data, Error, Processor, ProcessorContext, Record, Result, Window, Windowed,
@@ -188,6 +189,26 @@ impl<K: Data, V: Data> WindowedBy<K, V> for SessionWindows {
 impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// Aggregates per window: `TimeWindows` (tumbling, hopping), `SlidingWindows` or
     /// `SessionWindows`.
+    ///
+    /// # Examples
+    ///
+    /// Clicks per user per minute, with 10 s of grace for late records:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::prelude::*;
+    ///
+    /// let builder = StreamsBuilder::new();
+    /// let per_minute: KTable<Windowed<String>, i64> = builder
+    ///     .stream::<String, String>("clicks")
+    ///     .group_by_key()
+    ///     .windowed_by(TimeWindows::of_size_and_grace(
+    ///         Duration::from_secs(60),
+    ///         Duration::from_secs(10),
+    ///     ))
+    ///     .count();
+    /// # let _ = per_minute;
+    /// ```
     pub fn windowed_by<W: WindowedBy<K, V>>(&self, windows: W) -> W::Output {
         windows.windowed(self)
     }
@@ -954,6 +975,23 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<Stamped<VA>>>,
     ) -> Result<()> {
         self.core.flush(ctx)
+    }
+}
+
+impl<K, V> std::fmt::Debug for TimeWindowedKStream<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimeWindowedKStream")
+            .field("grouped", &self.grouped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> std::fmt::Debug for SessionWindowedKStream<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionWindowedKStream")
+            .field("grouped", &self.grouped)
+            .field("windows", &self.windows)
+            .finish()
     }
 }
 

@@ -50,7 +50,7 @@ fn filter_filter_not_map_values_to() {
         assert_eq!(r.record.key, format!("k{}", r.record.value / 10));
         assert_eq!(
             r.partition,
-            weir::runtime::partitioner::partition_for_key(r.record.key.as_bytes(), 3)
+            weir::runtime::partition_for_key(r.record.key.as_bytes(), 3)
         );
     }
     assert_eq!(q.state(), QueryState::Stopped);
@@ -284,7 +284,7 @@ fn repartition_moves_each_key_to_its_kafka_partition() {
     assert_eq!(seen.len(), 7);
     for (key, parts) in seen.iter() {
         assert_eq!(parts.len(), 10);
-        let want = weir::runtime::partitioner::partition_for_key(key.as_bytes(), 3);
+        let want = weir::runtime::partition_for_key(key.as_bytes(), 3);
         assert!(
             parts.iter().all(|p| *p == want),
             "{key} seen on {parts:?}, want {want}"

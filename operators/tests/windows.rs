@@ -412,7 +412,7 @@ proptest! {
 
 fn entry_charge() -> usize {
     // WindowedSerde key "kN" + 16, payload 5 + 8 bytes, as the buffer charges it.
-    2 * (2 + 16) + 13 + weir::runtime::suppress::ENTRY_OVERHEAD
+    2 * (2 + 16) + 13 + weir::runtime::internals::suppress::ENTRY_OVERHEAD
 }
 
 #[test]

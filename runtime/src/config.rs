@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::io::broker::Broker;
+use crate::io::settings::TransportConfig;
+pub use crate::io::settings::{OffsetReset, ProcessingGuarantee, ProductionExceptionHandler};
 
 /// What to do with a record whose key or value cannot be deserialized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,46 +20,6 @@ pub enum DeserializationHandler {
     Fail,
     /// Log a warning, count the record as skipped, and go on.
     LogAndContinue,
-}
-
-/// What to do when Kafka refuses a record a sink (or a changelog) produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ProductionExceptionHandler {
-    /// Fail the query at its next commit, committing nothing past the record (the
-    /// default): a restart re-reads from the last commit.
-    #[default]
-    Fail,
-    /// Log the failure, count it (`weir_produce_errors_total{query}`), and commit as
-    /// if the record had been written: it is lost.
-    LogAndContinue,
-}
-
-/// What a crash may do to results on Kafka.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ProcessingGuarantee {
-    /// Every input record's effect is in the output at least once (the default): after
-    /// a crash, records processed since the last commit are processed again, so output
-    /// and changelogs may hold their effect twice.
-    #[default]
-    AtLeastOnce,
-    /// Each input record's effect is in the output exactly once, as seen by readers with
-    /// `isolation.level=read_committed`: the runtime's one producer is transactional, and
-    /// every commit is one transaction holding the output, the changelog writes and the
-    /// input offsets of every task of the runtime. Kafka only. Stores are rebuilt from
-    /// their (committed) changelogs after a crash. A task failure aborts the transaction
-    /// and fails every query of the runtime (restart them: they resume from the last
-    /// committed transaction).
-    ExactlyOnce,
-}
-
-/// Where a query starts reading a partition that its group has no committed offset for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OffsetReset {
-    /// From the first record (Kafka Streams' default).
-    #[default]
-    Earliest,
-    /// From the end: only records appended after the query starts.
-    Latest,
 }
 
 /// Smallest memory limit the runtime accepts.
@@ -80,6 +42,7 @@ pub struct RuntimeConfig {
     pub(crate) processing_guarantee: ProcessingGuarantee,
     pub(crate) offset_reset: OffsetReset,
     pub(crate) broker: Broker,
+    #[cfg(feature = "kafka")]
     pub(crate) kafka: Option<crate::io::kafka::KafkaConfig>,
     pub(crate) state: StateConfig,
 }
@@ -110,6 +73,20 @@ pub struct StateConfig {
 }
 
 impl RuntimeConfig {
+    /// What the transport needs of this configuration.
+    pub(crate) fn transport(&self) -> TransportConfig<'_> {
+        TransportConfig {
+            application_id: &self.application_id,
+            state_dir: &self.state_dir,
+            offset_reset: self.offset_reset,
+            production_exception_handler: self.production_exception_handler,
+            processing_guarantee: self.processing_guarantee,
+            broker: &self.broker,
+            #[cfg(feature = "kafka")]
+            kafka: self.kafka.as_ref(),
+        }
+    }
+
     /// A builder with defaults for everything.
     pub fn builder() -> RuntimeConfigBuilder {
         RuntimeConfigBuilder::default()
@@ -144,6 +121,7 @@ impl RuntimeConfig {
         &self.broker
     }
     /// The Kafka cluster sources and sinks use instead of the in-process broker.
+    #[cfg(feature = "kafka")]
     pub fn kafka(&self) -> Option<&crate::io::kafka::KafkaConfig> {
         self.kafka.as_ref()
     }
@@ -170,6 +148,7 @@ pub struct RuntimeConfigBuilder {
     processing_guarantee: ProcessingGuarantee,
     offset_reset: OffsetReset,
     broker: Option<Broker>,
+    #[cfg(feature = "kafka")]
     kafka: Option<crate::io::kafka::KafkaConfig>,
     rocksdb_cache_bytes: Option<usize>,
     rocksdb_memtable_bytes: Option<usize>,
@@ -260,6 +239,7 @@ impl RuntimeConfigBuilder {
     /// Reads and writes topics on a Kafka cluster instead of the in-process broker,
     /// through one consumer (group = the application id) and one producer shared by
     /// every query. Queries' source and sink topics must exist on the cluster.
+    #[cfg(feature = "kafka")]
     pub fn kafka(mut self, kafka: crate::io::kafka::KafkaConfig) -> Self {
         self.kafka = Some(kafka);
         self
@@ -345,9 +325,14 @@ impl RuntimeConfigBuilder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        #[cfg(feature = "kafka")]
         if let Some(k) = &self.kafka {
             k.validate()?;
         }
+        #[cfg(feature = "kafka")]
+        let on_kafka = self.kafka.is_some();
+        #[cfg(not(feature = "kafka"))]
+        let on_kafka = false;
         let memory_limit = self.memory_limit.unwrap_or(1 << 30);
         if memory_limit < MIN_MEMORY_LIMIT {
             return Err(Error::Config(format!(
@@ -424,7 +409,7 @@ impl RuntimeConfigBuilder {
                 "rocksdb_max_open_files must be at least 16".into(),
             ));
         }
-        if self.processing_guarantee == ProcessingGuarantee::ExactlyOnce && self.kafka.is_none() {
+        if self.processing_guarantee == ProcessingGuarantee::ExactlyOnce && !on_kafka {
             return Err(Error::Config(
                 "exactly_once needs Kafka (RuntimeConfigBuilder::kafka): its transactions are what make a commit atomic".into(),
             ));
@@ -453,6 +438,7 @@ impl RuntimeConfigBuilder {
             processing_guarantee: self.processing_guarantee,
             offset_reset: self.offset_reset,
             broker: self.broker.unwrap_or_default(),
+            #[cfg(feature = "kafka")]
             kafka: self.kafka,
             state,
         })

@@ -36,9 +36,15 @@ pub enum Error {
     Config(String),
 
     /// The Kafka cluster or a Kafka client failed (unreachable brokers, a failed
-    /// delivery, a refused commit); the message says which and why.
-    #[error("kafka: {0}")]
-    Kafka(String),
+    /// delivery, a refused commit): what weir was doing, and librdkafka's error when
+    /// there is one ([`Error::kafka_error`] gives it typed).
+    #[error("kafka: {context}{}", with_source(source))]
+    Kafka {
+        /// What weir was doing.
+        context: String,
+        /// The client's error, if any (an `rdkafka::error::KafkaError`).
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
 
     /// A topic that a query or a call names does not exist.
     #[error("topic '{0}' does not exist")]
@@ -154,13 +160,16 @@ pub enum Error {
         cap: usize,
     },
 
-    /// A state store operation failed (RocksDB's message, or a closed store).
+    /// A state store operation failed (RocksDB refused it, a stored entry cannot be
+    /// read, a store is closed).
     #[error("store '{store}': {message}")]
     Store {
         /// The store.
         store: String,
         /// What went wrong.
         message: String,
+        /// The underlying error, if any (a `rocksdb::Error`).
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
 
     /// A suppression buffer that shuts its query down when full was full: the query
@@ -194,6 +203,35 @@ impl Error {
         Error::User(Arc::new(Message(message.into())))
     }
 
+    /// A Kafka failure without a client error behind it.
+    pub(crate) fn kafka(context: impl Into<String>) -> Self {
+        Error::Kafka {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A store failure without an underlying error.
+    pub(crate) fn store(store: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Store {
+            store: store.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// librdkafka's error behind an [`Error::Kafka`], if there is one (feature
+    /// `kafka`), to match on its code.
+    #[cfg(feature = "kafka")]
+    pub fn kafka_error(&self) -> Option<&rdkafka::error::KafkaError> {
+        match self {
+            Error::Kafka {
+                source: Some(s), ..
+            } => s.downcast_ref(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
@@ -215,6 +253,14 @@ impl Error {
             },
         }
     }
+}
+
+/// `": {source}"`, or nothing.
+fn with_source(source: &Option<Arc<dyn std::error::Error + Send + Sync>>) -> String {
+    source
+        .as_ref()
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default()
 }
 
 #[derive(Debug)]

@@ -130,7 +130,7 @@ impl<K, V> Record<K, V> {
 pub type RawRecord = Record<Option<Bytes>, Option<Bytes>>;
 
 /// Fixed per-record overhead counted in byte accounting, on top of payload bytes.
-pub const RECORD_OVERHEAD_BYTES: usize = 64;
+pub(crate) const RECORD_OVERHEAD_BYTES: usize = 64;
 
 impl RawRecord {
     /// Bytes this record is charged in queues: key + value + headers + fixed overhead.
@@ -167,7 +167,7 @@ pub struct ConsumerRecord<K, V> {
 }
 
 /// Milliseconds since the Unix epoch, now.
-pub fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

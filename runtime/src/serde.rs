@@ -298,6 +298,13 @@ where
     }
 }
 
+#[cfg(feature = "json")]
+impl<T> std::fmt::Debug for JsonSerde<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonSerde")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

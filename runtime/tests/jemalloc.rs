@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rocksdb::{BlockBasedOptions, Cache, DB, Options};
 use tikv_jemalloc_ctl::raw;
-use weir_runtime::report::{
+use weir_runtime::{
     JEMALLOC_DECAY_MS, PURGE_AT_SIXTEENTHS, allocator_purges, allocator_stats, process_rss,
 };
 use weir_runtime::{Runtime, RuntimeConfig};
@@ -88,6 +88,7 @@ fn freed_memory_leaves_the_resident_set_within_seconds_of_a_quiet_runtime() {
     let read = |name: &str| unsafe { raw::read::<isize>(format!("{name}\0").as_bytes()) };
     assert_eq!(read("arenas.dirty_decay_ms"), Ok(JEMALLOC_DECAY_MS));
     assert_eq!(read("arenas.muzzy_decay_ms"), Ok(0));
+    // SAFETY: `arenas.narenas` is an `unsigned`.
     let narenas: u32 = unsafe { raw::read(b"arenas.narenas\0") }.unwrap();
     let mut initialized = 0;
     for i in 0..narenas {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use weir_runtime::queue::ByteBudget;
-use weir_runtime::state::{BatchEntry, InMemoryStore, KeyValueStore, StateEnv};
+use weir_runtime::internals::ByteBudget;
+use weir_runtime::internals::state::{BatchEntry, InMemoryStore, KeyValueStore, StateEnv};
 use weir_runtime::{Error, StateConfig};
 
 fn env() -> StateEnv {

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use tikv_jemalloc_ctl::{epoch, stats};
-use weir::runtime::state::{ENTRY_OVERHEAD, RecordCache};
+use weir::runtime::internals::state::{ENTRY_OVERHEAD, RecordCache};
 use weir_benches::arg;
 
 #[global_allocator]

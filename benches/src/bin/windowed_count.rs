@@ -108,7 +108,7 @@ fn main() -> Result<()> {
     let mut batches: Vec<Vec<RawRecord>> = (0..PARTITIONS).map(|_| Vec::new()).collect();
     let mut push = |broker: &Broker, refs: &mut [Reference], key: u64, ts: i64| -> Result<()> {
         let kb = key.to_be_bytes();
-        let p = weir::runtime::partitioner::partition_for_key(&kb, PARTITIONS) as usize;
+        let p = weir::runtime::partition_for_key(&kb, PARTITIONS) as usize;
         refs[p].add(key, ts);
         batches[p].push(Record::new(
             Some(kb.to_vec().into()),
@@ -134,7 +134,7 @@ fn main() -> Result<()> {
     let mut flushed = vec![false; PARTITIONS as usize];
     let mut k = keys;
     while flushed.iter().any(|f| !f) {
-        let p = weir::runtime::partitioner::partition_for_key(&k.to_be_bytes(), PARTITIONS);
+        let p = weir::runtime::partition_for_key(&k.to_be_bytes(), PARTITIONS);
         if !flushed[p as usize] {
             flushed[p as usize] = true;
             push(&broker, &mut refs, k, far)?;

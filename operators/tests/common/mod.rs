@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
+// Shared by the test binaries, each of which uses some of it.
+#![allow(unreachable_pub)]
 
+#[cfg(feature = "kafka")]
 pub mod kafka;
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,13 @@
 //! Execution: the runtime, its queries and their tasks.
 
+mod commit;
+mod core;
+mod factory;
+mod group;
+mod input;
+mod query;
 pub(crate) mod runtime;
-pub(crate) mod task;
+mod task;
+
+pub use query::{QueryHandle, QueryState, QueryStats};
+pub use runtime::Runtime;

@@ -5,7 +5,7 @@
 //! in-process broker, by weir against Kafka, and by JVM producers are co-partitioned.
 
 /// Kafka's `Utils.murmur2`, returning the same signed 32-bit value as the Java client.
-pub fn murmur2(data: &[u8]) -> i32 {
+pub(crate) fn murmur2(data: &[u8]) -> i32 {
     const SEED: u32 = 0x9747_b28c;
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;

@@ -21,8 +21,11 @@
 //! make progress. The bound is therefore `max(cap, largest record)`.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+
+pub(crate) use crate::memory::ByteBudget;
+use crate::sync::Mutex;
 
 /// Something that can be queued: it knows how many records it holds and how many bytes
 /// it is charged.
@@ -32,93 +35,6 @@ pub trait QueueItem {
     /// Records in this item, charged against the per-partition record cap.
     fn records(&self) -> usize {
         1
-    }
-}
-
-/// One byte cap shared by every partition queue of a runtime.
-#[derive(Debug)]
-pub struct ByteBudget {
-    cap: usize,
-    used: AtomicUsize,
-    blocked: AtomicBool,
-}
-
-impl ByteBudget {
-    /// A budget of `cap` bytes.
-    pub fn new(cap: usize) -> Self {
-        ByteBudget {
-            cap,
-            used: AtomicUsize::new(0),
-            blocked: AtomicBool::new(false),
-        }
-    }
-
-    /// The cap.
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
-    /// Bytes charged now.
-    pub fn used(&self) -> usize {
-        self.used.load(SeqCst)
-    }
-
-    /// Bytes that can still be reserved (ignoring the oversized-record exception).
-    pub fn available(&self) -> usize {
-        self.cap.saturating_sub(self.used())
-    }
-
-    /// Charges `n` bytes if they fit (or if nothing is charged at all). On refusal the
-    /// budget remembers that someone is waiting, so the next release says so.
-    pub fn try_reserve(&self, n: usize) -> bool {
-        let mut cur = self.used.load(SeqCst);
-        loop {
-            if cur + n > self.cap && cur != 0 {
-                self.blocked.store(true, SeqCst);
-                // Re-check: a release may have happened before the flag was visible.
-                cur = self.used.load(SeqCst);
-                if cur + n > self.cap && cur != 0 {
-                    return false;
-                }
-                continue;
-            }
-            match self.used.compare_exchange(cur, cur + n, SeqCst, SeqCst) {
-                Ok(_) => return true,
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
-    /// Charges `n` bytes whether or not they fit: for records already taken from Kafka,
-    /// which cannot be handed back (the caller stops taking more once the budget is
-    /// spent, so the overshoot is at most one record).
-    pub(crate) fn charge(&self, n: usize) {
-        self.used.fetch_add(n, SeqCst);
-    }
-
-    /// Charges `n` bytes only if they fit under the cap, with no exception for an empty
-    /// budget (for state, where refusing is safe and exceeding is not).
-    pub fn try_reserve_strict(&self, n: usize) -> bool {
-        let mut cur = self.used.load(SeqCst);
-        loop {
-            if cur + n > self.cap {
-                return false;
-            }
-            match self.used.compare_exchange(cur, cur + n, SeqCst, SeqCst) {
-                Ok(_) => return true,
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
-    /// Returns `n` bytes; true if a reservation had been refused since the last release
-    /// (the caller should wake the fetcher).
-    pub fn release(&self, n: usize) -> bool {
-        if n == 0 {
-            return false;
-        }
-        self.used.fetch_sub(n, SeqCst);
-        self.blocked.swap(false, SeqCst)
     }
 }
 
@@ -238,16 +154,13 @@ impl<T: QueueItem> PartitionQueue<T> {
         self.records.fetch_add(n, SeqCst);
         self.bytes.fetch_add(size, SeqCst);
         self.paused.store(false, SeqCst);
-        self.items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(item);
+        self.items.lock().push_back(item);
         Ok(())
     }
 
     /// Moves up to `max` items to `out`. They stay charged until [`Self::release`].
     pub fn claim(&self, max: usize, out: &mut VecDeque<T>) -> usize {
-        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let mut items = self.items.lock();
         let n = max.min(items.len());
         out.extend(items.drain(..n));
         n
@@ -271,12 +184,7 @@ impl<T: QueueItem> PartitionQueue<T> {
     /// uncharged. Claimed items stay charged until their holder releases them.
     pub fn close(&self) -> bool {
         self.closed.store(true, SeqCst);
-        let drained: Vec<T> = self
-            .items
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect();
+        let drained: Vec<T> = self.items.lock().drain(..).collect();
         let records = drained.iter().map(QueueItem::records).sum();
         let bytes = drained.iter().map(QueueItem::size_bytes).sum();
         self.release(records, bytes)

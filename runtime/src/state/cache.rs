@@ -20,9 +20,10 @@
 //!   it to its store and, for aggregations, forwards it downstream; a commit reads the
 //!   dirty entries in place ([`TaskCache::flush_each`]) and marks them clean.
 
+use crate::sync::Mutex;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use hashlink::LinkedHashMap;
 
@@ -39,7 +40,7 @@ pub const ENTRY_OVERHEAD: usize = 128;
 const EVICTION_CHUNK_DIVISOR: usize = 64;
 
 /// A function that wakes a task (so it runs and serves an eviction request).
-pub type Waker = Arc<dyn Fn() + Send + Sync>;
+pub(crate) type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// What a task publishes to the others: its oldest tick, its bytes, and requests made
 /// to it.
@@ -98,7 +99,6 @@ impl RecordCache {
         let entries = self
             .tasks
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter_map(Weak::upgrade)
             .map(|t| t.entries.load(Ordering::Relaxed))
@@ -116,13 +116,14 @@ impl RecordCache {
     /// Publishes the cache's figures as `metrics` gauges.
     pub fn publish_metrics(&self) {
         let s = self.stats();
-        metrics::gauge!("weir_record_cache_bytes").set(s.used as f64);
-        metrics::gauge!("weir_record_cache_limit_bytes").set(s.cap as f64);
-        metrics::gauge!("weir_record_cache_entries").set(s.entries as f64);
-        metrics::gauge!("weir_record_cache_evictions").set(s.evictions as f64);
+        metrics::gauge!(crate::metrics::RECORD_CACHE_BYTES).set(s.used as f64);
+        metrics::gauge!(crate::metrics::RECORD_CACHE_LIMIT_BYTES).set(s.cap as f64);
+        metrics::gauge!(crate::metrics::RECORD_CACHE_ENTRIES).set(s.entries as f64);
+        metrics::gauge!(crate::metrics::RECORD_CACHE_EVICTIONS).set(s.evictions as f64);
         let reads = s.hits + s.misses;
         if reads > 0 {
-            metrics::gauge!("weir_record_cache_hit_ratio").set(s.hits as f64 / reads as f64);
+            metrics::gauge!(crate::metrics::RECORD_CACHE_HIT_RATIO)
+                .set(s.hits as f64 / reads as f64);
         }
     }
 
@@ -135,7 +136,7 @@ impl RecordCache {
             evict_request: AtomicUsize::new(0),
             waker,
         });
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tasks = self.tasks.lock();
         tasks.retain(|w| w.strong_count() > 0);
         tasks.push(Arc::downgrade(&shared));
         TaskCache {
@@ -173,7 +174,7 @@ impl RecordCache {
 
     /// The other task holding the oldest entry, with that entry's tick.
     fn oldest_other(&self, me: &Arc<Shared>) -> Option<(Arc<Shared>, u64)> {
-        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let tasks = self.tasks.lock();
         tasks
             .iter()
             .filter_map(Weak::upgrade)
@@ -215,7 +216,7 @@ pub struct Flushed<'a> {
 
 impl Flushed<'_> {
     /// An owned copy.
-    pub fn to_dirty(&self) -> Dirty {
+    pub fn to_dirty(self) -> Dirty {
         Dirty {
             store: self.store,
             key: self.key.to_vec(),
@@ -592,6 +593,24 @@ impl TaskCache {
 impl Drop for TaskCache {
     fn drop(&mut self) {
         self.global.release(self.bytes);
+    }
+}
+
+impl std::fmt::Debug for RecordCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordCache")
+            .field("cap", &self.cap)
+            .field("used", &self.used.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TaskCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCache")
+            .field("entries", &self.entries.len())
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
     }
 }
 

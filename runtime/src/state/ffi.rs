@@ -19,6 +19,7 @@ pub(crate) struct RawCache(NonNull<sys::rocksdb_cache_t>);
 // SAFETY: RocksDB's caches are internally synchronized; the wrapper only reads
 // counters and hands the pointer to option setters, which copy the `shared_ptr`.
 unsafe impl Send for RawCache {}
+// SAFETY: as for `Send`: every use through a shared reference is synchronized by RocksDB.
 unsafe impl Sync for RawCache {}
 
 impl RawCache {
@@ -79,6 +80,7 @@ pub(crate) struct RawWriteBufferManager(NonNull<sys::rocksdb_write_buffer_manage
 
 // SAFETY: RocksDB's write buffer manager is internally synchronized (atomics).
 unsafe impl Send for RawWriteBufferManager {}
+// SAFETY: as for `Send`: its counters are atomics.
 unsafe impl Sync for RawWriteBufferManager {}
 
 impl RawWriteBufferManager {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{BatchEntry, KeyValue, KeyValueStore, prefix_end};
 use crate::error::{Error, Result};
-use crate::io::queue::ByteBudget;
+use crate::memory::ByteBudget;
 
 /// Bytes charged per entry on top of key and value (tree node and allocation overhead).
 const ENTRY_OVERHEAD: usize = 48;
@@ -194,5 +194,15 @@ impl KeyValueStore for InMemoryStore {
 
     fn flush(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for InMemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryStore")
+            .field("name", &self.name)
+            .field("entries", &self.map.len())
+            .field("charged", &self.charged)
+            .finish_non_exhaustive()
     }
 }

@@ -15,15 +15,16 @@
 //! growing past the limit.
 
 mod cache;
+pub(crate) mod changelog;
 mod ffi;
 mod memory;
 mod rocks;
-pub mod suppress;
-pub mod window;
+pub(crate) mod suppress;
+pub(crate) mod task_stores;
+pub(crate) mod window;
 
-pub use cache::{
-    CacheStats, Dirty, ENTRY_OVERHEAD, Flushed, Lookup, Pick, RecordCache, TaskCache, Waker,
-};
+pub use cache::{CacheStats, ENTRY_OVERHEAD, RecordCache};
+pub(crate) use cache::{Dirty, Lookup, Pick, TaskCache};
 pub use memory::InMemoryStore;
 pub use rocks::{RocksDbStore, StateEnv, StateUsage};
 
@@ -77,6 +78,31 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// RocksDB's zone: its shared cache (block and blob cache, memtables, index and filter
+/// blocks) against its capacity.
+impl crate::memory::Account for StateEnv {
+    fn usage(&self) -> (usize, usize) {
+        let u = StateEnv::usage(self);
+        (u.cache_usage, u.cache_capacity)
+    }
+
+    fn publish_metrics(&self) {
+        StateEnv::publish_metrics(self);
+    }
+}
+
+/// The record cache's zone: its bytes against its budget.
+impl crate::memory::Account for RecordCache {
+    fn usage(&self) -> (usize, usize) {
+        let s = self.stats();
+        (s.used, s.cap)
+    }
+
+    fn publish_metrics(&self) {
+        RecordCache::publish_metrics(self);
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! RocksDB stores sharing one block cache, one write buffer manager and one background
 //! pool.
 
+use crate::sync::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use rocksdb::{
     DB, DBCompressionType, Direction, Env, IteratorMode, Options, ReadOptions, WriteBatch,
@@ -82,7 +83,7 @@ impl std::ops::Deref for OpenDb {
 impl Drop for OpenDb {
     fn drop(&mut self) {
         drop(self.db.take());
-        let mut open = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.registry.lock();
         let me: *const OpenDb = self;
         open.retain(|(_, w)| w.as_ptr() != me);
     }
@@ -239,6 +240,7 @@ impl StateEnv {
         let db = DB::open(&self.options(), path).map_err(|e| Error::Store {
             store: name.to_string(),
             message: format!("cannot open {}: {e}", path.display()),
+            source: Some(Arc::new(e)),
         })?;
         let db = Arc::new(OpenDb {
             db: Some(db),
@@ -247,7 +249,6 @@ impl StateEnv {
         self.inner
             .open
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .push((path.to_path_buf(), Arc::downgrade(&db)));
         let mut write = WriteOptions::default();
         // Durability comes from the commit protocol (flush on commit) and, with Kafka,
@@ -267,7 +268,6 @@ impl StateEnv {
         self.inner
             .open
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .any(|(p, _)| p.starts_with(dir))
     }
@@ -278,7 +278,6 @@ impl StateEnv {
         let open: Vec<Arc<OpenDb>> = i
             .open
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter_map(|(_, w)| w.upgrade())
             .collect();
@@ -305,13 +304,13 @@ impl StateEnv {
     /// one per store).
     pub fn publish_metrics(&self) {
         let u = self.usage();
-        metrics::gauge!("weir_rocksdb_cache_capacity_bytes").set(u.cache_capacity as f64);
-        metrics::gauge!("weir_rocksdb_cache_usage_bytes").set(u.cache_usage as f64);
-        metrics::gauge!("weir_rocksdb_cache_pinned_bytes").set(u.cache_pinned as f64);
-        metrics::gauge!("weir_rocksdb_memtable_bytes").set(u.memtable_bytes as f64);
-        metrics::gauge!("weir_rocksdb_memtable_limit_bytes").set(u.memtable_limit as f64);
-        metrics::gauge!("weir_rocksdb_table_readers_bytes").set(u.table_readers as f64);
-        metrics::gauge!("weir_rocksdb_open_stores").set(u.open_stores as f64);
+        metrics::gauge!(crate::metrics::ROCKSDB_CACHE_CAPACITY_BYTES).set(u.cache_capacity as f64);
+        metrics::gauge!(crate::metrics::ROCKSDB_CACHE_USAGE_BYTES).set(u.cache_usage as f64);
+        metrics::gauge!(crate::metrics::ROCKSDB_CACHE_PINNED_BYTES).set(u.cache_pinned as f64);
+        metrics::gauge!(crate::metrics::ROCKSDB_MEMTABLE_BYTES).set(u.memtable_bytes as f64);
+        metrics::gauge!(crate::metrics::ROCKSDB_MEMTABLE_LIMIT_BYTES).set(u.memtable_limit as f64);
+        metrics::gauge!(crate::metrics::ROCKSDB_TABLE_READERS_BYTES).set(u.table_readers as f64);
+        metrics::gauge!(crate::metrics::ROCKSDB_OPEN_STORES).set(u.open_stores as f64);
     }
 }
 
@@ -338,6 +337,7 @@ impl RocksDbStore {
         Error::Store {
             store: self.name.clone(),
             message: e.to_string(),
+            source: Some(Arc::new(e)),
         }
     }
 
@@ -451,5 +451,14 @@ impl KeyValueStore for RocksDbStore {
 
     fn flush(&mut self) -> Result<()> {
         self.db.flush().map_err(|e| self.err(e))
+    }
+}
+
+impl std::fmt::Debug for RocksDbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbStore")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }

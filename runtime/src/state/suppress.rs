@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::io::queue::ByteBudget;
+use crate::memory::ByteBudget;
 use crate::state::window::{META_KEY, bytes_time, time_bytes};
 use crate::state::{BatchEntry, KeyValueStore};
 
@@ -167,9 +167,11 @@ impl SuppressionBuffer {
     /// at once, the entries lazily (they stay on disk until updated or due).
     pub fn restore(&mut self, store: &dyn KeyValueStore) -> Result<()> {
         if let Some(b) = store.get(META_KEY)? {
-            let b: [u8; 8] = b.as_slice().try_into().map_err(|_| Error::Store {
-                store: store.name().to_string(),
-                message: format!("its stream-time entry has {} bytes, not 8", b.len()),
+            let b: [u8; 8] = b.as_slice().try_into().map_err(|_| {
+                Error::store(
+                    store.name().to_string(),
+                    format!("its stream-time entry has {} bytes, not 8", b.len()),
+                )
             })?;
             self.observed = i64::from_be_bytes(b);
         }
@@ -251,10 +253,10 @@ impl SuppressionBuffer {
     }
 
     fn corrupt(&self, store: &dyn KeyValueStore, what: &str) -> Error {
-        Error::Store {
-            store: store.name().to_string(),
-            message: format!("suppression buffer '{}': {what}", self.name),
-        }
+        Error::store(
+            store.name().to_string(),
+            format!("suppression buffer '{}': {what}", self.name),
+        )
     }
 
     fn decode_time(&self, store: &dyn KeyValueStore, b: &[u8]) -> Result<i64> {

@@ -277,6 +277,12 @@ pub(crate) fn entry_segment(stored: &[u8]) -> Option<i64> {
 /// observed stream time), before every segment.
 pub(crate) const META_KEY: &[u8] = b"\x00stream-time";
 
+impl<K> std::fmt::Debug for WindowedSerde<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WindowedSerde")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,30 +9,30 @@
 //! A repartition topic cuts a graph in two (a sink writes it, a source in another
 //! component reads it back). Each sub-topology runs as one task per input partition.
 
+mod nodes;
+pub(crate) mod plan;
+
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::DeserializationHandler;
-use crate::error::{Error, RecordField, Result};
-use crate::exec::task::TaskCore;
-use crate::io::broker::{EncodedBatch, RecordView, TopicLog};
-use crate::io::partitioner::partition_for_key;
-use crate::processor::{Data, Node, Processor, ProcessorNode, Punctuation, take_input};
-use crate::record::Record;
+use crate::error::{Error, Result};
+use crate::processor::internals::{Node, ProcessorNode, StoreSerdes};
+use crate::processor::{Data, Processor};
 use crate::serde::Serde;
 use crate::state::window::StoreType;
+use nodes::{SinkNode, SourceNode};
+
+pub use crate::processor::NodeId;
+pub(crate) use crate::processor::internals::NodeKind;
 
 /// A duration in whole milliseconds, saturating.
 pub(crate) fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
-
-/// Index of a node in its topology.
-pub type NodeId = usize;
 
 pub(crate) type NodeFactory = Arc<dyn Fn() -> Box<dyn Node> + Send + Sync>;
 
@@ -62,13 +62,6 @@ impl std::fmt::Display for Types {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "<{}, {}>", self.key_name, self.value_name)
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum NodeKind {
-    Source { topics: Vec<String> },
-    Processor,
-    Sink { topic: String },
 }
 
 #[derive(Clone)]
@@ -297,9 +290,6 @@ impl<K, V> StoreSpec<K, V> {
         self
     }
 }
-
-/// A store's key and value serdes, as the topology keeps them (type-erased in `Any`).
-pub(crate) type StoreSerdes<K, V> = (Arc<dyn Serde<K>>, Arc<dyn Serde<V>>);
 
 /// A store as the topology keeps it: typed serdes erased.
 #[derive(Clone)]
@@ -726,283 +716,38 @@ impl std::fmt::Display for TopologyDescription {
     }
 }
 
-/// Deserializes queued records and forwards them.
-struct SourceNode<K, V> {
-    spec: SourceSpec<K, V>,
-}
-
-impl<K: Data, V: Data> Node for SourceNode<K, V> {
-    fn init(&mut self, _core: &mut TaskCore, _me: NodeId) -> Result<()> {
-        Ok(())
-    }
-
-    fn process(&mut self, _input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
-        Err(Error::Topology(format!(
-            "source '{}' cannot have a parent",
-            core.names[me]
-        )))
-    }
-
-    fn ingest(
-        &mut self,
-        view: &RecordView<'_>,
-        offset: i64,
-        core: &mut TaskCore,
-        me: NodeId,
-    ) -> Result<()> {
-        let key = match self.spec.key_serde.deserialize(view.key) {
-            Ok(k) => k,
-            Err(e) => return self.on_error(core, offset, RecordField::Key, e),
-        };
-        let value = match self.spec.value_serde.deserialize(view.value) {
-            Ok(v) => v,
-            Err(e) => return self.on_error(core, offset, RecordField::Value, e),
-        };
-        let timestamp = match &self.spec.extractor {
-            None => view.timestamp,
-            Some(f) => {
-                let t = f(&key, &value, view.timestamp);
-                if t < 0 {
-                    log::debug!(
-                        "query '{}': skipping the record at offset {offset} of '{}': its extracted timestamp {t} is negative",
-                        core.env.query,
-                        core.names[me]
-                    );
-                    core.env.skipped += 1;
-                    return Ok(());
-                }
-                t
-            }
-        };
-        // Stream time includes the record being processed (as in Kafka Streams).
-        if timestamp > core.env.stream_time {
-            core.env.stream_time = timestamp;
-        }
-        let record = Record {
-            key,
-            value,
-            timestamp,
-            headers: view.headers(),
-        };
-        // A source with no children (a stream nobody consumes yet) just drops records.
-        let n = core.children[me].len();
-        core.env.record_timestamp = timestamp;
-        for i in 0..n.saturating_sub(1) {
-            let mut copy = Some(record.clone());
-            core.dispatch(core.children[me][i], &mut copy as &mut dyn Any)?;
-        }
-        if n > 0 {
-            let mut slot = Some(record);
-            core.dispatch(core.children[me][n - 1], &mut slot as &mut dyn Any)?;
-        }
-        Ok(())
-    }
-
-    fn punctuate(&mut self, _p: &Punctuation, _core: &mut TaskCore, _me: NodeId) -> Result<()> {
-        Ok(())
-    }
-
-    fn flush(&mut self, _core: &mut TaskCore) -> Result<()> {
-        Ok(())
-    }
-
-    fn close(&mut self) -> Result<()> {
-        Ok(())
+impl<K, V> std::fmt::Debug for SourceSpec<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSpec")
+            .field("handler", &self.handler)
+            .field("extractor", &self.extractor.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-impl<K, V> SourceNode<K, V> {
-    fn on_error(
-        &self,
-        core: &mut TaskCore,
-        offset: i64,
-        field: RecordField,
-        e: Error,
-    ) -> Result<()> {
-        let meta = core.env.metadata.as_ref();
-        let (topic, partition) =
-            meta.map_or((String::new(), 0), |m| (m.topic.to_string(), m.partition));
-        let reason = e.to_string();
-        match self
-            .spec
-            .handler
-            .unwrap_or(core.env.deserialization_handler)
-        {
-            DeserializationHandler::Fail => Err(Error::Deserialization {
-                topic,
-                partition,
-                offset,
-                field,
-                reason,
-            }),
-            DeserializationHandler::LogAndContinue => {
-                log::warn!(
-                    "query '{}': skipping record at {topic}-{partition} offset {}: cannot deserialize its {field}: {reason}",
-                    core.env.query,
-                    offset
-                );
-                core.env.skipped += 1;
-                Ok(())
-            }
-        }
+impl<K, V> std::fmt::Debug for SinkSpec<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkSpec")
+            .field("partitioner", &self.partitioner.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-static SINK_SEED: AtomicU64 = AtomicU64::new(0);
-
-/// Serializes, partitions and encodes records into one buffer per partition; the task
-/// appends the buffers to the topic at the end of each batch.
-struct SinkNode<K, V> {
-    spec: SinkSpec<K, V>,
-    topic: Option<SinkTarget>,
-    buffers: Vec<EncodedBatch>,
-    key_buf: Vec<u8>,
-    round_robin: u64,
-}
-
-/// Where a sink writes: the in-process broker's log or a Kafka topic.
-enum SinkTarget {
-    Log(Arc<TopicLog>),
-    Kafka {
-        clients: Arc<crate::io::kafka::KafkaClients>,
-        topic: String,
-        partitions: u32,
-    },
-}
-
-impl SinkTarget {
-    fn name(&self) -> &str {
-        match self {
-            SinkTarget::Log(l) => &l.name,
-            SinkTarget::Kafka { topic, .. } => topic,
-        }
-    }
-
-    fn partition_count(&self) -> u32 {
-        match self {
-            SinkTarget::Log(l) => l.partition_count(),
-            SinkTarget::Kafka { partitions, .. } => *partitions,
-        }
-    }
-}
-
-impl<K: Data, V: Data> Node for SinkNode<K, V> {
-    fn init(&mut self, core: &mut TaskCore, me: NodeId) -> Result<()> {
-        let NodeKind::Sink { topic } = &core.kinds[me] else {
-            return Err(Error::Topology(format!(
-                "'{}' is not a sink",
-                core.names[me]
-            )));
-        };
-        let target = match &core.env.kafka {
-            Some(k) => {
-                let actual = core.env.topic_names.get(topic).map_or(topic, |t| t);
-                SinkTarget::Kafka {
-                    clients: k.clone(),
-                    partitions: k.partitions(actual)?,
-                    topic: actual.clone(),
-                }
-            }
-            None => SinkTarget::Log(core.env.resolve_topic(topic)?),
-        };
-        self.buffers = (0..target.partition_count())
-            .map(|_| EncodedBatch::default())
-            .collect();
-        self.topic = Some(target);
-        self.round_robin = SINK_SEED.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn process(&mut self, input: &mut dyn Any, core: &mut TaskCore, me: NodeId) -> Result<()> {
-        let record: Record<K, V> = take_input(input, core, me)?;
-        let Some(log) = &self.topic else {
-            return Err(Error::Topology(format!(
-                "sink '{}' used before init",
-                core.names[me]
-            )));
-        };
-        let ser_err = |field: RecordField, e: Error| Error::Serialization {
-            topic: log.name().to_string(),
-            field,
-            reason: e.to_string(),
-        };
-        self.key_buf.clear();
-        let has_key = self
-            .spec
-            .key_serde
-            .serialize_into(&record.key, &mut self.key_buf)
-            .map_err(|e| ser_err(RecordField::Key, e))?;
-        let n = log.partition_count();
-        let chosen = self
-            .spec
-            .partitioner
-            .as_ref()
-            .and_then(|p| p(&record.key, &record.value, n));
-        let partition = match chosen {
-            Some(p) if p < n => p,
-            Some(p) => {
-                return Err(Error::UnknownPartition {
-                    topic: log.name().to_string(),
-                    partition: p,
-                    partitions: n,
-                });
-            }
-            None if has_key => partition_for_key(&self.key_buf, n),
-            None => {
-                self.round_robin = self.round_robin.wrapping_add(1);
-                (self.round_robin % u64::from(n)) as u32
-            }
-        };
-        let value_serde = &self.spec.value_serde;
-        self.buffers[partition as usize]
-            .push(
-                record.timestamp,
-                has_key.then_some(self.key_buf.as_slice()),
-                |out| value_serde.serialize_into(&record.value, out),
-                &record.headers,
-            )
-            .map_err(|e| ser_err(RecordField::Value, e))
-    }
-
-    fn punctuate(&mut self, _p: &Punctuation, _core: &mut TaskCore, _me: NodeId) -> Result<()> {
-        Ok(())
-    }
-
-    fn flush(&mut self, core: &mut TaskCore) -> Result<()> {
-        let Some(log) = &self.topic else {
-            return Ok(());
-        };
-        let mut wrote = false;
-        for (p, buf) in self.buffers.iter_mut().enumerate() {
-            if !buf.is_empty() {
-                match log {
-                    SinkTarget::Log(log) => {
-                        log.append_encoded(p as u32, buf)?;
-                    }
-                    SinkTarget::Kafka { clients, topic, .. } => {
-                        for view in buf.views() {
-                            clients.produce(core.env.query_id, topic, p as u32, &view)?;
-                        }
-                    }
-                }
-                buf.clear();
-                wrote = true;
-            }
-        }
-        if wrote && matches!(log, SinkTarget::Log(_)) {
-            core.env.broker.notify();
-        }
-        Ok(())
-    }
-
-    fn close(&mut self) -> Result<()> {
-        Ok(())
+impl<K, V> std::fmt::Debug for StoreSpec<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("store_type", &self.store_type)
+            .field("caching", &self.caching)
+            .finish_non_exhaustive()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Record;
     use crate::serde::{I64Serde, StringSerde};
 
     struct Pass;

@@ -12,12 +12,13 @@
 //! Everything lives in memory for now; the log is not bounded by the runtime's
 //! memory limit (it stands in for a remote broker), so keep test inputs sized sensibly.
 
+use crate::sync::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{BufMut, Bytes};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -28,6 +29,9 @@ use crate::record::{
     ConsumerRecord, Headers, RECORD_OVERHEAD_BYTES, RawRecord, Record, now_millis,
 };
 use crate::serde::{DefaultSerde, Serde};
+
+mod transport;
+pub(crate) use transport::BrokerTransport;
 
 /// Size at which a partition's active segment is sealed.
 const SEGMENT_BYTES: usize = 1 << 20;
@@ -91,7 +95,7 @@ impl Broker {
                 "topic '{name}' needs at least one partition"
             )));
         }
-        let mut topics = self.inner.topics.write().unwrap_or_else(|p| p.into_inner());
+        let mut topics = self.inner.topics.write();
         if let Some(t) = topics.get(name) {
             let existing = t.partitions.len() as u32;
             return if existing == partitions {
@@ -135,7 +139,7 @@ impl Broker {
 
     /// Names of all topics, sorted.
     pub fn topics(&self) -> Vec<String> {
-        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        let topics = self.inner.topics.read();
         let mut names: Vec<String> = topics.keys().cloned().collect();
         names.sort();
         names
@@ -147,7 +151,7 @@ impl Broker {
     }
 
     pub(crate) fn topic(&self, name: &str) -> Result<Arc<TopicLog>> {
-        let topics = self.inner.topics.read().unwrap_or_else(|p| p.into_inner());
+        let topics = self.inner.topics.read();
         topics
             .get(name)
             .cloned()
@@ -181,11 +185,7 @@ impl Broker {
     }
 
     pub(crate) fn notify(&self) {
-        let mut listeners = self
-            .inner
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut listeners = self.inner.listeners.lock();
         // A full channel already holds a wake-up token; a disconnected one is pruned.
         listeners.retain(|l| !matches!(l.try_send(()), Err(TrySendError::Disconnected(_))));
     }
@@ -193,11 +193,7 @@ impl Broker {
     /// A channel that receives a token (coalesced) after every append.
     pub(crate) fn subscribe(&self) -> Receiver<()> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let mut listeners = self
-            .inner
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut listeners = self.inner.listeners.lock();
         listeners.push(tx);
         rx
     }
@@ -292,21 +288,13 @@ impl Broker {
 
     /// Commits `offset` (the next offset to consume) for a group.
     pub fn commit(&self, group: &str, topic: &str, partition: u32, offset: i64) {
-        let mut c = self
-            .inner
-            .committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut c = self.inner.committed.lock();
         c.insert((group.to_string(), topic.to_string(), partition), offset);
     }
 
     /// The committed offset of a group on a partition, if any.
     pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<i64> {
-        let c = self
-            .inner
-            .committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let c = self.inner.committed.lock();
         c.get(&(group.to_string(), topic.to_string(), partition))
             .copied()
     }
@@ -339,7 +327,7 @@ impl TopicLog {
         records: impl IntoIterator<Item = RawRecord>,
     ) -> Result<i64> {
         let log = self.log(partition)?;
-        let mut inner = log.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut inner = log.inner.write();
         let first = inner.next_offset;
         for r in records {
             inner.push(&r)?;
@@ -350,7 +338,7 @@ impl TopicLog {
     /// Appends records that [`EncodedBatch`] encoded; copies bytes, re-encodes nothing.
     pub(crate) fn append_encoded(&self, partition: u32, batch: &EncodedBatch) -> Result<i64> {
         let log = self.log(partition)?;
-        let mut inner = log.inner.write().unwrap_or_else(|p| p.into_inner());
+        let mut inner = log.inner.write();
         let first = inner.next_offset;
         let mut start = 0usize;
         for &end in &batch.ends {
@@ -368,7 +356,7 @@ impl TopicLog {
         max_bytes: usize,
     ) -> Result<Option<FetchBatch>> {
         let log = self.log(partition)?;
-        let inner = log.inner.read().unwrap_or_else(|p| p.into_inner());
+        let inner = log.inner.read();
         inner
             .fetch_batch(offset, max_records, max_bytes)
             .map_err(|e| {
@@ -397,7 +385,7 @@ impl TopicLog {
 
     pub(crate) fn end_offset(&self, partition: u32) -> Result<i64> {
         let log = self.log(partition)?;
-        let inner = log.inner.read().unwrap_or_else(|p| p.into_inner());
+        let inner = log.inner.read();
         Ok(inner.next_offset)
     }
 }
@@ -546,7 +534,7 @@ struct Budget {
 /// Records fetched from one partition: their encoded bytes in one owned buffer, an
 /// index, and a cursor for the consumer. This is what the partition queues carry.
 #[derive(Debug)]
-pub struct FetchBatch {
+pub(crate) struct FetchBatch {
     base_offset: i64,
     data: Vec<u8>,
     /// (timestamp, start, end) of each record in `data`.
@@ -652,17 +640,17 @@ impl FetchBatch {
     }
 
     /// Records not yet taken.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.index.len() - self.cursor
     }
 
     /// True when every record was taken.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Timestamp of the next record.
-    pub fn head_timestamp(&self) -> Option<i64> {
+    pub(crate) fn head_timestamp(&self) -> Option<i64> {
         self.index.get(self.cursor).map(|e| e.0)
     }
 
@@ -672,14 +660,14 @@ impl FetchBatch {
     }
 
     /// Bytes charged for the records not yet taken.
-    pub fn remaining_bytes(&self) -> usize {
+    pub(crate) fn remaining_bytes(&self) -> usize {
         (self.cursor..self.index.len())
             .map(|i| self.size_of(i))
             .sum()
     }
 
     /// Takes the next record: its offset, a view of it, and the bytes it is charged.
-    pub fn next_record(&mut self) -> Option<(i64, RecordView<'_>, usize)> {
+    pub(crate) fn next_record(&mut self) -> Option<(i64, RecordView<'_>, usize)> {
         let i = self.cursor;
         let (_, start, end) = *self.index.get(i)?;
         self.cursor += 1;
@@ -708,7 +696,7 @@ impl crate::io::queue::QueueItem for FetchBatch {
 
 /// One encoded record, read in place: key and value borrow the fetched buffer.
 #[derive(Debug)]
-pub struct RecordView<'a> {
+pub(crate) struct RecordView<'a> {
     /// Key bytes (`None` is null).
     pub key: Option<&'a [u8]>,
     /// Value bytes (`None` is null).
@@ -747,7 +735,7 @@ impl<'a> RecordView<'a> {
     }
 
     /// The headers, decoded (allocates only if there are any).
-    pub fn headers(&self) -> Headers {
+    pub(crate) fn headers(&self) -> Headers {
         let mut headers = Headers::new();
         let (buf, mut pos) = (self.header_bytes, 0usize);
         for _ in 0..self.header_count {
@@ -762,7 +750,7 @@ impl<'a> RecordView<'a> {
     }
 
     /// An owned copy.
-    pub fn to_raw(&self) -> RawRecord {
+    pub(crate) fn to_raw(&self) -> RawRecord {
         Record {
             key: self.key.map(Bytes::copy_from_slice),
             value: self.value.map(Bytes::copy_from_slice),

@@ -1,0 +1,202 @@
+//! The commit protocol of a task, and its closing.
+//!
+//! A commit (at-least-once): write the record cache's dirty entries (forwarding the
+//! changes of aggregations), let every processor write out what it buffers, flush the
+//! stores, flush the sinks, wait until the transport has every produced record
+//! acknowledged (on Kafka; the changelog checkpoints then record how far each
+//! changelog reaches), and only then commit the input offsets. Exactly-once hands the
+//! offsets to the runtime's transaction instead (`task.rs`).
+
+use std::time::Instant;
+
+use super::input::Input;
+use crate::error::Result;
+use crate::io::transport::TxnOffset;
+use crate::processor::internals::{NodeId, NodeKind, TaskCore};
+
+/// The mutable part of a task, behind a lock that only its running worker takes.
+pub(crate) struct TaskInner {
+    pub(crate) core: TaskCore,
+    pub(crate) inputs: Vec<Input>,
+    /// Nodes of this task's sub-topology, in topology order.
+    pub(crate) nodes: Vec<NodeId>,
+    pub(crate) sinks: Vec<NodeId>,
+    pub(super) last_commit: Instant,
+    pub(super) uncommitted: bool,
+    pub(super) registered_wake: Option<i64>,
+    pub(super) closed: bool,
+    /// Exactly-once: the round this task prepared for (it waits for its commit).
+    pub(super) prepared_round: Option<u64>,
+}
+
+impl TaskInner {
+    pub(crate) fn new(
+        core: TaskCore,
+        inputs: Vec<Input>,
+        nodes: Vec<NodeId>,
+        sinks: Vec<NodeId>,
+    ) -> Self {
+        TaskInner {
+            core,
+            inputs,
+            nodes,
+            sinks,
+            last_commit: Instant::now(),
+            uncommitted: false,
+            registered_wake: None,
+            closed: false,
+            prepared_round: None,
+        }
+    }
+
+    /// Calls `init` on every node, parents first.
+    pub(crate) fn init(&mut self) -> Result<()> {
+        for &n in &self.nodes {
+            self.core.init_node(n)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn flush_sinks(&mut self) -> Result<()> {
+        for &s in &self.sinks {
+            self.core.flush_node(s)?;
+        }
+        Ok(())
+    }
+
+    /// The commit protocol: record cache (writing and forwarding), then stores, then
+    /// sinks, then offsets.
+    pub(super) fn commit(&mut self, group: &str) -> Result<()> {
+        self.flush_for_commit(true)?;
+        let offsets: Vec<(&str, u32, i64)> = self
+            .moved()
+            .map(|(i, off)| (&*i.topic, i.partition, off))
+            .collect();
+        if !offsets.is_empty()
+            && !self
+                .core
+                .env
+                .transport
+                .commit(group, &self.core.env.query, &offsets)?
+        {
+            // Not committed (a rebalance): tried again at the next commit.
+            return Ok(());
+        }
+        self.committed();
+        Ok(())
+    }
+
+    /// After a commit: what was consumed is committed.
+    pub(super) fn committed(&mut self) {
+        for input in &mut self.inputs {
+            if let Some(off) = input.consumed {
+                input.committed = Some(off);
+            }
+        }
+        self.last_commit = Instant::now();
+        self.uncommitted = false;
+    }
+
+    /// Exactly-once: the offsets to hand to the transaction (query, topic, partition,
+    /// next offset) of the inputs that moved.
+    pub(super) fn txn_offsets(&self) -> Vec<TxnOffset> {
+        self.moved()
+            .map(|(i, off)| TxnOffset {
+                query: self.core.env.query.to_string(),
+                topic: i.topic.to_string(),
+                partition: i.partition as i32,
+                offset: off,
+            })
+            .collect()
+    }
+
+    /// The inputs processed past their last commit, with the next offset to commit.
+    pub(super) fn moved(&self) -> impl Iterator<Item = (&Input, i64)> {
+        self.inputs.iter().filter_map(|i| match i.consumed {
+            Some(off) if i.committed != Some(off) => Some((i, off)),
+            _ => None,
+        })
+    }
+
+    /// Writes every changelogged store's checkpoint: how far its changelog reaches.
+    pub(super) fn write_checkpoints(&self) -> Result<()> {
+        let transport = &self.core.env.transport;
+        for st in &self.core.env.state.stores {
+            if let Some(c) = &st.changelog
+                && let Some(dir) = &c.checkpoint_dir
+                && let Some(end) = transport.acked_end(&c.topic, c.partition)
+            {
+                crate::state::changelog::write_checkpoint(dir, end)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps 1-4 of a commit: the record cache (writing and forwarding), processors'
+    /// buffers, stores, sinks; on Kafka everything produced is acknowledged, and with
+    /// `checkpoints` the changelog checkpoints are written.
+    pub(super) fn flush_for_commit(&mut self, checkpoints: bool) -> Result<()> {
+        self.core.flush_cache()?;
+        // Processors write out what they buffer (suppression buffers, the observed
+        // stream time of windowed aggregations), upstream first, each followed by
+        // whatever that put into the cache.
+        let saved = self.core.env.metadata.take();
+        for i in 0..self.nodes.len() {
+            let n = self.nodes[i];
+            if self.core.kinds[n] != NodeKind::Processor {
+                continue;
+            }
+            self.core.pre_commit_node(n)?;
+            self.core.flush_cache()?;
+        }
+        self.core.env.metadata = saved;
+        for s in &mut self.core.env.state.stores {
+            s.store.flush()?;
+        }
+        self.flush_sinks()?;
+        // Everything produced (output and changelogs) is acknowledged before the offsets
+        // move; the checkpoints record how far the changelogs now reach.
+        let env = &self.core.env;
+        env.transport.flush(env.query_id, &env.query)?;
+        if checkpoints {
+            self.write_checkpoints()?;
+        }
+        Ok(())
+    }
+
+    /// Closes every node and queue. Returns true if the fetcher should wake.
+    pub(crate) fn close_all(&mut self) -> bool {
+        let mut wake = false;
+        for &n in &self.nodes {
+            if let Some(node) = self.core.nodes[n].as_mut()
+                && let Err(e) = node.close()
+            {
+                log::warn!(
+                    "query '{}' task {}: closing '{}' failed: {e}",
+                    self.core.env.query,
+                    self.core.env.task_id,
+                    self.core.names[n]
+                );
+            }
+        }
+        // A clean stop has committed (flushed the cache) before this; a failed task must
+        // not write anything past its last commit.
+        if let Some(c) = self.core.env.state.cache.as_mut() {
+            c.discard();
+        }
+        self.core.env.state.pending_forwards.clear();
+        // Close the stores now (RocksDB releases its directory lock), not whenever the
+        // last reference to the task goes away.
+        self.core.env.state.stores.clear();
+        for input in &mut self.inputs {
+            for b in input.local.drain(..) {
+                input.release_records += b.len();
+                input.release_bytes += b.remaining_bytes();
+            }
+            wake |= input.release();
+            wake |= input.queue.close();
+        }
+        self.closed = true;
+        wake
+    }
+}

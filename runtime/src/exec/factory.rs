@@ -1,0 +1,304 @@
+//! The task factory: a task of a query, built from its plan for one partition: its
+//! processors (initialized), its stores (restored from their changelogs where the
+//! transport keeps them) and its input partitions, then scheduled and bound to the I/O
+//! thread.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use super::commit::TaskInner;
+use super::core::RuntimeCore;
+use super::input::Input;
+use super::query::QueryShared;
+use super::task::Task;
+use crate::error::{Error, Result};
+use crate::io::broker::FetchBatch;
+use crate::io::queue::PartitionQueue;
+use crate::io::transport::{Binding, Feed, Wake};
+use crate::processor::TaskId;
+use crate::processor::internals::{Node, TaskCore, TaskEnv};
+use crate::state::changelog::{ChangeloggedStore, checkpoint_path, read_checkpoint};
+use crate::state::task_stores::{Changelog, TaskStore, TaskStores};
+use crate::state::window::StoreType;
+use crate::state::{InMemoryStore, KeyValueStore};
+use crate::topology::StoreKind;
+use crate::topology::plan::changelog_topic;
+
+/// A task built for a query, not yet scheduled: the slot its cache waker points to,
+/// and the partitions to bind (feed, partition, first offset, queue).
+/// A partition a built task reads: its feed, the partition, the first offset to read,
+/// and the task's queue for it.
+type BuiltFeed = (Box<dyn Feed>, u32, i64, Arc<PartitionQueue<FetchBatch>>);
+
+pub(super) struct BuiltTask {
+    pub(super) id: TaskId,
+    pub(super) inner: TaskInner,
+    pub(super) slot: Arc<OnceLock<Weak<Task>>>,
+    pub(super) feeds: Vec<BuiltFeed>,
+}
+
+impl RuntimeCore {
+    /// Opens store `def` of task `task_id` of query `name`. On Kafka it first restores
+    /// what its changelog holds past the store's checkpoint (counting the records in
+    /// `restored`), then logs every write to the changelog.
+    pub(super) fn open_task_store(
+        &self,
+        def: &crate::topology::StoreDef,
+        name: &str,
+        task_id: TaskId,
+        query_id: u64,
+        restored: &AtomicU64,
+    ) -> Result<TaskStore> {
+        let cfg = &self.config;
+        let dir = cfg
+            .state_dir
+            .join(name)
+            .join(task_id.to_string())
+            .join(&def.name);
+        let on_disk = def.kind == StoreKind::RocksDb;
+        let exactly_once = self.txn().is_some();
+        let changelogs = self.transport.changelogs();
+        let checkpoint = if changelogs && on_disk {
+            read_checkpoint(&dir)
+        } else {
+            None
+        };
+        if exactly_once && on_disk {
+            // A checkpoint is written only at a clean close, after the last commit: a
+            // store without one may hold writes of an aborted transaction, so it is
+            // rebuilt from its changelog's committed records. While the task runs the
+            // store is ahead of any checkpoint: none stays on disk.
+            let _ = std::fs::remove_file(checkpoint_path(&dir));
+            if checkpoint.is_none() && dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| Error::io(format!("cannot wipe store {}", dir.display()), e))?;
+            }
+        }
+        let mut store: Box<dyn KeyValueStore> = match def.kind {
+            StoreKind::RocksDb => Box::new(self.zones.state.open_store(&def.name, &dir)?),
+            StoreKind::InMemory => Box::new(InMemoryStore::new(
+                def.name.clone(),
+                self.zones.in_memory.clone(),
+            )),
+        };
+        let mut changelog = None;
+        if changelogs {
+            // The plan checked that it exists with enough partitions.
+            let topic = changelog_topic(&cfg.application_id, name, &def.name);
+            let p = task_id.partition;
+            let from = checkpoint.unwrap_or(0);
+            // Progress: records restored so far into this task's store.
+            let progress = metrics::gauge!(
+                crate::metrics::RESTORED_RECORDS,
+                "query" => name.to_string(),
+                "store" => def.name.clone(),
+                "task" => task_id.to_string()
+            );
+            let mut so_far = 0usize;
+            let (n, end) = self.transport.restore(&topic, p, from, &mut |batch| {
+                let entries: Vec<crate::state::BatchEntry<'_>> = batch
+                    .iter()
+                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                    .collect();
+                store.write_batch(&entries)?;
+                so_far += entries.len();
+                progress.set(so_far as f64);
+                Ok(())
+            })?;
+            if n > 0 {
+                store.flush()?;
+                log::info!(
+                    "query '{name}' task {task_id}: restored {n} records of store '{}' from '{topic}' (offsets {from}..{end})",
+                    def.name
+                );
+            }
+            restored.fetch_add(n, Ordering::Relaxed);
+            store = Box::new(ChangeloggedStore {
+                inner: store,
+                transport: self.transport.clone(),
+                query: query_id,
+                topic: topic.clone(),
+                partition: p,
+            });
+            changelog = Some(Changelog {
+                topic,
+                partition: p,
+                checkpoint_dir: on_disk.then_some(dir),
+            });
+        }
+        let (disk_segment, min_live) = match def.store_type {
+            StoreType::KeyValue => (i64::MIN, i64::MIN),
+            ty => TaskStore::opened(&*store, ty)?,
+        };
+        Ok(TaskStore {
+            name: def.name.clone(),
+            store,
+            types: def.types,
+            serdes: def.serdes.clone(),
+            processors: def.processors.clone(),
+            cached: def.caching,
+            forwards: false,
+            forward_old: false,
+            store_type: def.store_type,
+            live_segment: i64::MIN,
+            min_live,
+            disk_segment,
+            changelog,
+        })
+    }
+
+    /// Builds task (`si`, `p`) of `query`: its processors (initialized), its stores
+    /// (restored on Kafka) and its inputs. With `owned`, only the Kafka partitions this
+    /// member owns are read; `None` if that leaves nothing to read.
+    pub(super) fn build_task(
+        &self,
+        query: &QueryShared,
+        si: usize,
+        p: u32,
+        owned: Option<&HashSet<(String, i32)>>,
+    ) -> Result<Option<BuiltTask>> {
+        let cfg = &self.config;
+        let plan = &query.plan;
+        let name = &*query.name;
+        let task_id = TaskId {
+            subtopology: si,
+            partition: p,
+        };
+        let mut inputs = Vec::new();
+        let mut feeds = Vec::new();
+        for (s, actual) in &plan.sources[si] {
+            let transport = &self.transport;
+            if p >= transport.partitions(actual)?
+                || owned.is_some_and(|o| !o.contains(&(actual.clone(), p as i32)))
+            {
+                continue;
+            }
+            let start = transport.start_offset(&query.group, name, actual, p, cfg.offset_reset)?;
+            let feed = transport.feed(actual)?;
+            let topic_name: Arc<str> = Arc::from(feed.topic());
+            let queue = Arc::new(PartitionQueue::new(
+                cfg.queue_max_records_per_partition,
+                self.zones.queues.clone(),
+            ));
+            inputs.push(Input::new(topic_name, p, *s, queue.clone()));
+            feeds.push((feed, p, start, queue));
+        }
+        if owned.is_some() && inputs.is_empty() {
+            return Ok(None);
+        }
+        let st = &plan.subs[si];
+        let mut nodes: Vec<Option<Box<dyn Node>>> =
+            (0..plan.topology.nodes.len()).map(|_| None).collect();
+        for &n in &st.nodes {
+            nodes[n] = Some((plan.topology.nodes[n].factory)());
+        }
+        let mut core = TaskCore {
+            nodes,
+            children: plan.children.clone(),
+            names: plan.names.clone(),
+            kinds: plan.kinds.clone(),
+            env: TaskEnv {
+                task_id,
+                query: query.name.clone(),
+                query_id: query.id,
+                application_id: Arc::from(cfg.application_id.as_str()),
+                metadata: None,
+                stream_time: i64::MIN,
+                record_timestamp: 0,
+                punctuators: Vec::new(),
+                next_punctuator: 0,
+                transport: self.transport.clone(),
+                topic_names: plan.topic_names.clone(),
+                deserialization_handler: cfg.deserialization_handler,
+                skipped: 0,
+                state: TaskStores::default(),
+                forwarders: Vec::new(),
+                dropped_late: 0,
+                suppression_budget: self.zones.suppression.clone(),
+                shutdown: None,
+            },
+            current: None,
+        };
+        for (def, _) in plan
+            .topology
+            .stores
+            .iter()
+            .zip(&plan.store_sub)
+            .filter(|(_, s)| **s == si)
+        {
+            let store = self.open_task_store(def, name, task_id, query.id, &query.restored)?;
+            core.env.state.stores.push(store);
+            core.env.forwarders.push(None);
+        }
+        // The cache wakes the task when another task asks it to evict; the task exists
+        // only later, so the waker finds it through a slot set then.
+        let slot: Arc<OnceLock<Weak<Task>>> = Arc::new(OnceLock::new());
+        if !core.env.state.stores.is_empty() {
+            let s = slot.clone();
+            core.env.state.cache = Some(self.zones.record_cache.task_cache(Arc::new(move || {
+                if let Some(t) = s.get().and_then(Weak::upgrade) {
+                    t.notify();
+                }
+            })));
+        }
+        let mut inner = TaskInner::new(core, inputs, st.nodes.clone(), st.sinks.clone());
+        if let Err(e) = inner.init() {
+            inner.close_all();
+            return Err(e);
+        }
+        Ok(Some(BuiltTask {
+            id: task_id,
+            inner,
+            slot,
+            feeds,
+        }))
+    }
+
+    /// Schedules a built task of `query` and returns its bindings for the I/O thread
+    /// (none, and the task is closed, if the query is stopping by now).
+    pub(super) fn launch(
+        self: &Arc<Self>,
+        query: &Arc<QueryShared>,
+        built: BuiltTask,
+    ) -> Vec<Binding> {
+        let task = Arc::new(Task::new(
+            built.id,
+            query.clone(),
+            self.clone(),
+            built.inner,
+        ));
+        let _ = built.slot.set(Arc::downgrade(&task));
+        if let Some(txn) = self.txn() {
+            let t = Arc::downgrade(&task);
+            txn.join(
+                task.uid,
+                Box::new(move || {
+                    if let Some(t) = t.upgrade() {
+                        t.notify();
+                    }
+                }),
+            );
+        }
+        if !query.add_task(task.clone()) {
+            task.discard();
+            return Vec::new();
+        }
+        // Run it once so wall-clock punctuators and commits get their deadlines.
+        task.notify();
+        built
+            .feeds
+            .into_iter()
+            .map(|(feed, partition, next_offset, queue)| Binding {
+                query: query.id,
+                query_name: query.name.clone(),
+                lag: query.lag.clone(),
+                feed,
+                partition,
+                next_offset,
+                queue,
+                task: Arc::downgrade(&(task.clone() as Arc<dyn Wake>)),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,207 @@
+//! Metadata, internal topics, end offsets, and reading changelogs back to restore.
+
+use std::sync::Arc;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error};
+use crate::error::{Error, Result};
+use crate::io::transport::InternalTopic;
+
+/// Waits for `f` on this thread (the admin client's futures complete on its own
+/// polling thread; weir runs no async runtime).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+impl KafkaClients {
+    /// per topic (a count that grows later is not followed, as Kafka Streams sizes its
+    /// tasks once).
+    pub(crate) fn partitions(&self, topic: &str) -> Result<u32> {
+        let mut counts = self.partition_counts.lock();
+        if let Some(&n) = counts.get(topic) {
+            return Ok(n);
+        }
+        let n = self.read_partitions(topic)?;
+        counts.insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    fn read_partitions(&self, topic: &str) -> Result<u32> {
+        let md = self
+            .consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error(&format!("cannot read metadata of topic '{topic}'"), e))?;
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        match t {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().len() as u32)
+            }
+            Some(t) => match t.error().map(RDKafkaErrorCode::from) {
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition) | None => {
+                    Err(Error::UnknownTopic(topic.to_string()))
+                }
+                Some(code) => Err(Error::kafka(format!("topic '{topic}': {code}"))),
+            },
+            None => Err(Error::UnknownTopic(topic.to_string())),
+        }
+    }
+
+    /// Creates the internal topics that do not exist (changelogs compacted, repartition
+    /// topics deleting by time), with the broker's default replication; checks the
+    /// partition counts of those that do.
+    pub(crate) fn ensure_topics(&self, topics: &[InternalTopic]) -> Result<()> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let mut missing = Vec::new();
+        for t in topics {
+            match self.partitions(&t.name) {
+                Ok(n) if n == t.partitions || (t.changelog && n > t.partitions) => {}
+                Ok(n) => {
+                    return Err(Error::Topology(format!(
+                        "internal topic '{}' has {n} partitions; it needs {}{}",
+                        t.name,
+                        if t.changelog { "at least " } else { "" },
+                        t.partitions
+                    )));
+                }
+                Err(Error::UnknownTopic(_)) => missing.push(t),
+                Err(e) => return Err(e),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let describe = |t: &InternalTopic| {
+            format!(
+                "'{}' ({} partitions, cleanup.policy={})",
+                t.name,
+                t.partitions,
+                if t.changelog { "compact" } else { "delete" }
+            )
+        };
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = self
+            .config
+            .client(&[])
+            .create()
+            .map_err(|e| kafka_error("cannot create the Kafka admin client", e))?;
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|t| {
+                NewTopic::new(&t.name, t.partitions as i32, TopicReplication::Fixed(-1)).set(
+                    "cleanup.policy",
+                    if t.changelog { "compact" } else { "delete" },
+                )
+            })
+            .collect();
+        let options = AdminOptions::new()
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .operation_timeout(Some(REQUEST_TIMEOUT));
+        let names = missing
+            .iter()
+            .map(|t| describe(t))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let results = block_on(admin.create_topics(&new, &options)).map_err(|e| {
+            Error::kafka(format!(
+                "cannot create internal topics {names}: {e} (create them, or let the application's principal create topics)"
+            ))
+        })?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(Error::kafka(format!(
+                        "cannot create internal topic '{name}': {code} (create {names}, or let the application's principal create topics)"
+                    )));
+                }
+            }
+        }
+        let mut counts = self.partition_counts.lock();
+        for t in missing {
+            counts.insert(t.name.clone(), t.partitions);
+        }
+        log::info!("created internal topics {names}");
+        Ok(())
+    }
+
+    /// Reads `topic`/`partition` from `from` to its end, handing `apply` batches of
+    /// (key, value) (`None` = tombstone) of at most 1000 records, so a restore holds no
+    /// more than one batch in memory. Returns the records read and the end offset.
+    pub(crate) fn restore(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        mut apply: impl FnMut(&[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()>,
+    ) -> Result<(u64, i64)> {
+        use rdkafka::Message;
+        let restorer = self.restorer.lock();
+        let (low, high) = restorer
+            .fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error(&format!("cannot read offsets of '{topic}'"), e))?;
+        let from = from.max(low);
+        if from >= high {
+            return Ok((0, high));
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(from))
+            .map_err(|e| kafka_error("bad partition", e))?;
+        restorer
+            .assign(&tpl)
+            .map_err(|e| kafka_error(&format!("cannot read changelog '{topic}'"), e))?;
+        let mut batch = Vec::new();
+        let mut read = 0u64;
+        let mut at = from;
+        let result = loop {
+            if at >= high {
+                break Ok(());
+            }
+            match restorer.poll(REQUEST_TIMEOUT) {
+                Some(Ok(m)) => {
+                    at = m.offset() + 1;
+                    read += 1;
+                    let Some(k) = m.key() else { continue };
+                    batch.push((k.to_vec(), m.payload().map(<[u8]>::to_vec)));
+                    if batch.len() >= 1000 {
+                        if let Err(e) = apply(&batch) {
+                            break Err(e);
+                        }
+                        batch.clear();
+                    }
+                }
+                // The end: under read_committed, short of the high watermark by the
+                // transaction markers.
+                Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(e)) => break Err(kafka_error(&format!("restoring from '{topic}'"), e)),
+                None => {
+                    break Err(Error::kafka(format!(
+                        "restoring from '{topic}' partition {partition}: nothing for {} s at offset {at} of {high}",
+                        REQUEST_TIMEOUT.as_secs()
+                    )));
+                }
+            }
+        };
+        let _ = restorer.unassign();
+        result?;
+        apply(&batch)?;
+        Ok((read, high))
+    }
+}

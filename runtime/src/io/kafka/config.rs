@@ -1,0 +1,86 @@
+//! Where the Kafka cluster is, and the librdkafka settings weir's clients share.
+
+use rdkafka::config::ClientConfig;
+
+use crate::error::{Error, Result};
+
+/// Where the runtime's Kafka cluster is, and extra librdkafka settings for both clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    bootstrap_servers: String,
+    properties: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// A cluster reached through `bootstrap_servers` (`host:port[,host:port…]`).
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            properties: Vec::new(),
+        }
+    }
+
+    /// Sets a librdkafka property on both clients (e.g. `security.protocol`). Set after
+    /// weir's own, so it wins; `group.id` and offset handling are weir's.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// The bootstrap servers.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(Error::Config(
+                "kafka bootstrap servers must not be empty".into(),
+            ));
+        }
+        for (k, _) in &self.properties {
+            if matches!(
+                k.as_str(),
+                "group.id" | "enable.auto.commit" | "enable.auto.offset.store"
+            ) {
+                return Err(Error::Config(format!(
+                    "kafka property '{k}' is set by weir (the group is the application id; offsets are committed by the runtime)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weir_owns_the_group_and_offset_settings() {
+        assert!(KafkaConfig::new("").validate().is_err());
+        let e = KafkaConfig::new("localhost:9092")
+            .property("group.id", "mine")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("group.id"), "{e}");
+        assert!(
+            KafkaConfig::new("localhost:9092")
+                .property("security.protocol", "plaintext")
+                .validate()
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The runtime's one producer: sink records and changelog entries, deliveries
+//! acknowledged or failed per query.
+
+use crate::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error};
+use crate::error::{Error, Result};
+
+/// Keeps each query's first failed delivery: the query's next commit reports it
+/// instead of committing offsets past a record that was not written. (Each record
+/// carries its query's id; one query's failure is not another's.)
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    /// Per query id: the first failure not yet reported, and how many records failed.
+    failed: Mutex<HashMap<usize, (String, u64)>>,
+    /// The highest acknowledged offset per partition (changelog checkpoints).
+    acked: Mutex<HashMap<(String, i32), i64>>,
+}
+
+/// The producer's context: records failed deliveries in [`Deliveries`].
+pub(crate) struct DeliveryContext(pub(super) Arc<Deliveries>);
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, query: usize) {
+        use rdkafka::Message;
+        if let Ok(m) = result {
+            let mut acked = self.0.acked.lock();
+            let at = acked
+                .entry((m.topic().to_string(), m.partition()))
+                .or_insert(m.offset());
+            *at = (*at).max(m.offset());
+        }
+        if let Err((e, m)) = result {
+            let mut failed = self.0.failed.lock();
+            let entry = failed.entry(query).or_insert_with(|| {
+                let first = format!(
+                    "producing to '{}' partition {} failed: {e}",
+                    m.topic(),
+                    m.partition()
+                );
+                (first, 0)
+            });
+            entry.1 += 1;
+        }
+    }
+}
+
+impl KafkaClients {
+    /// Produces one record, waiting while the producer's queue is full.
+    pub(crate) fn produce(
+        &self,
+        query: u64,
+        topic: &str,
+        partition: u32,
+        view: &crate::io::broker::RecordView<'_>,
+    ) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, query as usize)
+                .partition(partition as i32)
+                .timestamp(view.timestamp);
+        let headers = view.headers();
+        if !headers.is_empty() {
+            // librdkafka allocates a header list per record: only when there are any.
+            let mut kh = OwnedHeaders::new();
+            for h in headers.iter() {
+                kh = kh.insert(Header {
+                    key: &h.key,
+                    value: h.value.as_deref(),
+                });
+            }
+            record = record.headers(kh);
+        }
+        if let Some(k) = view.key {
+            record = record.key(k);
+        }
+        if let Some(v) = view.value {
+            record = record.payload(v);
+        }
+        self.send(record, "cannot produce to")
+    }
+
+    /// Sends `record`, waiting while the producer's queue is full (the error says
+    /// `what` and the topic).
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8], usize>, what: &str) -> Result<()> {
+        if let Some(t) = &self.txn {
+            t.ensure_open(&self.producer)?;
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    record = r;
+                }
+                Err((e, r)) => return Err(kafka_error(&format!("{what} '{}'", r.topic), e)),
+            }
+        }
+    }
+
+    /// Produces one changelog entry (`None` = a tombstone) to `topic`/`partition`.
+    pub(crate) fn produce_change(
+        &self,
+        query: u64,
+        topic: &str,
+        partition: u32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, query as usize)
+                .partition(partition as i32)
+                .key(key);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        self.send(record, "cannot write changelog")
+    }
+
+    /// The offset after the last acknowledged record of `topic`/`partition`.
+    pub(crate) fn acked_end(&self, topic: &str, partition: u32) -> Option<i64> {
+        let acked = self.deliveries.acked.lock();
+        acked
+            .get(&(topic.to_string(), partition as i32))
+            .map(|o| o + 1)
+    }
+
+    /// Waits until every produced record is acknowledged. If some of `query`'s failed:
+    /// an error (the first failure), or with `LogAndContinue` a warning and a count.
+    pub(crate) fn flush(&self, query: u64, query_name: &str) -> Result<()> {
+        use crate::io::settings::ProductionExceptionHandler as H;
+        self.producer
+            .flush(REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error("flushing the producer failed", e))?;
+        let mut failed = self.deliveries.failed.lock();
+        let key = query as usize;
+        match (failed.get(&key), self.on_failure) {
+            (None, _) => Ok(()),
+            (Some((first, _)), H::Fail) => Err(Error::kafka(first.clone())),
+            (Some(_), H::LogAndContinue) => {
+                let (first, n) = failed.remove(&key).expect("just found");
+                log::warn!(
+                    "query '{query_name}': {n} records were not written ({first}); going on"
+                );
+                metrics::counter!(crate::metrics::PRODUCE_ERRORS_TOTAL, "query" => query_name.to_string())
+                    .increment(n);
+                Ok(())
+            }
+        }
+    }
+}

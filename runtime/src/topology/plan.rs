@@ -1,0 +1,243 @@
+//! The query plan: what a topology becomes on a cluster.
+//!
+//! Before a query starts, its topology is checked against the cluster's partition
+//! counts and turned into tasks: each sub-topology gets as many tasks as the most
+//! partitions among its source topics; internal (repartition) topics are named
+//! `<application>-<query>-<topic>` and sized by the sub-topology that writes them;
+//! each store lives in exactly one sub-topology; with changelogs, each store gets
+//! `<application>-<query>-<store>-changelog`. The plan is a pure function of the
+//! topology and the partition counts, tested here without a runtime.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{NodeId, NodeKind, SubTopology, Topology};
+use crate::error::{Error, Result};
+use crate::io::transport::InternalTopic;
+
+/// What the transport a query runs on asks of its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// Tasks follow a consumer group (partitions move between processes): stores fed
+    /// by several topics need them co-partitioned.
+    pub(crate) grouped: bool,
+    /// Stores have changelog topics.
+    pub(crate) changelogs: bool,
+}
+
+/// What it takes to build a query's tasks, kept while the query runs: on Kafka, tasks
+/// are created and closed as the group assigns and revokes partitions.
+pub(crate) struct QueryPlan {
+    pub(crate) topology: Topology,
+    pub(crate) subs: Vec<SubTopology>,
+    /// The sub-topology owning each store of `topology.stores`.
+    pub(crate) store_sub: Vec<usize>,
+    /// Tasks (partitions) per sub-topology.
+    pub(crate) counts: Vec<u32>,
+    /// Topology topic name -> broker topic name (internal topics are prefixed).
+    pub(crate) topic_names: Arc<HashMap<String, String>>,
+    pub(crate) children: Arc<Vec<Vec<usize>>>,
+    pub(crate) names: Arc<Vec<String>>,
+    pub(crate) kinds: Arc<Vec<NodeKind>>,
+    /// Per sub-topology: its sources' (node, topic as named on the broker).
+    pub(crate) sources: Vec<Vec<(NodeId, String)>>,
+}
+
+impl QueryPlan {
+    /// Whether some sub-topology reads `topic`.
+    pub(crate) fn reads(&self, topic: &str) -> bool {
+        self.sources.iter().flatten().any(|(_, t)| t == topic)
+    }
+}
+
+/// `<application>-<query>-<store>-changelog`.
+pub(crate) fn changelog_topic(application: &str, query: &str, store: &str) -> String {
+    format!("{application}-{query}-{store}-changelog")
+}
+
+/// Checks `topology` (query `name` of application `application_id`) against the
+/// cluster's partition counts and works out its tasks: partitions per sub-topology,
+/// internal topic names and sizes, and, where stores have changelogs, their
+/// changelog topics. Returns the plan and the internal topics the query needs. A pure
+/// function of its arguments: `partitions` answers a topic's partition count.
+pub(crate) fn plan_query(
+    application_id: &str,
+    name: &str,
+    topology: &Topology,
+    partitions: &dyn Fn(&str) -> Result<u32>,
+    target: Target,
+) -> Result<(QueryPlan, Vec<InternalTopic>)> {
+    if topology.is_empty() {
+        return Err(Error::Topology(format!(
+            "query '{name}' has an empty topology"
+        )));
+    }
+    let subs = topology.subtopologies()?;
+    // Each store lives in exactly one sub-topology (one instance per task).
+    let mut store_sub: Vec<usize> = Vec::with_capacity(topology.stores.len());
+    for st in &topology.stores {
+        let mut owners = st
+            .processors
+            .iter()
+            .map(|p| subs.iter().position(|s| s.nodes.contains(p)).unwrap_or(0));
+        let Some(first) = owners.next() else {
+            return Err(Error::Topology(format!(
+                "store '{}' is not connected to any processor",
+                st.name
+            )));
+        };
+        if owners.any(|o| o != first) {
+            return Err(Error::Topology(format!(
+                "store '{}' is used by processors of different sub-topologies",
+                st.name
+            )));
+        }
+        store_sub.push(first);
+    }
+    let prefix = format!("{application_id}-{name}-");
+    let topic_names: Arc<HashMap<String, String>> = Arc::new(
+        topology
+            .internal_topics
+            .keys()
+            .map(|t| (t.clone(), format!("{prefix}{t}")))
+            .collect(),
+    );
+    let resolve = |t: &str| topic_names.get(t).cloned().unwrap_or_else(|| t.to_string());
+
+    // Partition count of each sub-topology = max over its source topics; internal
+    // topics without a count take the count of the sub-topology writing them.
+    let mut internal: HashMap<String, u32> = HashMap::new();
+    for (t, p) in &topology.internal_topics {
+        if let Some(p) = p {
+            internal.insert(t.clone(), *p);
+        }
+    }
+    let mut counts: Vec<Option<u32>> = vec![None; subs.len()];
+    // Sub-topologies with stores whose source topics differ in partition count.
+    let mut uneven: Vec<Option<String>> = vec![None; subs.len()];
+    for _ in 0..=subs.len() {
+        for (i, st) in subs.iter().enumerate() {
+            let mut max = Some(0u32);
+            let mut seen = Vec::new();
+            for &s in &st.sources {
+                let NodeKind::Source { topics } = &topology.nodes[s].kind else {
+                    continue;
+                };
+                for t in topics {
+                    let n = if topology.internal_topics.contains_key(t) {
+                        internal.get(t).copied()
+                    } else {
+                        Some(partitions(t).map_err(|e| match e {
+                            Error::UnknownTopic(_) => Error::Topology(format!(
+                                "source topic '{t}' of query '{name}' does not exist"
+                            )),
+                            e => Error::Topology(format!(
+                                "source topic '{t}' of query '{name}': {e}"
+                            )),
+                        })?)
+                    };
+                    if let Some(n) = n {
+                        seen.push((t.clone(), n));
+                    }
+                    max = match (max, n) {
+                        (Some(m), Some(n)) => Some(m.max(n)),
+                        _ => None,
+                    };
+                }
+            }
+            if seen.windows(2).any(|w| w[0].1 != w[1].1) {
+                uneven[i] = Some(
+                    seen.iter()
+                        .map(|(t, n)| format!("'{t}' ({n})"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+            }
+            counts[i] = max;
+            if let Some(c) = max {
+                for &k in &st.sinks {
+                    if let NodeKind::Sink { topic } = &topology.nodes[k].kind
+                        && topology.internal_topics.contains_key(topic)
+                    {
+                        internal.entry(topic.clone()).or_insert(c);
+                    }
+                }
+            }
+        }
+    }
+    let mut to_create = Vec::new();
+    for t in topology.internal_topics.keys() {
+        let Some(p) = internal.get(t) else {
+            return Err(Error::Topology(format!(
+                "cannot size internal topic '{t}': it is read in a cycle or never written"
+            )));
+        };
+        to_create.push(InternalTopic {
+            name: resolve(t),
+            partitions: *p,
+            changelog: false,
+        });
+    }
+    for def in &topology.nodes {
+        if let NodeKind::Sink { topic } = &def.kind
+            && !topology.internal_topics.contains_key(topic)
+            && let Err(e) = partitions(topic)
+        {
+            return Err(Error::Topology(match e {
+                Error::UnknownTopic(_) => {
+                    format!("sink topic '{topic}' of query '{name}' does not exist")
+                }
+                e => format!("sink topic '{topic}' of query '{name}': {e}"),
+            }));
+        }
+    }
+    let counts: Vec<u32> = counts.into_iter().map(|c| c.unwrap_or(0)).collect();
+    if target.grouped {
+        // Tasks move between members by partition number: a task's store holds the
+        // keys of partition p of every topic it reads, which the group's range
+        // assignment gives one member only if the topics have as many partitions.
+        for (def, &si) in topology.stores.iter().zip(&store_sub) {
+            if let Some(topics) = &uneven[si] {
+                return Err(Error::Topology(format!(
+                    "store '{}' of query '{name}' is fed by topics with different partition counts ({topics}); on Kafka they must be co-partitioned",
+                    def.name
+                )));
+            }
+        }
+    }
+    if target.changelogs {
+        for (def, &si) in topology.stores.iter().zip(&store_sub) {
+            to_create.push(InternalTopic {
+                name: changelog_topic(application_id, name, &def.name),
+                partitions: counts[si],
+                changelog: true,
+            });
+        }
+    }
+    let sources = subs
+        .iter()
+        .map(|st| {
+            st.sources
+                .iter()
+                .flat_map(|&s| match &topology.nodes[s].kind {
+                    NodeKind::Source { topics } => {
+                        topics.iter().map(|t| (s, resolve(t))).collect::<Vec<_>>()
+                    }
+                    _ => Vec::new(),
+                })
+                .collect()
+        })
+        .collect();
+    let plan = QueryPlan {
+        topology: topology.clone(),
+        children: Arc::new(topology.nodes.iter().map(|n| n.children.clone()).collect()),
+        names: Arc::new(topology.nodes.iter().map(|n| n.name.clone()).collect()),
+        kinds: Arc::new(topology.nodes.iter().map(|n| n.kind.clone()).collect()),
+        subs,
+        store_sub,
+        counts,
+        topic_names,
+        sources,
+    };
+    Ok((plan, to_create))
+}
