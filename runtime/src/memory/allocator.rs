@@ -144,7 +144,7 @@ pub(crate) fn purge_allocator() -> bool {
     false
 }
 
-/// How many times [`purge_allocator`] returned the allocator's free pages in this
+/// How many times the I/O thread returned the allocator's free pages in this
 /// process.
 pub fn allocator_purges() -> u64 {
     PURGES.load(Ordering::Relaxed)

@@ -253,7 +253,7 @@ impl<K, V> StoreSpec<K, V> {
         &self.name
     }
 
-    /// Makes this a window store (see [`crate::state::window`]): windows of `size`, kept
+    /// Makes this a window store (see [`Window`](crate::Window)): windows of `size`, kept
     /// `retention` after their start. Processors reach it with
     /// `ProcessorContext::window_store`.
     pub fn windowed(mut self, size: Duration, retention: Duration) -> Self {
