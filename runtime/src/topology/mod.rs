@@ -9,20 +9,24 @@
 //! A repartition topic cuts a graph in two (a sink writes it, a source in another
 //! component reads it back). Each sub-topology runs as one task per input partition.
 
+mod describe;
 mod nodes;
 pub(crate) mod plan;
+mod specs;
+
+pub use describe::TopologyDescription;
+pub use specs::{
+    SinkSpec, SourceSpec, StoreKind, StoreSpec, StreamPartitioner, TimestampExtractor,
+};
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::config::DeserializationHandler;
 use crate::error::{Error, Result};
 use crate::processor::internals::{Node, ProcessorNode, StoreSerdes};
 use crate::processor::{Data, Processor};
-use crate::serde::Serde;
 use crate::state::window::StoreType;
 use nodes::{SinkNode, SourceNode};
 
@@ -35,9 +39,6 @@ pub(crate) fn millis(d: std::time::Duration) -> i64 {
 }
 
 pub(crate) type NodeFactory = Arc<dyn Fn() -> Box<dyn Node> + Send + Sync>;
-
-/// Chooses a sink partition for a record: `None` falls back to the default partitioner.
-pub type StreamPartitioner<K, V> = Arc<dyn Fn(&K, &V, u32) -> Option<u32> + Send + Sync>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Types {
@@ -80,215 +81,6 @@ pub(crate) struct SubTopology {
     pub(crate) nodes: Vec<NodeId>,
     pub(crate) sources: Vec<NodeId>,
     pub(crate) sinks: Vec<NodeId>,
-}
-
-/// How a source reads its topics.
-pub struct SourceSpec<K, V> {
-    key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
-    handler: Option<DeserializationHandler>,
-    extractor: Option<TimestampExtractor<K, V>>,
-}
-
-/// Gives a record its event time from its key, value and the timestamp it was written
-/// with (ms). A negative result drops the record (counted as skipped), as in Kafka
-/// Streams.
-pub type TimestampExtractor<K, V> = Arc<dyn Fn(&K, &V, i64) -> i64 + Send + Sync>;
-
-impl<K, V> Clone for SourceSpec<K, V> {
-    fn clone(&self) -> Self {
-        SourceSpec {
-            key_serde: self.key_serde.clone(),
-            value_serde: self.value_serde.clone(),
-            handler: self.handler,
-            extractor: self.extractor.clone(),
-        }
-    }
-}
-
-impl<K, V> SourceSpec<K, V> {
-    /// A source deserializing with these serdes.
-    pub fn new(key_serde: impl Serde<K>, value_serde: impl Serde<V>) -> Self {
-        SourceSpec {
-            key_serde: Arc::new(key_serde),
-            value_serde: Arc::new(value_serde),
-            handler: None,
-            extractor: None,
-        }
-    }
-
-    /// Takes each record's event time from `f(key, value, written_timestamp)` instead
-    /// of the timestamp it was written with. Stream time, windows and punctuation all
-    /// follow the extracted time.
-    pub fn timestamp_extractor(
-        mut self,
-        f: impl Fn(&K, &V, i64) -> i64 + Send + Sync + 'static,
-    ) -> Self {
-        self.extractor = Some(Arc::new(f));
-        self
-    }
-
-    /// The timestamp extractor, if one is set.
-    pub fn extractor(&self) -> Option<&TimestampExtractor<K, V>> {
-        self.extractor.as_ref()
-    }
-
-    /// Overrides the runtime's default deserialization handler for this source.
-    pub fn deserialization_handler(mut self, handler: DeserializationHandler) -> Self {
-        self.handler = Some(handler);
-        self
-    }
-
-    /// The key serde.
-    pub fn key_serde(&self) -> &Arc<dyn Serde<K>> {
-        &self.key_serde
-    }
-
-    /// The value serde.
-    pub fn value_serde(&self) -> &Arc<dyn Serde<V>> {
-        &self.value_serde
-    }
-
-    /// The deserialization handler this source overrides the runtime's with, if any.
-    pub fn handler(&self) -> Option<DeserializationHandler> {
-        self.handler
-    }
-}
-
-/// How a sink writes its topic.
-pub struct SinkSpec<K, V> {
-    key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
-    partitioner: Option<StreamPartitioner<K, V>>,
-}
-
-impl<K, V> Clone for SinkSpec<K, V> {
-    fn clone(&self) -> Self {
-        SinkSpec {
-            key_serde: self.key_serde.clone(),
-            value_serde: self.value_serde.clone(),
-            partitioner: self.partitioner.clone(),
-        }
-    }
-}
-
-impl<K, V> SinkSpec<K, V> {
-    /// A sink serializing with these serdes and Kafka's default partitioner.
-    pub fn new(key_serde: impl Serde<K>, value_serde: impl Serde<V>) -> Self {
-        SinkSpec {
-            key_serde: Arc::new(key_serde),
-            value_serde: Arc::new(value_serde),
-            partitioner: None,
-        }
-    }
-
-    /// Chooses partitions with `f(key, value, partition_count)`; `None` falls back to the
-    /// default partitioner.
-    pub fn partitioner(
-        mut self,
-        f: impl Fn(&K, &V, u32) -> Option<u32> + Send + Sync + 'static,
-    ) -> Self {
-        self.partitioner = Some(Arc::new(f));
-        self
-    }
-}
-
-/// Where a store keeps its data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    /// RocksDB under the runtime's shared cache (the default).
-    RocksDb,
-    /// A `BTreeMap` reserving from the runtime's in-memory store budget.
-    InMemory,
-}
-
-/// A key-value store declaration: name, kind and serdes.
-pub struct StoreSpec<K, V> {
-    pub(crate) name: String,
-    pub(crate) kind: StoreKind,
-    pub(crate) store_type: StoreType,
-    pub(crate) caching: bool,
-    pub(crate) key_serde: Arc<dyn Serde<K>>,
-    pub(crate) value_serde: Arc<dyn Serde<V>>,
-}
-
-impl<K, V> Clone for StoreSpec<K, V> {
-    fn clone(&self) -> Self {
-        StoreSpec {
-            name: self.name.clone(),
-            kind: self.kind,
-            store_type: self.store_type,
-            caching: self.caching,
-            key_serde: self.key_serde.clone(),
-            value_serde: self.value_serde.clone(),
-        }
-    }
-}
-
-impl<K, V> StoreSpec<K, V> {
-    /// A RocksDB store named `name` with these serdes.
-    pub fn new(
-        name: impl Into<String>,
-        key_serde: impl Serde<K>,
-        value_serde: impl Serde<V>,
-    ) -> Self {
-        StoreSpec {
-            name: name.into(),
-            kind: StoreKind::RocksDb,
-            store_type: StoreType::KeyValue,
-            caching: true,
-            key_serde: Arc::new(key_serde),
-            value_serde: Arc::new(value_serde),
-        }
-    }
-
-    /// Keeps the store in memory instead (bounded by the in-memory store budget).
-    pub fn in_memory(mut self) -> Self {
-        self.kind = StoreKind::InMemory;
-        self
-    }
-
-    /// The store's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Makes this a window store (see [`Window`](crate::Window)): windows of `size`, kept
-    /// `retention` after their start. Processors reach it with
-    /// `ProcessorContext::window_store`.
-    pub fn windowed(mut self, size: Duration, retention: Duration) -> Self {
-        self.store_type = StoreType::window(millis(size), millis(retention));
-        self
-    }
-
-    /// Makes this a session store: sessions kept `retention` after their end.
-    /// Processors reach it with `ProcessorContext::session_store`.
-    pub fn sessions(mut self, retention: Duration) -> Self {
-        self.store_type = StoreType::session(millis(retention));
-        self
-    }
-
-    /// Key-value, window or session.
-    pub fn store_type(&self) -> StoreType {
-        self.store_type
-    }
-
-    /// The key serde.
-    pub fn key_serde(&self) -> &Arc<dyn Serde<K>> {
-        &self.key_serde
-    }
-
-    /// The value serde.
-    pub fn value_serde(&self) -> &Arc<dyn Serde<V>> {
-        &self.value_serde
-    }
-
-    /// Reads and writes bypass the record cache: every write reaches the store (and,
-    /// for an aggregation, goes downstream) at once.
-    pub fn without_caching(mut self) -> Self {
-        self.caching = false;
-        self
-    }
 }
 
 /// A store as the topology keeps it: typed serdes erased.
@@ -623,74 +415,6 @@ impl Topology {
         Ok(out)
     }
 
-    /// A printable description of the sub-topologies, in Kafka Streams' format.
-    pub fn describe(&self) -> TopologyDescription {
-        let mut text = String::from("Topologies:\n");
-        let subs = match self.subtopologies() {
-            Ok(s) => s,
-            Err(e) => {
-                text.push_str(&format!("   (invalid: {e})\n"));
-                return TopologyDescription { text };
-            }
-        };
-        let names = |ids: &[NodeId]| -> String {
-            if ids.is_empty() {
-                "none".to_string()
-            } else {
-                ids.iter()
-                    .map(|i| self.nodes[*i].name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        };
-        let topic = |t: &str| -> String {
-            if self.internal_topics.contains_key(t) {
-                format!("{t} (internal)")
-            } else {
-                t.to_string()
-            }
-        };
-        for (i, st) in subs.iter().enumerate() {
-            text.push_str(&format!("   Sub-topology: {i}\n"));
-            for &id in &st.nodes {
-                let def = &self.nodes[id];
-                match &def.kind {
-                    NodeKind::Source { topics } => {
-                        let ts: Vec<String> = topics.iter().map(|t| topic(t)).collect();
-                        text.push_str(&format!(
-                            "    Source: {} (topics: [{}])\n",
-                            def.name,
-                            ts.join(", ")
-                        ));
-                    }
-                    NodeKind::Processor => {
-                        let stores: Vec<&str> = self
-                            .stores
-                            .iter()
-                            .filter(|s| s.processors.contains(&id))
-                            .map(|s| s.name.as_str())
-                            .collect();
-                        text.push_str(&format!(
-                            "    Processor: {} (stores: [{}])\n",
-                            def.name,
-                            stores.join(", ")
-                        ));
-                    }
-                    NodeKind::Sink { topic: t } => {
-                        text.push_str(&format!("    Sink: {} (topic: {})\n", def.name, topic(t)));
-                    }
-                }
-                if !def.children.is_empty() {
-                    text.push_str(&format!("      --> {}\n", names(&def.children)));
-                }
-                if !def.parents.is_empty() {
-                    text.push_str(&format!("      <-- {}\n", names(&def.parents)));
-                }
-            }
-        }
-        TopologyDescription { text }
-    }
-
     /// Names of every source topic (internal ones unprefixed).
     pub fn source_topics(&self) -> BTreeSet<String> {
         self.nodes
@@ -701,46 +425,6 @@ impl Topology {
             })
             .flatten()
             .collect()
-    }
-}
-
-/// The text of [`Topology::describe`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopologyDescription {
-    text: String,
-}
-
-impl std::fmt::Display for TopologyDescription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
-impl<K, V> std::fmt::Debug for SourceSpec<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SourceSpec")
-            .field("handler", &self.handler)
-            .field("extractor", &self.extractor.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<K, V> std::fmt::Debug for SinkSpec<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SinkSpec")
-            .field("partitioner", &self.partitioner.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<K, V> std::fmt::Debug for StoreSpec<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreSpec")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("store_type", &self.store_type)
-            .field("caching", &self.caching)
-            .finish_non_exhaustive()
     }
 }
 
