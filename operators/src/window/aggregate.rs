@@ -1,0 +1,391 @@
+//! The windowed aggregations' processors: tumbling and hopping, session and sliding
+//! windows (Kafka Streams' `KStreamWindowAggregate`, `KStreamSessionWindowAggregate`,
+//! `KStreamSlidingWindowAggregate`), and the codec of a sliding window's aggregate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use weir_runtime::internals::{InternalContext, InternalWindowedContext};
+use weir_runtime::serde::Serde;
+use weir_runtime::{
+    Change, Data, Error, Processor, ProcessorContext, Record, Result, Window, Windowed,
+};
+
+use super::{Agg, Init, Merge, SessionWindows, SlidingWindows, TimeWindows};
+
+/// Logs a record dropped for a closed window and counts it.
+fn drop_late<K, V>(ctx: &mut ProcessorContext<'_, K, V>, ts: i64, window: Window, observed: i64) {
+    log::debug!(
+        "'{}' drops a record at {ts}: window {window} closed (observed stream time {observed})",
+        ctx.processor_name()
+    );
+    ctx.record_dropped_late();
+}
+
+/// What every windowed aggregation holds: its store, how to start and fold an
+/// aggregate, whether downstream wants old values, and its observed stream time.
+pub(super) struct Core<K, V, VA> {
+    pub(super) store: Arc<str>,
+    pub(super) init: Init<VA>,
+    pub(super) agg: Agg<K, V, VA>,
+    pub(super) send_old: Arc<AtomicBool>,
+    pub(super) observed: i64,
+}
+
+impl<K: Data, V, VA> Core<K, V, VA> {
+    pub(super) fn new(
+        store: Arc<str>,
+        send_old: Arc<AtomicBool>,
+        init: &Init<VA>,
+        agg: &Agg<K, V, VA>,
+    ) -> Self {
+        Core {
+            store,
+            init: init.clone(),
+            agg: agg.clone(),
+            send_old,
+            observed: i64::MIN,
+        }
+    }
+
+    /// At init: forward the store's changes downstream, and pick up the observed stream
+    /// time stored with them.
+    fn init<S: Data>(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<S>>,
+    ) -> Result<()> {
+        ctx.forward_windowed_changes(&self.store, self.send_old.load(Ordering::Acquire))?;
+        self.observed = ctx.stored_stream_time(&self.store)?.unwrap_or(i64::MIN);
+        Ok(())
+    }
+
+    /// At each commit: store the observed stream time.
+    fn flush<S>(&self, ctx: &mut ProcessorContext<'_, Windowed<K>, S>) -> Result<()> {
+        if self.observed > i64::MIN {
+            ctx.store_stream_time(&self.store, self.observed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Tumbling and hopping window aggregation.
+pub(super) struct WindowAggregate<K, V, VA> {
+    pub(super) core: Core<K, V, VA>,
+    pub(super) windows: TimeWindows,
+}
+
+impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
+    for WindowAggregate<K, V, VA>
+{
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
+        self.core.init(ctx)
+    }
+
+    fn process(
+        &mut self,
+        r: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
+    ) -> Result<()> {
+        let ts = r.timestamp;
+        if ts < 0 {
+            drop_late(ctx, ts, Window::new(ts, ts), self.core.observed);
+            return Ok(());
+        }
+        let mut store = ctx.window_store::<K, VA>(&self.core.store)?;
+        if ts > self.core.observed {
+            // Windows this record closes: their cached updates go downstream first
+            // (with the default retention they are expired too, so not written).
+            let closed = |t: i64| {
+                (t.saturating_sub(self.windows.grace) - self.windows.size)
+                    .div_euclid(self.windows.advance)
+            };
+            let closes = self.core.observed == i64::MIN || closed(ts) > closed(self.core.observed);
+            self.core.observed = ts;
+            store.expire(ts)?;
+            if closes {
+                // Windows ending at or before stream time - grace are closed.
+                let open_from = ts.saturating_sub(self.windows.grace) - self.windows.size + 1;
+                store.flush_cached_before(open_from)?;
+            }
+        }
+        let close = self.core.observed - self.windows.grace;
+        let mut late = Vec::new();
+        for start in self.windows.starts(ts) {
+            let end = start + self.windows.size;
+            if end <= close {
+                late.push(Window::new(start, end));
+                continue;
+            }
+            let current = match store.fetch(&r.key, start)? {
+                Some(a) => a,
+                None => (self.core.init)(),
+            };
+            let new = (self.core.agg)(&r.key, r.value.clone(), current);
+            store.put(&r.key, start, Some(&new))?;
+        }
+        for w in late {
+            drop_late(ctx, ts, w, self.core.observed);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
+        self.core.flush(ctx)
+    }
+}
+
+/// Session window aggregation (Kafka Streams' `KStreamSessionWindowAggregate`).
+pub(super) struct SessionAggregate<K, V, VA> {
+    pub(super) core: Core<K, V, VA>,
+    pub(super) windows: SessionWindows,
+    pub(super) merge: Merge<K, VA>,
+}
+
+impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
+    for SessionAggregate<K, V, VA>
+{
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
+        self.core.init(ctx)
+    }
+
+    fn process(
+        &mut self,
+        r: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
+    ) -> Result<()> {
+        let ts = r.timestamp;
+        if ts < 0 {
+            drop_late(ctx, ts, Window::new(ts, ts), self.core.observed);
+            return Ok(());
+        }
+        self.core.observed = self.core.observed.max(ts);
+        let close = self.core.observed - self.windows.grace;
+        let gap = self.windows.gap;
+        // Late when the record itself is more than grace behind stream time. (Kafka
+        // Streams looks at the merged session's end instead, which lets a late record
+        // bridge into a closed session and change a result already final.)
+        if ts < close {
+            drop_late(ctx, ts, Window::new(ts, ts), self.core.observed);
+            return Ok(());
+        }
+        let mut store = ctx.session_store::<K, VA>(&self.core.store)?;
+        let near = store.find_sessions(&r.key, ts - gap, ts + gap, self.core.observed)?;
+        let mut merged = Window::new(ts, ts);
+        let mut acc = (self.core.init)();
+        for (w, v) in &near {
+            merged = Window::new(merged.start.min(w.start), merged.end.max(w.end));
+            acc = (self.merge)(&r.key, acc, v.clone());
+        }
+        for (w, _) in &near {
+            if *w != merged {
+                store.put(&r.key, *w, None)?;
+            }
+        }
+        let acc = (self.core.agg)(&r.key, r.value, acc);
+        store.put(&r.key, merged, Some(&acc))?;
+        store.expire(self.core.observed)
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
+        self.core.flush(ctx)
+    }
+}
+
+/// A sliding window's aggregate and the timestamp of its latest record, which tells
+/// the aggregation which records a window holds when it builds new windows from it.
+#[derive(Clone)]
+pub(super) struct Stamped<VA> {
+    pub(super) latest: i64,
+    pub(super) value: VA,
+}
+
+/// Stores a [`Stamped`] as the latest timestamp (8 bytes, big-endian), a tag (0 = the
+/// aggregate is null, 1 = its bytes follow) and the aggregate's bytes.
+pub(super) struct StampedSerde<VA>(pub(super) Arc<dyn Serde<VA>>);
+
+impl<VA: 'static> Serde<Stamped<VA>> for StampedSerde<VA> {
+    fn serialize(&self, value: &Stamped<VA>) -> Result<Option<weir_runtime::serde::Bytes>> {
+        let mut out = Vec::new();
+        self.serialize_into(value, &mut out)?;
+        Ok(Some(out.into()))
+    }
+
+    fn deserialize(&self, data: Option<&[u8]>) -> Result<Stamped<VA>> {
+        let bytes = data.unwrap_or_default();
+        let (Some(latest), Some(&tag)) = (bytes.get(..8), bytes.get(8)) else {
+            return Err(Error::Serde(format!(
+                "a sliding window entry needs at least 9 bytes, got {}",
+                bytes.len()
+            )));
+        };
+        let latest = i64::from_be_bytes(latest.try_into().expect("8 bytes"));
+        let value = match tag {
+            0 => self.0.deserialize(None)?,
+            1 => self.0.deserialize(Some(&bytes[9..]))?,
+            t => {
+                return Err(Error::Serde(format!(
+                    "a sliding window entry has tag {t} (expected 0 or 1)"
+                )));
+            }
+        };
+        Ok(Stamped { latest, value })
+    }
+
+    fn serialize_into(&self, value: &Stamped<VA>, out: &mut Vec<u8>) -> Result<bool> {
+        out.extend_from_slice(&value.latest.to_be_bytes());
+        let tag = out.len();
+        out.push(1);
+        if !self.0.serialize_into(&value.value, out)? {
+            out[tag] = 0;
+        }
+        Ok(true)
+    }
+}
+
+/// Drops the latest timestamps from a sliding aggregation's changes.
+pub(super) struct Unstamp;
+
+impl<K: Data, VA: Data> Processor<K, Change<Stamped<VA>>, K, Change<VA>> for Unstamp {
+    fn process(
+        &mut self,
+        r: Record<K, Change<Stamped<VA>>>,
+        ctx: &mut ProcessorContext<'_, K, Change<VA>>,
+    ) -> Result<()> {
+        let Record {
+            key,
+            value,
+            timestamp,
+            headers,
+        } = r;
+        let change = Change {
+            new: value.new.map(|s| s.value),
+            old: value.old.map(|s| s.value),
+        };
+        ctx.forward(Record::new(key, change, timestamp).with_headers(headers))
+    }
+}
+
+/// Sliding window aggregation. A key's stored windows are exactly the non-empty
+/// windows [`SlidingWindows`] defines over its accepted records (less those expired),
+/// each with its aggregate and latest record. A new record at `t`:
+///
+/// 1. goes into every stored window containing `t`;
+/// 2. creates its left window `L = [t - d, t]` (`[0, d]` while `t < d`) unless stored.
+///    L's other records are those in `[t - d, t)`. If there are any, the stored window
+///    with the largest start before L's holds exactly them: a record in between would
+///    have a left or right window starting later. So L starts from that window's
+///    aggregate if its latest record is in L, else from `init()`;
+/// 3. creates its right window `R = [t + 1, t + d + 1]` unless stored, if it is not
+///    empty: R holds the records of the latest-starting window containing `t` that
+///    come after `t` (by the same argument), so it copies that window if its latest
+///    record is after `t`;
+/// 4. creates the right window of the record before it if `t` is the first record in
+///    it: `[p + 1, p + d + 1]` for the latest stored record time `p < t`, if it
+///    contains `t` and is not stored, holding `t` alone.
+///
+/// Everything it reads starts at or after `t - 2d`, which the retention (`2d + grace + 1`)
+/// keeps. Records more than grace behind stream time are late, so no window is changed
+/// or created after it closes.
+pub(super) struct SlidingAggregate<K, V, VA> {
+    pub(super) core: Core<K, V, VA>,
+    pub(super) windows: SlidingWindows,
+}
+
+impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>>>
+    for SlidingAggregate<K, V, VA>
+{
+    fn init(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<Stamped<VA>>>,
+    ) -> Result<()> {
+        self.core.init(ctx)
+    }
+
+    fn process(
+        &mut self,
+        r: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<Stamped<VA>>>,
+    ) -> Result<()> {
+        let t = r.timestamp;
+        let d = self.windows.difference;
+        let left = t.saturating_sub(d).max(0);
+        if t < 0 {
+            drop_late(ctx, t, Window::new(t, t), self.core.observed);
+            return Ok(());
+        }
+        self.core.observed = self.core.observed.max(t);
+        if t < self.core.observed.saturating_sub(self.windows.grace) {
+            drop_late(ctx, t, Window::new(left, left + d), self.core.observed);
+            return Ok(());
+        }
+        let right = t + 1;
+        let mut store = ctx.window_store::<K, Stamped<VA>>(&self.core.store)?;
+        let stored = store.fetch_range(&r.key, t.saturating_sub(2 * d).max(0), right)?;
+        let (mut left_stored, mut right_stored) = (false, false);
+        let mut before_left = None;
+        let mut containing = None;
+        let mut previous = None;
+        for (w, s) in &stored {
+            if s.latest < t {
+                previous = previous.max(Some(s.latest));
+            }
+            if w.start < left {
+                before_left = Some(s);
+            }
+            left_stored |= w.start == left;
+            right_stored |= w.start == right;
+            if w.start <= t && t <= w.end {
+                containing = Some(s);
+            }
+        }
+        let add = |s: &Stamped<VA>| Stamped {
+            latest: s.latest.max(t),
+            value: (self.core.agg)(&r.key, r.value.clone(), s.value.clone()),
+        };
+        let fresh = || Stamped {
+            latest: t,
+            value: (self.core.agg)(&r.key, r.value.clone(), (self.core.init)()),
+        };
+        let mut puts = Vec::new();
+        // 1. Windows containing t.
+        for (w, s) in &stored {
+            if w.start <= t && t <= w.end {
+                puts.push((w.start, add(s)));
+            }
+        }
+        // 2. The left window.
+        if !left_stored {
+            let new = match before_left {
+                Some(s) if s.latest >= left => add(s),
+                _ => fresh(),
+            };
+            puts.push((left, new));
+        }
+        // 3. The right window.
+        if !right_stored
+            && let Some(s) = containing
+            && s.latest > t
+        {
+            puts.push((right, (*s).clone()));
+        }
+        // 4. The previous record's right window, which t is the first record of.
+        if let Some(p) = previous
+            && p + 1 != left
+            && t <= p + 1 + d
+            && !stored.iter().any(|(w, _)| w.start == p + 1)
+        {
+            puts.push((p + 1, fresh()));
+        }
+        for (start, value) in puts {
+            store.put(&r.key, start, Some(&value))?;
+        }
+        store.expire(self.core.observed)
+    }
+
+    fn flush(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<Stamped<VA>>>,
+    ) -> Result<()> {
+        self.core.flush(ctx)
+    }
+}
