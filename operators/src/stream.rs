@@ -145,6 +145,7 @@ impl StreamsBuilder {
 }
 
 /// How a stream reads its topics: serdes, deserialization handler, source name.
+#[must_use = "a builder does nothing until it is used"]
 pub struct Consumed<K, V> {
     pub(crate) spec: SourceSpec<K, V>,
     pub(crate) name: Option<String>,
@@ -193,6 +194,7 @@ impl<K, V> Consumed<K, V> {
 }
 
 /// How a stream writes a topic: serdes, partitioner, sink name.
+#[must_use = "a builder does nothing until it is used"]
 pub struct Produced<K, V> {
     spec: SinkSpec<K, V>,
     name: Option<String>,
@@ -233,6 +235,7 @@ impl<K, V> Produced<K, V> {
 }
 
 /// How `repartition` writes and reads its internal topic.
+#[must_use = "a builder does nothing until it is used"]
 pub struct Repartitioned<K, V> {
     key_serde: Arc<dyn Serde<K>>,
     value_serde: Arc<dyn Serde<V>>,
@@ -289,6 +292,7 @@ impl<T: 'static> Serde<T> for ArcSerde<T> {
 
 /// A name for a branch of [`KStream::split`].
 #[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct Branched {
     name: Option<String>,
 }

@@ -26,6 +26,7 @@ use crate::table::{KTable, TableMeta};
 
 /// How much a suppression operator may buffer, and what it does when full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct BufferConfig {
     bounds: BufferBounds,
     policy: Option<FullPolicy>,
@@ -91,6 +92,7 @@ enum Until {
 
 /// What `KTable::suppress` holds back, and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct Suppressed {
     until: Until,
     buffer: BufferConfig,

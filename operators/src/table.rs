@@ -20,6 +20,7 @@ use crate::ops;
 use crate::stream::{ArcSerde, Consumed, Inner, KStream, Repartitioned, StreamsBuilder};
 
 /// Serdes for a grouping (and its repartition topic, if one is needed).
+#[must_use = "a builder does nothing until it is used"]
 pub struct Grouped<K, V> {
     key_serde: Arc<dyn Serde<K>>,
     value_serde: Arc<dyn Serde<V>>,
@@ -53,6 +54,7 @@ impl<K, V> Grouped<K, V> {
 }
 
 /// How an aggregation or table is stored: name, kind, caching, serdes.
+#[must_use = "a builder does nothing until it is used"]
 pub struct Materialized<K, V> {
     pub(crate) name: Option<String>,
     pub(crate) kind: StoreKind,
@@ -203,7 +205,8 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// ```
     /// use weir::prelude::*;
     /// # fn main() -> weir::Result<()> {
-    /// # let runtime = Runtime::new(RuntimeConfig::builder().workers(1)
+    /// # let dir = tempfile::tempdir().unwrap(); // a fresh state directory per run
+    /// # let runtime = Runtime::new(RuntimeConfig::builder().workers(1).state_dir(dir.path())
     /// #     .commit_interval(std::time::Duration::from_millis(50)).build()?)?;
     /// # let broker = runtime.broker().clone();
     /// # broker.create_topic("orders", 2)?;
@@ -315,7 +318,8 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// ```
     /// use weir::prelude::*;
     /// # fn main() -> weir::Result<()> {
-    /// # let runtime = Runtime::new(RuntimeConfig::builder().workers(1)
+    /// # let dir = tempfile::tempdir().unwrap(); // a fresh state directory per run
+    /// # let runtime = Runtime::new(RuntimeConfig::builder().workers(1).state_dir(dir.path())
     /// #     .commit_interval(std::time::Duration::from_millis(50)).build()?)?;
     /// # let broker = runtime.broker().clone();
     /// # broker.create_topic("words", 1)?;

@@ -133,6 +133,7 @@ impl RuntimeConfig {
 
 /// Builds a [`RuntimeConfig`]; [`RuntimeConfigBuilder::build`] validates it.
 #[derive(Debug, Default, Clone)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct RuntimeConfigBuilder {
     application_id: Option<String>,
     workers: Option<usize>,

@@ -37,6 +37,7 @@ fn ms(d: Duration) -> i64 {
 /// Fixed-size windows: tumbling (advance = size) or hopping (advance < size). A window
 /// is `[start, start + size)`; starts are multiples of the advance, from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct TimeWindows {
     size: i64,
     advance: i64,
@@ -91,6 +92,7 @@ impl TimeWindows {
 /// Session windows: a key's records closer than `gap` apart form one session; sessions
 /// merge when a record bridges them. A session is `[first, last]` (both inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct SessionWindows {
     gap: i64,
     grace: i64,
@@ -126,6 +128,7 @@ impl SessionWindows {
 /// a window's result would depend on arrival order.) A window is final once stream
 /// time passes its end + grace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct SlidingWindows {
     difference: i64,
     grace: i64,

@@ -104,7 +104,7 @@ impl TaskInner {
             .map(|(i, off)| TxnOffset {
                 query: self.core.env.query.to_string(),
                 topic: i.topic.to_string(),
-                partition: i.partition as i32,
+                partition: i.partition,
                 offset: off,
             })
             .collect()

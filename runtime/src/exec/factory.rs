@@ -15,7 +15,7 @@ use super::task::Task;
 use crate::error::{Error, Result};
 use crate::io::broker::FetchBatch;
 use crate::io::queue::PartitionQueue;
-use crate::io::transport::{Binding, Feed, Wake};
+use crate::io::transport::{Binding, Feed, TopicPartition, Wake};
 use crate::processor::TaskId;
 use crate::processor::internals::{Node, TaskCore, TaskEnv};
 use crate::state::changelog::{ChangeloggedStore, checkpoint_path, read_checkpoint};
@@ -156,7 +156,7 @@ impl RuntimeCore {
         query: &QueryShared,
         si: usize,
         p: u32,
-        owned: Option<&HashSet<(String, i32)>>,
+        owned: Option<&HashSet<TopicPartition>>,
     ) -> Result<Option<BuiltTask>> {
         let cfg = &self.config;
         let plan = &query.plan;
@@ -170,7 +170,7 @@ impl RuntimeCore {
         for (s, actual) in &plan.sources[si] {
             let transport = &self.transport;
             if p >= transport.partitions(actual)?
-                || owned.is_some_and(|o| !o.contains(&(actual.clone(), p as i32)))
+                || owned.is_some_and(|o| !o.contains(&TopicPartition::new(actual.as_str(), p)))
             {
                 continue;
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::core::RuntimeCore;
 use super::query::QueryShared;
 use crate::error::Result;
-use crate::io::transport::{Binding, GroupMember};
+use crate::io::transport::{Binding, GroupMember, TopicPartition};
 use crate::processor::TaskId;
 
 /// The queries reading Kafka through the runtime's consumer group, and the topics the
@@ -21,6 +21,8 @@ pub(crate) struct Group {
 }
 
 /// How long a rebalance waits for a revoked task to commit and close.
+// A grouped transport (Kafka) revokes partitions; the in-process broker never does.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl RuntimeCore {
@@ -62,7 +64,7 @@ impl RuntimeCore {
                 };
                 let reads_owned = query.plan.sources[si]
                     .iter()
-                    .any(|(_, t)| owned.contains(&(t.clone(), p as i32)));
+                    .any(|(_, t)| owned.contains(&TopicPartition::new(t.as_str(), p)));
                 if running.contains(&id) || !reads_owned {
                     continue;
                 }
@@ -89,11 +91,11 @@ impl RuntimeCore {
 }
 
 impl GroupMember for RuntimeCore {
-    fn revoked(self: Arc<Self>, partitions: &[(String, i32)]) {
+    fn revoked(self: Arc<Self>, partitions: &[TopicPartition]) {
         let g = self.group.lock();
         let gone: HashSet<(&str, u32)> = partitions
             .iter()
-            .map(|(t, p)| (t.as_str(), *p as u32))
+            .map(|tp| (tp.topic.as_str(), tp.partition))
             .collect();
         let mut closing = Vec::new();
         for q in &g.queries {

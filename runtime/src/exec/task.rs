@@ -59,6 +59,7 @@ pub(crate) struct Task {
     rt: Arc<RuntimeCore>,
     inner: Mutex<TaskInner>,
     /// The (topic, partition) pairs it reads, readable while it runs.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) partitions: Vec<(Arc<str>, u32)>,
     /// Its partitions were taken away (a consumer-group rebalance): it commits what it
     /// processed and closes, and the query goes on.
@@ -96,6 +97,7 @@ impl Task {
 
     /// Makes the task commit what it has processed and close (its partitions go to
     /// another member of the group); [`Task::wait_closed`] waits for that.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn revoke(self: &Arc<Self>) {
         self.revoked.store(true, SeqCst);
         self.notify();
@@ -117,6 +119,7 @@ impl Task {
     }
 
     /// Waits until the task has closed or `timeout` passes; true if closed.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn wait_closed(&self, timeout: std::time::Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut closed = self.closed.lock();

@@ -48,6 +48,8 @@ pub enum OffsetReset {
 
 /// What a transport needs of the runtime's configuration
 /// ([`RuntimeConfig::transport`](crate::RuntimeConfig)).
+// Only Kafka reads the settings; the in-process broker needs the broker alone.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TransportConfig<'a> {
     pub(crate) application_id: &'a str,

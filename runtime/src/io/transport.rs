@@ -19,6 +19,29 @@ use crate::io::broker::{EncodedBatch, FetchBatch};
 use crate::io::queue::{ByteBudget, PartitionQueue};
 use crate::io::settings::{OffsetReset, TransportConfig};
 
+/// A partition of a topic: how the engine names a partition the group assigns or
+/// revokes, and how Kafka's state is keyed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct TopicPartition {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+}
+
+impl TopicPartition {
+    pub(crate) fn new(topic: impl Into<String>, partition: u32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
 /// A changelog entry read back: key, and value (`None` = a tombstone).
 pub(crate) type ChangelogEntry = (Vec<u8>, Option<Vec<u8>>);
 
@@ -36,11 +59,12 @@ pub(crate) struct InternalTopic {
 pub(crate) struct TxnOffset {
     pub(crate) query: String,
     pub(crate) topic: String,
-    pub(crate) partition: i32,
+    pub(crate) partition: u32,
     pub(crate) offset: i64,
 }
 
 /// What [`Transaction::prepare`] did.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Prepared {
     /// This task was the last one: the transaction is committed.
@@ -100,6 +124,7 @@ pub(crate) trait Feed: Send {
     /// The binding goes away: give back what waits beside its queue.
     fn unbind(&mut self, partition: u32, budget: &ByteBudget);
     /// For the transport that polls for this feed.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
@@ -131,10 +156,12 @@ pub(crate) trait SinkTopic: Send + Sync {
 
 /// What the engine does when the consumer group moves partitions (implemented by the
 /// runtime core; called on the I/O thread, inside the consumer's poll).
+// Called by a grouped transport (Kafka) only.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) trait GroupMember: Send + Sync {
     /// `partitions` leave this member: the tasks reading them commit and close before
     /// this returns, so the next owner starts from their offsets and changelogs.
-    fn revoked(self: Arc<Self>, partitions: &[(String, i32)]);
+    fn revoked(self: Arc<Self>, partitions: &[TopicPartition]);
     /// The queries (names) reading `topic` now: an assigned partition is read from
     /// the earliest position any of them needs.
     fn readers(self: Arc<Self>, topic: &str) -> Vec<String>;
@@ -222,7 +249,7 @@ pub(crate) trait Transport: Send + Sync {
     fn subscribe(&self, topics: &BTreeSet<String>) -> Result<()>;
 
     /// The partitions this process may read, if the group decides (`None`: all).
-    fn owned(&self) -> Option<HashSet<(String, i32)>>;
+    fn owned(&self) -> Option<HashSet<TopicPartition>>;
 
     /// A binding starts reading its partition. False if this process does not own it
     /// (any more): the binding is dropped and its task is being revoked.

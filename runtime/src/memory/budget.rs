@@ -64,6 +64,7 @@ impl ByteBudget {
     /// Charges `n` bytes whether or not they fit: for records already taken from Kafka,
     /// which cannot be handed back (the caller stops taking more once the budget is
     /// spent, so the overshoot is at most one record).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn charge(&self, n: usize) {
         self.used.fetch_add(n, SeqCst);
     }

@@ -45,6 +45,7 @@ pub(crate) struct QueryPlan {
 
 impl QueryPlan {
     /// Whether some sub-topology reads `topic`.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn reads(&self, topic: &str) -> bool {
         self.sources.iter().flatten().any(|(_, t)| t == topic)
     }

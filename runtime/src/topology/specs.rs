@@ -13,6 +13,7 @@ use crate::state::window::StoreType;
 pub type StreamPartitioner<K, V> = Arc<dyn Fn(&K, &V, u32) -> Option<u32> + Send + Sync>;
 
 /// How a source reads its topics.
+#[must_use = "a builder does nothing until it is used"]
 pub struct SourceSpec<K, V> {
     pub(super) key_serde: Arc<dyn Serde<K>>,
     pub(super) value_serde: Arc<dyn Serde<V>>,
@@ -86,6 +87,7 @@ impl<K, V> SourceSpec<K, V> {
 }
 
 /// How a sink writes its topic.
+#[must_use = "a builder does nothing until it is used"]
 pub struct SinkSpec<K, V> {
     pub(super) key_serde: Arc<dyn Serde<K>>,
     pub(super) value_serde: Arc<dyn Serde<V>>,
@@ -133,6 +135,7 @@ pub enum StoreKind {
 }
 
 /// A key-value store declaration: name, kind and serdes.
+#[must_use = "a builder does nothing until it is used"]
 pub struct StoreSpec<K, V> {
     pub(crate) name: String,
     pub(crate) kind: StoreKind,

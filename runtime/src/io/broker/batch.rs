@@ -102,6 +102,7 @@ impl FetchBatch {
     }
 
     /// An empty batch to fill with records read from Kafka.
+    #[cfg(feature = "kafka")]
     pub(crate) fn for_kafka() -> Self {
         FetchBatch {
             base_offset: 0,
@@ -114,6 +115,7 @@ impl FetchBatch {
 
     /// Appends a record read from Kafka at `offset` (after every record already in it);
     /// returns the bytes it is charged.
+    #[cfg(feature = "kafka")]
     pub(crate) fn push_message(
         &mut self,
         offset: i64,
@@ -134,6 +136,7 @@ impl FetchBatch {
     }
 
     /// Offset of the last record in the batch.
+    #[cfg(feature = "kafka")]
     pub(crate) fn last_offset(&self) -> Option<i64> {
         match self.offsets.last() {
             Some(o) => Some(*o),
@@ -294,6 +297,7 @@ impl EncodedBatch {
     }
 
     /// The encoded records, in order.
+    #[cfg(feature = "kafka")]
     pub(crate) fn views(&self) -> impl Iterator<Item = RecordView<'_>> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts

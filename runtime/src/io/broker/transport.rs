@@ -15,7 +15,8 @@ use crate::error::Result;
 use crate::io::queue::{ByteBudget, PartitionQueue, TryPushError};
 use crate::io::settings::OffsetReset;
 use crate::io::transport::{
-    Binding, ChangelogEntry, Feed, GroupMember, InternalTopic, SinkTopic, Transaction, Transport,
+    Binding, ChangelogEntry, Feed, GroupMember, InternalTopic, SinkTopic, TopicPartition,
+    Transaction, Transport,
 };
 
 /// Most records moved per partition per pass, so one partition cannot hog the thread.
@@ -131,7 +132,7 @@ impl Transport for BrokerTransport {
         Ok(())
     }
 
-    fn owned(&self) -> Option<HashSet<(String, i32)>> {
+    fn owned(&self) -> Option<HashSet<TopicPartition>> {
         None
     }
 

@@ -7,7 +7,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error};
+use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error, kafka_partition};
 use crate::error::{Error, Result};
 use crate::io::transport::InternalTopic;
 
@@ -105,7 +105,12 @@ impl KafkaClients {
         let new: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|t| {
-                NewTopic::new(&t.name, t.partitions as i32, TopicReplication::Fixed(-1)).set(
+                NewTopic::new(
+                    &t.name,
+                    kafka_partition(t.partitions),
+                    TopicReplication::Fixed(-1),
+                )
+                .set(
                     "cleanup.policy",
                     if t.changelog { "compact" } else { "delete" },
                 )
@@ -155,14 +160,14 @@ impl KafkaClients {
         use rdkafka::Message;
         let restorer = self.restorer.lock();
         let (low, high) = restorer
-            .fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
+            .fetch_watermarks(topic, kafka_partition(partition), REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(&format!("cannot read offsets of '{topic}'"), e))?;
         let from = from.max(low);
         if from >= high {
             return Ok((0, high));
         }
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(from))
+        tpl.add_partition_offset(topic, kafka_partition(partition), Offset::Offset(from))
             .map_err(|e| kafka_error("bad partition", e))?;
         restorer
             .assign(&tpl)

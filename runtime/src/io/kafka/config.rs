@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 
 /// Where the runtime's Kafka cluster is, and extra librdkafka settings for both clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a builder does nothing until it is used"]
 pub struct KafkaConfig {
     bootstrap_servers: String,
     properties: Vec<(String, String)>,

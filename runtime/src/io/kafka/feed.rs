@@ -17,7 +17,7 @@ use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::types::RDKafkaRespErr;
 
-use super::KafkaClients;
+use super::{KafkaClients, kafka_partition};
 use crate::io::broker::FetchBatch;
 use crate::io::queue::{ByteBudget, PartitionQueue, TryPushError};
 use crate::io::transport::{Binding, Feed};
@@ -159,7 +159,7 @@ impl KafkaClients {
                 for (i, b) in bindings.iter_mut().enumerate() {
                     if let Some(f) = b.feed.as_any_mut().downcast_mut::<KafkaFeed>() {
                         let p = index.entry(f.topic.clone()).or_default();
-                        p.entry(b.partition as i32).or_default().push(i);
+                        p.entry(kafka_partition(b.partition)).or_default().push(i);
                     }
                 }
                 index
@@ -207,7 +207,7 @@ impl KafkaClients {
             rdkafka::bindings::rd_kafka_get_watermark_offsets(
                 self.consumer.client().native_ptr(),
                 topic.as_ptr(),
-                partition as i32,
+                kafka_partition(partition),
                 &mut low,
                 &mut high,
             )

@@ -10,9 +10,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Assigned, KafkaClients, REQUEST_TIMEOUT, kafka_error};
+use super::{Assigned, KafkaClients, REQUEST_TIMEOUT, kafka_error, kafka_partition};
 use crate::error::Result;
 use crate::io::transport::GroupMember;
+use crate::io::transport::TopicPartition;
 
 /// The consumer's context: hands rebalances to the [`GroupMember`] (the engine) and
 /// records them in the clients.
@@ -33,10 +34,13 @@ impl ConsumerContext for GroupContext {
     ) {
         let member = self.member.get().and_then(Weak::upgrade);
         let clients = self.clients.get().and_then(Weak::upgrade);
-        let parts: Vec<(String, i32)> = tpl
+        let parts: Vec<TopicPartition> = tpl
             .elements()
             .iter()
-            .map(|e| (e.topic().to_string(), e.partition()))
+            .filter_map(|e| {
+                let p = u32::try_from(e.partition()).ok()?;
+                Some(TopicPartition::new(e.topic(), p))
+            })
             .collect();
         let cooperative = matches!(
             consumer.rebalance_protocol(),
@@ -50,10 +54,12 @@ impl ConsumerContext for GroupContext {
                     _ => vec![None; parts.len()],
                 };
                 let mut with = TopicPartitionList::new();
-                for ((t, p), s) in parts.iter().zip(&starts) {
+                for (tp, s) in parts.iter().zip(&starts) {
                     let offset = s.map_or(Offset::Stored, Offset::Offset);
-                    if let Err(e) = with.add_partition_offset(t, *p, offset) {
-                        log::error!("kafka: bad partition {t}/{p}: {e}");
+                    if let Err(e) =
+                        with.add_partition_offset(&tp.topic, kafka_partition(tp.partition), offset)
+                    {
+                        log::error!("kafka: bad partition {tp}: {e}");
                     }
                 }
                 if cooperative {
@@ -97,24 +103,26 @@ impl KafkaClients {
     fn assigned(
         &self,
         member: Arc<dyn GroupMember>,
-        partitions: &[(String, i32)],
+        partitions: &[TopicPartition],
     ) -> Vec<Option<i64>> {
         let earliest = self.offset_reset == crate::io::settings::OffsetReset::Earliest;
         let starts: Vec<Option<i64>> = partitions
             .iter()
-            .map(|(t, p)| {
-                self.forget_positions(t, *p);
+            .map(|tp| {
+                self.forget_positions(tp);
                 member
                     .clone()
-                    .readers(t)
+                    .readers(&tp.topic)
                     .iter()
-                    .filter_map(|q| match self.start_offset(q, t, *p as u32, earliest) {
-                        Ok(o) => Some(o),
-                        Err(e) => {
-                            log::warn!("query '{q}': {e}");
-                            None
-                        }
-                    })
+                    .filter_map(
+                        |q| match self.start_offset(q, &tp.topic, tp.partition, earliest) {
+                            Ok(o) => Some(o),
+                            Err(e) => {
+                                log::warn!("query '{q}': {e}");
+                                None
+                            }
+                        },
+                    )
                     .min()
             })
             .collect();
@@ -131,17 +139,17 @@ impl KafkaClients {
         partition: u32,
         earliest: bool,
     ) -> Result<i64> {
-        let key = (topic.to_string(), partition as i32);
+        let key = TopicPartition::new(topic, partition);
         let mut positions = self.positions.lock();
         if !positions.contains_key(&key) {
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(topic, partition as i32);
+            tpl.add_partition(topic, kafka_partition(partition));
             let committed = self
                 .consumer
                 .committed_offsets(tpl, REQUEST_TIMEOUT)
                 .map_err(|e| kafka_error("cannot read committed offsets", e))?;
             let meta = committed
-                .find_partition(topic, partition as i32)
+                .find_partition(topic, kafka_partition(partition))
                 .map(|e| decode_positions(e.metadata()))
                 .unwrap_or_default();
             positions.insert(key.clone(), meta);
@@ -151,7 +159,7 @@ impl KafkaClients {
         }
         let (low, high) = self
             .consumer
-            .fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
+            .fetch_watermarks(topic, kafka_partition(partition), REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(&format!("cannot read offsets of '{topic}'"), e))?;
         Ok(if earliest { low } else { high })
     }
@@ -180,12 +188,12 @@ impl KafkaClients {
     }
 
     /// The partitions the group assigned to this member.
-    pub(crate) fn owned(&self) -> HashSet<(String, i32)> {
+    pub(crate) fn owned(&self) -> HashSet<TopicPartition> {
         self.owned.lock().keys().cloned().collect()
     }
 
     /// Records an assignment, and the offset each partition is read from.
-    pub(crate) fn own(&self, partitions: &[(String, i32)], starts: &[Option<i64>]) {
+    pub(crate) fn own(&self, partitions: &[TopicPartition], starts: &[Option<i64>]) {
         let mut owned = self.owned.lock();
         for (tp, s) in partitions.iter().zip(starts) {
             owned.insert(tp.clone(), *s);
@@ -201,7 +209,7 @@ impl KafkaClients {
     }
 
     /// Records a revocation.
-    pub(crate) fn disown(&self, partitions: &[(String, i32)]) {
+    pub(crate) fn disown(&self, partitions: &[TopicPartition]) {
         self.revoked
             .store(true, std::sync::atomic::Ordering::Release);
         let mut owned = self.owned.lock();
@@ -212,10 +220,8 @@ impl KafkaClients {
 
     /// Drops the cached positions of `topic`/`partition`: another member may have
     /// committed since.
-    pub(crate) fn forget_positions(&self, topic: &str, partition: i32) {
-        self.positions
-            .lock()
-            .remove(&(topic.to_string(), partition));
+    pub(crate) fn forget_positions(&self, tp: &TopicPartition) {
+        self.positions.lock().remove(tp);
     }
 
     /// Whether partitions were revoked since the last call.
@@ -228,7 +234,7 @@ impl KafkaClients {
     pub(crate) fn owns(&self, topic: &str, partition: u32) -> bool {
         self.owned
             .lock()
-            .contains_key(&(topic.to_string(), partition as i32))
+            .contains_key(&TopicPartition::new(topic, partition))
     }
 
     /// A binding starts reading `topic`/`partition` from `offset`; the consumer goes
@@ -236,7 +242,7 @@ impl KafkaClients {
     /// already have). False if this member does not own the partition (any more): the
     /// binding's task is being revoked.
     pub(crate) fn bind(&self, topic: &str, partition: u32, offset: i64) -> Result<bool> {
-        let key = (topic.to_string(), partition as i32);
+        let key = TopicPartition::new(topic, partition);
         let from = match self.owned.lock().get(&key) {
             None => return Ok(false),
             Some(from) => *from,
@@ -251,7 +257,7 @@ impl KafkaClients {
             .bindings += 1;
         let position = self.consumer.position().ok().and_then(|p| {
             match p
-                .find_partition(topic, partition as i32)
+                .find_partition(topic, kafka_partition(partition))
                 .map(|e| e.offset())
             {
                 Some(Offset::Offset(at)) => Some(at),
@@ -274,7 +280,7 @@ impl KafkaClients {
         loop {
             match self.consumer.seek(
                 topic,
-                partition as i32,
+                kafka_partition(partition),
                 Offset::Offset(offset),
                 REQUEST_TIMEOUT,
             ) {
@@ -297,7 +303,7 @@ impl KafkaClients {
 
     /// A binding of `topic`/`partition` is gone.
     pub(crate) fn unbind(&self, topic: &str, partition: u32) {
-        let key = (topic.to_string(), partition as i32);
+        let key = TopicPartition::new(topic, partition);
         let mut assigned = self.assigned.lock();
         if let Some(a) = assigned.get_mut(&key) {
             a.bindings -= 1;
@@ -311,7 +317,7 @@ impl KafkaClients {
     /// The consumer stops fetching it while any binding wants that: several queries
     /// reading one partition do not pause and resume it against each other.
     pub(crate) fn want_paused(&self, topic: &str, partition: u32, pause: bool) {
-        let key = (topic.to_string(), partition as i32);
+        let key = TopicPartition::new(topic, partition);
         let mut assigned = self.assigned.lock();
         let Some(a) = assigned.get_mut(&key) else {
             return;
@@ -330,7 +336,7 @@ impl KafkaClients {
             return;
         }
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, partition as i32);
+        tpl.add_partition(topic, kafka_partition(partition));
         let r = if pause {
             self.consumer.pause(&tpl)
         } else {
@@ -348,11 +354,14 @@ impl KafkaClients {
         tpl: &mut TopicPartitionList,
         query: &str,
         topic: &str,
-        partition: i32,
+        partition: u32,
         offset: i64,
     ) -> Result<()> {
         let mut positions = self.positions.lock();
-        let all = positions.entry((topic.to_string(), partition)).or_default();
+        let all = positions
+            .entry(TopicPartition::new(topic, partition))
+            .or_default();
+        let partition = kafka_partition(partition);
         all.insert(query.to_string(), offset);
         let min = all.values().copied().min().unwrap_or(offset);
         let metadata = encode_positions(all);
@@ -384,7 +393,7 @@ impl KafkaClients {
         }
         let mut tpl = TopicPartitionList::new();
         for &(topic, partition, offset) in offsets {
-            self.add_position(&mut tpl, query, topic, partition as i32, offset)?;
+            self.add_position(&mut tpl, query, topic, partition, offset)?;
         }
         match self.consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => Ok(true),

@@ -53,12 +53,19 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{Producer, ThreadedProducer};
 
 use crate::error::{Error, Result};
+use crate::io::transport::TopicPartition;
 use group::GroupContext;
 use produce::{Deliveries, DeliveryContext};
 use txn::Txn;
 
 /// How long metadata, watermark and commit requests may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A partition number as librdkafka takes it. Kafka's partition numbers are below
+/// 2^31 (its protocol's INT32), so this never saturates for a partition that exists.
+fn kafka_partition(partition: u32) -> i32 {
+    i32::try_from(partition).unwrap_or(i32::MAX)
+}
 
 fn kafka_error(context: &str, e: KafkaError) -> Error {
     Error::Kafka {
@@ -106,11 +113,11 @@ pub(crate) struct KafkaClients {
     producer: ThreadedProducer<DeliveryContext>,
     deliveries: Arc<Deliveries>,
     /// Every query's committed position per partition, as last read or committed.
-    positions: Mutex<HashMap<(String, i32), BTreeMap<String, i64>>>,
-    assigned: Mutex<HashMap<(String, i32), Assigned>>,
+    positions: Mutex<HashMap<TopicPartition, BTreeMap<String, i64>>>,
+    assigned: Mutex<HashMap<TopicPartition, Assigned>>,
     /// The partitions the group assigned to this member, with the offset the consumer
     /// reads each from when known.
-    owned: Mutex<HashMap<(String, i32), Option<i64>>>,
+    owned: Mutex<HashMap<TopicPartition, Option<i64>>>,
     /// Set when partitions are revoked: the I/O thread drops their bindings.
     revoked: std::sync::atomic::AtomicBool,
     /// Set when partitions are assigned: the I/O thread starts their tasks.

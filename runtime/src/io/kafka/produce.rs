@@ -11,8 +11,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error};
+use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error, kafka_partition};
 use crate::error::{Error, Result};
+use crate::io::transport::TopicPartition;
 
 /// Keeps each query's first failed delivery: the query's next commit reports it
 /// instead of committing offsets past a record that was not written. (Each record
@@ -22,7 +23,7 @@ pub(crate) struct Deliveries {
     /// Per query id: the first failure not yet reported, and how many records failed.
     failed: Mutex<HashMap<usize, (String, u64)>>,
     /// The highest acknowledged offset per partition (changelog checkpoints).
-    acked: Mutex<HashMap<(String, i32), i64>>,
+    acked: Mutex<HashMap<TopicPartition, i64>>,
 }
 
 /// The producer's context: records failed deliveries in [`Deliveries`].
@@ -38,7 +39,10 @@ impl ProducerContext for DeliveryContext {
         if let Ok(m) = result {
             let mut acked = self.0.acked.lock();
             let at = acked
-                .entry((m.topic().to_string(), m.partition()))
+                .entry(TopicPartition::new(
+                    m.topic(),
+                    u32::try_from(m.partition()).unwrap_or(0),
+                ))
                 .or_insert(m.offset());
             *at = (*at).max(m.offset());
         }
@@ -68,7 +72,7 @@ impl KafkaClients {
     ) -> Result<()> {
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(topic, query as usize)
-                .partition(partition as i32)
+                .partition(kafka_partition(partition))
                 .timestamp(view.timestamp);
         let headers = view.headers();
         if !headers.is_empty() {
@@ -120,7 +124,7 @@ impl KafkaClients {
     ) -> Result<()> {
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(topic, query as usize)
-                .partition(partition as i32)
+                .partition(kafka_partition(partition))
                 .key(key);
         if let Some(v) = value {
             record = record.payload(v);
@@ -132,7 +136,7 @@ impl KafkaClients {
     pub(crate) fn acked_end(&self, topic: &str, partition: u32) -> Option<i64> {
         let acked = self.deliveries.acked.lock();
         acked
-            .get(&(topic.to_string(), partition as i32))
+            .get(&TopicPartition::new(topic, partition))
             .map(|o| o + 1)
     }
 

@@ -11,8 +11,8 @@ use crate::io::broker::EncodedBatch;
 use crate::io::queue::ByteBudget;
 use crate::io::settings::OffsetReset;
 use crate::io::transport::{
-    Binding, ChangelogEntry, Feed, GroupMember, InternalTopic, Prepared, SinkTopic, Transaction,
-    Transport, TxnOffset, unbind,
+    Binding, ChangelogEntry, Feed, GroupMember, InternalTopic, Prepared, SinkTopic, TopicPartition,
+    Transaction, Transport, TxnOffset, unbind,
 };
 
 impl KafkaClients {
@@ -119,7 +119,7 @@ impl Transport for KafkaClients {
         KafkaClients::subscribe(self, topics)
     }
 
-    fn owned(&self) -> Option<HashSet<(String, i32)>> {
+    fn owned(&self) -> Option<HashSet<TopicPartition>> {
         Some(KafkaClients::owned(self))
     }
 
