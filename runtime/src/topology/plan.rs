@@ -51,6 +51,17 @@ impl QueryPlan {
     }
 }
 
+impl std::fmt::Debug for QueryPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryPlan")
+            .field("counts", &self.counts)
+            .field("store_sub", &self.store_sub)
+            .field("topic_names", &self.topic_names)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
 /// `<application>-<query>-<store>-changelog`.
 pub(crate) fn changelog_topic(application: &str, query: &str, store: &str) -> String {
     format!("{application}-{query}-{store}-changelog")
@@ -241,4 +252,159 @@ pub(crate) fn plan_query(
         sources,
     };
     Ok((plan, to_create))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::processor::{Processor, ProcessorContext};
+    use crate::record::Record;
+    use crate::serde::StringSerde;
+    use crate::topology::{SinkSpec, SourceSpec, StoreSpec};
+
+    struct Pass;
+    impl Processor<String, String, String, String> for Pass {
+        fn process(
+            &mut self,
+            r: Record<String, String>,
+            ctx: &mut ProcessorContext<'_, String, String>,
+        ) -> Result<()> {
+            ctx.forward(r)
+        }
+    }
+
+    fn src() -> SourceSpec<String, String> {
+        SourceSpec::new(StringSerde, StringSerde)
+    }
+
+    fn sink() -> SinkSpec<String, String> {
+        SinkSpec::new(StringSerde, StringSerde)
+    }
+
+    /// `in` → p (store `counts`) → repartition topic `r` → q → `out`.
+    fn two_stage() -> Topology {
+        let mut t = Topology::new();
+        t.add_source("a", &["in"], src()).unwrap();
+        t.add_processor("p", || Pass, &["a"]).unwrap();
+        t.add_state_store(
+            StoreSpec::<String, String>::new("counts", StringSerde, StringSerde),
+            &["p"],
+        )
+        .unwrap();
+        t.add_internal_topic("r", None).unwrap();
+        t.add_sink("to-r", "r", sink(), &["p"]).unwrap();
+        t.add_source("b", &["r"], src()).unwrap();
+        t.add_processor("q", || Pass, &["b"]).unwrap();
+        t.add_sink("out", "out", sink(), &["q"]).unwrap();
+        t
+    }
+
+    fn cluster(topics: &[(&str, u32)]) -> impl Fn(&str) -> Result<u32> {
+        let topics: HashMap<String, u32> =
+            topics.iter().map(|(t, n)| (t.to_string(), *n)).collect();
+        move |t: &str| {
+            topics
+                .get(t)
+                .copied()
+                .ok_or_else(|| Error::UnknownTopic(t.to_string()))
+        }
+    }
+
+    const EMBEDDED: Target = Target {
+        grouped: false,
+        changelogs: false,
+    };
+    const KAFKA: Target = Target {
+        grouped: true,
+        changelogs: true,
+    };
+
+    #[test]
+    fn tasks_follow_source_partitions_and_internal_topics_their_writer() {
+        let partitions = cluster(&[("in", 4), ("out", 2)]);
+        let (plan, topics) = plan_query("app", "q1", &two_stage(), &partitions, EMBEDDED).unwrap();
+        assert_eq!(plan.counts, vec![4, 4]);
+        assert_eq!(plan.store_sub, vec![0]);
+        assert_eq!(plan.topic_names["r"], "app-q1-r");
+        assert_eq!(
+            topics,
+            vec![InternalTopic {
+                name: "app-q1-r".into(),
+                partitions: 4,
+                changelog: false,
+            }]
+        );
+        // Sources as the broker names them: the repartition topic is prefixed.
+        let read: Vec<&str> = plan.sources[1].iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(read, vec!["app-q1-r"]);
+        assert!(plan.reads("app-q1-r") && plan.reads("in") && !plan.reads("out"));
+    }
+
+    #[test]
+    fn with_changelogs_each_store_gets_one_sized_by_its_tasks() {
+        let partitions = cluster(&[("in", 3), ("out", 1)]);
+        let (_, topics) = plan_query("app", "q1", &two_stage(), &partitions, KAFKA).unwrap();
+        assert!(topics.contains(&InternalTopic {
+            name: "app-q1-counts-changelog".into(),
+            partitions: 3,
+            changelog: true,
+        }));
+        assert_eq!(topics.len(), 2);
+    }
+
+    #[test]
+    fn an_explicit_internal_partition_count_wins() {
+        let mut t = two_stage();
+        t.add_internal_topic("r", Some(6)).unwrap();
+        let partitions = cluster(&[("in", 2), ("out", 1)]);
+        let (plan, topics) = plan_query("app", "q", &t, &partitions, EMBEDDED).unwrap();
+        assert_eq!(plan.counts, vec![2, 6]);
+        assert_eq!(topics[0].partitions, 6);
+    }
+
+    #[test]
+    fn missing_topics_and_empty_topologies_are_refused_with_their_names() {
+        let e = plan_query("app", "q", &two_stage(), &cluster(&[("out", 1)]), EMBEDDED)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("source topic 'in' of query 'q' does not exist"),
+            "{e}"
+        );
+        let e = plan_query("app", "q", &two_stage(), &cluster(&[("in", 1)]), EMBEDDED)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sink topic 'out' of query 'q' does not exist"),
+            "{e}"
+        );
+        let e = plan_query("app", "q", &Topology::new(), &cluster(&[]), EMBEDDED)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty topology"), "{e}");
+    }
+
+    #[test]
+    fn a_store_fed_by_topics_of_different_sizes_needs_co_partitioning_only_when_grouped() {
+        let mut t = Topology::new();
+        t.add_source("a", &["left", "right"], src()).unwrap();
+        t.add_processor("p", || Pass, &["a"]).unwrap();
+        t.add_state_store(
+            StoreSpec::<String, String>::new("s", StringSerde, StringSerde),
+            &["p"],
+        )
+        .unwrap();
+        let partitions = cluster(&[("left", 4), ("right", 2)]);
+        let (plan, _) = plan_query("app", "q", &t, &partitions, EMBEDDED).unwrap();
+        assert_eq!(plan.counts, vec![4]);
+        let e = plan_query("app", "q", &t, &partitions, KAFKA)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("store 's' of query 'q' is fed by topics with different partition counts ('left' (4), 'right' (2))"),
+            "{e}"
+        );
+    }
 }
