@@ -1,11 +1,6 @@
 //! The runtime's core: what every task shares (the pool and its run queue, the I/O
 //! thread's channels, the transport, the zones' handles).
 //!
-//! Threads are fixed when the runtime is built: `workers` rayon threads
-//! (`weir-worker-N`) and one I/O thread (`weir-io`). Starting or stopping a query
-//! creates and ends tasks, which are plain values scheduled onto the pool; no query
-//! ever owns a thread.
-//!
 //! Fairness: runnable tasks wait in one FIFO run queue (a crossbeam channel). Each
 //! enqueue spawns one rayon job that pops the *oldest* runnable task and runs one batch.
 //! A task that yields with work left goes to the back. (Spawning the task itself would

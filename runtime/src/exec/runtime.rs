@@ -3,12 +3,7 @@
 //! Threads are fixed when the runtime is built: `workers` rayon threads
 //! (`weir-worker-N`) and one I/O thread (`weir-io`). Starting or stopping a query
 //! creates and ends tasks, which are plain values scheduled onto the pool; no query
-//! ever owns a thread.
-//!
-//! Fairness: runnable tasks wait in one FIFO run queue (a crossbeam channel). Each
-//! enqueue spawns one rayon job that pops the *oldest* runnable task and runs one batch.
-//! A task that yields with work left goes to the back. (Spawning the task itself would
-//! let rayon's LIFO local deque run a self-re-spawning task again at once.)
+//! ever owns a thread. How tasks share the pool fairly: `core.rs`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
