@@ -40,6 +40,8 @@
 //! The engine lives in `weir-runtime` and is re-exported here whole ([`runtime`]), as
 //! rayon re-exports rayon-core.
 
+mod builder;
+mod grouped;
 mod ops;
 mod stream;
 mod suppress;
