@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::io::broker::Broker;
 use crate::io::settings::TransportConfig;
 pub use crate::io::settings::{OffsetReset, ProcessingGuarantee, ProductionExceptionHandler};
+use crate::memory::Zone;
 
 /// What to do with a record whose key or value cannot be deserialized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -340,7 +341,9 @@ impl RuntimeConfigBuilder {
                 "memory_limit {memory_limit} bytes is below the minimum of {MIN_MEMORY_LIMIT} bytes"
             )));
         }
-        let queue_max_bytes = self.queue_max_bytes.unwrap_or(memory_limit / 16);
+        let queue_max_bytes = self
+            .queue_max_bytes
+            .unwrap_or(Zone::PartitionQueues.default_bound(memory_limit));
         if queue_max_bytes == 0 || queue_max_bytes > memory_limit {
             return Err(Error::Config(format!(
                 "queue_max_bytes {queue_max_bytes} must be between 1 and memory_limit ({memory_limit})"
@@ -364,7 +367,9 @@ impl RuntimeConfigBuilder {
         if commit_interval.is_zero() {
             return Err(Error::Config("commit_interval must be positive".into()));
         }
-        let rocksdb_cache_bytes = self.rocksdb_cache_bytes.unwrap_or(memory_limit / 8 * 3);
+        let rocksdb_cache_bytes = self
+            .rocksdb_cache_bytes
+            .unwrap_or(Zone::RocksDb.default_bound(memory_limit));
         let state = StateConfig {
             rocksdb_cache_bytes,
             rocksdb_memtable_bytes: self
@@ -373,20 +378,29 @@ impl RuntimeConfigBuilder {
             rocksdb_background_threads: self.rocksdb_background_threads.unwrap_or(2),
             rocksdb_max_open_files: self.rocksdb_max_open_files.unwrap_or(256),
             rocksdb_strict_capacity: self.rocksdb_strict_capacity,
-            record_cache_bytes: self.record_cache_bytes.unwrap_or(memory_limit / 4),
-            in_memory_store_bytes: self.in_memory_store_bytes.unwrap_or(memory_limit / 16),
-            suppression_buffer_bytes: self.suppression_buffer_bytes.unwrap_or(memory_limit / 16),
+            record_cache_bytes: self
+                .record_cache_bytes
+                .unwrap_or(Zone::RecordCache.default_bound(memory_limit)),
+            in_memory_store_bytes: self
+                .in_memory_store_bytes
+                .unwrap_or(Zone::InMemoryStores.default_bound(memory_limit)),
+            suppression_buffer_bytes: self
+                .suppression_buffer_bytes
+                .unwrap_or(Zone::Suppression.default_bound(memory_limit)),
         };
         let zones = [
-            ("queue_max_bytes", queue_max_bytes),
-            ("rocksdb_cache_bytes", state.rocksdb_cache_bytes),
-            ("record_cache_bytes", state.record_cache_bytes),
-            ("in_memory_store_bytes", state.in_memory_store_bytes),
-            ("suppression_buffer_bytes", state.suppression_buffer_bytes),
+            (Zone::RocksDb, state.rocksdb_cache_bytes),
+            (Zone::RecordCache, state.record_cache_bytes),
+            (Zone::PartitionQueues, queue_max_bytes),
+            (Zone::Suppression, state.suppression_buffer_bytes),
+            (Zone::InMemoryStores, state.in_memory_store_bytes),
         ];
         let total: usize = zones.iter().map(|(_, b)| b).sum();
         if total > memory_limit {
-            let list: Vec<String> = zones.iter().map(|(n, b)| format!("{n} {b}")).collect();
+            let list: Vec<String> = zones
+                .iter()
+                .map(|(z, b)| format!("{} {b}", z.setting()))
+                .collect();
             return Err(Error::Config(format!(
                 "the memory zones add up to {total} bytes, over memory_limit {memory_limit} ({})",
                 list.join(" + ")
