@@ -12,6 +12,7 @@ use super::{Change, Data, ProcessorContext};
 use crate::error::{Error, Result};
 use crate::memory::ByteBudget;
 use crate::record::Record;
+use crate::serde::Serde;
 use crate::state::KeyValueStore;
 use crate::state::window::{StoreType, Windowed, stored_window};
 
@@ -160,21 +161,10 @@ impl<K: 'static, V: 'static> InternalForwardContext for ProcessorContext<'_, K, 
         let owner = self.node;
         let store = name.to_string();
         let forwarder: Forwarder = Arc::new(move |core, key, new, old, timestamp| {
-            let corrupt =
-                |e: Error| Error::store(store.clone(), format!("cannot read a stored entry: {e}"));
-            let key = key_serde.deserialize(Some(key)).map_err(corrupt)?;
-            let new = new
-                .map(|b| value_serde.deserialize(Some(b)))
-                .transpose()
-                .map_err(corrupt)?;
-            let old = old
-                .map(|b| value_serde.deserialize(Some(b)))
-                .transpose()
-                .map_err(corrupt)?;
-            let record = Record::new(key, Change { new, old }, timestamp);
+            let (key, change) = decode(&store, &*key_serde, &*value_serde, key, new, old)?;
+            let record = Record::new(key, change, timestamp);
             ProcessorContext::<SK, Change<SV>>::new(core, owner).forward(record)
         });
-        // Nothing downstream: changes are only stored (no decoding, no old values read).
         set_forwarder(self.core, idx, owner, forwarder, send_old);
         Ok(())
     }
@@ -206,23 +196,38 @@ impl<K: Data, V: Data> InternalWindowedContext for ProcessorContext<'_, Windowed
             let Some((k, window)) = stored_window(&ty, key) else {
                 return Ok(());
             };
-            let corrupt =
-                |e: Error| Error::store(store.clone(), format!("cannot read a stored entry: {e}"));
-            let key = key_serde.deserialize(Some(&k)).map_err(corrupt)?;
-            let new = new
-                .map(|b| value_serde.deserialize(Some(b)))
-                .transpose()
-                .map_err(corrupt)?;
-            let old = old
-                .map(|b| value_serde.deserialize(Some(b)))
-                .transpose()
-                .map_err(corrupt)?;
-            let record = Record::new(Windowed::new(key, window), Change { new, old }, timestamp);
+            let (key, change) = decode(&store, &*key_serde, &*value_serde, &k, new, old)?;
+            let record = Record::new(Windowed::new(key, window), change, timestamp);
             ProcessorContext::<Windowed<K>, Change<V>>::new(core, owner).forward(record)
         });
         set_forwarder(self.core, idx, owner, forwarder, send_old);
         Ok(())
     }
+}
+
+/// A stored change of `store`, decoded: its key, and the new and old values.
+fn decode<K: 'static, V: 'static>(
+    store: &str,
+    key_serde: &dyn Serde<K>,
+    value_serde: &dyn Serde<V>,
+    key: &[u8],
+    new: Option<&[u8]>,
+    old: Option<&[u8]>,
+) -> Result<(K, Change<V>)> {
+    let corrupt = |e: Error| Error::store(store, format!("cannot read a stored entry: {e}"));
+    let value = |b: Option<&[u8]>| {
+        b.map(|b| value_serde.deserialize(Some(b)))
+            .transpose()
+            .map_err(corrupt)
+    };
+    let key = key_serde.deserialize(Some(key)).map_err(corrupt)?;
+    Ok((
+        key,
+        Change {
+            new: value(new)?,
+            old: value(old)?,
+        },
+    ))
 }
 
 /// Makes store `idx`'s changes go downstream from node `owner` (unless it has no

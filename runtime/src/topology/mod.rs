@@ -434,7 +434,8 @@ mod tests {
     use crate::record::Record;
     use crate::serde::{I64Serde, StringSerde};
 
-    struct Pass;
+    /// Forwards what it gets (also used by `plan.rs`'s tests).
+    pub(super) struct Pass;
     impl Processor<String, String, String, String> for Pass {
         fn process(
             &mut self,

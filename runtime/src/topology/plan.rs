@@ -259,21 +259,9 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::processor::{Processor, ProcessorContext};
-    use crate::record::Record;
     use crate::serde::StringSerde;
+    use crate::topology::tests::Pass;
     use crate::topology::{SinkSpec, SourceSpec, StoreSpec};
-
-    struct Pass;
-    impl Processor<String, String, String, String> for Pass {
-        fn process(
-            &mut self,
-            r: Record<String, String>,
-            ctx: &mut ProcessorContext<'_, String, String>,
-        ) -> Result<()> {
-            ctx.forward(r)
-        }
-    }
 
     fn src() -> SourceSpec<String, String> {
         SourceSpec::new(StringSerde, StringSerde)
