@@ -465,9 +465,16 @@ fn a_full_buffer_shuts_its_query_down_cleanly_and_a_restart_with_a_larger_bound_
     };
     assert!(matches!(e, Error::BufferFull { .. }), "{e:?}");
     let msg = e.to_string();
+    // Kafka Streams' wording (KTableSuppressProcessorSupplier), with both figures.
     assert!(
-        msg.contains(&format!(
-            "suppression buffer 'final' exceeded {bound} bytes"
+        msg.contains("suppression buffer 'final' exceeded its max capacity. Currently ["),
+        "{msg}"
+    );
+    // The fourth key of window [200,300) did not fit: the figures with it buffered.
+    assert!(
+        msg.ends_with(&format!(
+            "Currently [4/unbounded] records and [{}/{bound}] bytes.",
+            4 * entry_charge()
         )),
         "{msg}"
     );

@@ -385,25 +385,27 @@ impl SuppressionBuffer {
         }
     }
 
+    /// The error of a full buffer that shuts its query down, worded as Kafka Streams'
+    /// (`"<name> buffer exceeded its max capacity. Currently [r/max] records and
+    /// [b/max] bytes."`), with the figures as they would be with the arriving entry
+    /// buffered; a refusal by the runtime's suppression budget says so.
     fn full_error(&self, need: usize, by_budget: bool) -> Error {
+        let bound = |m: Option<usize>| m.map_or_else(|| "unbounded".to_string(), |m| m.to_string());
+        let current = format!(
+            "Currently [{}/{}] records and [{}/{}] bytes.",
+            self.by_time.len() + 1,
+            bound(self.bounds.max_records),
+            self.bytes + need,
+            bound(self.bounds.max_bytes)
+        );
         let reason = if by_budget {
             format!(
-                "could not reserve {need} bytes: the runtime's suppression budget has {} of {} bytes in use ({} records, {} bytes in this buffer)",
+                "exceeded the runtime's suppression budget ({} of {} bytes in use by every buffer). {current}",
                 self.budget.used(),
                 self.budget.cap(),
-                self.by_time.len(),
-                self.bytes
             )
         } else {
-            match (self.bounds.max_bytes, self.bounds.max_records) {
-                (Some(m), _) if self.bytes + need > m => format!(
-                    "exceeded {m} bytes ({} records, {} bytes buffered)",
-                    self.by_time.len(),
-                    self.bytes
-                ),
-                (_, Some(m)) => format!("exceeded {m} records ({} bytes buffered)", self.bytes),
-                _ => "is full".to_string(),
-            }
+            format!("exceeded its max capacity. {current}")
         };
         Error::BufferFull {
             buffer: self.name.clone(),
@@ -685,10 +687,37 @@ mod tests {
             assert!(buf.put(&mut store, e).unwrap().is_empty());
         }
         let msg = buf.full().expect("full").to_string();
-        assert!(
-            msg.starts_with("suppression buffer 'final' exceeded 300 bytes (2 records"),
-            "{msg}"
+        // Kafka Streams' wording, figures as if the third entry (2 + 10 + 128 bytes
+        // each) were buffered.
+        assert_eq!(
+            msg,
+            "suppression buffer 'final' exceeded its max capacity. Currently [3/unbounded] records and [420/300] bytes."
         );
         assert!(buf.evict_due(&mut store, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_buffer_refused_by_the_global_budget_says_so_with_its_figures() {
+        // Room for two entries of 140 bytes in the runtime's budget, none in the bounds.
+        let budget = Arc::new(ByteBudget::new(300));
+        let mut store = InMemoryStore::new("buf", Arc::new(ByteBudget::new(1 << 20)));
+        let bounds = BufferBounds {
+            max_bytes: None,
+            max_records: Some(10),
+        };
+        let mut buf = SuppressionBuffer::new("final", bounds, FullPolicy::ShutDown, budget);
+        for k in 0..3u8 {
+            let e = Buffered {
+                key: vec![k],
+                time: 10,
+                record_ts: 1,
+                payload: vec![0; 10],
+            };
+            assert!(buf.put(&mut store, e).unwrap().is_empty());
+        }
+        assert_eq!(
+            buf.full().expect("full").to_string(),
+            "suppression buffer 'final' exceeded the runtime's suppression budget (280 of 300 bytes in use by every buffer). Currently [3/10] records and [420/unbounded] bytes."
+        );
     }
 }
