@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use weir_runtime::serde::{DefaultSerde, I64Serde, OptionSerde, Serde};
-use weir_runtime::{Change, Data, Error, Processor, Result, Windowed, WindowedSerde};
+use weir_runtime::{Change, Data, Error, Processor, Result, Window, Windowed, WindowedSerde};
 
 use crate::stream::ArcSerde;
 use crate::table::{KGroupedStream, KTable, Materialized, TableMeta};
@@ -76,6 +76,27 @@ impl TimeWindows {
             )));
         }
         Ok(())
+    }
+
+    /// The windows that contain `timestamp`, by start (Kafka Streams'
+    /// `TimeWindows#windowsFor`): `[start, start + size)` for every start that is a
+    /// multiple of the advance, from 0. None for a negative timestamp.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::{TimeWindows, Window};
+    ///
+    /// let hopping = TimeWindows::of_size_with_no_grace(Duration::from_millis(12))
+    ///     .advance_by(Duration::from_millis(5));
+    /// assert_eq!(
+    ///     hopping.windows_for(21),
+    ///     vec![Window::new(10, 22), Window::new(15, 27), Window::new(20, 32)]
+    /// );
+    /// ```
+    pub fn windows_for(&self, timestamp: i64) -> Vec<Window> {
+        self.starts(timestamp)
+            .map(|start| Window::new(start, start.saturating_add(self.size)))
+            .collect()
     }
 
     /// Starts of the windows containing `ts`, ascending.
@@ -625,6 +646,47 @@ impl<K, V> std::fmt::Debug for SessionWindowedKStream<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Ported from Kafka Streams' TimeWindowsTest (same sizes, advances and timestamps).
+
+    /// TimeWindowsTest#shouldComputeWindowsForHoppingWindows
+    #[test]
+    fn should_compute_windows_for_hopping_windows() {
+        let windows = TimeWindows::of_size_with_no_grace(Duration::from_millis(12))
+            .advance_by(Duration::from_millis(5));
+        let matched = windows.windows_for(21);
+        assert_eq!(matched.len() as i64, 12 / 5 + 1);
+        assert_eq!(
+            matched,
+            vec![
+                Window::new(10, 22),
+                Window::new(15, 27),
+                Window::new(20, 32)
+            ]
+        );
+    }
+
+    /// TimeWindowsTest#shouldComputeWindowsForBarelyOverlappingHoppingWindows
+    #[test]
+    fn should_compute_windows_for_barely_overlapping_hopping_windows() {
+        let windows = TimeWindows::of_size_with_no_grace(Duration::from_millis(6))
+            .advance_by(Duration::from_millis(5));
+        assert_eq!(windows.windows_for(7), vec![Window::new(5, 11)]);
+    }
+
+    /// TimeWindowsTest#shouldComputeWindowsForTumblingWindows
+    #[test]
+    fn should_compute_windows_for_tumbling_windows() {
+        let windows = TimeWindows::of_size_with_no_grace(Duration::from_millis(12));
+        assert_eq!(windows.windows_for(21), vec![Window::new(12, 24)]);
+    }
+
+    #[test]
+    fn no_window_holds_a_negative_timestamp() {
+        let windows = TimeWindows::of_size_with_no_grace(Duration::from_millis(12));
+        assert!(windows.windows_for(-1).is_empty());
+        assert_eq!(windows.windows_for(0), vec![Window::new(0, 12)]);
+    }
     use crate::StreamsBuilder;
 
     #[test]
