@@ -64,7 +64,11 @@ impl BufferConfig {
         self
     }
 
-    /// When full, emit the oldest entries early (only for `until_time_limit`).
+    /// When full, emit entries early (only for `until_time_limit`), as Kafka Streams
+    /// does: the arriving record is buffered first, then the entries with the
+    /// smallest (buffer time, serialized key) go out until the buffer fits its bound,
+    /// which may be the arriving record itself. A key's buffer time is when it was
+    /// first buffered.
     pub fn emit_early_when_full(mut self) -> Self {
         self.policy = Some(FullPolicy::EmitEarly);
         self

@@ -625,6 +625,40 @@ fn a_time_limit_emits_each_keys_latest_value_and_emits_early_when_full() {
     q.stop().unwrap();
 }
 
+/// Issue 16's example of Kafka Streams' emit-early order: a time limit of 10 ms with
+/// room for one record, `k2=1 @3` then `k1=1 @3`. Kafka buffers the arriving record
+/// first and then emits the smallest (buffer time, serialized key): `k1`, the
+/// arriving one, and `k2` stays buffered.
+#[test]
+fn emit_early_lets_out_the_smallest_buffer_time_and_key_as_kafka_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    broker.create_topic("in", 1).unwrap();
+    broker.create_topic("early", 1).unwrap();
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .group_by_key()
+        .count_with(weir::Materialized::default().without_caching())
+        .suppress(
+            Suppressed::until_time_limit(Duration::from_millis(10), BufferConfig::max_records(1))
+                .emit_early_when_full(),
+        )
+        .to_stream()
+        .to("early");
+    let q = rt.start_query("order", builder.build().unwrap()).unwrap();
+    send_all(&broker, "in", &ev(&[("k2", 3), ("k1", 3)]));
+    wait_until("processed", || q.stats().records_processed == 2);
+    q.stop().unwrap();
+    let early = broker.read_all::<String, Option<i64>>("early").unwrap();
+    let out: Vec<(String, Option<i64>, i64)> = early
+        .into_iter()
+        .map(|r| (r.record.key, r.record.value, r.record.timestamp))
+        .collect();
+    assert_eq!(out, vec![("k1".to_string(), Some(1), 3)]);
+}
+
 #[test]
 fn buffered_results_and_open_windows_survive_a_restart() {
     // Windows open at the restart are updated after it (a@40), so the aggregation

@@ -311,7 +311,7 @@ impl SuppressionBuffer {
             return Ok(emitted);
         }
         let need = charge(&entry.key, &entry.payload);
-        if !self.make_room(store, need, &mut emitted)? {
+        if !self.make_room(store, need, (entry.time, &entry.key), &mut emitted)? {
             match self.policy {
                 FullPolicy::EmitEarly => {
                     if persisted {
@@ -338,12 +338,18 @@ impl SuppressionBuffer {
         Ok(emitted)
     }
 
-    /// Reserves `need` bytes for one more in-memory entry, letting entries go as the
-    /// policy says; false if it cannot.
+    /// Reserves `need` bytes for one more in-memory entry, `arriving` (its buffer time
+    /// and key), letting entries go as the policy says; false if it cannot (for
+    /// emit-early: the arriving entry goes out itself).
+    ///
+    /// Emit-early follows Kafka Streams, which buffers the arriving entry first and
+    /// then, while over capacity, emits the entry with the smallest (buffer time, key):
+    /// an entry already buffered goes out only if it comes before the arriving one.
     fn make_room(
         &mut self,
         store: &mut dyn KeyValueStore,
         need: usize,
+        arriving: (i64, &[u8]),
         emitted: &mut Vec<Buffered>,
     ) -> Result<bool> {
         loop {
@@ -359,6 +365,14 @@ impl SuppressionBuffer {
             }
             if self.policy == FullPolicy::ShutDown {
                 self.full = Some(self.full_error(need, refused_by_budget));
+                return Ok(false);
+            }
+            if self.policy == FullPolicy::EmitEarly
+                && self
+                    .by_time
+                    .first_key_value()
+                    .is_none_or(|((t, k), _)| arriving < (*t, k.as_slice()))
+            {
                 return Ok(false);
             }
             let Some(((time, key), slot)) = self.by_time.pop_first() else {
@@ -694,6 +708,34 @@ mod tests {
             "suppression buffer 'final' exceeded its max capacity. Currently [3/unbounded] records and [420/300] bytes."
         );
         assert!(buf.evict_due(&mut store, 100).unwrap().is_empty());
+    }
+
+    /// The example (Kafka Streams' order): time limit, room for one record;
+    /// `k2` then `k1`, both buffered at 3. Kafka buffers `k1` first and then emits the
+    /// smallest (buffer time, key), `k1` itself; weir used to make room first and let
+    /// `k2` out.
+    #[test]
+    fn emit_early_lets_out_the_smallest_time_and_key_which_may_be_the_arriving_one() {
+        let budget = Arc::new(ByteBudget::new(1 << 20));
+        let mut store = InMemoryStore::new("buf", Arc::new(ByteBudget::new(1 << 20)));
+        let bounds = BufferBounds {
+            max_bytes: None,
+            max_records: Some(1),
+        };
+        let mut buf = SuppressionBuffer::new("s", bounds, FullPolicy::EmitEarly, budget);
+        let entry = |key: &[u8], time: i64, payload: u8| Buffered {
+            key: key.to_vec(),
+            time,
+            record_ts: time,
+            payload: vec![payload],
+        };
+        assert!(buf.put(&mut store, entry(b"k2", 3, 1)).unwrap().is_empty());
+        let out = buf.put(&mut store, entry(b"k1", 3, 2)).unwrap();
+        assert_eq!(out, vec![entry(b"k1", 3, 2)]);
+        // An arriving entry after the buffered one: the buffered one goes.
+        let out = buf.put(&mut store, entry(b"k0", 4, 3)).unwrap();
+        assert_eq!(out, vec![entry(b"k2", 3, 1)]);
+        assert_eq!(buf.len(), 1);
     }
 
     #[test]
