@@ -264,6 +264,27 @@ impl<K: Data, V: Data> Processor<K, Option<V>, K, Change<V>> for TableSource {
     }
 }
 
+/// A stream as a table (`KStream::to_table`): each record sets its key's row (a
+/// value that serializes to null deletes it).
+pub(crate) struct StreamToTable {
+    pub(crate) store: Arc<str>,
+    pub(crate) send_old: Arc<AtomicBool>,
+}
+
+impl<K: Data, V: Data> Processor<K, V, K, Change<V>> for StreamToTable {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, K, Change<V>>) -> Result<()> {
+        ctx.forward_store_changes::<K, V>(&self.store, self.send_old.load(Ordering::Acquire))
+    }
+
+    fn process(
+        &mut self,
+        r: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, K, Change<V>>,
+    ) -> Result<()> {
+        ctx.store::<K, V>(&self.store)?.put(&r.key, &r.value)
+    }
+}
+
 /// Filters a table: rows that fail the predicate read as absent.
 pub(crate) struct TableFilter<F> {
     pub(crate) f: Arc<F>,

@@ -176,6 +176,59 @@ impl<K: Data, V: Data> weir_runtime::Processor<K, Change<Option<V>>, K, Change<V
     }
 }
 
+impl<K: Data, V: Data> KStream<K, V> {
+    /// The stream as a table (Kafka Streams' `toTable`): each record sets its key's row
+    /// in a store, and the table's changes go downstream as the store takes them
+    /// (compacted by the record cache). A value that serializes to null (`None` of an
+    /// `Option` value) deletes the row. Repartitions first if an upstream operator
+    /// changed the key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir::prelude::*;
+    ///
+    /// let builder = StreamsBuilder::new();
+    /// let latest: KTable<String, i64> = builder.stream::<String, i64>("prices").to_table();
+    /// latest.to("latest-prices");
+    /// ```
+    pub fn to_table(&self) -> KTable<K, V>
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        self.to_table_with(Materialized::default())
+    }
+
+    /// Like [`KStream::to_table`], stored as `materialized` says (its serdes default to
+    /// the types' own).
+    pub fn to_table_with(&self, materialized: Materialized<K, V>) -> KTable<K, V>
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        let stream = if self.repartition_required {
+            self.repartition()
+        } else {
+            self.clone()
+        };
+        materialize(
+            &stream,
+            "KSTREAM-TOTABLE",
+            "KSTREAM-TOTABLE-STATE-STORE",
+            materialized,
+            Arc::new(K::default_serde()),
+            Some(Arc::new(V::default_serde())),
+            |store, send_old| {
+                move || ops::StreamToTable {
+                    store: store.clone(),
+                    send_old: send_old.clone(),
+                }
+            },
+        )
+    }
+}
+
 impl StreamsBuilder {
     /// A table of `topic`: each record sets its key's row, a null value deletes it.
     pub fn table<K, V>(&self, topic: &str) -> KTable<K, V>

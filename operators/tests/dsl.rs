@@ -400,3 +400,86 @@ fn a_stream_with_nothing_downstream_consumes_and_commits() {
     q.stop().unwrap();
     assert_eq!(b.committed("weir-q", "in", 0), Some(5));
 }
+
+/// `KStream::to_table` (Kafka Streams' `toTable`): each record sets its key's row and
+/// goes downstream as a change; a null value (`None`) deletes the row.
+#[test]
+fn to_table_sets_each_keys_row_and_a_null_value_deletes_it() {
+    let rt = runtime(1);
+    let b = rt.broker().clone();
+    b.create_topic("in", 1).unwrap();
+    b.create_topic("out", 1).unwrap();
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, Option<i64>>("in")
+        .to_table_with(Materialized::as_("rows").without_caching())
+        .to("out");
+    let topology = builder.build().unwrap();
+    let described = topology.describe().to_string();
+    assert!(described.contains("KSTREAM-TOTABLE-"), "{described}");
+    let q = rt.start_query("to-table", topology).unwrap();
+    for (k, v) in [
+        ("a", Some(1i64)),
+        ("b", Some(2)),
+        ("a", Some(3)),
+        ("b", None),
+    ] {
+        b.send("in", &s(k), &v).unwrap();
+    }
+    let out = read_n::<String, Option<i64>>(&b, "out", 4);
+    q.stop().unwrap();
+    assert_eq!(
+        out,
+        vec![
+            (s("a"), Some(1)),
+            (s("b"), Some(2)),
+            (s("a"), Some(3)),
+            (s("b"), None),
+        ]
+    );
+}
+
+/// As Kafka Streams does, `to_table` after a key change repartitions first, so each
+/// key's row lives in the task of its partition.
+#[test]
+fn to_table_after_a_key_change_repartitions_first() {
+    let rt = runtime(2);
+    let b = rt.broker().clone();
+    b.create_topic("in", 3).unwrap();
+    b.create_topic("out", 3).unwrap();
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .select_key(|_, v| format!("k{}", v % 4))
+        .to_table()
+        .to_stream()
+        .to("out");
+    let topology = builder.build().unwrap();
+    let described = topology.describe().to_string();
+    assert!(described.contains("-repartition"), "{described}");
+    let q = rt.start_query("rekeyed", topology).unwrap();
+    // One input key, so one input partition and a defined order: 16..19 come last.
+    for i in 0..20i64 {
+        b.send("in", &s("r"), &i).unwrap();
+    }
+    wait_until("processed", || q.stats().records_processed == 40);
+    q.stop().unwrap();
+    // The last value of each key, after the stop's commit wrote the cache out.
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for r in b.read_all::<String, Option<i64>>("out").unwrap() {
+        assert_eq!(
+            r.partition,
+            weir::runtime::partition_for_key(r.record.key.as_bytes(), 3),
+            "{}",
+            r.record.key
+        );
+        if let Some(v) = r.record.value {
+            last.insert(r.record.key, v);
+        }
+    }
+    assert_eq!(last.len(), 4);
+    for (k, v) in last {
+        assert_eq!(format!("k{}", v % 4), k);
+        assert!(v >= 16, "{k} = {v}: not the latest value");
+    }
+}
