@@ -3,6 +3,9 @@
 //! topic from their own committed positions, resuming after a restart without reading
 //! anything twice, and clear errors. (`kafka_threads.rs`: the thread count.)
 
+// rdkafka as weir re-exports it (weir's tests have no dependency of their own on it).
+use weir::runtime::internals::rdkafka;
+
 mod common;
 
 use std::collections::BTreeMap;

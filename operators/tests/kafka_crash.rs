@@ -9,6 +9,9 @@
 //! The mock cluster supports transactions and transactional offset commits; nothing
 //! here is skipped for it.
 
+// rdkafka as weir re-exports it (weir's tests have no dependency of their own on it).
+use weir::runtime::internals::rdkafka;
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -96,6 +96,9 @@ pub use state::{CacheStats, StateUsage};
 pub mod internals {
     pub use crate::memory::ByteBudget;
     pub use crate::processor::{InternalContext, InternalForwardContext, InternalWindowedContext};
+    /// rdkafka itself, for weir's own Kafka tests (so `weir` has no dev-dependency on it).
+    #[cfg(feature = "kafka")]
+    pub use rdkafka;
 
     /// Partition queues.
     pub mod queue {

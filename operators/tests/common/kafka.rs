@@ -1,6 +1,9 @@
 //! Kafka helpers: librdkafka's mock cluster, a producer and a reader for the tests'
 //! topics (String keys, big-endian i64 values), and a runtime on the cluster.
 
+// rdkafka as weir re-exports it (weir's tests have no dependency of their own on it).
+use weir::runtime::internals::rdkafka;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
