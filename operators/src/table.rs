@@ -135,6 +135,31 @@ impl<K: Data, V: Data> KTable<K, V> {
         self.changes.add("KTABLE-TOSTREAM", || ops::TableToStream)
     }
 
+    /// The table's updates with the value each one replaced, as [`Change`]s (Kafka
+    /// Streams' `sendOldValues`): `new` is `None` for a delete, `old` is `None` for a new
+    /// row. The store upstream reads each row before writing it to give the old value
+    /// (one more read per update).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir::prelude::*;
+    ///
+    /// let builder = StreamsBuilder::new();
+    /// let changes: KStream<String, Change<i64>> = builder
+    ///     .stream::<String, String>("clicks")
+    ///     .group_by_key()
+    ///     .count()
+    ///     .to_change_stream();
+    /// changes
+    ///     .map_values(|c| c.new.unwrap_or(0) - c.old.unwrap_or(0))
+    ///     .to("count-deltas");
+    /// ```
+    pub fn to_change_stream(&self) -> KStream<K, Change<V>> {
+        self.send_old.store(true, Ordering::Release);
+        self.changes.add("KTABLE-TOSTREAM", || ops::PassThrough)
+    }
+
     /// Writes the table's updates to `topic` (deletes as null values).
     pub fn to(&self, topic: &str)
     where

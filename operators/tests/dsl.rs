@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{read_n, runtime, sorted, wait_until};
+use common::{read_n, runtime, runtime_in, sorted, wait_until};
 use weir::prelude::*;
 
 fn s(x: &str) -> String {
@@ -405,7 +405,8 @@ fn a_stream_with_nothing_downstream_consumes_and_commits() {
 /// goes downstream as a change; a null value (`None`) deletes the row.
 #[test]
 fn to_table_sets_each_keys_row_and_a_null_value_deletes_it() {
-    let rt = runtime(1);
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_in(1, dir.path());
     let b = rt.broker().clone();
     b.create_topic("in", 1).unwrap();
     b.create_topic("out", 1).unwrap();
@@ -443,7 +444,8 @@ fn to_table_sets_each_keys_row_and_a_null_value_deletes_it() {
 /// key's row lives in the task of its partition.
 #[test]
 fn to_table_after_a_key_change_repartitions_first() {
-    let rt = runtime(2);
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_in(2, dir.path());
     let b = rt.broker().clone();
     b.create_topic("in", 3).unwrap();
     b.create_topic("out", 3).unwrap();
@@ -482,4 +484,38 @@ fn to_table_after_a_key_change_repartitions_first() {
         assert_eq!(format!("k{}", v % 4), k);
         assert!(v >= 16, "{k} = {v}: not the latest value");
     }
+}
+
+/// `KTable::to_change_stream` (Kafka Streams' `sendOldValues`): every update carries the
+/// value it replaced.
+#[test]
+fn a_tables_change_stream_carries_old_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_in(1, dir.path());
+    let b = rt.broker().clone();
+    b.create_topic("in", 1).unwrap();
+    b.create_topic("deltas", 1).unwrap();
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .group_by_key()
+        .count_with(Materialized::as_("counts").without_caching())
+        .to_change_stream()
+        .map_values(|c| format!("{:?}->{:?}", c.old, c.new))
+        .to("deltas");
+    let q = rt.start_query("changes", builder.build().unwrap()).unwrap();
+    for k in ["a", "a", "b", "a"] {
+        b.send("in", &s(k), &0i64).unwrap();
+    }
+    let out = read_n::<String, String>(&b, "deltas", 4);
+    q.stop().unwrap();
+    assert_eq!(
+        out,
+        vec![
+            (s("a"), s("None->Some(1)")),
+            (s("a"), s("Some(1)->Some(2)")),
+            (s("b"), s("None->Some(1)")),
+            (s("a"), s("Some(2)->Some(3)")),
+        ]
+    );
 }

@@ -15,6 +15,20 @@ pub fn runtime(workers: usize) -> Runtime {
     runtime_on(workers, Broker::new())
 }
 
+/// A runtime on a fresh broker keeping its state in `dir` (tests with stores: the
+/// default state directory outlives the test run).
+pub fn runtime_in(workers: usize, dir: &std::path::Path) -> Runtime {
+    Runtime::new(
+        RuntimeConfig::builder()
+            .workers(workers)
+            .commit_interval(Duration::from_millis(100))
+            .state_dir(dir)
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 /// A runtime on the given broker (to model a restart against the same cluster).
 pub fn runtime_on(workers: usize, broker: Broker) -> Runtime {
     Runtime::new(
