@@ -43,6 +43,7 @@
 mod builder;
 mod grouped;
 mod ops;
+mod printed;
 mod stream;
 mod suppress;
 mod table;
@@ -83,6 +84,7 @@ macro_rules! use_jemalloc {
     };
 }
 
+pub use printed::Printed;
 pub use stream::{
     Branched, BranchedKStream, Consumed, KStream, Produced, Repartitioned, StreamsBuilder,
 };

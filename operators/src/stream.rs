@@ -19,6 +19,7 @@ use weir_runtime::{Data, Error, Processor, SinkSpec, SourceSpec};
 pub(crate) use crate::builder::{ArcSerde, Inner};
 pub use crate::builder::{Consumed, Produced, Repartitioned, StreamsBuilder};
 use crate::ops;
+use crate::printed::Printed;
 
 /// A name for a branch of [`KStream::split`].
 #[derive(Debug, Clone, Default)]
@@ -265,6 +266,26 @@ impl<K: Data, V: Data> KStream<K, V> {
     {
         let f = Arc::new(f);
         let _: KStream<K, V> = self.add("KSTREAM-FOREACH", move || ops::Foreach(f.clone()));
+    }
+
+    /// Writes every record as a line, `[<label>]: <key>, <value>`, to standard output,
+    /// a file or a writer (Kafka Streams' `print`); terminal. For debugging.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use weir::prelude::*;
+    /// use weir::Printed;
+    ///
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .stream::<String, i64>("orders")
+    ///     .print(Printed::to_sys_out().with_label("orders"));
+    /// ```
+    pub fn print(&self, printed: Printed<K, V>) {
+        let name = self.builder.borrow_mut().next_name("KSTREAM-PRINTER");
+        let printer = printed.into_printer(&name);
+        let _: KStream<K, V> = self.add_named(name, move || printer.clone());
     }
 
     /// Runs a custom [`Processor`]; `supplier` makes one per task.

@@ -519,3 +519,57 @@ fn a_tables_change_stream_carries_old_values() {
         ]
     );
 }
+
+/// A writer the test reads back.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// `KStream::print` (Kafka Streams' `Printed`): `[label]: key, value` per record, the
+/// label the print node's name unless given, a mapper for the text.
+#[test]
+fn print_writes_a_labelled_line_per_record() {
+    let rt = runtime(1);
+    let b = rt.broker().clone();
+    b.create_topic("in", 1).unwrap();
+    let (default, mapped) = (Lines::default(), Lines::default());
+    let builder = StreamsBuilder::new();
+    let input = builder.stream::<String, i64>("in");
+    input.print(weir::Printed::to_writer(default.clone()));
+    input.print(
+        weir::Printed::to_writer(mapped.clone())
+            .with_label("orders")
+            .with_key_value_mapper(|k, v| format!("{k}={v}")),
+    );
+    let topology = builder.build().unwrap();
+    let described = topology.describe().to_string();
+    assert!(
+        described.contains("KSTREAM-PRINTER-0000000001"),
+        "{described}"
+    );
+    let q = rt.start_query("print", topology).unwrap();
+    b.send("in", &s("a"), &1i64).unwrap();
+    b.send("in", &s("b"), &2i64).unwrap();
+    wait_until("printed", || mapped.text().lines().count() == 2);
+    q.stop().unwrap();
+    assert_eq!(
+        default.text(),
+        "[KSTREAM-PRINTER-0000000001]: \"a\", 1\n[KSTREAM-PRINTER-0000000001]: \"b\", 2\n"
+    );
+    assert_eq!(mapped.text(), "[orders]: a=1\n[orders]: b=2\n");
+}
