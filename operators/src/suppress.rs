@@ -117,6 +117,16 @@ impl Suppressed {
     /// One final result per window of a windowed table, once its window closes. Full
     /// buffers shut the query down unless told to spill (emitting early would break
     /// "one final result", so it is refused).
+    ///
+    /// When a window closes: a time window once `end + grace <= stream time` (its end
+    /// is exclusive), as in Kafka Streams. A sliding window includes its end, and a
+    /// session can still grow while a record is within its gap: weir emits them once
+    /// `end + grace < stream time` and `end + gap + grace < stream time`. Kafka Streams
+    /// emits both at `end + grace <= stream time` and may then emit a second "final"
+    /// result for the same window when an on-time record arrives at its inclusive end
+    /// (or joins the session); weir's rule keeps exactly one. Pinned by
+    /// `sliding_final_results_wait_past_the_inclusive_end_unlike_kafka_streams`
+    /// (`operators/tests/windows.rs`).
     pub fn until_window_closes(buffer: BufferConfig) -> Self {
         Suppressed {
             until: Until::WindowCloses,

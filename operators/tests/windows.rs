@@ -625,6 +625,49 @@ fn a_time_limit_emits_each_keys_latest_value_and_emits_early_when_full() {
     q.stop().unwrap();
 }
 
+/// Where weir deliberately differs from Kafka Streams (documented on
+/// `Suppressed::until_window_closes`): Kafka emits a sliding window's final result at
+/// `end + grace <= stream time` (KTableSuppressProcessorSupplier; the window's end is
+/// inclusive), so with grace 0 it would emit `a`'s window [0,10] at stream time 10 and
+/// then a second "final" result when the on-time `a @10` arrives. weir waits until
+/// stream time passes the end: one final result, with both records.
+#[test]
+fn sliding_final_results_wait_past_the_inclusive_end_unlike_kafka_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    broker.create_topic("in", 1).unwrap();
+    broker.create_topic("out", 1).unwrap();
+    let rt = runtime(&broker, dir.path(), 1 << 20);
+    let w = W::Sliding { diff: 10, grace: 0 };
+    let q = rt
+        .start_query(
+            "sliding-final",
+            windowed_count(
+                w,
+                "in",
+                Some(Suppressed::until_window_closes(BufferConfig::unbounded())),
+                "out",
+            ),
+        )
+        .unwrap();
+    // Stream time reaches 10 = end + grace of [0,10]: Kafka Streams would emit a=1 here.
+    send_all(&broker, "in", &ev(&[("a", 10), ("b", 10), ("a", 10)]));
+    wait_until("processed", || q.stats().records_processed == 3);
+    // Give a commit (50 ms) the chance to write out anything that would be emitted.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(outputs(&broker, "out"), vec![]);
+    assert_eq!(q.stats().records_dropped_late, 0);
+    // Stream time 11 passes the end: each window's one final result.
+    send_all(&broker, "in", &ev(&[("c", 11)]));
+    wait_until("final results", || outputs(&broker, "out").len() == 2);
+    std::thread::sleep(Duration::from_millis(200));
+    q.stop().unwrap();
+    assert_eq!(
+        outputs(&broker, "out"),
+        vec![(("a".to_string(), 0, 10), 2), (("b".to_string(), 0, 10), 1)]
+    );
+}
+
 /// Issue 16's example of Kafka Streams' emit-early order: a time limit of 10 ms with
 /// room for one record, `k2=1 @3` then `k1=1 @3`. Kafka buffers the arriving record
 /// first and then emits the smallest (buffer time, serialized key): `k1`, the
