@@ -10,7 +10,8 @@ use super::{SessionWindows, Spec, windowed_aggregate};
 use crate::stream::ArcSerde;
 use crate::table::{KGroupedStream, KTable, Materialized};
 
-/// A grouped stream windowed by [`TimeWindows`] or [`SlidingWindows`].
+/// A grouped stream windowed by [`TimeWindows`](crate::TimeWindows) or
+/// [`SlidingWindows`](crate::SlidingWindows).
 pub struct TimeWindowedKStream<K, V> {
     pub(super) grouped: KGroupedStream<K, V>,
     pub(super) spec: Spec,
