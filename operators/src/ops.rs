@@ -220,7 +220,8 @@ where
     }
 }
 
-/// Keeps the latest value of each key (a blind write: no read on the hot path).
+/// Keeps the latest value of each key (a blind write: no read on the hot path; a value
+/// that serializes to null deletes the row): `latest_by_key` and `KStream::to_table`.
 pub(crate) struct Latest {
     pub(crate) store: Arc<str>,
     pub(crate) send_old: Arc<AtomicBool>,
@@ -261,27 +262,6 @@ impl<K: Data, V: Data> Processor<K, Option<V>, K, Change<V>> for TableSource {
             Some(v) => store.put(&r.key, v),
             None => store.delete(&r.key),
         }
-    }
-}
-
-/// A stream as a table (`KStream::to_table`): each record sets its key's row (a
-/// value that serializes to null deletes it).
-pub(crate) struct StreamToTable {
-    pub(crate) store: Arc<str>,
-    pub(crate) send_old: Arc<AtomicBool>,
-}
-
-impl<K: Data, V: Data> Processor<K, V, K, Change<V>> for StreamToTable {
-    fn init(&mut self, ctx: &mut ProcessorContext<'_, K, Change<V>>) -> Result<()> {
-        ctx.forward_store_changes::<K, V>(&self.store, self.send_old.load(Ordering::Acquire))
-    }
-
-    fn process(
-        &mut self,
-        r: Record<K, V>,
-        ctx: &mut ProcessorContext<'_, K, Change<V>>,
-    ) -> Result<()> {
-        ctx.store::<K, V>(&self.store)?.put(&r.key, &r.value)
     }
 }
 

@@ -245,7 +245,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             Arc::new(K::default_serde()),
             Some(Arc::new(V::default_serde())),
             |store, send_old| {
-                move || ops::StreamToTable {
+                move || ops::Latest {
                     store: store.clone(),
                     send_old: send_old.clone(),
                 }
