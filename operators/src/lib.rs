@@ -51,6 +51,7 @@ mod window;
 
 pub use weir_runtime as runtime;
 pub use weir_runtime::serde;
+pub use weir_runtime::testing;
 pub use weir_runtime::{AllocatorStats, MemoryReport, ZoneUsage};
 pub use weir_runtime::{
     Broker, CacheStats, Cancellable, Change, ConsumerRecord, Data, DeserializationHandler, Error,

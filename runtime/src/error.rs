@@ -187,6 +187,10 @@ pub enum Error {
     #[error("query '{0}' is running: stop it first")]
     QueryRunning(String),
 
+    /// A test driver's output topic had no record left to read.
+    #[error("no record left to read in output topic '{0}'")]
+    NoRecord(String),
+
     /// The runtime was shut down; no new query can start.
     #[error("the runtime is shut down")]
     ShutDown,

@@ -52,6 +52,7 @@ mod record;
 pub mod serde;
 mod state;
 mod sync;
+mod testkit;
 mod topology;
 
 // Running queries.
@@ -79,6 +80,15 @@ pub use topology::{
     NodeId, SinkSpec, SourceSpec, StoreKind, StoreSpec, StreamPartitioner, TimestampExtractor,
     Topology, TopologyDescription,
 };
+
+/// Testing a topology without threads: Kafka Streams' `TopologyTestDriver`, its input
+/// and output topics, and read access to its stores.
+pub mod testing {
+    pub use crate::testkit::{
+        KeyValueStoreView, SessionStoreView, TestInputTopic, TestOutputTopic, TopologyTestDriver,
+        WindowStoreView,
+    };
+}
 
 // Memory.
 pub use memory::Zone;

@@ -57,7 +57,7 @@ impl TaskInner {
         Ok(())
     }
 
-    pub(super) fn flush_sinks(&mut self) -> Result<()> {
+    pub(crate) fn flush_sinks(&mut self) -> Result<()> {
         for &s in &self.sinks {
             self.core.flush_node(s)?;
         }
@@ -87,7 +87,7 @@ impl TaskInner {
     }
 
     /// After a commit: what was consumed is committed.
-    pub(super) fn committed(&mut self) {
+    pub(crate) fn committed(&mut self) {
         for input in &mut self.inputs {
             if let Some(off) = input.consumed {
                 input.committed = Some(off);
@@ -136,6 +136,24 @@ impl TaskInner {
     /// buffers, stores, sinks; on Kafka everything produced is acknowledged, and with
     /// `checkpoints` the changelog checkpoints are written.
     pub(super) fn flush_for_commit(&mut self, checkpoints: bool) -> Result<()> {
+        self.flush_buffers()?;
+        for s in &mut self.core.env.state.stores {
+            s.store.flush()?;
+        }
+        self.flush_sinks()?;
+        // Everything produced (output and changelogs) is acknowledged before the offsets
+        // move; the checkpoints record how far the changelogs now reach.
+        let env = &self.core.env;
+        env.transport.flush(env.query_id, &env.query)?;
+        if checkpoints {
+            self.write_checkpoints()?;
+        }
+        Ok(())
+    }
+
+    /// Steps 1-2 of a commit: the record cache (writing and forwarding), then what
+    /// processors buffer.
+    pub(crate) fn flush_buffers(&mut self) -> Result<()> {
         self.core.flush_cache()?;
         // Processors write out what they buffer (suppression buffers, the observed
         // stream time of windowed aggregations), upstream first, each followed by
@@ -150,18 +168,17 @@ impl TaskInner {
             self.core.flush_cache()?;
         }
         self.core.env.metadata = saved;
-        for s in &mut self.core.env.state.stores {
-            s.store.flush()?;
-        }
-        self.flush_sinks()?;
-        // Everything produced (output and changelogs) is acknowledged before the offsets
-        // move; the checkpoints record how far the changelogs now reach.
-        let env = &self.core.env;
-        env.transport.flush(env.query_id, &env.query)?;
-        if checkpoints {
-            self.write_checkpoints()?;
-        }
         Ok(())
+    }
+
+    /// Gives back the queue charges of the records processed; true if the fetcher
+    /// should wake.
+    pub(crate) fn release_inputs(&mut self) -> bool {
+        let mut wake = false;
+        for input in &mut self.inputs {
+            wake |= input.release();
+        }
+        wake
     }
 
     /// Closes every node and queue. Returns true if the fetcher should wake.

@@ -8,16 +8,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use super::commit::TaskInner;
-use super::core::RuntimeCore;
+use super::core::{RuntimeCore, ZoneHandles};
 use super::input::Input;
 use super::query::QueryShared;
 use super::task::Task;
+use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
 use crate::io::broker::FetchBatch;
 use crate::io::queue::PartitionQueue;
-use crate::io::transport::{Binding, Feed, TopicPartition, Wake};
+use crate::io::transport::{Binding, Feed, TopicPartition, Transport, Wake};
 use crate::processor::TaskId;
-use crate::processor::internals::{Node, TaskCore, TaskEnv};
+use crate::processor::internals::{Clock, Node, TaskCore, TaskEnv};
 use crate::state::changelog::{ChangeloggedStore, checkpoint_path, read_checkpoint};
 use crate::state::task_stores::{Changelog, TaskStore, TaskStores};
 use crate::state::window::StoreType;
@@ -29,7 +30,7 @@ use crate::topology::plan::changelog_topic;
 /// and the partitions to bind (feed, partition, first offset, queue).
 /// A partition a built task reads: its feed, the partition, the first offset to read,
 /// and the task's queue for it.
-type BuiltFeed = (Box<dyn Feed>, u32, i64, Arc<PartitionQueue<FetchBatch>>);
+pub(super) type BuiltFeed = (Box<dyn Feed>, u32, i64, Arc<PartitionQueue<FetchBatch>>);
 
 pub(super) struct BuiltTask {
     pub(super) id: TaskId,
@@ -38,11 +39,37 @@ pub(super) struct BuiltTask {
     pub(super) feeds: Vec<BuiltFeed>,
 }
 
+/// What building a task needs of the runtime: its configuration, its transport and
+/// the zones its stores, queues and buffers draw on. The runtime's tasks and the test
+/// driver's are built by the same code.
+pub(crate) struct Factory<'a> {
+    pub(crate) config: &'a RuntimeConfig,
+    pub(crate) transport: &'a Arc<dyn Transport>,
+    pub(crate) zones: &'a ZoneHandles,
+    /// The tasks' wall clock.
+    pub(crate) clock: Clock,
+    /// Whether stores that allow it go through the record cache.
+    pub(crate) record_cache: bool,
+}
+
 impl RuntimeCore {
+    /// The factory of this runtime's tasks.
+    pub(super) fn factory(&self) -> Factory<'_> {
+        Factory {
+            config: &self.config,
+            transport: &self.transport,
+            zones: &self.zones,
+            clock: Clock::System,
+            record_cache: true,
+        }
+    }
+}
+
+impl Factory<'_> {
     /// Opens store `def` of task `task_id` of query `name`. On Kafka it first restores
     /// what its changelog holds past the store's checkpoint (counting the records in
     /// `restored`), then logs every write to the changelog.
-    pub(super) fn open_task_store(
+    pub(crate) fn open_task_store(
         &self,
         def: &crate::topology::StoreDef,
         name: &str,
@@ -57,7 +84,7 @@ impl RuntimeCore {
             .join(task_id.to_string())
             .join(&def.name);
         let on_disk = def.kind == StoreKind::RocksDb;
-        let exactly_once = self.txn().is_some();
+        let exactly_once = self.transport.transaction().is_some();
         let changelogs = self.transport.changelogs();
         let checkpoint = if changelogs && on_disk {
             read_checkpoint(&dir)
@@ -151,7 +178,7 @@ impl RuntimeCore {
     /// Builds task (`si`, `p`) of `query`: its processors (initialized), its stores
     /// (restored on Kafka) and its inputs. With `owned`, only the Kafka partitions this
     /// member owns are read; `None` if that leaves nothing to read.
-    pub(super) fn build_task(
+    pub(crate) fn build_task(
         &self,
         query: &QueryShared,
         si: usize,
@@ -217,6 +244,7 @@ impl RuntimeCore {
                 dropped_late: 0,
                 suppression_budget: self.zones.suppression.clone(),
                 shutdown: None,
+                clock: self.clock.clone(),
             },
             current: None,
         };
@@ -234,7 +262,7 @@ impl RuntimeCore {
         // The cache wakes the task when another task asks it to evict; the task exists
         // only later, so the waker finds it through a slot set then.
         let slot: Arc<OnceLock<Weak<Task>>> = Arc::new(OnceLock::new());
-        if !core.env.state.stores.is_empty() {
+        if self.record_cache && !core.env.state.stores.is_empty() {
             let s = slot.clone();
             core.env.state.cache = Some(self.zones.record_cache.task_cache(Arc::new(move || {
                 if let Some(t) = s.get().and_then(Weak::upgrade) {
@@ -254,7 +282,9 @@ impl RuntimeCore {
             feeds,
         }))
     }
+}
 
+impl RuntimeCore {
     /// Schedules a built task of `query` and returns its bindings for the I/O thread
     /// (none, and the task is closed, if the query is stopping by now).
     pub(super) fn launch(

@@ -68,7 +68,7 @@ impl RuntimeCore {
                 if running.contains(&id) || !reads_owned {
                     continue;
                 }
-                if let Some(built) = self.build_task(query, si, p, Some(&owned))? {
+                if let Some(built) = self.factory().build_task(query, si, p, Some(&owned))? {
                     bindings.extend(self.launch(query, built));
                 }
             }

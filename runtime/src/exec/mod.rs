@@ -2,6 +2,7 @@
 
 mod commit;
 mod core;
+pub(crate) mod driver;
 mod factory;
 mod group;
 mod input;

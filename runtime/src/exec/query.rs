@@ -99,7 +99,40 @@ pub(crate) struct QueryShared {
     pub(crate) io_tx: Sender<IoCommand>,
 }
 
+/// Numbers queries across the process.
+static NEXT_QUERY: AtomicU64 = AtomicU64::new(1);
+
 impl QueryShared {
+    /// A running query with no task yet.
+    pub(crate) fn new(
+        name: &str,
+        group: String,
+        plan: Arc<QueryPlan>,
+        io_tx: Sender<IoCommand>,
+    ) -> Self {
+        QueryShared {
+            id: NEXT_QUERY.fetch_add(1, Ordering::Relaxed),
+            name: Arc::from(name),
+            group,
+            status: Mutex::new(Status {
+                state: QueryState::Running,
+                failure: None,
+                commit_on_stop: false,
+            }),
+            cv: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            open_tasks: std::sync::atomic::AtomicUsize::new(1),
+            tasks: Mutex::new(Vec::new()),
+            restored: AtomicU64::new(0),
+            lag: Arc::new(AtomicU64::new(0)),
+            plan,
+            processed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            dropped_late: AtomicU64::new(0),
+            io_tx,
+        }
+    }
+
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }

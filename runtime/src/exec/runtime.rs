@@ -6,15 +6,15 @@
 //! ever owns a thread. How tasks share the pool fairly: `core.rs`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::core::{RuntimeCore, ZoneHandles};
 use super::factory::BuiltTask;
 use super::group::Group;
-use super::query::{QueryHandle, QueryShared, QueryState, Status, check_query_name};
+use super::query::{QueryHandle, QueryShared, QueryState, check_query_name};
 use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
 use crate::io::broker::Broker;
@@ -24,8 +24,6 @@ use crate::state::{CacheStats, StateUsage};
 use crate::sync::Mutex;
 use crate::topology::Topology;
 use crate::topology::plan::{Target, plan_query};
-
-static NEXT_QUERY: AtomicU64 = AtomicU64::new(1);
 
 /// The engine: one fixed worker pool running every query.
 pub struct Runtime {
@@ -325,29 +323,13 @@ impl Runtime {
             plan_query(&cfg.application_id, name, topology, &partitions, target)?;
         transport.ensure_topics(&internal_topics)?;
         let plan = Arc::new(plan);
-        let id = NEXT_QUERY.fetch_add(1, Ordering::Relaxed);
         let group = core.transport.group_id(&cfg.application_id, name);
-        let shared = Arc::new(QueryShared {
-            id,
-            name: Arc::from(name),
+        let shared = Arc::new(QueryShared::new(
+            name,
             group,
-            status: Mutex::new(Status {
-                state: QueryState::Running,
-                failure: None,
-                commit_on_stop: false,
-            }),
-            cv: Condvar::new(),
-            stopping: AtomicBool::new(false),
-            open_tasks: std::sync::atomic::AtomicUsize::new(1),
-            tasks: Mutex::new(Vec::new()),
-            restored: AtomicU64::new(0),
-            lag: Arc::new(AtomicU64::new(0)),
-            plan: plan.clone(),
-            processed: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            dropped_late: AtomicU64::new(0),
-            io_tx: core.io_tx.clone(),
-        });
+            plan.clone(),
+            core.io_tx.clone(),
+        ));
         if core.transport.grouped() {
             // Tasks follow the group's assignment: those of partitions this member
             // owns now start here, the others when a rebalance assigns them.
@@ -379,7 +361,7 @@ impl Runtime {
         let mut built: Vec<BuiltTask> = Vec::new();
         for (si, &partitions) in plan.counts.iter().enumerate() {
             for p in 0..partitions {
-                match core.build_task(&shared, si, p, None) {
+                match core.factory().build_task(&shared, si, p, None) {
                     Ok(Some(b)) => built.push(b),
                     Ok(None) => {}
                     Err(e) => {

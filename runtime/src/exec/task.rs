@@ -342,76 +342,10 @@ impl Task {
             return Ok(self.close(guard));
         }
 
-        let started = Instant::now();
-        inner.core.serve_evictions()?;
-        inner
-            .core
-            .punctuate(PunctuationType::WallClockTime, now_millis())?;
-        let max = cfg.max_batch_records;
-        let mut n = 0usize;
-        while n < max && (!n.is_multiple_of(64) || n == 0 || started.elapsed() < cfg.max_batch_time)
-        {
-            if inner.core.env.shutdown.is_some() {
-                break;
-            }
-            // Next record: the lowest timestamp across this task's partitions.
-            let mut best: Option<(usize, i64)> = None;
-            for (i, input) in inner.inputs.iter_mut().enumerate() {
-                if let Some(ts) = input.head_timestamp()
-                    && best.is_none_or(|(_, b)| ts < b)
-                {
-                    best = Some((i, ts));
-                }
-            }
-            let Some((i, _)) = best else { break };
-            let TaskInner { core, inputs, .. } = &mut *inner;
-            let input = &mut inputs[i];
-            let Some((offset, view, size)) =
-                input.local.front_mut().and_then(FetchBatch::next_record)
-            else {
-                break;
-            };
-            input.consumed = Some(offset + 1);
-            input.release_records += 1;
-            input.release_bytes += size;
-            match &mut core.env.metadata {
-                Some(m) if Arc::ptr_eq(&m.topic, &input.topic) => {
-                    m.partition = input.partition;
-                    m.offset = offset;
-                }
-                slot => {
-                    *slot = Some(RecordMetadata {
-                        topic: input.topic.clone(),
-                        partition: input.partition,
-                        offset,
-                    })
-                }
-            }
-            // The source advances stream time (to the record's extracted timestamp);
-            // stream-time punctuators fire after the record.
-            let before = core.env.stream_time;
-            core.ingest(input.source, &view, offset)?;
-            if !core.env.state.pending_forwards.is_empty() {
-                core.drain_forwards()?;
-            }
-            if core.env.stream_time > before {
-                core.punctuate(PunctuationType::StreamTime, core.env.stream_time)?;
-            }
-            n += 1;
-        }
-        inner.core.env.metadata = None;
-        if inner.core.env.shutdown.is_none() {
-            inner
-                .core
-                .punctuate(PunctuationType::WallClockTime, now_millis())?;
-        }
+        let n = inner.process(cfg.max_batch_records, cfg.max_batch_time)?;
         inner.flush_sinks()?;
 
-        let mut wake = false;
-        for input in &mut inner.inputs {
-            wake |= input.release();
-        }
-        if wake {
+        if inner.release_inputs() {
             self.rt.wake_io();
         }
         if n > 0 {
@@ -478,6 +412,78 @@ impl Task {
                 self.rt.wake_at(d, Arc::downgrade(self));
             }
         }
+    }
+}
+
+impl TaskInner {
+    /// Processes up to `max` records of the task's inputs (stopping early once
+    /// `max_time` has passed), always the lowest timestamp across its partitions next,
+    /// with wall-clock punctuation before and after and stream-time punctuation after
+    /// each record that advances stream time. Returns how many it processed.
+    pub(crate) fn process(&mut self, max: usize, max_time: std::time::Duration) -> Result<usize> {
+        let inner = self;
+        let started = Instant::now();
+        inner.core.serve_evictions()?;
+        inner
+            .core
+            .punctuate(PunctuationType::WallClockTime, inner.core.env.clock.now())?;
+        let mut n = 0usize;
+        while n < max && (!n.is_multiple_of(64) || n == 0 || started.elapsed() < max_time) {
+            if inner.core.env.shutdown.is_some() {
+                break;
+            }
+            // Next record: the lowest timestamp across this task's partitions.
+            let mut best: Option<(usize, i64)> = None;
+            for (i, input) in inner.inputs.iter_mut().enumerate() {
+                if let Some(ts) = input.head_timestamp()
+                    && best.is_none_or(|(_, b)| ts < b)
+                {
+                    best = Some((i, ts));
+                }
+            }
+            let Some((i, _)) = best else { break };
+            let TaskInner { core, inputs, .. } = &mut *inner;
+            let input = &mut inputs[i];
+            let Some((offset, view, size)) =
+                input.local.front_mut().and_then(FetchBatch::next_record)
+            else {
+                break;
+            };
+            input.consumed = Some(offset + 1);
+            input.release_records += 1;
+            input.release_bytes += size;
+            match &mut core.env.metadata {
+                Some(m) if Arc::ptr_eq(&m.topic, &input.topic) => {
+                    m.partition = input.partition;
+                    m.offset = offset;
+                }
+                slot => {
+                    *slot = Some(RecordMetadata {
+                        topic: input.topic.clone(),
+                        partition: input.partition,
+                        offset,
+                    })
+                }
+            }
+            // The source advances stream time (to the record's extracted timestamp);
+            // stream-time punctuators fire after the record.
+            let before = core.env.stream_time;
+            core.ingest(input.source, &view, offset)?;
+            if !core.env.state.pending_forwards.is_empty() {
+                core.drain_forwards()?;
+            }
+            if core.env.stream_time > before {
+                core.punctuate(PunctuationType::StreamTime, core.env.stream_time)?;
+            }
+            n += 1;
+        }
+        inner.core.env.metadata = None;
+        if inner.core.env.shutdown.is_none() {
+            inner
+                .core
+                .punctuate(PunctuationType::WallClockTime, inner.core.env.clock.now())?;
+        }
+        Ok(n)
     }
 }
 

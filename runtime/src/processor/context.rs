@@ -14,7 +14,7 @@ use super::internals::{NodeId, PunctuatorEntry, StoreSerdes, TaskCore};
 use super::stores::{SessionStoreHandle, StoreHandle, WindowStoreHandle};
 use super::{Cancellable, Data, PunctuationType, PunctuatorId, TaskId};
 use crate::error::{Error, Result};
-use crate::record::{Record, RecordMetadata, now_millis};
+use crate::record::{Record, RecordMetadata};
 use crate::state::task_stores::Access;
 use crate::state::window::StoreType;
 
@@ -117,7 +117,7 @@ impl<K, V> ProcessorContext<'_, K, V> {
 
     /// Wall-clock time in milliseconds since the Unix epoch.
     pub fn current_system_time_ms(&self) -> i64 {
-        now_millis()
+        self.core.env.clock.now()
     }
 
     /// This processor's name in the topology.
@@ -196,7 +196,7 @@ impl<K, V> ProcessorContext<'_, K, V> {
         env.next_punctuator += 1;
         let cancelled = Arc::new(AtomicBool::new(false));
         let next = match kind {
-            PunctuationType::WallClockTime => Some(now_millis() + interval_ms),
+            PunctuationType::WallClockTime => Some(env.clock.now() + interval_ms),
             PunctuationType::StreamTime => {
                 (env.stream_time != i64::MIN).then_some(env.stream_time + interval_ms)
             }

@@ -415,6 +415,17 @@ impl Topology {
         Ok(out)
     }
 
+    /// Names of every topic a sink writes (internal ones unprefixed).
+    pub(crate) fn sink_topics(&self) -> BTreeSet<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::Sink { topic } => Some(topic.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Names of every source topic (internal ones unprefixed).
     pub fn source_topics(&self) -> BTreeSet<String> {
         self.nodes

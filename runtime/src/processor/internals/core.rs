@@ -55,6 +55,25 @@ impl PunctuatorEntry {
     }
 }
 
+/// Where a task reads wall-clock time: the system clock, or (the test driver) a clock
+/// that moves only when told to.
+#[derive(Clone, Default)]
+pub(crate) enum Clock {
+    #[default]
+    System,
+    Mock(Arc<std::sync::atomic::AtomicI64>),
+}
+
+impl Clock {
+    /// Milliseconds since the Unix epoch.
+    pub(crate) fn now(&self) -> i64 {
+        match self {
+            Clock::System => crate::record::now_millis(),
+            Clock::Mock(t) => t.load(Ordering::Acquire),
+        }
+    }
+}
+
 /// What processors see of their task besides the graph.
 pub(crate) struct TaskEnv {
     pub(crate) task_id: TaskId,
@@ -87,6 +106,8 @@ pub(crate) struct TaskEnv {
     /// query down): the task commits what it has processed and fails the query with
     /// this error.
     pub(crate) shutdown: Option<Error>,
+    /// Wall-clock time for punctuators and processors.
+    pub(crate) clock: Clock,
 }
 
 /// Deserializes a change of a store (key, new, old, timestamp) and forwards it to the
@@ -277,7 +298,6 @@ impl TaskCore {
     }
 }
 
-#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;

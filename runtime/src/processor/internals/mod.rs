@@ -5,5 +5,5 @@
 pub(crate) mod core;
 pub(crate) mod node;
 
-pub(crate) use core::{Forwarder, PunctuatorEntry, TaskCore, TaskEnv};
+pub(crate) use core::{Clock, Forwarder, PunctuatorEntry, TaskCore, TaskEnv};
 pub(crate) use node::{Node, NodeId, NodeKind, ProcessorNode, StoreSerdes, take_input};
