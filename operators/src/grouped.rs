@@ -252,12 +252,16 @@ where
 {
     let builder: Rc<RefCell<Inner>> = input.builder.clone();
     let send_old = Arc::new(AtomicBool::new(false));
-    let spec = materialized.spec(
-        &mut builder.borrow_mut(),
-        store_prefix,
-        key_serde,
-        default_value_serde,
-    );
+    // Every table's store keeps each row's timestamp, as Kafka Streams' do: an
+    // aggregation's update carries the largest timestamp it has folded in.
+    let spec = materialized
+        .spec(
+            &mut builder.borrow_mut(),
+            store_prefix,
+            key_serde,
+            default_value_serde,
+        )
+        .map(StoreSpec::timestamped);
     let store: Arc<str> = Arc::from(spec.as_ref().map_or("?", |s| s.name()));
     let meta = spec
         .as_ref()

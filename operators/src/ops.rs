@@ -211,12 +211,14 @@ where
         ctx: &mut ProcessorContext<'_, K, Change<VA>>,
     ) -> Result<()> {
         let mut store = ctx.store::<K, VA>(&self.store)?;
-        let current = match store.get(&r.key)? {
-            Some(a) => a,
-            None => (self.init)(),
+        // The update carries the largest timestamp folded in (Kafka Streams'
+        // KStreamAggregate): a late record does not move it back.
+        let (current, ts) = match store.get_with_timestamp(&r.key)? {
+            Some((a, ts)) => (a, ts.max(r.timestamp)),
+            None => ((self.init)(), r.timestamp),
         };
         let new = (self.agg)(&r.key, r.value, current);
-        store.put(&r.key, &new)
+        store.put_with_timestamp(&r.key, &new, ts)
     }
 }
 

@@ -321,9 +321,11 @@ fn a_small_record_cache_never_exceeds_its_budget_and_loses_nothing() {
 }
 
 #[test]
-fn table_rows_carry_the_timestamp_of_the_record_that_last_updated_them() {
+/// Kafka Streams' rule (KStreamAggregate): a row's update carries the largest timestamp
+/// folded into it, so an out-of-order record does not move it back.
+fn table_rows_carry_the_largest_timestamp_folded_in() {
     let (_dir, b, _rt, q) = count_cached_and_uncached();
-    // Out of order: stream time reaches 5000, but key "a" was last updated at 1000.
+    // Out of order: key "a" is updated at 3000, then by a record at 1000.
     for (key, ts) in [("a", 3000), ("b", 5000), ("a", 1000)] {
         b.send_at("in", &key.to_string(), &0i64, ts).unwrap();
     }
@@ -341,13 +343,13 @@ fn table_rows_carry_the_timestamp_of_the_record_that_last_updated_them() {
         vec![
             ("a".to_string(), 1, 3000),
             ("b".to_string(), 1, 5000),
-            ("a".to_string(), 2, 1000)
+            ("a".to_string(), 2, 3000)
         ]
     );
-    // Compacted in the cache and emitted at commit: still the last update's timestamp,
-    // not the stream time at the flush.
+    // Compacted in the cache and emitted at commit: the same timestamp, not the stream
+    // time at the flush.
     assert_eq!(
         sorted(stamps("cached")),
-        vec![("a".to_string(), 2, 1000), ("b".to_string(), 1, 5000)]
+        vec![("a".to_string(), 2, 3000), ("b".to_string(), 1, 5000)]
     );
 }

@@ -47,6 +47,16 @@ pub const RECORDS_PROCESSED_TOTAL: &str = "weir_records_processed_total";
 pub const RECORDS_SKIPPED_TOTAL: &str = "weir_records_skipped_total";
 /// Counter `{query}`: records dropped because their window had closed.
 pub const RECORDS_DROPPED_LATE_TOTAL: &str = "weir_records_dropped_late_total";
+/// Counter `{query, task, processor}`: records an operator dropped (a window closed),
+/// Kafka Streams' `dropped-records`.
+pub const DROPPED_RECORDS_TOTAL: &str = "weir_dropped_records_total";
+/// Gauge `{query, task}`: the largest lateness of a task's records so far (stream time
+/// when the record arrived less its timestamp, zero if not behind), Kafka Streams'
+/// `record-lateness-max`.
+pub const RECORD_LATENESS_MAX_MS: &str = "weir_record_lateness_max_ms";
+/// Gauge `{query, task}`: the average lateness of a task's records so far, Kafka
+/// Streams' `record-lateness-avg`.
+pub const RECORD_LATENESS_AVG_MS: &str = "weir_record_lateness_avg_ms";
 /// Counter `{query}`: records Kafka refused, with a log-and-continue production handler.
 pub const PRODUCE_ERRORS_TOTAL: &str = "weir_produce_errors_total";
 /// Gauge `{query, store, task}`: records restored into a store from its changelog.
@@ -104,6 +114,9 @@ pub const ALL: &[&str] = &[
     RECORDS_PROCESSED_TOTAL,
     RECORDS_SKIPPED_TOTAL,
     RECORDS_DROPPED_LATE_TOTAL,
+    DROPPED_RECORDS_TOTAL,
+    RECORD_LATENESS_MAX_MS,
+    RECORD_LATENESS_AVG_MS,
     PRODUCE_ERRORS_TOTAL,
     RESTORED_RECORDS,
     RECORD_CACHE_BYTES,

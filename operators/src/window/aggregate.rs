@@ -116,12 +116,14 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
                 late.push(Window::new(start, end));
                 continue;
             }
-            let current = match store.fetch(&r.key, start)? {
-                Some(a) => a,
-                None => (self.core.init)(),
+            // The window's update carries the largest timestamp of its records (Kafka
+            // Streams' KStreamWindowAggregate).
+            let (current, stamp) = match store.fetch_with_timestamp(&r.key, start)? {
+                Some((a, t)) => (a, t.max(ts)),
+                None => ((self.core.init)(), ts),
             };
             let new = (self.core.agg)(&r.key, r.value.clone(), current);
-            store.put(&r.key, start, Some(&new))?;
+            store.put_with_timestamp(&r.key, start, &new, stamp)?;
         }
         for w in late {
             drop_late(ctx, ts, w, self.core.observed);
@@ -257,6 +259,9 @@ impl<K: Data, VA: Data> Processor<K, Change<Stamped<VA>>, K, Change<VA>> for Uns
             timestamp,
             headers,
         } = r;
+        // A window's update carries the largest timestamp of its records, as Kafka
+        // Streams' KStreamSlidingWindowAggregate forwards it.
+        let timestamp = value.new.as_ref().map_or(timestamp, |s| s.latest);
         let change = Change {
             new: value.new.map(|s| s.value),
             old: value.old.map(|s| s.value),

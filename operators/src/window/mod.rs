@@ -412,7 +412,10 @@ where
     };
     let retention_d = Duration::from_millis(retention.max(0) as u64);
     store_spec = store_spec.map(|s| match spec {
-        Spec::Time(w) => s.windowed(Duration::from_millis(w.size as u64), retention_d),
+        // Each window keeps the largest timestamp of its records: its updates carry it.
+        Spec::Time(w) => s
+            .windowed(Duration::from_millis(w.size as u64), retention_d)
+            .timestamped(),
         // Each record looks its neighbours up with a range scan: no record cache.
         Spec::Sliding(w) => s
             .windowed(Duration::from_millis(w.difference as u64), retention_d)

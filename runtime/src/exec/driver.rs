@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::io::broker::{Broker, BrokerTransport};
 use crate::io::thread::IoCommand;
 use crate::io::transport::Transport;
-use crate::processor::internals::Clock;
+use crate::processor::internals::{Clock, TaskMetrics};
 use crate::processor::{PunctuationType, TaskId};
 use crate::record::RawRecord;
 use crate::state::task_stores::TaskStores;
@@ -185,6 +185,34 @@ impl SyncQuery {
                 return Ok(());
             }
         }
+    }
+
+    /// Records dropped so far: by operators (closed windows) and by sources (skipped by
+    /// the deserialization handler, negative timestamps).
+    pub(crate) fn dropped_records(&self) -> u64 {
+        self.tasks
+            .iter()
+            .map(|t| t.inner.core.env.metrics.dropped_total() + t.inner.core.env.skipped)
+            .sum()
+    }
+
+    /// Records processor `name` dropped so far.
+    pub(crate) fn dropped_records_by(&self, name: &str) -> u64 {
+        self.tasks
+            .iter()
+            .map(|t| {
+                let core = &t.inner.core;
+                core.names
+                    .iter()
+                    .position(|n| n == name)
+                    .map_or(0, |node| core.env.metrics.dropped_by_node(node))
+            })
+            .sum()
+    }
+
+    /// (max, average) lateness of the records processed so far.
+    pub(crate) fn record_lateness(&self) -> Option<(i64, f64)> {
+        TaskMetrics::combine(self.tasks.iter().map(|t| &t.inner.core.env.metrics))
     }
 
     /// The stores of every task holding store `name`, with the task's id.

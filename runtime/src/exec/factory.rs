@@ -165,6 +165,7 @@ impl Factory<'_> {
             serdes: def.serdes.clone(),
             processors: def.processors.clone(),
             cached: def.caching,
+            timestamped: def.timestamped,
             forwards: false,
             forward_old: false,
             store_type: def.store_type,
@@ -245,6 +246,7 @@ impl Factory<'_> {
                 suppression_budget: self.zones.suppression.clone(),
                 shutdown: None,
                 clock: self.clock.clone(),
+                metrics: Default::default(),
             },
             current: None,
         };

@@ -350,6 +350,10 @@ impl Task {
         }
         if n > 0 {
             inner.uncommitted = true;
+            let core = &mut inner.core;
+            core.env
+                .metrics
+                .publish(&self.query.name, self.id, &core.names);
             self.query.record_progress(
                 n as u64,
                 std::mem::take(&mut inner.core.env.skipped),

@@ -34,7 +34,8 @@ pub trait InternalContext {
     /// buffer of every query).
     fn suppression_budget(&self) -> Arc<ByteBudget>;
     /// Counts a record this processor dropped because its window had closed (shows in
-    /// `QueryStats::records_dropped_late` and `weir_records_dropped_late_total`).
+    /// `QueryStats::records_dropped_late`, `weir_records_dropped_late_total` and, per
+    /// processor, `weir_dropped_records_total`).
     fn record_dropped_late(&mut self);
     /// Shuts the query down cleanly once the current record is done: the task commits
     /// everything processed so far (so the processor must have stopped emitting and
@@ -100,6 +101,7 @@ impl<K, V> InternalContext for ProcessorContext<'_, K, V> {
     /// `QueryStats::records_dropped_late` and `weir_records_dropped_late_total`).
     fn record_dropped_late(&mut self) {
         self.core.env.dropped_late += 1;
+        self.core.env.metrics.dropped_by(self.node);
     }
 
     /// Shuts the query down cleanly once the current record is done: the task commits
@@ -158,9 +160,11 @@ impl<K: 'static, V: 'static> InternalForwardContext for ProcessorContext<'_, K, 
         }
         let idx = self.store_index::<SK, SV>(name)?;
         let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
+        let stamped = self.core.env.state.stores[idx].timestamped;
         let owner = self.node;
         let store = name.to_string();
         let forwarder: Forwarder = Arc::new(move |core, key, new, old, timestamp| {
+            let (new, old, timestamp) = unstamp(&store, stamped, new, old, timestamp)?;
             let (key, change) = decode(&store, &*key_serde, &*value_serde, key, new, old)?;
             let record = Record::new(key, change, timestamp);
             ProcessorContext::<SK, Change<SV>>::new(core, owner).forward(record)
@@ -189,12 +193,20 @@ impl<K: Data, V: Data> InternalWindowedContext for ProcessorContext<'_, Windowed
             !matches!(t, StoreType::KeyValue)
         })?;
         let (key_serde, value_serde) = self.store_serdes::<K, V>(idx)?;
+        let stamped = self.core.env.state.stores[idx].timestamped;
         let owner = self.node;
         let store = name.to_string();
         let forwarder: Forwarder = Arc::new(move |core, key, new, old, timestamp| {
             // The owner's stream-time entry is not a window.
             let Some((k, window)) = stored_window(&ty, key) else {
                 return Ok(());
+            };
+            let (new, old, timestamp) = unstamp(&store, stamped, new, old, timestamp)?;
+            // A session's changes carry its end (Kafka Streams': the merged session's,
+            // and a removed session's tombstone its own).
+            let timestamp = match ty {
+                StoreType::Session { .. } => window.end,
+                _ => timestamp,
             };
             let (key, change) = decode(&store, &*key_serde, &*value_serde, &k, new, old)?;
             let record = Record::new(Windowed::new(key, window), change, timestamp);
@@ -203,6 +215,36 @@ impl<K: Data, V: Data> InternalWindowedContext for ProcessorContext<'_, Windowed
         set_forwarder(self.core, idx, owner, forwarder, send_old);
         Ok(())
     }
+}
+
+/// A timestamped store's change without the timestamps, carrying the new value's
+/// timestamp (a delete keeps the write's); other stores' changes as they are.
+type Unstamped<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
+
+fn unstamp<'a>(
+    store: &str,
+    stamped: bool,
+    new: Option<&'a [u8]>,
+    old: Option<&'a [u8]>,
+    timestamp: i64,
+) -> Result<Unstamped<'a>> {
+    if !stamped {
+        return Ok((new, old, timestamp));
+    }
+    let split = |b: &'a [u8]| match (b.get(..8), b.get(8..)) {
+        (Some(ts), Some(rest)) => Ok((i64::from_be_bytes(ts.try_into().expect("8 bytes")), rest)),
+        _ => Err(Error::store(
+            store,
+            format!(
+                "a timestamped value needs at least 8 bytes, got {}",
+                b.len()
+            ),
+        )),
+    };
+    let new = new.map(split).transpose()?;
+    let old = old.map(split).transpose()?;
+    let timestamp = new.map_or(timestamp, |(ts, _)| ts);
+    Ok((new.map(|(_, v)| v), old.map(|(_, v)| v), timestamp))
 }
 
 /// A stored change of `store`, decoded: its key, and the new and old values.

@@ -32,11 +32,45 @@ trait Typed<K: 'static, V: 'static> {
         }
     }
 
-    /// `None` if the value serializes to null (a delete).
+    /// `None` if the value serializes to null (a delete). A timestamped store's value
+    /// starts with the timestamp of the record being processed.
     fn value_bytes(&self, value: &V) -> Result<Option<Vec<u8>>> {
+        self.value_bytes_at(value, self.access().timestamp())
+    }
+
+    /// Like [`Typed::value_bytes`], stamped `timestamp` if the store is timestamped.
+    fn value_bytes_at(&self, value: &V, timestamp: i64) -> Result<Option<Vec<u8>>> {
         let mut v = Vec::new();
+        if self.access().timestamped() {
+            v.extend_from_slice(&timestamp.to_be_bytes());
+        }
         let non_null = self.serdes().1.serialize_into(value, &mut v)?;
         Ok(non_null.then_some(v))
+    }
+
+    /// A stored value and its timestamp (`None` unless the store is timestamped).
+    fn decode_stamped(&self, v: &[u8]) -> Result<(V, Option<i64>)> {
+        if !self.access().timestamped() {
+            return self.decode_value(v).map(|v| (v, None));
+        }
+        let (Some(ts), Some(rest)) = (v.get(..8), v.get(8..)) else {
+            return Err(self.access().error(format!(
+                "a timestamped value needs at least 8 bytes, got {}",
+                v.len()
+            )));
+        };
+        let ts = i64::from_be_bytes(ts.try_into().expect("8 bytes"));
+        self.decode_value(rest).map(|v| (v, Some(ts)))
+    }
+
+    /// The timestamp of a timestamped store's value, or an error naming the store.
+    fn stamped(&self, v: &[u8]) -> Result<(V, i64)> {
+        match self.decode_stamped(v)? {
+            (v, Some(ts)) => Ok((v, ts)),
+            (_, None) => Err(self
+                .access()
+                .error("is not timestamped: declare it with StoreSpec::timestamped".to_string())),
+        }
     }
 
     fn decode_key(&self, k: &[u8]) -> Result<K> {
@@ -44,6 +78,11 @@ trait Typed<K: 'static, V: 'static> {
             self.access()
                 .error(format!("cannot read a stored key: {e}"))
         })
+    }
+
+    /// A stored value (without its timestamp, if the store is timestamped).
+    fn value(&self, v: &[u8]) -> Result<V> {
+        self.decode_stamped(v).map(|(v, _)| v)
     }
 
     fn decode_value(&self, v: &[u8]) -> Result<V> {
@@ -65,14 +104,14 @@ impl<K: 'static, V: 'static> Typed<K, V> for StoreHandle<'_, K, V> {
 
 impl<K: 'static, V: 'static> StoreHandle<'_, K, V> {
     fn decode(&self, k: &[u8], v: &[u8]) -> Result<(K, V)> {
-        Ok((self.decode_key(k)?, self.decode_value(v)?))
+        Ok((self.decode_key(k)?, self.value(v)?))
     }
 
     /// The value of `key`.
     pub fn get(&mut self, key: &K) -> Result<Option<V>> {
         let k = self.key_bytes(key)?;
         match self.access.get(&k)? {
-            Some(v) => self.decode_value(&v).map(Some),
+            Some(v) => self.value(&v).map(Some),
             None => Ok(None),
         }
     }
@@ -83,6 +122,24 @@ impl<K: 'static, V: 'static> StoreHandle<'_, K, V> {
         let k = self.key_bytes(key)?;
         let v = self.value_bytes(value)?;
         self.access.write(k, v)
+    }
+
+    /// The value of `key` and its timestamp, in a timestamped store
+    /// (`StoreSpec::timestamped`; any other store answers with an error).
+    pub fn get_with_timestamp(&mut self, key: &K) -> Result<Option<(V, i64)>> {
+        let k = self.key_bytes(key)?;
+        match self.access.get(&k)? {
+            Some(v) => self.stamped(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets `key` to `value` stamped `timestamp` (in a timestamped store; elsewhere
+    /// the timestamp only goes downstream with an aggregation's change).
+    pub fn put_with_timestamp(&mut self, key: &K, value: &V, timestamp: i64) -> Result<()> {
+        let k = self.key_bytes(key)?;
+        let v = self.value_bytes_at(value, timestamp)?;
+        self.access.write_at(k, v, timestamp)
     }
 
     /// Removes `key`.
@@ -138,7 +195,7 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
     pub fn fetch(&mut self, key: &K, start: i64) -> Result<Option<V>> {
         let k = window_key(self.segment_ms, &self.key_bytes(key)?, start);
         match self.access.get(&k)? {
-            Some(v) => self.decode_value(&v).map(Some),
+            Some(v) => self.value(&v).map(Some),
             None => Ok(None),
         }
     }
@@ -151,6 +208,30 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
             None => None,
         };
         self.access.write(k, v)
+    }
+
+    /// The value of `key` in the window starting at `start` and its timestamp, in a
+    /// timestamped store (`StoreSpec::timestamped`; any other store answers with an
+    /// error).
+    pub fn fetch_with_timestamp(&mut self, key: &K, start: i64) -> Result<Option<(V, i64)>> {
+        let k = window_key(self.segment_ms, &self.key_bytes(key)?, start);
+        match self.access.get(&k)? {
+            Some(v) => self.stamped(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets `key`'s value in the window starting at `start`, stamped `timestamp`.
+    pub fn put_with_timestamp(
+        &mut self,
+        key: &K,
+        start: i64,
+        value: &V,
+        timestamp: i64,
+    ) -> Result<()> {
+        let k = window_key(self.segment_ms, &self.key_bytes(key)?, start);
+        let v = self.value_bytes_at(value, timestamp)?;
+        self.access.write_at(k, v, timestamp)
     }
 
     /// `key`'s windows whose start is in `[from, to]`, by start (expired ones left out).
@@ -168,10 +249,7 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
             hi.extend_from_slice(&time_bytes(to.saturating_add(1)));
             for (k, v) in self.access.range(&lo, &hi)? {
                 if let Some((_, [start, _])) = split_key(&k, 1) {
-                    out.push((
-                        Window::new(start, start + self.size_ms),
-                        self.decode_value(&v)?,
-                    ));
+                    out.push((Window::new(start, start + self.size_ms), self.value(&v)?));
                 }
             }
         }
@@ -197,7 +275,7 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
                         self.decode_key(kb)?,
                         Window::new(start, start + self.size_ms),
                     ),
-                    self.decode_value(&v)?,
+                    self.value(&v)?,
                 ));
             }
         }
@@ -272,7 +350,7 @@ impl<K: 'static, V: 'static> SessionStoreHandle<'_, K, V> {
                 if let Some((_, [end, start])) = split_key(&k, 2)
                     && start <= latest_start
                 {
-                    out.push((Window::new(start, end), self.decode_value(&v)?));
+                    out.push((Window::new(start, end), self.value(&v)?));
                 }
             }
         }
@@ -300,7 +378,7 @@ impl<K: 'static, V: 'static> SessionStoreHandle<'_, K, V> {
             {
                 out.push((
                     Windowed::new(self.decode_key(kb)?, Window::new(start, end)),
-                    self.decode_value(&v)?,
+                    self.value(&v)?,
                 ));
             }
         }

@@ -203,6 +203,8 @@ pub(crate) struct TaskStore {
     pub(crate) processors: Vec<usize>,
     /// Whether reads and writes go through the record cache.
     pub(crate) cached: bool,
+    /// Whether each value starts with its timestamp (8 bytes, big-endian).
+    pub(crate) timestamped: bool,
     /// Set by an aggregation: its changes are forwarded downstream when written (the
     /// task holds the forwarder).
     pub(crate) forwards: bool,
@@ -332,6 +334,16 @@ impl<'a> Access<'a> {
         }
     }
 
+    /// The timestamp writes carry (the record being processed).
+    pub(crate) fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// Whether the store's values start with their timestamp.
+    pub(crate) fn timestamped(&self) -> bool {
+        self.stores.stores[self.idx].timestamped
+    }
+
     pub(crate) fn cached(&self) -> bool {
         self.stores.stores[self.idx].cached && self.stores.cache.is_some()
     }
@@ -369,8 +381,17 @@ impl<'a> Access<'a> {
     }
 
     pub(crate) fn write(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) -> Result<()> {
+        self.write_at(k, v, self.timestamp)
+    }
+
+    /// Writes `k` (a `None` value deletes it); a forwarded change carries `timestamp`.
+    pub(crate) fn write_at(
+        &mut self,
+        k: Vec<u8>,
+        v: Option<Vec<u8>>,
+        timestamp: i64,
+    ) -> Result<()> {
         let idx = self.idx;
-        let timestamp = self.timestamp;
         let dirty = if self.cached() {
             let cache = self.stores.cache.as_mut().expect("cached() checked");
             cache.put(idx, k, v, timestamp)

@@ -155,6 +155,28 @@ impl TopologyTestDriver {
         self.query.borrow().wall_clock()
     }
 
+    /// Records dropped so far, Kafka Streams' `dropped-records-total` summed over the
+    /// tasks: records windowed operators dropped for closed windows (one per record and
+    /// window) and records sources skipped (deserialization handler, negative
+    /// timestamp).
+    pub fn dropped_records(&self) -> u64 {
+        self.query.borrow().dropped_records()
+    }
+
+    /// Records processor `name` dropped so far (`weir_dropped_records_total` of that
+    /// processor).
+    pub fn dropped_records_by(&self, processor: &str) -> u64 {
+        self.query.borrow().dropped_records_by(processor)
+    }
+
+    /// The largest and the average lateness (ms) of the records processed so far:
+    /// Kafka Streams' `record-lateness-max` and `record-lateness-avg`. A record's
+    /// lateness is how far its timestamp is behind its task's stream time when it
+    /// arrives (zero if it is not behind).
+    pub fn record_lateness(&self) -> Option<(i64, f64)> {
+        self.query.borrow().record_lateness()
+    }
+
     /// Read access to key-value store `name` (of every partition), typed `<K, V>` as
     /// the topology declared it.
     pub fn key_value_store<K: 'static, V: 'static>(

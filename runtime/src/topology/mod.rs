@@ -90,6 +90,8 @@ pub(crate) struct StoreDef {
     pub(crate) kind: StoreKind,
     pub(crate) store_type: StoreType,
     pub(crate) caching: bool,
+    /// Values carry a timestamp (`StoreSpec::timestamped`).
+    pub(crate) timestamped: bool,
     pub(crate) types: (TypeId, TypeId),
     /// [`StoreSerdes<K, V>`], erased.
     pub(crate) serdes: Arc<dyn Any + Send + Sync>,
@@ -328,6 +330,7 @@ impl Topology {
             kind: spec.kind,
             store_type: spec.store_type,
             caching: spec.caching,
+            timestamped: spec.timestamped,
             types: (TypeId::of::<K>(), TypeId::of::<V>()),
             serdes: Arc::new(serdes),
             processors: Vec::new(),

@@ -66,6 +66,9 @@ impl<K: Data, V: Data> Node for SourceNode<K, V> {
                 t
             }
         };
+        core.env
+            .metrics
+            .record_lateness(core.env.stream_time, timestamp);
         // Stream time includes the record being processed (as in Kafka Streams).
         if timestamp > core.env.stream_time {
             core.env.stream_time = timestamp;

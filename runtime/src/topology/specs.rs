@@ -141,6 +141,7 @@ pub struct StoreSpec<K, V> {
     pub(crate) kind: StoreKind,
     pub(crate) store_type: StoreType,
     pub(crate) caching: bool,
+    pub(crate) timestamped: bool,
     pub(crate) key_serde: Arc<dyn Serde<K>>,
     pub(crate) value_serde: Arc<dyn Serde<V>>,
 }
@@ -152,6 +153,7 @@ impl<K, V> Clone for StoreSpec<K, V> {
             kind: self.kind,
             store_type: self.store_type,
             caching: self.caching,
+            timestamped: self.timestamped,
             key_serde: self.key_serde.clone(),
             value_serde: self.value_serde.clone(),
         }
@@ -170,6 +172,7 @@ impl<K, V> StoreSpec<K, V> {
             kind: StoreKind::RocksDb,
             store_type: StoreType::KeyValue,
             caching: true,
+            timestamped: false,
             key_serde: Arc::new(key_serde),
             value_serde: Arc::new(value_serde),
         }
@@ -222,6 +225,17 @@ impl<K, V> StoreSpec<K, V> {
         self.caching = false;
         self
     }
+
+    /// Stores a timestamp with every value (Kafka Streams' timestamped stores). A
+    /// write carries the timestamp of the record being processed unless it gives one
+    /// (`put_with_timestamp`); reads return the value alone unless they ask for both
+    /// (`get_with_timestamp`); an aggregation's changes go downstream with the stored
+    /// timestamp. The value bytes are the timestamp (8 bytes, big-endian) followed by
+    /// the serialized value.
+    pub fn timestamped(mut self) -> Self {
+        self.timestamped = true;
+        self
+    }
 }
 
 impl<K, V> std::fmt::Debug for SourceSpec<K, V> {
@@ -248,6 +262,7 @@ impl<K, V> std::fmt::Debug for StoreSpec<K, V> {
             .field("kind", &self.kind)
             .field("store_type", &self.store_type)
             .field("caching", &self.caching)
+            .field("timestamped", &self.timestamped)
             .finish_non_exhaustive()
     }
 }

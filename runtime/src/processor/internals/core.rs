@@ -108,6 +108,8 @@ pub(crate) struct TaskEnv {
     pub(crate) shutdown: Option<Error>,
     /// Wall-clock time for punctuators and processors.
     pub(crate) clock: Clock,
+    /// Lateness of its records and what its operators dropped.
+    pub(crate) metrics: super::TaskMetrics,
 }
 
 /// Deserializes a change of a store (key, new, old, timestamp) and forwards it to the

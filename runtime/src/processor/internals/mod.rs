@@ -4,6 +4,8 @@
 
 pub(crate) mod core;
 pub(crate) mod node;
+pub(crate) mod task_metrics;
 
 pub(crate) use core::{Clock, Forwarder, PunctuatorEntry, TaskCore, TaskEnv};
 pub(crate) use node::{Node, NodeId, NodeKind, ProcessorNode, StoreSerdes, take_input};
+pub(crate) use task_metrics::TaskMetrics;
