@@ -32,8 +32,11 @@ fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
     let mut late = 0u64;
     let mut windows: Finals = BTreeMap::new();
     let mut accepted: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    // Sessions emitted as final along the way.
+    let mut emitted: Finals = BTreeMap::new();
     for (key, ts) in events {
         let ts = *ts;
+        let before = observed;
         observed = observed.max(ts);
         match w {
             W::Tumbling { size, grace } | W::Hopping { size, grace, .. } => {
@@ -57,7 +60,14 @@ fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
             W::Session { gap, grace } => {
                 let near: Vec<(String, i64, i64)> = windows
                     .keys()
-                    .filter(|(k, s, e)| k == key && *e >= ts - gap && *s <= ts + gap)
+                    // Sessions are kept until stream time passes end + gap + grace (the
+                    // store expires them as each record is done).
+                    .filter(|(k, s, e)| {
+                        k == key
+                            && *e >= ts - gap
+                            && *s <= ts + gap
+                            && *e >= before.saturating_sub(gap + grace)
+                    })
                     .cloned()
                     .collect();
                 let (mut s, mut e, mut n) = (ts, ts, 1);
@@ -66,7 +76,9 @@ fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
                     e = e.max(w.2);
                     n += windows[w];
                 }
-                if ts < observed - grace {
+                // Kafka Streams' rule: late only when the session the record would
+                // merge into (or create) ends before stream time - gap - grace.
+                if e < observed - grace - gap {
                     late += 1;
                     continue;
                 }
@@ -74,6 +86,14 @@ fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
                     windows.remove(w);
                 }
                 windows.insert((key.clone(), s, e), n);
+                // A session is final once stream time passes its end + gap + grace;
+                // under Kafka's rule a later record may still merge it into a larger
+                // session (which is then final in its turn): both were emitted.
+                for (w, n) in &windows {
+                    if w.2 < observed - gap - grace {
+                        emitted.insert(w.clone(), *n);
+                    }
+                }
             }
             W::Sliding { grace, .. } => {
                 if ts < observed - grace {
@@ -105,6 +125,7 @@ fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
         W::Session { gap, grace } => gap + grace + 1,
     };
     windows.retain(|(_, _, end), _| *end <= observed - delay);
+    windows.extend(emitted);
     (windows, late)
 }
 

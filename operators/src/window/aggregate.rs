@@ -161,25 +161,36 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             return Ok(());
         }
         self.core.observed = self.core.observed.max(ts);
-        let close = self.core.observed - self.windows.grace;
         let gap = self.windows.gap;
-        // Late when the record itself is more than grace behind stream time. (Kafka
-        // Streams looks at the merged session's end instead, which lets a late record
-        // bridge into a closed session and change a result already final.)
-        if ts < close {
-            drop_late(ctx, ts, Window::new(ts, ts), self.core.observed);
-            return Ok(());
-        }
+        // Kafka Streams' rule: a record is late only when the session it would merge
+        // into (or create) ends before stream time - gap - grace, so a record older
+        // than stream time - grace can still extend an open session.
+        let close = self
+            .core
+            .observed
+            .saturating_sub(self.windows.grace)
+            .saturating_sub(gap);
         let mut store = ctx.session_store::<K, VA>(&self.core.store)?;
-        let near = store.find_sessions(&r.key, ts - gap, ts + gap, self.core.observed)?;
+        let near = store.find_sessions(
+            &r.key,
+            ts.saturating_sub(gap),
+            ts.saturating_add(gap),
+            self.core.observed,
+        )?;
         let mut merged = Window::new(ts, ts);
         let mut acc = (self.core.init)();
         for (w, v) in &near {
             merged = Window::new(merged.start.min(w.start), merged.end.max(w.end));
             acc = (self.merge)(&r.key, acc, v.clone());
         }
-        for (w, _) in &near {
-            if *w != merged {
+        if merged.end < close {
+            drop_late(ctx, ts, merged, self.core.observed);
+            return Ok(());
+        }
+        // Every session merged away goes downstream as a tombstone (carrying its own
+        // end), then the merged session, also when it is one of the old ones.
+        if merged != Window::new(ts, ts) {
+            for (w, _) in &near {
                 store.put(&r.key, *w, None)?;
             }
         }

@@ -4,6 +4,7 @@
 //! (`streams/src/test/java/org/apache/kafka/streams/...`); where weir deliberately
 //! differs, the test shows the difference and says why.
 
+mod session_aggregate;
 mod window_aggregate;
 
 use std::sync::{Arc, Mutex};
@@ -12,17 +13,11 @@ use weir::prelude::*;
 use weir::testing::TopologyTestDriver;
 use weir::{Data, Window};
 
-/// A driver for `builder`'s topology, its state in a fresh directory.
-pub fn driver(builder: StreamsBuilder) -> (TopologyTestDriver, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = RuntimeConfig::builder()
-        .state_dir(dir.path())
-        .build()
-        .unwrap();
-    (
-        TopologyTestDriver::new(builder.build().unwrap(), config).unwrap(),
-        dir,
-    )
+/// A driver for `builder`'s topology (its stores in a directory of its own, deleted
+/// when it is dropped).
+pub fn driver(builder: StreamsBuilder) -> TopologyTestDriver {
+    let config = RuntimeConfig::builder().build().unwrap();
+    TopologyTestDriver::new(builder.build().unwrap(), config).unwrap()
 }
 
 /// Kafka's `KeyValueTimestamp`: key, value, timestamp.

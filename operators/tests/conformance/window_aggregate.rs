@@ -30,7 +30,7 @@ fn test_agg_basic() {
             Materialized::as_("topic1-Canonized").with_value_serde(StringSerde),
         );
     let seen = capture(&table.to_stream());
-    let (driver, _dir) = driver(builder);
+    let driver = driver(builder);
     let input = driver
         .create_input_topic::<String, String>("topic1")
         .unwrap();
@@ -126,7 +126,7 @@ fn expired_window_topology(windows: TimeWindows) -> StreamsBuilder {
 fn should_log_and_meter_when_skipping_expired_window() {
     let builder =
         expired_window_topology(TimeWindows::of_size_and_grace(ms(10), ms(90)).advance_by(ms(5)));
-    let (driver, _dir) = driver(builder);
+    let driver = driver(builder);
     let input = driver
         .create_input_topic::<String, String>("topic")
         .unwrap();
@@ -170,7 +170,7 @@ fn should_log_and_meter_when_skipping_expired_window() {
 #[test]
 fn should_log_and_meter_when_skipping_expired_window_by_grace() {
     let builder = expired_window_topology(TimeWindows::of_size_and_grace(ms(10), ms(90)));
-    let (driver, _dir) = driver(builder);
+    let driver = driver(builder);
     let input = driver
         .create_input_topic::<String, String>("topic")
         .unwrap();
