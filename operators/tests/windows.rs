@@ -27,11 +27,13 @@ type Finals = BTreeMap<(String, i64, i64), i64>;
 
 /// Counts per window computed the obvious way, in arrival order: the final value of
 /// every window that is closed at the end, and the number of late drops.
-fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
+fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64, bool) {
     let mut observed = i64::MIN;
     let mut late = 0u64;
     let mut windows: Finals = BTreeMap::new();
     let mut accepted: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    // False if the model cannot say (see the sliding windows' case).
+    let mut exact = true;
     // Sessions emitted as final along the way.
     let mut emitted: Finals = BTreeMap::new();
     for (key, ts) in events {
@@ -95,9 +97,17 @@ fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
                     }
                 }
             }
-            W::Sliding { grace, .. } => {
-                if ts < observed - grace {
+            W::Sliding { diff, grace } => {
+                // Kafka Streams' rule: dropped outright once even the record's right
+                // window has closed. A record between (older than stream time - grace
+                // but not that old) updates only its windows still open, which Kafka's
+                // algorithm decides window by window: the model leaves such inputs to
+                // the conformance tests (KStreamSlidingWindowAggregateTest) and says so.
+                let close = observed - grace;
+                if ts + diff + 1 <= close {
                     late += 1;
+                } else if ts < close {
+                    exact = false;
                 } else {
                     accepted.entry(key.clone()).or_default().push(ts);
                 }
@@ -126,7 +136,7 @@ fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64) {
     };
     windows.retain(|(_, _, end), _| *end <= observed - delay);
     windows.extend(emitted);
-    (windows, late)
+    (windows, late, exact)
 }
 
 fn runtime(broker: &Broker, dir: &Path, record_cache: usize) -> Runtime {
@@ -261,7 +271,8 @@ fn tumbling_windows_with_grace_emit_one_final_result_per_window_and_count_late_r
         ("z", 100),
     ]);
     send_all(&broker, "in", &events);
-    let (expected, late) = reference(w, &events);
+    let (expected, late, exact) = reference(w, &events);
+    assert!(exact, "the model covers these inputs");
     assert_eq!(late, 1);
     assert_eq!(
         expected,
@@ -307,8 +318,11 @@ fn sliding_windows_aggregate_each_set_of_records_within_the_difference_once() {
     let sums = rt
         .start_query("sliding-sums", builder.build().unwrap())
         .unwrap();
-    // 12 comes when stream time is 20: more than grace (5) behind, so it is late; 16
-    // is not.
+    // 12 comes when stream time is 20, more than grace (5) behind: under Kafka Streams'
+    // rule it still counts in its windows that are open (end at or after 15) and is
+    // dropped from the two that closed, [4,14] and its own left window [2,12]; 16 is
+    // on time. The expected windows are Kafka's algorithm (KStreamSlidingWindowAggregate)
+    // worked through by hand, as the model leaves such records out.
     let events = ev(&[
         ("a", 8),
         ("a", 14),
@@ -320,17 +334,18 @@ fn sliding_windows_aggregate_each_set_of_records_within_the_difference_once() {
     for (k, ts) in &events {
         broker.send_at("in", k, ts, *ts).unwrap();
     }
-    let (expected, late) = reference(w, &events);
-    assert_eq!(late, 1);
+    let (_, _, exact) = reference(w, &events);
+    assert!(!exact, "12 is partly late: the model must say it cannot tell");
     // Windows ending at 8 (clamped to [0,10]), 14, 16 and 20, and starting after 8,
-    // 14 and 16 (after 20 is empty).
-    let want = |v: [i64; 7]| {
+    // 12, 14 and 16 (after 20 is empty; 12's left window closed before it came).
+    let want = |v: [i64; 8]| {
         let windows = [
             (0, 10),
             (4, 14),
             (6, 16),
             (9, 19),
             (10, 20),
+            (13, 23),
             (15, 25),
             (17, 27),
         ];
@@ -340,11 +355,11 @@ fn sliding_windows_aggregate_each_set_of_records_within_the_difference_once() {
             .map(|(&(s, e), v)| (("a".to_string(), s, e), v))
             .collect::<Finals>()
     };
-    assert_eq!(expected, want([1, 2, 3, 2, 3, 2, 1]));
+    let expected = want([1, 2, 4, 3, 4, 3, 2, 1]);
     assert_finals(&broker, "counts", &expected);
-    assert_finals(&broker, "sums", &want([8, 22, 38, 30, 50, 36, 20]));
-    assert_eq!(counts.stats().records_dropped_late, 1);
-    assert_eq!(sums.stats().records_dropped_late, 1);
+    assert_finals(&broker, "sums", &want([8, 22, 50, 42, 62, 50, 36, 20]));
+    assert_eq!(counts.stats().records_dropped_late, 2);
+    assert_eq!(sums.stats().records_dropped_late, 2);
     counts.stop().unwrap();
     sums.stop().unwrap();
 }
@@ -408,6 +423,13 @@ proptest! {
     /// count. A 4 KiB record cache makes the aggregation evict and write through.
     #[test]
     fn final_results_equal_the_reference_model(w in window_strategy(), mut events in events_strategy(), small_cache in any::<bool>()) {
+        let last = events.iter().map(|e| e.1).max().unwrap_or(0);
+        events.push(("~".to_string(), last + 1000));
+        let (mut expected, late, exact) = reference(w, &events);
+        // Sliding windows with records older than stream time - grace but still in an
+        // open window: left to the conformance suite (see `reference`).
+        prop_assume!(exact);
+        expected.retain(|(k, _, _), _| k != "~");
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::new();
         broker.create_topic("in", 1).unwrap();
@@ -419,11 +441,7 @@ proptest! {
                 windowed_count(w, "in", Some(Suppressed::until_window_closes(BufferConfig::unbounded())), "out"),
             )
             .unwrap();
-        let last = events.iter().map(|e| e.1).max().unwrap_or(0);
-        events.push(("~".to_string(), last + 1000));
         send_all(&broker, "in", &events);
-        let (mut expected, late) = reference(w, &events);
-        expected.retain(|(k, _, _), _| k != "~");
         assert_finals(&broker, "out", &expected);
         wait_until("all records processed", || q.stats().records_processed == events.len() as u64);
         prop_assert_eq!(q.stats().records_dropped_late, late);
@@ -533,7 +551,8 @@ fn a_full_buffer_shuts_its_query_down_cleanly_and_a_restart_with_a_larger_bound_
             ),
         )
         .unwrap();
-    let (mut expected, _) = reference(w, &events);
+    let (mut expected, _, exact) = reference(w, &events);
+    assert!(exact, "the model covers these inputs");
     expected.retain(|(k, _, _), _| k != "~");
     assert_eq!(expected.len(), 3 + 10 + 2);
     assert_finals(&broker, "out", &expected);
@@ -575,7 +594,8 @@ fn a_spilling_buffer_keeps_memory_under_its_bound_and_emits_every_final_result()
     }
     events.push(("~".to_string(), 5000));
     send_all(&broker, "in", &events);
-    let (mut expected, _) = reference(w, &events);
+    let (mut expected, _, exact) = reference(w, &events);
+    assert!(exact, "the model covers these inputs");
     expected.retain(|(k, _, _), _| k != "~");
     assert_eq!(expected.len(), 24);
     let mut peak = 0;
@@ -766,7 +786,8 @@ fn buffered_results_and_open_windows_survive_a_restart() {
         send_all(&broker, "in", &second);
         let mut all = first.clone();
         all.extend(second);
-        let (mut expected, _) = reference(w, &all);
+        let (mut expected, _, exact) = reference(w, &all);
+        assert!(exact, "the model covers these inputs");
         expected.retain(|(k, _, _), _| k != "~");
         assert!(
             expected.iter().any(|((k, _, _), n)| k == "a" && *n == 3),

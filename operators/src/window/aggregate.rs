@@ -300,8 +300,9 @@ impl<K: Data, VA: Data> Processor<K, Change<Stamped<VA>>, K, Change<VA>> for Uns
 ///    contains `t` and is not stored, holding `t` alone.
 ///
 /// Everything it reads starts at or after `t - 2d`, which the retention (`2d + grace + 1`)
-/// keeps. Records more than grace behind stream time are late, so no window is changed
-/// or created after it closes.
+/// keeps. A window closes when its end falls before stream time - grace: a record
+/// changes or creates only the windows still open (Kafka Streams' rule), so no window
+/// changes after it closes.
 pub(super) struct SlidingAggregate<K, V, VA> {
     pub(super) core: Core<K, V, VA>,
     pub(super) windows: SlidingWindows,
@@ -330,7 +331,12 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
             return Ok(());
         }
         self.core.observed = self.core.observed.max(t);
-        if t < self.core.observed.saturating_sub(self.windows.grace) {
+        // Kafka Streams' rule: lateness is judged per window. A window is closed once
+        // its end is before stream time - grace; a record is dropped outright only if
+        // even its right window has closed, otherwise it updates (or creates) every
+        // window of it still open and skips, counting each, the closed ones.
+        let close = self.core.observed.saturating_sub(self.windows.grace);
+        if t.saturating_add(d).saturating_add(1) <= close {
             drop_late(ctx, t, Window::new(left, left + d), self.core.observed);
             return Ok(());
         }
@@ -392,10 +398,19 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
         {
             puts.push((p + 1, fresh()));
         }
+        let mut closed = Vec::new();
         for (start, value) in puts {
+            if start.saturating_add(d) < close {
+                closed.push(Window::new(start, start + d));
+                continue;
+            }
             store.put(&r.key, start, Some(&value))?;
         }
-        store.expire(self.core.observed)
+        store.expire(self.core.observed)?;
+        for w in closed {
+            drop_late(ctx, t, w, self.core.observed);
+        }
+        Ok(())
     }
 
     fn flush(
