@@ -335,7 +335,10 @@ fn sliding_windows_aggregate_each_set_of_records_within_the_difference_once() {
         broker.send_at("in", k, ts, *ts).unwrap();
     }
     let (_, _, exact) = reference(w, &events);
-    assert!(!exact, "12 is partly late: the model must say it cannot tell");
+    assert!(
+        !exact,
+        "12 is partly late: the model must say it cannot tell"
+    );
     // Windows ending at 8 (clamped to [0,10]), 14, 16 and 20, and starting after 8,
     // 12, 14 and 16 (after 20 is empty; 12's left window closed before it came).
     let want = |v: [i64; 8]| {

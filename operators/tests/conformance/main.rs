@@ -5,6 +5,7 @@
 //! differs, the test shows the difference and says why.
 
 mod session_aggregate;
+mod sliding_aggregate;
 mod window_aggregate;
 
 use std::sync::{Arc, Mutex};
