@@ -93,8 +93,8 @@ pub use suppress::{BufferConfig, Suppressed};
 pub use table::{Grouped, KGroupedStream, KTable, Materialized};
 pub use weir_runtime::{Window, Windowed, WindowedSerde};
 pub use window::{
-    SessionWindowedKStream, SessionWindows, SlidingWindows, TimeWindowedKStream, TimeWindows,
-    WindowedBy,
+    EmitStrategy, SessionWindowedKStream, SessionWindows, SlidingWindows, TimeWindowedKStream,
+    TimeWindows, WindowedBy,
 };
 
 /// Everything a query needs, in one `use weir::prelude::*`.
@@ -112,7 +112,7 @@ pub mod prelude {
         RuntimeConfig, StreamsBuilder, Topology,
     };
     pub use crate::{
-        BufferConfig, SessionWindows, SlidingWindows, Suppressed, TimeWindows, Window, Windowed,
-        WindowedSerde,
+        BufferConfig, EmitStrategy, SessionWindows, SlidingWindows, Suppressed, TimeWindows,
+        Window, Windowed, WindowedSerde,
     };
 }

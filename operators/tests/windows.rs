@@ -104,7 +104,7 @@ fn reference(w: W, events: &[(String, i64)]) -> (Finals, u64, bool) {
                 // algorithm decides window by window: the model leaves such inputs to
                 // the conformance tests (KStreamSlidingWindowAggregateTest) and says so.
                 let close = observed - grace;
-                if ts + diff + 1 <= close {
+                if ts + diff < close {
                     late += 1;
                 } else if ts < close {
                     exact = false;
@@ -154,6 +154,23 @@ fn runtime(broker: &Broker, dir: &Path, record_cache: usize) -> Runtime {
 }
 
 fn windowed_count(w: W, input: &str, suppressed: Option<Suppressed>, out: &str) -> Topology {
+    windowed_count_emitting(
+        w,
+        input,
+        suppressed,
+        weir::EmitStrategy::on_window_update(),
+        out,
+    )
+}
+
+/// Like `windowed_count`, emitting as `emit` says.
+fn windowed_count_emitting(
+    w: W,
+    input: &str,
+    suppressed: Option<Suppressed>,
+    emit: weir::EmitStrategy,
+    out: &str,
+) -> Topology {
     let builder = StreamsBuilder::new();
     let grouped = builder.stream::<String, i64>(input).group_by_key();
     let table = match w {
@@ -162,6 +179,7 @@ fn windowed_count(w: W, input: &str, suppressed: Option<Suppressed>, out: &str) 
                 Duration::from_millis(size as u64),
                 Duration::from_millis(grace as u64),
             ))
+            .emit_strategy(emit)
             .count(),
         W::Hopping {
             size,
@@ -175,18 +193,21 @@ fn windowed_count(w: W, input: &str, suppressed: Option<Suppressed>, out: &str) 
                 )
                 .advance_by(Duration::from_millis(advance as u64)),
             )
+            .emit_strategy(emit)
             .count(),
         W::Session { gap, grace } => grouped
             .windowed_by(SessionWindows::of_inactivity_gap_and_grace(
                 Duration::from_millis(gap as u64),
                 Duration::from_millis(grace as u64),
             ))
+            .emit_strategy(emit)
             .count(),
         W::Sliding { diff, grace } => grouped
             .windowed_by(SlidingWindows::of_time_difference_and_grace(
                 Duration::from_millis(diff as u64),
                 Duration::from_millis(grace as u64),
             ))
+            .emit_strategy(emit)
             .count(),
     };
     let table = match suppressed {
@@ -425,7 +446,7 @@ proptest! {
     /// the final results equal the reference model's exactly, and so does the late
     /// count. A 4 KiB record cache makes the aggregation evict and write through.
     #[test]
-    fn final_results_equal_the_reference_model(w in window_strategy(), mut events in events_strategy(), small_cache in any::<bool>()) {
+    fn final_results_equal_the_reference_model(w in window_strategy(), mut events in events_strategy(), small_cache in any::<bool>(), on_close in any::<bool>()) {
         let last = events.iter().map(|e| e.1).max().unwrap_or(0);
         events.push(("~".to_string(), last + 1000));
         let (mut expected, late, exact) = reference(w, &events);
@@ -441,7 +462,12 @@ proptest! {
         let q = rt
             .start_query(
                 "model",
-                windowed_count(w, "in", Some(Suppressed::until_window_closes(BufferConfig::unbounded())), "out"),
+                // Final results two ways: a suppression buffer, or emit-on-window-close.
+                if on_close {
+                    windowed_count_emitting(w, "in", None, weir::EmitStrategy::on_window_close(), "out")
+                } else {
+                    windowed_count(w, "in", Some(Suppressed::until_window_closes(BufferConfig::unbounded())), "out")
+                },
             )
             .unwrap();
         send_all(&broker, "in", &events);
@@ -930,4 +956,72 @@ fn window_stores_fetch_by_key_and_time_range_and_drop_expired_segments() {
         "a=[(70000, 3), (130000, 4), (200000, 5)] all=[(\"a\", 70000, 3), (\"a\", 130000, 4), (\"a\", 200000, 5)]"
     );
     q.stop().unwrap();
+}
+
+/// `EmitStrategy::on_window_close` for sessions: each session goes downstream once,
+/// when `end + gap + grace < stream time`, at its end, by end; merged-away sessions
+/// never do.
+#[test]
+fn sessions_emitted_on_window_close_go_downstream_once_when_closed() {
+    use weir::EmitStrategy;
+    use weir::testing::TopologyTestDriver;
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, String>("in")
+        .group_by_key()
+        .windowed_by(SessionWindows::of_inactivity_gap_and_grace(
+            Duration::from_millis(10),
+            Duration::from_millis(2),
+        ))
+        .emit_strategy(EmitStrategy::on_window_close())
+        .count()
+        .to_stream()
+        .map(|k: Windowed<String>, v: Option<i64>| {
+            (format!("{}@{}/{}", k.key, k.window.start, k.window.end), v)
+        })
+        .to("out");
+    let driver = TopologyTestDriver::new(
+        builder.build().unwrap(),
+        RuntimeConfig::builder().build().unwrap(),
+    )
+    .unwrap();
+    let input = driver.create_input_topic::<String, String>("in").unwrap();
+    let out = driver
+        .create_output_topic::<String, Option<i64>>("out")
+        .unwrap();
+    let read = || -> Vec<(String, Option<i64>, i64)> {
+        out.read_records_to_list()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.value, r.timestamp))
+            .collect()
+    };
+    for (k, t) in [("a", 0), ("b", 3), ("a", 5), ("a", 12)] {
+        input.pipe_input_at(k, "", t).unwrap();
+    }
+    // a@0, a@5 and a@12 merged into [0,12]: nothing closed yet.
+    assert!(read().is_empty());
+    // Stream time 25: b [3,3] closes (3 + 10 + 2 < 25), and so does a [0,12]
+    // (12 + 10 + 2 = 24 < 25), by end.
+    input.pipe_input_at("c", "", 25).unwrap();
+    assert_eq!(
+        read(),
+        vec![
+            ("b@3/3".to_string(), Some(1), 3),
+            ("a@0/12".to_string(), Some(3), 12),
+        ]
+    );
+    // Nothing twice; c@33 merges into [25,33], which closes after 45.
+    input.pipe_input_at("c", "", 33).unwrap();
+    assert!(read().is_empty());
+    input.pipe_input_at("d", "", 38).unwrap();
+    assert!(read().is_empty(), "c [25,33] is open until 45");
+    input.pipe_input_at("d", "", 100).unwrap();
+    assert_eq!(
+        read(),
+        vec![
+            ("c@25/33".to_string(), Some(2), 33),
+            ("d@38/38".to_string(), Some(1), 38),
+        ]
+    );
 }

@@ -30,6 +30,11 @@ pub(super) struct Core<K, V, VA> {
     pub(super) agg: Agg<K, V, VA>,
     pub(super) send_old: Arc<AtomicBool>,
     pub(super) observed: i64,
+    /// `EmitStrategy::on_window_close`: windows go downstream once, when they close,
+    /// read back from the store (its changes are not forwarded).
+    pub(super) emit_final: bool,
+    /// With `emit_final`: the close time up to which windows have been emitted.
+    pub(super) emitted_to: i64,
 }
 
 impl<K: Data, V, VA> Core<K, V, VA> {
@@ -38,6 +43,7 @@ impl<K: Data, V, VA> Core<K, V, VA> {
         send_old: Arc<AtomicBool>,
         init: &Init<VA>,
         agg: &Agg<K, V, VA>,
+        emit_final: bool,
     ) -> Self {
         Core {
             store,
@@ -45,17 +51,54 @@ impl<K: Data, V, VA> Core<K, V, VA> {
             agg: agg.clone(),
             send_old,
             observed: i64::MIN,
+            emit_final,
+            emitted_to: i64::MIN,
         }
     }
 
-    /// At init: forward the store's changes downstream, and pick up the observed stream
-    /// time stored with them.
+    /// At init: forward the store's changes downstream (unless windows are emitted when
+    /// they close), and pick up the observed stream time stored with them; `close`
+    /// gives the close time of a stream time (what was emitted before a restart).
     fn init<S: Data>(
         &mut self,
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<S>>,
+        close: impl Fn(i64) -> i64,
     ) -> Result<()> {
-        ctx.forward_windowed_changes(&self.store, self.send_old.load(Ordering::Acquire))?;
+        if !self.emit_final {
+            ctx.forward_windowed_changes(&self.store, self.send_old.load(Ordering::Acquire))?;
+        }
         self.observed = ctx.stored_stream_time(&self.store)?.unwrap_or(i64::MIN);
+        if self.observed > i64::MIN {
+            self.emitted_to = close(self.observed);
+        }
+        Ok(())
+    }
+
+    /// With `emit_final`: the close time moved from `emitted_to` to `close`, so the
+    /// windows `closed(emitted_to, close)` lists (each with its value and timestamp)
+    /// go downstream, in the order given.
+    fn emit_closed<S: Data>(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<S>>,
+        close: i64,
+        closed: impl FnOnce(
+            &mut ProcessorContext<'_, Windowed<K>, Change<S>>,
+            i64,
+            i64,
+        ) -> Result<Vec<(Windowed<K>, S, i64)>>,
+    ) -> Result<()> {
+        if !self.emit_final || close <= self.emitted_to {
+            return Ok(());
+        }
+        let from = self.emitted_to;
+        self.emitted_to = close;
+        for (key, value, ts) in closed(ctx, from, close)? {
+            let change = Change {
+                new: Some(value),
+                old: None,
+            };
+            ctx.forward(Record::new(key, change, ts))?;
+        }
         Ok(())
     }
 
@@ -78,7 +121,8 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     for WindowAggregate<K, V, VA>
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        self.core.init(ctx)
+        let grace = self.windows.grace;
+        self.core.init(ctx, |t| t.saturating_sub(grace))
     }
 
     fn process(
@@ -91,6 +135,25 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             drop_late(ctx, ts, Window::new(ts, ts), self.core.observed);
             return Ok(());
         }
+        if ts > self.core.observed && self.core.emit_final {
+            // Windows closed by this record (end <= stream time - grace) go downstream
+            // before the store expires them; the record itself only updates open ones.
+            let size = self.windows.size;
+            let store = self.core.store.clone();
+            self.core.emit_closed(
+                ctx,
+                ts.saturating_sub(self.windows.grace),
+                |ctx, from, to| {
+                    let mut s = ctx.window_store::<K, VA>(&store)?;
+                    let mut closed = s.fetch_all_with_timestamp(
+                        from.saturating_sub(size).saturating_add(1).max(0),
+                        to.saturating_sub(size),
+                    )?;
+                    closed.sort_by_key(|(w, _, _)| w.window.start);
+                    Ok(closed)
+                },
+            )?;
+        }
         let mut store = ctx.window_store::<K, VA>(&self.core.store)?;
         if ts > self.core.observed {
             // Windows this record closes: their cached updates go downstream first
@@ -102,7 +165,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             let closes = self.core.observed == i64::MIN || closed(ts) > closed(self.core.observed);
             self.core.observed = ts;
             store.expire(ts)?;
-            if closes {
+            if closes && !self.core.emit_final {
                 // Windows ending at or before stream time - grace are closed.
                 let open_from = ts.saturating_sub(self.windows.grace) - self.windows.size + 1;
                 store.flush_cached_before(open_from)?;
@@ -147,7 +210,8 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
     for SessionAggregate<K, V, VA>
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        self.core.init(ctx)
+        let delay = self.windows.gap.saturating_add(self.windows.grace);
+        self.core.init(ctx, |t| t.saturating_sub(delay))
     }
 
     fn process(
@@ -161,6 +225,47 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             return Ok(());
         }
         self.core.observed = self.core.observed.max(ts);
+        self.merge_in(r, ctx)?;
+        if self.core.emit_final {
+            // Sessions closed now (end + gap + grace < stream time) go downstream before
+            // the store expires them.
+            let store = self.core.store.clone();
+            let close = self
+                .core
+                .observed
+                .saturating_sub(self.windows.gap)
+                .saturating_sub(self.windows.grace);
+            self.core.emit_closed(ctx, close, |ctx, from, to| {
+                let mut s = ctx.session_store::<K, VA>(&store)?;
+                let mut closed: Vec<_> = s
+                    .fetch_ending(from.max(0), to.saturating_sub(1))?
+                    .into_iter()
+                    .map(|(w, v)| {
+                        let end = w.window.end;
+                        (w, v, end)
+                    })
+                    .collect();
+                closed.sort_by_key(|(w, _, _)| w.window.end);
+                Ok(closed)
+            })?;
+        }
+        ctx.session_store::<K, VA>(&self.core.store)?
+            .expire(self.core.observed)
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
+        self.core.flush(ctx)
+    }
+}
+
+impl<K: Data, V: Data, VA: Data> SessionAggregate<K, V, VA> {
+    /// Merges record `r` into its key's sessions (or drops it as late).
+    fn merge_in(
+        &mut self,
+        r: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>,
+    ) -> Result<()> {
+        let ts = r.timestamp;
         let gap = self.windows.gap;
         // Kafka Streams' rule: a record is late only when the session it would merge
         // into (or create) ends before stream time - gap - grace, so a record older
@@ -195,12 +300,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<VA>>
             }
         }
         let acc = (self.core.agg)(&r.key, r.value, acc);
-        store.put(&r.key, merged, Some(&acc))?;
-        store.expire(self.core.observed)
-    }
-
-    fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Change<VA>>) -> Result<()> {
-        self.core.flush(ctx)
+        store.put(&r.key, merged, Some(&acc))
     }
 }
 
@@ -315,7 +415,8 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
         &mut self,
         ctx: &mut ProcessorContext<'_, Windowed<K>, Change<Stamped<VA>>>,
     ) -> Result<()> {
-        self.core.init(ctx)
+        let grace = self.windows.grace;
+        self.core.init(ctx, |t| t.saturating_sub(grace))
     }
 
     fn process(
@@ -336,7 +437,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
         // even its right window has closed, otherwise it updates (or creates) every
         // window of it still open and skips, counting each, the closed ones.
         let close = self.core.observed.saturating_sub(self.windows.grace);
-        if t.saturating_add(d).saturating_add(1) <= close {
+        if t.saturating_add(d) < close {
             drop_late(ctx, t, Window::new(left, left + d), self.core.observed);
             return Ok(());
         }
@@ -406,11 +507,33 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
             }
             store.put(&r.key, start, Some(&value))?;
         }
-        store.expire(self.core.observed)?;
+        drop(store);
         for w in closed {
             drop_late(ctx, t, w, self.core.observed);
         }
-        Ok(())
+        if self.core.emit_final {
+            // Windows closed now (end + grace < stream time) go downstream before the
+            // store expires them, each at its latest record's timestamp.
+            let store = self.core.store.clone();
+            self.core.emit_closed(ctx, close, |ctx, from, to| {
+                let mut s = ctx.window_store::<K, Stamped<VA>>(&store)?;
+                let mut closed: Vec<_> = s
+                    .fetch_all(
+                        from.saturating_sub(d).max(0),
+                        to.saturating_sub(d).saturating_sub(1),
+                    )?
+                    .into_iter()
+                    .map(|(w, v)| {
+                        let latest = v.latest;
+                        (w, v, latest)
+                    })
+                    .collect();
+                closed.sort_by_key(|(w, _, _)| w.window.start);
+                Ok(closed)
+            })?;
+        }
+        ctx.window_store::<K, Stamped<VA>>(&self.core.store)?
+            .expire(self.core.observed)
     }
 
     fn flush(

@@ -25,10 +25,12 @@ use weir_runtime::{Change, Data, Error, Processor, Result, Window, Windowed, Win
 use crate::table::{KGroupedStream, KTable, Materialized, TableMeta};
 
 mod aggregate;
+mod emit;
 mod streams;
 use aggregate::{
     Core, SessionAggregate, SlidingAggregate, Stamped, StampedSerde, Unstamp, WindowAggregate,
 };
+pub use emit::EmitStrategy;
 pub use streams::{SessionWindowedKStream, TimeWindowedKStream};
 
 fn ms(d: Duration) -> i64 {
@@ -188,6 +190,7 @@ impl<K: Data, V: Data> WindowedBy<K, V> for TimeWindows {
         TimeWindowedKStream {
             grouped: grouped.clone_grouped(),
             spec: Spec::Time(self),
+            emit: EmitStrategy::default(),
         }
     }
 }
@@ -198,6 +201,7 @@ impl<K: Data, V: Data> WindowedBy<K, V> for SlidingWindows {
         TimeWindowedKStream {
             grouped: grouped.clone_grouped(),
             spec: Spec::Sliding(self),
+            emit: EmitStrategy::default(),
         }
     }
 }
@@ -208,6 +212,7 @@ impl<K: Data, V: Data> WindowedBy<K, V> for SessionWindows {
         SessionWindowedKStream {
             grouped: grouped.clone_grouped(),
             windows: self,
+            emit: EmitStrategy::default(),
         }
     }
 }
@@ -310,7 +315,7 @@ type Merge<K, VA> = Arc<dyn Fn(&K, VA, VA) -> VA + Send + Sync>;
 /// Adds a windowed aggregation over `grouped` storing `VA` as `materialized` says.
 pub(super) fn windowed_aggregate<K: Data, V: Data, VA: Data>(
     grouped: &KGroupedStream<K, V>,
-    spec: Spec,
+    (spec, emit): (Spec, EmitStrategy),
     materialized: Materialized<K, VA>,
     default_value_serde: Option<Arc<dyn Serde<VA>>>,
     init: Init<VA>,
@@ -325,7 +330,7 @@ pub(super) fn windowed_aggregate<K: Data, V: Data, VA: Data>(
             default_value_serde,
             "KSTREAM-WINDOWED-AGGREGATE",
             move |store, send_old| WindowAggregate {
-                core: Core::new(store, send_old, &init, &agg),
+                core: Core::new(store, send_old, &init, &agg, emit.is_on_close()),
                 windows,
             },
         ),
@@ -343,7 +348,7 @@ pub(super) fn windowed_aggregate<K: Data, V: Data, VA: Data>(
                 None,
                 "KSTREAM-SLIDINGWINDOW-AGGREGATE",
                 move |store, send_old| SlidingAggregate {
-                    core: Core::new(store, send_old, &init, &agg),
+                    core: Core::new(store, send_old, &init, &agg, emit.is_on_close()),
                     windows,
                 },
             );
@@ -363,7 +368,7 @@ pub(super) fn windowed_aggregate<K: Data, V: Data, VA: Data>(
                 default_value_serde,
                 "KSTREAM-SESSION-AGGREGATE",
                 move |store, send_old| SessionAggregate {
-                    core: Core::new(store, send_old, &init, &agg),
+                    core: Core::new(store, send_old, &init, &agg, emit.is_on_close()),
                     windows,
                     merge: merge.clone(),
                 },

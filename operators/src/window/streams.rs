@@ -6,7 +6,7 @@ use std::sync::Arc;
 use weir_runtime::serde::{DefaultSerde, I64Serde, OptionSerde};
 use weir_runtime::{Data, Windowed};
 
-use super::{SessionWindows, Spec, windowed_aggregate};
+use super::{EmitStrategy, SessionWindows, Spec, windowed_aggregate};
 use crate::stream::ArcSerde;
 use crate::table::{KGroupedStream, KTable, Materialized};
 
@@ -15,23 +15,39 @@ use crate::table::{KGroupedStream, KTable, Materialized};
 pub struct TimeWindowedKStream<K, V> {
     pub(super) grouped: KGroupedStream<K, V>,
     pub(super) spec: Spec,
+    pub(super) emit: EmitStrategy,
 }
 
 /// A grouped stream windowed by [`SessionWindows`].
 pub struct SessionWindowedKStream<K, V> {
     pub(super) grouped: KGroupedStream<K, V>,
     pub(super) windows: SessionWindows,
+    pub(super) emit: EmitStrategy,
 }
 
 impl<K, V> TimeWindowedKStream<K, V> {
     fn spec(&self) -> Spec {
         self.spec
     }
+
+    /// When the aggregation emits: on every update (the default) or once per window
+    /// when it closes ([`EmitStrategy`]).
+    pub fn emit_strategy(mut self, emit: EmitStrategy) -> Self {
+        self.emit = emit;
+        self
+    }
 }
 
 impl<K, V> SessionWindowedKStream<K, V> {
     fn spec(&self) -> Spec {
         Spec::Session(self.windows)
+    }
+
+    /// When the aggregation emits: on every update (the default) or once per session
+    /// when it closes ([`EmitStrategy`]).
+    pub fn emit_strategy(mut self, emit: EmitStrategy) -> Self {
+        self.emit = emit;
+        self
     }
 }
 
@@ -50,7 +66,7 @@ macro_rules! windowed_ops {
             ) -> KTable<Windowed<K>, i64> {
                 windowed_aggregate(
                     &self.grouped,
-                    self.spec(),
+                    (self.spec(), self.emit),
                     materialized,
                     Some(Arc::new(I64Serde)),
                     Arc::new(|| 0i64),
@@ -87,7 +103,7 @@ macro_rules! windowed_ops {
                 ))));
                 let table = windowed_aggregate(
                     &self.grouped,
-                    self.spec(),
+                    (self.spec(), self.emit),
                     option,
                     None,
                     Arc::new(|| None::<V>),
@@ -146,7 +162,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
     {
         windowed_aggregate(
             &self.grouped,
-            self.spec,
+            (self.spec, self.emit),
             materialized,
             None,
             Arc::new(init),
@@ -190,7 +206,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     {
         windowed_aggregate(
             &self.grouped,
-            self.spec(),
+            (self.spec(), self.emit),
             materialized,
             None,
             Arc::new(init),

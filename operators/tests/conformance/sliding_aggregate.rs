@@ -1,10 +1,12 @@
-//! `org.apache.kafka.streams.kstream.internals.KStreamSlidingWindowAggregateTest`, the
-//! `ON_WINDOW_UPDATE` cases (the record cache is off in the driver, so Kafka's cached
-//! and uncached runs expect the same).
+//! `org.apache.kafka.streams.kstream.internals.KStreamSlidingWindowAggregateTest`, its
+//! `ON_WINDOW_UPDATE` and `ON_WINDOW_CLOSE` cases (the record cache is off in the
+//! driver, so Kafka's cached and uncached runs expect the same; Kafka's test sets the
+//! emit interval to 0, which is weir's behaviour).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use weir::EmitStrategy;
 use weir::prelude::*;
 
 use super::{Captured, Kvt, capture, driver, string_init, tostring_adder, w};
@@ -45,14 +47,13 @@ fn pipe(driver: &weir::testing::TopologyTestDriver, topic: &str, records: &[(&st
     }
 }
 
-/// `KStreamSlidingWindowAggregateTest.testAggregateSmallInput` (ON_WINDOW_UPDATE).
-#[test]
-fn test_aggregate_small_input() {
+fn aggregate_small_input(emit: EmitStrategy) -> BTreeMap<i64, BTreeSet<(String, i64)>> {
     let builder = StreamsBuilder::new();
     let table = builder
         .stream::<String, String>("topic")
         .group_by_key()
         .windowed_by(SlidingWindows::of_time_difference_and_grace(ms(10), ms(5)))
+        .emit_strategy(emit)
         .aggregate_with(
             string_init,
             tostring_adder,
@@ -73,8 +74,14 @@ fn test_aggregate_small_input() {
             ("A", "7", 30),
         ],
     );
+    gather(&seen)
+}
+
+/// `KStreamSlidingWindowAggregateTest.testAggregateSmallInput`, ON_WINDOW_UPDATE.
+#[test]
+fn test_aggregate_small_input() {
     assert_eq!(
-        gather(&seen),
+        aggregate_small_input(EmitStrategy::on_window_update()),
         expected(&[
             (0, &[("0+1", 10), ("0+1+2", 10)]),
             (4, &[("0+1+2+3", 14)]),
@@ -91,15 +98,30 @@ fn test_aggregate_small_input() {
     );
 }
 
-/// `KStreamSlidingWindowAggregateTest.testReduceSmallInput` (ON_WINDOW_UPDATE), with
-/// Kafka's `MockReducer.STRING_ADDER`.
+/// `KStreamSlidingWindowAggregateTest.testAggregateSmallInput`, ON_WINDOW_CLOSE: at
+/// stream time 30 with grace 5, the windows ending before 25 have closed.
 #[test]
-fn test_reduce_small_input() {
+fn test_aggregate_small_input_emit_final() {
+    assert_eq!(
+        aggregate_small_input(EmitStrategy::on_window_close()),
+        expected(&[
+            (0, &[("0+1+2", 10)]),
+            (4, &[("0+1+2+3", 14)]),
+            (5, &[("0+1+2+3+4", 15)]),
+            (10, &[("0+1+2+3+4+5", 20)]),
+            (11, &[("0+3+4+5", 20)]),
+            (12, &[("0+3+4+5+6", 22)]),
+        ])
+    );
+}
+
+fn reduce_small_input(emit: EmitStrategy) -> BTreeMap<i64, BTreeSet<(String, i64)>> {
     let builder = StreamsBuilder::new();
     let table = builder
         .stream::<String, String>("topic")
         .group_by_key()
         .windowed_by(SlidingWindows::of_time_difference_and_grace(ms(10), ms(5)))
+        .emit_strategy(emit)
         .reduce_with(
             |a: String, b: String| format!("{a}+{b}"),
             Materialized::as_("store-name").with_value_serde(StringSerde),
@@ -118,8 +140,15 @@ fn test_reduce_small_input() {
             ("A", "6", 30),
         ],
     );
+    gather(&seen)
+}
+
+/// `KStreamSlidingWindowAggregateTest.testReduceSmallInput`, ON_WINDOW_UPDATE, with
+/// Kafka's `MockReducer.STRING_ADDER`.
+#[test]
+fn test_reduce_small_input() {
     assert_eq!(
-        gather(&seen),
+        reduce_small_input(EmitStrategy::on_window_update()),
         expected(&[
             (0, &[("1", 10)]),
             (4, &[("1+2", 14)]),
@@ -135,15 +164,31 @@ fn test_reduce_small_input() {
     );
 }
 
-/// `KStreamSlidingWindowAggregateTest.testAggregateLargeInput` (ON_WINDOW_UPDATE, grace
-/// 50): every update, sorted by key and window start as the Java test sorts them.
+/// `KStreamSlidingWindowAggregateTest.testReduceSmallInput`, ON_WINDOW_CLOSE.
 #[test]
-fn test_aggregate_large_input() {
+fn test_reduce_small_input_emit_final() {
+    assert_eq!(
+        reduce_small_input(EmitStrategy::on_window_close()),
+        expected(&[
+            (0, &[("1", 10)]),
+            (4, &[("1+2", 14)]),
+            (5, &[("1+2+3", 15)]),
+            (11, &[("2+3", 15)]),
+            (12, &[("2+3+4", 22)]),
+        ])
+    );
+}
+
+fn aggregate_large_input(emit: EmitStrategy, grace: u64) -> Vec<Kvt<Windowed<String>, String>> {
     let builder = StreamsBuilder::new();
     let table = builder
         .stream::<String, String>("topic1")
         .group_by_key()
-        .windowed_by(SlidingWindows::of_time_difference_and_grace(ms(10), ms(50)))
+        .windowed_by(SlidingWindows::of_time_difference_and_grace(
+            ms(10),
+            ms(grace),
+        ))
+        .emit_strategy(emit)
         .aggregate_with(
             string_init,
             tostring_adder,
@@ -183,9 +228,19 @@ fn test_aggregate_large_input() {
         .collect();
     // Stable, as Java's List.sort.
     actual.sort_by(|a, b| (&a.0.key, a.0.window.start).cmp(&(&b.0.key, b.0.window.start)));
-    let e = |k: &str, s: i64, v: &str, t: i64| (w(k, s, s + 10), v.to_string(), t);
+    actual
+}
+
+fn e(k: &str, s: i64, v: &str, t: i64) -> Kvt<Windowed<String>, String> {
+    (w(k, s, s + 10), v.to_string(), t)
+}
+
+/// `KStreamSlidingWindowAggregateTest.testAggregateLargeInput`, ON_WINDOW_UPDATE (grace
+/// 50): every update, sorted by key and window start as the Java test sorts them.
+#[test]
+fn test_aggregate_large_input() {
     assert_eq!(
-        actual,
+        aggregate_large_input(EmitStrategy::on_window_update(), 50),
         vec![
             e("A", 0, "0+1", 10),
             e("A", 5, "0+1+4", 15),
@@ -236,6 +291,25 @@ fn test_aggregate_large_input() {
             e("D", 12, "0+2+5", 16),
             e("D", 13, "0+5", 16),
             e("D", 19, "0+3", 29),
+        ]
+    );
+}
+
+/// `KStreamSlidingWindowAggregateTest.testAggregateLargeInput`, ON_WINDOW_CLOSE (grace
+/// 10): B@14 comes when [4,14] has closed (close time 15) and still counts in B@18's
+/// left window; C@11, D@11, D@12 and D@16 miss their closed left windows.
+#[test]
+fn test_aggregate_large_input_emit_final() {
+    assert_eq!(
+        aggregate_large_input(EmitStrategy::on_window_close(), 10),
+        vec![
+            e("A", 0, "0+1", 10),
+            e("A", 5, "0+1+4", 15),
+            e("B", 2, "0+1", 12),
+            e("B", 3, "0+1+2", 13),
+            e("B", 8, "0+1+2+3+6", 18),
+            e("C", 5, "0+2", 15),
+            e("C", 6, "0+2+3", 16),
         ]
     );
 }

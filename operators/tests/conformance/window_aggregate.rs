@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use weir::EmitStrategy;
 use weir::prelude::*;
 
 use super::{capture, driver, s, string_init, tostring_adder, w};
@@ -197,4 +198,113 @@ fn should_log_and_meter_when_skipping_expired_window_by_grace() {
         ("[k@200/210]", "+100", 200)
     );
     assert!(output.is_empty().unwrap());
+}
+
+/// `KStreamWindowAggregateTest.testAggBasic` with `EmitStrategy.onWindowClose()` (the
+/// newer test's windows: size 10, advance 5, grace 100): no window closes, nothing is
+/// emitted.
+#[test]
+fn test_agg_basic_emit_final() {
+    let builder = StreamsBuilder::new();
+    let table = builder
+        .stream::<String, String>("topic1")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_and_grace(ms(10), ms(100)).advance_by(ms(5)))
+        .emit_strategy(EmitStrategy::on_window_close())
+        .aggregate_with(
+            string_init,
+            tostring_adder,
+            Materialized::as_("topic1-Canonized").with_value_serde(StringSerde),
+        );
+    let seen = capture(&table.to_stream());
+    let driver = driver(builder);
+    let input = driver
+        .create_input_topic::<String, String>("topic1")
+        .unwrap();
+    for (k, v, t) in [
+        ("A", "1", 0),
+        ("B", "2", 1),
+        ("C", "3", 2),
+        ("D", "4", 3),
+        ("A", "1", 4),
+        ("A", "1", 5),
+        ("B", "2", 6),
+        ("D", "4", 7),
+        ("B", "2", 8),
+        ("C", "3", 9),
+        ("A", "1", 10),
+        ("B", "2", 11),
+        ("D", "4", 12),
+        ("B", "2", 13),
+        ("C", "3", 14),
+        ("B", "1", 3),
+        ("B", "2", 2),
+        ("B", "3", 9),
+    ] {
+        input.pipe_input_at(k, v, t).unwrap();
+    }
+    assert!(seen.take().is_empty());
+}
+
+/// `KStreamWindowAggregateTest.testJoin`, emit-final case (`processEmitFinalJoin`):
+/// the first table's outputs (the join itself is the next issue's). Windows of 10
+/// advancing by 5 with grace 5: each window goes downstream once, when stream time
+/// reaches its end + grace, at its largest record timestamp, by start then key.
+#[test]
+fn test_join_emit_final_first_table() {
+    let builder = StreamsBuilder::new();
+    let table = builder
+        .stream::<String, String>("topic1")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_and_grace(ms(10), ms(5)).advance_by(ms(5)))
+        .emit_strategy(EmitStrategy::on_window_close())
+        .aggregate_with(
+            string_init,
+            tostring_adder,
+            Materialized::as_("topic1-Canonized").with_value_serde(StringSerde),
+        );
+    let seen = capture(&table.to_stream());
+    let driver = driver(builder);
+    let input = driver
+        .create_input_topic::<String, String>("topic1")
+        .unwrap();
+    let pipe = |records: &[(&str, &str, i64)]| {
+        for (k, v, t) in records {
+            input.pipe_input_at(*k, *v, *t).unwrap();
+        }
+    };
+    pipe(&[
+        ("A", "1", 0),
+        ("B", "2", 1),
+        ("C", "3", 2),
+        ("D", "4", 3),
+        ("A", "1", 9),
+        ("A", "1", 15),
+    ]);
+    assert_eq!(
+        seen.take(),
+        vec![
+            (w("A", 0, 10), s("0+1+1"), 9),
+            (w("B", 0, 10), s("0+2"), 1),
+            (w("C", 0, 10), s("0+3"), 2),
+            (w("D", 0, 10), s("0+4"), 3),
+        ]
+    );
+    pipe(&[
+        ("A", "1", 10),
+        ("B", "2", 11),
+        ("D", "4", 12),
+        ("B", "2", 13),
+        ("C", "3", 14),
+        ("A", "1", 20),
+    ]);
+    assert_eq!(
+        seen.take(),
+        vec![
+            (w("A", 5, 15), s("0+1+1"), 10),
+            (w("B", 5, 15), s("0+2+2"), 13),
+            (w("C", 5, 15), s("0+3"), 14),
+            (w("D", 5, 15), s("0+4"), 12),
+        ]
+    );
 }

@@ -10,6 +10,9 @@ use crate::state::window::{
     Window, Windowed, key_prefix, segment_key, session_key, split_key, time_bytes, window_key,
 };
 
+/// A window store entry as read: (key bytes, window), value bytes.
+type RawWindowEntry = ((Vec<u8>, Window), Vec<u8>);
+
 /// Typed access to a key-value store of the current task, through its serdes and the
 /// record cache.
 pub struct StoreHandle<'a, K, V> {
@@ -256,9 +259,37 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
         Ok(out)
     }
 
+    /// Like [`WindowStoreHandle::fetch_all`], with each value's timestamp (a
+    /// timestamped store; any other store answers with an error).
+    pub fn fetch_all_with_timestamp(
+        &mut self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(Windowed<K>, V, i64)>> {
+        let mut out = Vec::new();
+        for (k, v) in self.fetch_all_raw(from, to)? {
+            let (key, window) = k;
+            let (value, ts) = self.stamped(&v)?;
+            out.push((Windowed::new(self.decode_key(&key)?, window), value, ts));
+        }
+        Ok(out)
+    }
+
     /// Every key's windows whose start is in `[from, to]`, by segment, key and start
     /// (expired ones left out).
     pub fn fetch_all(&mut self, from: i64, to: i64) -> Result<Vec<(Windowed<K>, V)>> {
+        let mut out = Vec::new();
+        for ((key, window), v) in self.fetch_all_raw(from, to)? {
+            out.push((
+                Windowed::new(self.decode_key(&key)?, window),
+                self.value(&v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The raw entries of [`WindowStoreHandle::fetch_all`]: (key bytes, window), value.
+    fn fetch_all_raw(&mut self, from: i64, to: i64) -> Result<Vec<RawWindowEntry>> {
         let from = from.max(self.access.min_live());
         let mut out = Vec::new();
         if from > to {
@@ -270,13 +301,7 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
             if let Some((kb, [start, _])) = split_key(&k, 1)
                 && (from..=to).contains(&start)
             {
-                out.push((
-                    Windowed::new(
-                        self.decode_key(kb)?,
-                        Window::new(start, start + self.size_ms),
-                    ),
-                    self.value(&v)?,
-                ));
+                out.push(((kb.to_vec(), Window::new(start, start + self.size_ms)), v));
             }
         }
         Ok(out)
@@ -352,6 +377,29 @@ impl<K: 'static, V: 'static> SessionStoreHandle<'_, K, V> {
                 {
                     out.push((Window::new(start, end), self.value(&v)?));
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key's sessions ending in `[from_end, to_end]`, by segment, key and end
+    /// (expired ones left out): only the segments holding those ends are read.
+    pub fn fetch_ending(&mut self, from_end: i64, to_end: i64) -> Result<Vec<(Windowed<K>, V)>> {
+        let from_end = from_end.max(self.access.min_live()).max(0);
+        let mut out = Vec::new();
+        if from_end > to_end {
+            return Ok(out);
+        }
+        let lo = segment_key(from_end.div_euclid(self.segment_ms));
+        let hi = segment_key(to_end.div_euclid(self.segment_ms).saturating_add(1));
+        for (k, v) in self.access.range(&lo, &hi)? {
+            if let Some((kb, [end, start])) = split_key(&k, 2)
+                && (from_end..=to_end).contains(&end)
+            {
+                out.push((
+                    Windowed::new(self.decode_key(kb)?, Window::new(start, end)),
+                    self.value(&v)?,
+                ));
             }
         }
         Ok(out)
