@@ -17,9 +17,9 @@ use crate::table::{KTable, TableMeta};
 /// Serdes for a grouping (and its repartition topic, if one is needed).
 #[must_use = "a builder does nothing until it is used"]
 pub struct Grouped<K, V> {
-    key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
-    name: Option<String>,
+    pub(crate) key_serde: Arc<dyn Serde<K>>,
+    pub(crate) value_serde: Arc<dyn Serde<V>>,
+    pub(crate) name: Option<String>,
 }
 
 impl<K, V> Grouped<K, V> {

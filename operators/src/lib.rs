@@ -42,6 +42,7 @@
 
 mod builder;
 mod grouped;
+mod grouped_table;
 mod ops;
 mod printed;
 mod stream;
@@ -85,6 +86,7 @@ macro_rules! use_jemalloc {
     };
 }
 
+pub use grouped_table::KGroupedTable;
 pub use printed::Printed;
 pub use stream::{
     Branched, BranchedKStream, Consumed, KStream, Produced, Repartitioned, StreamsBuilder,
@@ -107,9 +109,9 @@ pub mod prelude {
     pub use crate::serde::{Json, JsonSerde};
     pub use crate::{
         Branched, Broker, Change, Consumed, DeserializationHandler, Error, Grouped, Headers,
-        KGroupedStream, KStream, KTable, Materialized, OffsetReset, Processor, ProcessorContext,
-        Produced, PunctuationType, QueryHandle, QueryState, Record, Repartitioned, Result, Runtime,
-        RuntimeConfig, StreamsBuilder, Topology,
+        KGroupedStream, KGroupedTable, KStream, KTable, Materialized, OffsetReset, Processor,
+        ProcessorContext, Produced, PunctuationType, QueryHandle, QueryState, Record,
+        Repartitioned, Result, Runtime, RuntimeConfig, StreamsBuilder, Topology,
     };
     pub use crate::{
         BufferConfig, EmitStrategy, SessionWindows, SlidingWindows, Suppressed, TimeWindows,

@@ -573,3 +573,49 @@ fn print_writes_a_labelled_line_per_record() {
     );
     assert_eq!(mapped.text(), "[orders]: a=1\n[orders]: b=2\n");
 }
+
+/// `KTable::group_by` on the pool, across partitions: users move between regions
+/// (their rows on one partition, the regions' counts on others); the final count of
+/// every region is exact, with the record cache on.
+#[test]
+fn table_group_by_counts_rows_moving_between_groups_across_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_in(2, dir.path());
+    let b = rt.broker().clone();
+    b.create_topic("user-regions", 3).unwrap();
+    b.create_topic("per-region", 2).unwrap();
+    let builder = StreamsBuilder::new();
+    builder
+        .table::<String, String>("user-regions")
+        .group_by(|user, region| (region.clone(), user.clone()))
+        .count()
+        .to("per-region");
+    let q = rt.start_query("regions", builder.build().unwrap()).unwrap();
+    let regions = ["eu", "us", "ap"];
+    let mut model: HashMap<String, String> = HashMap::new();
+    for i in 0..300u32 {
+        let user = format!("u{}", i % 40);
+        let region = regions[(i * 7 % 3) as usize].to_string();
+        b.send("user-regions", &user, &region).unwrap();
+        model.insert(user, region);
+    }
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    for region in model.values() {
+        *expected.entry(region.clone()).or_default() += 1;
+    }
+    let latest = || -> HashMap<String, i64> {
+        let mut last = HashMap::new();
+        for r in b.read_all::<String, Option<i64>>("per-region").unwrap() {
+            match r.record.value {
+                Some(n) => last.insert(r.record.key, n),
+                None => last.remove(&r.record.key),
+            };
+        }
+        last.retain(|_, n| *n != 0);
+        last
+    };
+    wait_until("the final counts", || latest() == expected);
+    q.stop().unwrap();
+    assert_eq!(latest(), expected);
+    assert_eq!(expected.values().sum::<i64>(), 40);
+}

@@ -6,6 +6,7 @@
 
 mod session_aggregate;
 mod sliding_aggregate;
+mod table_aggregate;
 mod window_aggregate;
 
 use std::sync::{Arc, Mutex};
