@@ -57,6 +57,8 @@ pub struct Materialized<K, V> {
     pub(crate) key_serde: Option<Arc<dyn Serde<K>>>,
     pub(crate) value_serde: Option<Arc<dyn Serde<V>>>,
     pub(crate) retention: Option<std::time::Duration>,
+    /// A versioned store keeping old versions this long (source tables).
+    pub(crate) versioned: Option<std::time::Duration>,
 }
 
 impl<K, V> Default for Materialized<K, V> {
@@ -68,6 +70,7 @@ impl<K, V> Default for Materialized<K, V> {
             key_serde: None,
             value_serde: None,
             retention: None,
+            versioned: None,
         }
     }
 }
@@ -77,6 +80,51 @@ impl<K, V> Materialized<K, V> {
     pub fn as_(name: impl Into<String>) -> Self {
         Materialized {
             name: Some(name.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A versioned store named `name` (Kafka Streams' KIP-889), for a source table
+    /// ([`StreamsBuilder::table_with`](crate::StreamsBuilder::table_with)): besides each
+    /// key's latest value it keeps the older ones for `history_retention` after they
+    /// were replaced, readable as of any time within it
+    /// ([`weir_runtime::VersionedStoreHandle::get_as_of`]). An update older than the
+    /// key's latest one goes into the history and is not forwarded (the table's latest
+    /// value does not go back in time). In RocksDB under the shared cache, or in
+    /// memory; not through the record cache.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::prelude::*;
+    /// use weir::testing::TopologyTestDriver;
+    ///
+    /// # fn main() -> weir::Result<()> {
+    /// let builder = StreamsBuilder::new();
+    /// builder
+    ///     .table_with(
+    ///         "prices",
+    ///         Consumed::<String, i64>::defaults(),
+    ///         Materialized::as_versioned("prices-store", Duration::from_secs(3600)),
+    ///     )
+    ///     .to("latest-prices");
+    /// let driver = TopologyTestDriver::new(builder.build()?, RuntimeConfig::builder().build()?)?;
+    /// let prices = driver.create_input_topic::<String, i64>("prices")?;
+    /// prices.pipe_input_at("apple", 100, 1_000)?;
+    /// prices.pipe_input_at("apple", 120, 3_000)?;
+    /// prices.pipe_input_at("apple", 90, 2_000)?; // late: history only
+    /// let store = driver.versioned_store::<String, i64>("prices-store")?;
+    /// assert_eq!(store.get(&"apple".to_string())?.map(|v| v.value), Some(120));
+    /// assert_eq!(store.get_as_of(&"apple".to_string(), 2_500)?.map(|v| v.value), Some(90));
+    /// let out = driver.create_output_topic::<String, Option<i64>>("latest-prices")?;
+    /// assert_eq!(out.read_values_to_list()?, vec![Some(100), Some(120)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn as_versioned(name: impl Into<String>, history_retention: std::time::Duration) -> Self {
+        Materialized {
+            name: Some(name.into()),
+            versioned: Some(history_retention),
+            caching: false,
             ..Self::default()
         }
     }
@@ -122,6 +170,7 @@ impl<K, V> Materialized<K, V> {
             key_serde: self.key_serde,
             value_serde,
             retention: self.retention,
+            versioned: self.versioned,
         }
     }
 
@@ -136,6 +185,13 @@ impl<K, V> Materialized<K, V> {
         K: 'static,
         V: 'static,
     {
+        if self.versioned.is_some() {
+            inner.check::<()>(Err(weir_runtime::Error::Topology(format!(
+                "store '{}': a versioned store (Materialized::as_versioned) materializes a source table (StreamsBuilder::table_with), not an aggregation or a derived table",
+                self.name.as_deref().unwrap_or(prefix)
+            ))));
+            return None;
+        }
         let name = self.name.unwrap_or_else(|| inner.next_name(prefix));
         let Some(value_serde) = self.value_serde.or(value_serde) else {
             inner.check::<()>(Err(weir_runtime::Error::Topology(format!(
@@ -397,6 +453,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
                     materialized.value_serde.unwrap_or(vs),
                 )))),
                 retention: materialized.retention,
+                versioned: materialized.versioned,
             },
             None,
             move |store, send_old| {

@@ -267,6 +267,34 @@ impl<K: Data, V: Data> Processor<K, Option<V>, K, Change<V>> for TableSource {
     }
 }
 
+/// Materializes a changelog-style stream (`None` = delete) as a table in a versioned
+/// store (Kafka Streams' `KTableSource` over a versioned store): every update is kept
+/// as a version; only one that becomes the key's latest goes downstream, so an
+/// out-of-order update does not move the table back in time (KIP-914).
+pub(crate) struct VersionedTableSource {
+    pub(crate) store: Arc<str>,
+    pub(crate) send_old: Arc<AtomicBool>,
+}
+
+impl<K: Data, V: Data> Processor<K, Option<V>, K, Change<V>> for VersionedTableSource {
+    fn process(
+        &mut self,
+        r: Record<K, Option<V>>,
+        ctx: &mut ProcessorContext<'_, K, Change<V>>,
+    ) -> Result<()> {
+        let mut store = ctx.versioned_store::<K, V>(&self.store)?;
+        let old = store.get(&r.key)?.map(|v| v.value);
+        if !store.put(&r.key, r.value.as_ref(), r.timestamp)? {
+            return Ok(());
+        }
+        let change = Change {
+            new: r.value.clone(),
+            old: old.filter(|_| self.send_old.load(Ordering::Acquire)),
+        };
+        ctx.forward(r.with_value(change))
+    }
+}
+
 /// Filters a table: rows that fail the predicate read as absent.
 pub(crate) struct TableFilter<F> {
     pub(crate) f: Arc<F>,

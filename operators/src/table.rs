@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use weir_runtime::serde::{DefaultSerde, OptionSerde, Serde};
-use weir_runtime::{Change, Data, SourceSpec};
+use weir_runtime::{Change, Data, SourceSpec, StoreKind, StoreSpec};
 
 use crate::grouped::materialize;
 pub use crate::grouped::{Grouped, KGroupedStream, Materialized};
@@ -286,6 +286,9 @@ impl StreamsBuilder {
             name: consumed.name,
         };
         let stream: KStream<K, Option<V>> = self.stream_with(&[topic], nullable);
+        if let Some(history) = materialized.versioned {
+            return versioned_source(&stream, materialized, history, key_serde, value_serde);
+        }
         materialize(
             &stream,
             "KTABLE-SOURCE",
@@ -301,6 +304,47 @@ impl StreamsBuilder {
             },
         )
     }
+}
+
+/// A source table in a versioned store: the store keeps every version for `history`;
+/// only updates that become the latest go downstream.
+fn versioned_source<K: Data, V: Data>(
+    stream: &KStream<K, Option<V>>,
+    materialized: Materialized<K, V>,
+    history: std::time::Duration,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+) -> KTable<K, V> {
+    let builder = stream.builder.clone();
+    let name = materialized
+        .name
+        .clone()
+        .unwrap_or_else(|| builder.borrow_mut().next_name("KTABLE-SOURCE-STATE-STORE"));
+    let key_serde = materialized.key_serde.clone().unwrap_or(key_serde);
+    let value_serde = materialized.value_serde.clone().unwrap_or(value_serde);
+    let mut spec = StoreSpec::new(
+        name.clone(),
+        ArcSerde(key_serde.clone()),
+        ArcSerde(value_serde.clone()),
+    )
+    .versioned(history);
+    if materialized.kind == StoreKind::InMemory {
+        spec = spec.in_memory();
+    }
+    let send_old = Arc::new(AtomicBool::new(false));
+    let node = builder.borrow_mut().next_name("KTABLE-SOURCE");
+    let store: Arc<str> = Arc::from(name.as_str());
+    let so = send_old.clone();
+    let changes = stream.add_named(node.clone(), move || ops::VersionedTableSource {
+        store: store.clone(),
+        send_old: so.clone(),
+    });
+    builder.borrow_mut().add_store(spec, &node);
+    KTable::new(changes, send_old).with_meta(TableMeta {
+        key_serde: Some(key_serde),
+        value_serde: Some(value_serde),
+        grace_ms: None,
+    })
 }
 
 impl<K, V> std::fmt::Debug for KTable<K, V> {

@@ -73,7 +73,8 @@ pub use record::{ConsumerRecord, Header, Headers, RawRecord, Record, RecordMetad
 // Topologies and the Processor API.
 pub use processor::{
     Cancellable, Change, Data, Processor, ProcessorContext, Punctuation, PunctuationType,
-    PunctuatorId, SessionStoreHandle, StoreHandle, TaskId, WindowStoreHandle,
+    PunctuatorId, SessionStoreHandle, StoreHandle, TaskId, VersionedRecord, VersionedStoreHandle,
+    WindowStoreHandle,
 };
 pub use state::window::{StoreType, Window, Windowed, WindowedSerde};
 pub use topology::{
@@ -86,7 +87,7 @@ pub use topology::{
 pub mod testing {
     pub use crate::testkit::{
         KeyValueStoreView, SessionStoreView, TestInputTopic, TestOutputTopic, TopologyTestDriver,
-        WindowStoreView,
+        VersionedStoreView, WindowStoreView,
     };
 }
 

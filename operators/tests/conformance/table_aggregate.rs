@@ -248,3 +248,140 @@ fn reduce_with_adder_and_subtractor() {
         ]
     );
 }
+
+/// A source table in a versioned store with 5 minutes of history (Kafka's
+/// `Stores.persistentVersionedKeyValueStore("versioned", Duration.ofMinutes(5))`).
+fn versioned_table(builder: &StreamsBuilder, topic: &str) -> KTable<String, String> {
+    builder.table_with(
+        topic,
+        Consumed::<String, String>::defaults(),
+        Materialized::as_versioned("versioned", std::time::Duration::from_secs(300)),
+    )
+}
+
+/// `KTableAggregateTest.testAggOfVersionedStore`: out-of-order updates of a versioned
+/// table are not forwarded, so the aggregation ignores them.
+#[test]
+fn test_agg_of_versioned_store() {
+    let builder = StreamsBuilder::new();
+    let table = versioned_table(&builder, "topic1")
+        .group_by_with(
+            |k: &String, v: &String| match k.as_str() {
+                "null" | "NULL" => (None, v.clone()),
+                _ => (Some(v.clone()), v.clone()),
+            },
+            Grouped::with(OptionSerde(StringSerde), StringSerde),
+        )
+        .aggregate_with(
+            string_init,
+            |_: &Option<String>, v: String, agg: String| format!("{agg}+{v}"),
+            |_: &Option<String>, v: String, agg: String| format!("{agg}-{v}"),
+            Materialized::as_("topic1-Canonized").with_value_serde(StringSerde),
+        );
+    let seen = capture(&table.to_stream());
+    let driver = driver(builder);
+    let topic = input(&driver, "topic1");
+    topic.pipe_input_at("A", "1", 10).unwrap();
+    topic.pipe_tombstone_at("A", 15).unwrap();
+    for (k, v, t) in [
+        ("A", "1", 12), // out of order: ignored
+        ("B", "2", 20),
+        ("null", "3", 25),
+        ("B", "4", 23),
+        ("NULL", "5", 24),
+        ("B", "7", 22), // out of order: ignored
+    ] {
+        topic.pipe_input_at(k, v, t).unwrap();
+    }
+    let got: Vec<(String, String, i64)> = seen
+        .take()
+        .into_iter()
+        .map(|(k, v, t)| (k.expect("no null group"), v.expect("an update"), t))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            kvt("1", "0+1".to_string(), 10),
+            kvt("1", "0+1-1".to_string(), 15),
+            kvt("2", "0+2".to_string(), 20),
+            kvt("2", "0+2-2".to_string(), 23),
+            kvt("4", "0+4".to_string(), 23),
+        ]
+    );
+    // The versioned store still answers for the past, the ignored updates included.
+    let store = driver
+        .versioned_store::<String, String>("versioned")
+        .unwrap();
+    let b = "B".to_string();
+    assert_eq!(
+        store.get(&b).unwrap().map(|v| (v.value, v.timestamp)),
+        Some(("4".to_string(), 23))
+    );
+    assert_eq!(
+        store
+            .get_as_of(&b, 22)
+            .unwrap()
+            .map(|v| (v.value, v.timestamp)),
+        Some(("7".to_string(), 22))
+    );
+    assert_eq!(
+        store
+            .get_as_of(&b, 21)
+            .unwrap()
+            .map(|v| (v.value, v.timestamp)),
+        Some(("2".to_string(), 20))
+    );
+}
+
+/// `KTableAggregateTest.testCountOfVersionedStore`.
+#[test]
+fn test_count_of_versioned_store() {
+    let builder = StreamsBuilder::new();
+    let counts = versioned_table(&builder, "count-test-input")
+        .group_by(|_: &String, v: &String| (v.clone(), v.clone()))
+        .count();
+    let seen = capture(&counts.to_stream());
+    let driver = driver(builder);
+    let topic = input(&driver, "count-test-input");
+    for (k, v, t) in [
+        ("A", "green", 10),
+        ("B", "green", 9),
+        ("A", "blue", 12),
+        ("A", "blue", 11), // out of order: ignored
+        ("C", "yellow", 15),
+        ("D", "green", 11),
+    ] {
+        topic.pipe_input_at(k, v, t).unwrap();
+    }
+    assert_eq!(
+        records(&seen),
+        vec![
+            kvt("green", 1, 10),
+            kvt("green", 2, 10),
+            kvt("green", 1, 12),
+            kvt("blue", 1, 12),
+            kvt("yellow", 1, 15),
+            kvt("green", 2, 12),
+        ]
+    );
+}
+
+/// A versioned store materializes source tables only: asking an aggregation for one is
+/// a clear error when the topology is built.
+#[test]
+fn a_versioned_store_for_an_aggregation_is_refused_at_build() {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, String>("in")
+        .group_by_key()
+        .count_with(Materialized::as_versioned(
+            "counts",
+            std::time::Duration::from_secs(60),
+        ));
+    let err = builder.build().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("versioned store (Materialized::as_versioned) materializes a source table"),
+        "{err}"
+    );
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::internals::{NodeId, PunctuatorEntry, StoreSerdes, TaskCore};
 use super::stores::{SessionStoreHandle, StoreHandle, WindowStoreHandle};
+use super::versioned::VersionedStoreHandle;
 use super::{Cancellable, Data, PunctuationType, PunctuatorId, TaskId};
 use crate::error::{Error, Result};
 use crate::record::{Record, RecordMetadata};
@@ -338,6 +339,34 @@ impl<K, V> ProcessorContext<'_, K, V> {
 }
 
 impl<K, V> ProcessorContext<'_, K, V> {
+    /// The versioned store `name` (declared with `StoreSpec::versioned`), typed
+    /// `<SK, SV>`.
+    pub fn versioned_store<SK: 'static, SV: 'static>(
+        &mut self,
+        name: &str,
+    ) -> Result<VersionedStoreHandle<'_, SK, SV>> {
+        let idx = self.store_index::<SK, SV>(name)?;
+        let ty = self.expect_type(idx, "a versioned", |t| {
+            matches!(t, StoreType::Versioned { .. })
+        })?;
+        let StoreType::Versioned {
+            history_ms,
+            segment_ms,
+        } = ty
+        else {
+            unreachable!("checked by expect_type")
+        };
+        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
+        let timestamp = self.core.env.record_timestamp;
+        Ok(VersionedStoreHandle {
+            access: Access::new(&mut self.core.env.state, idx, timestamp),
+            key_serde,
+            value_serde,
+            history_ms,
+            segment_ms,
+        })
+    }
+
     pub(crate) fn windowed_access(&mut self, name: &str) -> Result<Access<'_>> {
         let node = self.node;
         let processor = &self.core.names[node];

@@ -16,6 +16,7 @@ mod context;
 mod ext;
 pub(crate) mod internals;
 mod stores;
+mod versioned;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,7 @@ pub use context::ProcessorContext;
 #[doc(hidden)]
 pub use ext::{InternalContext, InternalForwardContext, InternalWindowedContext};
 pub use stores::{SessionStoreHandle, StoreHandle, WindowStoreHandle};
+pub use versioned::{VersionedRecord, VersionedStoreHandle};
 
 /// A node's index in its topology (and in every task's node arena).
 pub type NodeId = usize;

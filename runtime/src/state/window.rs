@@ -140,6 +140,14 @@ pub enum StoreType {
         /// Width of a segment in ms.
         segment_ms: i64,
     },
+    /// A versioned key-value store (Kafka Streams' KIP-889): each key's latest value,
+    /// and its older versions for `history_ms` after they were replaced.
+    Versioned {
+        /// How long an old version stays readable after it was replaced.
+        history_ms: i64,
+        /// Width of a segment of old versions (by the time they were replaced) in ms.
+        segment_ms: i64,
+    },
 }
 
 impl StoreType {
@@ -161,12 +169,22 @@ impl StoreType {
         }
     }
 
+    /// A versioned store keeping old versions `history_ms` (segments of a quarter of
+    /// that, at least one second: an old version outlives its history by at most a
+    /// segment on disk, never in reads).
+    pub fn versioned(history_ms: i64) -> Self {
+        StoreType::Versioned {
+            history_ms,
+            segment_ms: (history_ms / 4).max(1000),
+        }
+    }
+
     pub(crate) fn segment_ms(&self) -> Option<i64> {
         match *self {
             StoreType::KeyValue => None,
-            StoreType::Window { segment_ms, .. } | StoreType::Session { segment_ms, .. } => {
-                Some(segment_ms)
-            }
+            StoreType::Window { segment_ms, .. }
+            | StoreType::Session { segment_ms, .. }
+            | StoreType::Versioned { segment_ms, .. } => Some(segment_ms),
         }
     }
 
@@ -176,6 +194,7 @@ impl StoreType {
             StoreType::Window { retention_ms, .. } | StoreType::Session { retention_ms, .. } => {
                 Some(retention_ms)
             }
+            StoreType::Versioned { history_ms, .. } => Some(history_ms),
         }
     }
 }
@@ -242,7 +261,7 @@ pub(crate) fn split_key(stored: &[u8], times: usize) -> Option<(&[u8], [i64; 2])
 /// Decodes a stored window or session key into the record key's bytes and its window.
 pub(crate) fn stored_window(ty: &StoreType, stored: &[u8]) -> Option<(Vec<u8>, Window)> {
     match *ty {
-        StoreType::KeyValue => None,
+        StoreType::KeyValue | StoreType::Versioned { .. } => None,
         StoreType::Window { size_ms, .. } => {
             let (k, [start, _]) = split_key(stored, 1)?;
             Some((k.to_vec(), Window::new(start, start + size_ms)))
@@ -260,7 +279,11 @@ pub(crate) fn entry_time(ty: &StoreType, stored: &[u8]) -> Option<i64> {
     match ty {
         StoreType::KeyValue => None,
         StoreType::Window { .. } => split_key(stored, 1).map(|(_, [start, _])| start),
-        StoreType::Session { .. } => split_key(stored, 2).map(|(_, [end, _])| end),
+        // An old version's entry is placed by the time it was replaced, as a session
+        // by its end.
+        StoreType::Session { .. } | StoreType::Versioned { .. } => {
+            split_key(stored, 2).map(|(_, [end, _])| end)
+        }
     }
 }
 

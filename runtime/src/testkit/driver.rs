@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::stores::{KeyValueStoreView, SessionStoreView, WindowStoreView};
+use super::stores::{KeyValueStoreView, SessionStoreView, VersionedStoreView, WindowStoreView};
 use super::topics::{TestInputTopic, TestOutputTopic};
 use crate::config::RuntimeConfig;
 use crate::error::Result;
@@ -192,6 +192,15 @@ impl TopologyTestDriver {
         name: &str,
     ) -> Result<WindowStoreView<K, V>> {
         WindowStoreView::new(self.query.clone(), name)
+    }
+
+    /// Read access to versioned store `name` (`Materialized::as_versioned`,
+    /// `StoreSpec::versioned`), typed `<K, V>` as the topology declared it.
+    pub fn versioned_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+    ) -> Result<VersionedStoreView<K, V>> {
+        VersionedStoreView::new(self.query.clone(), name)
     }
 
     /// Read access to session store `name`, typed `<K, V>` as the topology declared it.

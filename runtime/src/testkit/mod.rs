@@ -16,5 +16,5 @@ mod stores;
 mod topics;
 
 pub use driver::TopologyTestDriver;
-pub use stores::{KeyValueStoreView, SessionStoreView, WindowStoreView};
+pub use stores::{KeyValueStoreView, SessionStoreView, VersionedStoreView, WindowStoreView};
 pub use topics::{TestInputTopic, TestOutputTopic};

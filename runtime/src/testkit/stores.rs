@@ -11,7 +11,9 @@ use std::rc::Rc;
 use crate::error::{Error, Result};
 use crate::exec::driver::SyncQuery;
 use crate::processor::internals::StoreSerdes;
-use crate::processor::{SessionStoreHandle, StoreHandle, WindowStoreHandle};
+use crate::processor::{
+    SessionStoreHandle, StoreHandle, VersionedRecord, VersionedStoreHandle, WindowStoreHandle,
+};
 use crate::state::task_stores::{Access, TaskStores};
 use crate::state::window::{StoreType, Window, Windowed};
 
@@ -36,6 +38,7 @@ impl<K: 'static, V: 'static> View<K, V> {
             let ok = match kind {
                 "key-value" => matches!(ty, StoreType::KeyValue),
                 "window" => matches!(ty, StoreType::Window { .. }),
+                "versioned" => matches!(ty, StoreType::Versioned { .. }),
                 _ => matches!(ty, StoreType::Session { .. }),
             };
             if ok {
@@ -233,5 +236,53 @@ impl<K: 'static, V: 'static> SessionStoreView<K, V> {
             .filter(|(w, _)| w.key == *key)
             .map(|(w, v)| (w.window, v))
             .collect())
+    }
+}
+
+/// Read access to a versioned store of a [`super::TopologyTestDriver`].
+#[derive(Debug)]
+pub struct VersionedStoreView<K, V>(View<K, V>);
+
+impl<K: 'static, V: 'static> VersionedStoreView<K, V> {
+    pub(super) fn new(query: Rc<RefCell<SyncQuery>>, name: &str) -> Result<Self> {
+        View::new(query, name, "versioned").map(VersionedStoreView)
+    }
+
+    fn first(
+        &self,
+        mut f: impl FnMut(&mut VersionedStoreHandle<'_, K, V>) -> Result<Option<VersionedRecord<V>>>,
+    ) -> Result<Option<VersionedRecord<V>>> {
+        let mut out = None;
+        self.0.each(|stores, idx| {
+            let (key_serde, value_serde) = View::<K, V>::serdes(stores, idx)?;
+            let StoreType::Versioned {
+                history_ms,
+                segment_ms,
+            } = stores.stores[idx].store_type
+            else {
+                return Ok(());
+            };
+            if out.is_none() {
+                out = f(&mut VersionedStoreHandle {
+                    access: Access::new(stores, idx, 0),
+                    key_serde,
+                    value_serde,
+                    history_ms,
+                    segment_ms,
+                })?;
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// `key`'s latest value and the time it became valid.
+    pub fn get(&self, key: &K) -> Result<Option<VersionedRecord<V>>> {
+        self.first(|h| h.get(key))
+    }
+
+    /// `key`'s value as of `as_of`, within the store's history retention.
+    pub fn get_as_of(&self, key: &K, as_of: i64) -> Result<Option<VersionedRecord<V>>> {
+        self.first(|h| h.get_as_of(key, as_of))
     }
 }

@@ -204,7 +204,17 @@ impl<K, V> StoreSpec<K, V> {
         self
     }
 
-    /// Key-value, window or session.
+    /// Makes this a versioned key-value store (Kafka Streams' KIP-889): each key's
+    /// latest value, and its older versions for `history` after they were replaced.
+    /// Processors reach it with `ProcessorContext::versioned_store`. It bypasses the
+    /// record cache (reads of old versions scan the store).
+    pub fn versioned(mut self, history: Duration) -> Self {
+        self.store_type = StoreType::versioned(millis(history));
+        self.caching = false;
+        self
+    }
+
+    /// Key-value, window, session or versioned.
     pub fn store_type(&self) -> StoreType {
         self.store_type
     }
