@@ -184,17 +184,20 @@ impl<K: Data, V: Data> KTable<K, V> {
     /// use std::time::Duration;
     /// use weir::prelude::*;
     ///
+    /// # fn main() -> weir::Result<()> {
     /// let builder = StreamsBuilder::new();
     /// builder
     ///     .stream::<String, String>("clicks")
     ///     .group_by_key()
-    ///     .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_secs(60)))
+    ///     .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_secs(60))?)
     ///     .count()
     ///     .suppress(Suppressed::until_window_closes(
     ///         BufferConfig::max_bytes(16 << 20).shut_down_when_full(),
     ///     ))
     ///     .to_stream()
     ///     .to("final-counts");
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn suppress(&self, suppressed: Suppressed) -> KTable<K, V> {
         let builder = self.changes.builder.clone();

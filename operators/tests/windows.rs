@@ -175,10 +175,13 @@ fn windowed_count_emitting(
     let grouped = builder.stream::<String, i64>(input).group_by_key();
     let table = match w {
         W::Tumbling { size, grace } => grouped
-            .windowed_by(TimeWindows::of_size_and_grace(
-                Duration::from_millis(size as u64),
-                Duration::from_millis(grace as u64),
-            ))
+            .windowed_by(
+                TimeWindows::of_size_and_grace(
+                    Duration::from_millis(size as u64),
+                    Duration::from_millis(grace as u64),
+                )
+                .unwrap(),
+            )
             .emit_strategy(emit)
             .count(),
         W::Hopping {
@@ -191,15 +194,20 @@ fn windowed_count_emitting(
                     Duration::from_millis(size as u64),
                     Duration::from_millis(grace as u64),
                 )
-                .advance_by(Duration::from_millis(advance as u64)),
+                .unwrap()
+                .advance_by(Duration::from_millis(advance as u64))
+                .unwrap(),
             )
             .emit_strategy(emit)
             .count(),
         W::Session { gap, grace } => grouped
-            .windowed_by(SessionWindows::of_inactivity_gap_and_grace(
-                Duration::from_millis(gap as u64),
-                Duration::from_millis(grace as u64),
-            ))
+            .windowed_by(
+                SessionWindows::of_inactivity_gap_and_grace(
+                    Duration::from_millis(gap as u64),
+                    Duration::from_millis(grace as u64),
+                )
+                .unwrap(),
+            )
             .emit_strategy(emit)
             .count(),
         W::Sliding { diff, grace } => grouped
@@ -846,9 +854,7 @@ fn a_timestamp_extractor_drives_the_windows() {
             weir::Consumed::defaults().with_timestamp_extractor(|_, v: &i64, _| *v),
         )
         .group_by_key()
-        .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_millis(
-            10,
-        )))
+        .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_millis(10)).unwrap())
         .count()
         .suppress(Suppressed::until_window_closes(BufferConfig::unbounded()))
         .to_stream()
@@ -969,10 +975,13 @@ fn sessions_emitted_on_window_close_go_downstream_once_when_closed() {
     builder
         .stream::<String, String>("in")
         .group_by_key()
-        .windowed_by(SessionWindows::of_inactivity_gap_and_grace(
-            Duration::from_millis(10),
-            Duration::from_millis(2),
-        ))
+        .windowed_by(
+            SessionWindows::of_inactivity_gap_and_grace(
+                Duration::from_millis(10),
+                Duration::from_millis(2),
+            )
+            .unwrap(),
+        )
         .emit_strategy(EmitStrategy::on_window_close())
         .count()
         .to_stream()
@@ -1023,5 +1032,20 @@ fn sessions_emitted_on_window_close_go_downstream_once_when_closed() {
             ("c@25/33".to_string(), Some(2), 33),
             ("d@38/38".to_string(), Some(1), 38),
         ]
+    );
+}
+
+/// Window specs are checked when they are made (as Kafka Streams' constructors throw),
+/// not when the topology is built.
+#[test]
+fn session_windows_need_a_gap_of_at_least_one_ms() {
+    let err = SessionWindows::of_inactivity_gap_with_no_grace(Duration::ZERO).unwrap_err();
+    assert!(
+        matches!(&err, weir::Error::Config(m) if m.contains("inactivity gap")),
+        "{err}"
+    );
+    assert!(
+        SessionWindows::of_inactivity_gap_and_grace(Duration::from_millis(1), Duration::ZERO)
+            .is_ok()
     );
 }

@@ -181,10 +181,13 @@ fn main() -> Result<()> {
         builder
             .stream::<u64, i64>("events")
             .group_by_key()
-            .windowed_by(TimeWindows::of_size_and_grace(
-                Duration::from_millis(SIZE as u64),
-                Duration::from_millis(GRACE as u64),
-            ))
+            .windowed_by(
+                TimeWindows::of_size_and_grace(
+                    Duration::from_millis(SIZE as u64),
+                    Duration::from_millis(GRACE as u64),
+                )
+                .unwrap(),
+            )
             .count()
             .suppress(Suppressed::until_window_closes(
                 BufferConfig::unbounded().shut_down_when_full(),

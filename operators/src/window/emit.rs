@@ -22,6 +22,7 @@
 /// use weir::prelude::*;
 /// use weir::EmitStrategy;
 ///
+/// # fn main() -> weir::Result<()> {
 /// let builder = StreamsBuilder::new();
 /// builder
 ///     .stream::<String, String>("clicks")
@@ -29,11 +30,13 @@
 ///     .windowed_by(TimeWindows::of_size_and_grace(
 ///         Duration::from_secs(60),
 ///         Duration::from_secs(10),
-///     ))
+///     )?)
 ///     .emit_strategy(EmitStrategy::on_window_close())
 ///     .count()
 ///     .to_stream()
 ///     .print(weir::Printed::to_sys_out());
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EmitStrategy {

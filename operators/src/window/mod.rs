@@ -39,7 +39,7 @@ fn ms(d: Duration) -> i64 {
 
 /// Fixed-size windows: tumbling (advance = size) or hopping (advance < size). A window
 /// is `[start, start + size)`; starts are multiples of the advance, from 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[must_use = "a builder does nothing until it is used"]
 pub struct TimeWindows {
     size: i64,
@@ -49,36 +49,63 @@ pub struct TimeWindows {
 
 impl TimeWindows {
     /// Tumbling windows of `size` that accept records up to `grace` after they end.
-    pub fn of_size_and_grace(size: Duration, grace: Duration) -> Self {
-        TimeWindows {
-            size: ms(size),
-            advance: ms(size),
-            grace: ms(grace),
+    /// A size under 1 ms is an error (`Error::Config`), as Kafka Streams refuses it
+    /// when the windows are made.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use weir::TimeWindows;
+    ///
+    /// let minutes = TimeWindows::of_size_and_grace(Duration::from_secs(60), Duration::from_secs(10));
+    /// assert!(minutes.is_ok());
+    /// assert!(TimeWindows::of_size_and_grace(Duration::ZERO, Duration::ZERO).is_err());
+    /// ```
+    pub fn of_size_and_grace(size: Duration, grace: Duration) -> Result<Self> {
+        let size = ms(size);
+        if size <= 0 {
+            return Err(Error::Config(
+                "window size must be at least 1 ms (TimeWindows)".into(),
+            ));
         }
+        Ok(TimeWindows {
+            size,
+            advance: size,
+            grace: ms(grace),
+        })
     }
 
     /// Tumbling windows of `size` that close as soon as stream time passes their end.
-    pub fn of_size_with_no_grace(size: Duration) -> Self {
+    pub fn of_size_with_no_grace(size: Duration) -> Result<Self> {
         Self::of_size_and_grace(size, Duration::ZERO)
     }
 
-    /// Hopping windows: a new window every `advance` (at most the size).
-    pub fn advance_by(mut self, advance: Duration) -> Self {
-        self.advance = ms(advance);
-        self
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.size <= 0 {
-            return Err(Error::Topology("window size must be at least 1 ms".into()));
-        }
-        if self.advance <= 0 || self.advance > self.size {
-            return Err(Error::Topology(format!(
-                "window advance must be between 1 ms and the window size ({} ms), got {} ms",
-                self.size, self.advance
+    /// Hopping windows: a new window every `advance`, which must be at least 1 ms and
+    /// at most the size (`Error::Config` otherwise).
+    pub fn advance_by(mut self, advance: Duration) -> Result<Self> {
+        let advance = ms(advance);
+        if advance <= 0 || advance > self.size {
+            return Err(Error::Config(format!(
+                "window advance must be between 1 ms and the window size ({} ms), got {advance} ms (TimeWindows)",
+                self.size
             )));
         }
-        Ok(())
+        self.advance = advance;
+        Ok(self)
+    }
+
+    /// The window size in ms.
+    pub fn size_ms(&self) -> i64 {
+        self.size
+    }
+
+    /// The advance in ms (the size for tumbling windows).
+    pub fn advance_ms(&self) -> i64 {
+        self.advance
+    }
+
+    /// The grace period in ms.
+    pub fn grace_ms(&self) -> i64 {
+        self.grace
     }
 
     /// The windows that contain `timestamp`, by start (Kafka Streams'
@@ -89,12 +116,15 @@ impl TimeWindows {
     /// use std::time::Duration;
     /// use weir::{TimeWindows, Window};
     ///
-    /// let hopping = TimeWindows::of_size_with_no_grace(Duration::from_millis(12))
-    ///     .advance_by(Duration::from_millis(5));
+    /// # fn main() -> weir::Result<()> {
+    /// let hopping = TimeWindows::of_size_with_no_grace(Duration::from_millis(12))?
+    ///     .advance_by(Duration::from_millis(5))?;
     /// assert_eq!(
     ///     hopping.windows_for(21),
     ///     vec![Window::new(10, 22), Window::new(15, 27), Window::new(20, 32)]
     /// );
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn windows_for(&self, timestamp: i64) -> Vec<Window> {
         self.starts(timestamp)
@@ -123,17 +153,24 @@ pub struct SessionWindows {
 }
 
 impl SessionWindows {
-    /// Sessions with inactivity gap `gap`; a record is accepted while the session it
-    /// would join (or start) ends no more than `grace` before the observed stream time.
-    pub fn of_inactivity_gap_and_grace(gap: Duration, grace: Duration) -> Self {
-        SessionWindows {
-            gap: ms(gap),
-            grace: ms(grace),
+    /// Sessions with inactivity gap `gap` (at least 1 ms: `Error::Config` otherwise); a
+    /// record is accepted while the session it would join (or start) ends no more than
+    /// `gap + grace` before the observed stream time (Kafka Streams' rule).
+    pub fn of_inactivity_gap_and_grace(gap: Duration, grace: Duration) -> Result<Self> {
+        let gap = ms(gap);
+        if gap <= 0 {
+            return Err(Error::Config(
+                "session inactivity gap must be at least 1 ms (SessionWindows)".into(),
+            ));
         }
+        Ok(SessionWindows {
+            gap,
+            grace: ms(grace),
+        })
     }
 
     /// Sessions with no grace period.
-    pub fn of_inactivity_gap_with_no_grace(gap: Duration) -> Self {
+    pub fn of_inactivity_gap_with_no_grace(gap: Duration) -> Result<Self> {
         Self::of_inactivity_gap_and_grace(gap, Duration::ZERO)
     }
 }
@@ -146,11 +183,12 @@ impl SessionWindows {
 /// records within `d` of each other is aggregated once, without the duplicates hopping
 /// windows with a 1 ms advance would produce.
 ///
-/// A record is late, dropped and counted, once stream time is more than `grace` past
-/// it: its own window `[t - d, t]` has closed. (Kafka Streams still adds such a record
-/// to the windows containing it that are open, but not to windows created after it, so
-/// a window's result would depend on arrival order.) A window is final once stream
-/// time passes its end + grace.
+/// Lateness is judged per window, as in Kafka Streams: a window is closed once its end
+/// is before stream time - grace. A record updates or creates each of its windows that
+/// is still open and skips (counting each) the closed ones; it is dropped outright only
+/// when even its right window `[t + 1, t + d + 1]` has closed. A window is final once
+/// stream time passes its end + grace. Any time difference is valid (a `Duration`
+/// cannot be negative), so the constructors cannot fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "a builder does nothing until it is used"]
 pub struct SlidingWindows {
@@ -229,6 +267,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// use std::time::Duration;
     /// use weir::prelude::*;
     ///
+    /// # fn main() -> weir::Result<()> {
     /// let builder = StreamsBuilder::new();
     /// let per_minute: KTable<Windowed<String>, i64> = builder
     ///     .stream::<String, String>("clicks")
@@ -236,9 +275,11 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     ///     .windowed_by(TimeWindows::of_size_and_grace(
     ///         Duration::from_secs(60),
     ///         Duration::from_secs(10),
-    ///     ))
+    ///     )?)
     ///     .count();
     /// # let _ = per_minute;
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn windowed_by<W: WindowedBy<K, V>>(&self, windows: W) -> W::Output {
         windows.windowed(self)
@@ -291,19 +332,6 @@ impl Spec {
                 .saturating_add(w.grace)
                 .saturating_add(1),
             Spec::Session(w) => w.gap.saturating_add(w.grace).saturating_add(1),
-        }
-    }
-
-    fn validate(&self) -> Result<()> {
-        match self {
-            Spec::Time(w) => w.validate(),
-            Spec::Sliding(w) if w.difference < 0 => Err(Error::Topology(
-                "sliding window time difference must not be negative".into(),
-            )),
-            Spec::Session(w) if w.gap <= 0 => Err(Error::Topology(
-                "session inactivity gap must be at least 1 ms".into(),
-            )),
-            Spec::Sliding(_) | Spec::Session(_) => Ok(()),
         }
     }
 }
@@ -406,7 +434,6 @@ where
     };
     let mut store_spec = {
         let mut inner = builder.borrow_mut();
-        inner.check(spec.validate());
         inner.check(retention_check);
         materialized.spec(
             &mut inner,
@@ -451,43 +478,11 @@ mod tests {
     use super::*;
     use weir_runtime::serde::{I64Serde, OptionSerde};
 
-    // Ported from Kafka Streams' TimeWindowsTest (same sizes, advances and timestamps).
-
-    /// TimeWindowsTest#shouldComputeWindowsForHoppingWindows
-    #[test]
-    fn should_compute_windows_for_hopping_windows() {
-        let windows = TimeWindows::of_size_with_no_grace(Duration::from_millis(12))
-            .advance_by(Duration::from_millis(5));
-        let matched = windows.windows_for(21);
-        assert_eq!(matched.len() as i64, 12 / 5 + 1);
-        assert_eq!(
-            matched,
-            vec![
-                Window::new(10, 22),
-                Window::new(15, 27),
-                Window::new(20, 32)
-            ]
-        );
-    }
-
-    /// TimeWindowsTest#shouldComputeWindowsForBarelyOverlappingHoppingWindows
-    #[test]
-    fn should_compute_windows_for_barely_overlapping_hopping_windows() {
-        let windows = TimeWindows::of_size_with_no_grace(Duration::from_millis(6))
-            .advance_by(Duration::from_millis(5));
-        assert_eq!(windows.windows_for(7), vec![Window::new(5, 11)]);
-    }
-
-    /// TimeWindowsTest#shouldComputeWindowsForTumblingWindows
-    #[test]
-    fn should_compute_windows_for_tumbling_windows() {
-        let windows = TimeWindows::of_size_with_no_grace(Duration::from_millis(12));
-        assert_eq!(windows.windows_for(21), vec![Window::new(12, 24)]);
-    }
+    // Kafka Streams' TimeWindowsTest cases are in tests/conformance/time_windows.rs.
 
     #[test]
     fn no_window_holds_a_negative_timestamp() {
-        let windows = TimeWindows::of_size_with_no_grace(Duration::from_millis(12));
+        let windows = TimeWindows::of_size_with_no_grace(Duration::from_millis(12)).unwrap();
         assert!(windows.windows_for(-1).is_empty());
         assert_eq!(windows.windows_for(0), vec![Window::new(0, 12)]);
     }
@@ -538,22 +533,18 @@ mod tests {
 
     #[test]
     fn tumbling_and_hopping_starts() {
-        let t = TimeWindows::of_size_with_no_grace(Duration::from_millis(10));
+        let ms = Duration::from_millis;
+        let t = TimeWindows::of_size_with_no_grace(ms(10)).unwrap();
         assert_eq!(t.starts(0).collect::<Vec<_>>(), vec![0]);
         assert_eq!(t.starts(19).collect::<Vec<_>>(), vec![10]);
-        let h = t.advance_by(Duration::from_millis(5));
+        let h = t.advance_by(ms(5)).unwrap();
         assert_eq!(h.starts(12).collect::<Vec<_>>(), vec![5, 10]);
         assert_eq!(h.starts(3).collect::<Vec<_>>(), vec![0]);
-        let h3 = TimeWindows::of_size_with_no_grace(Duration::from_millis(10))
-            .advance_by(Duration::from_millis(3));
+        let h3 = TimeWindows::of_size_with_no_grace(ms(10))
+            .unwrap()
+            .advance_by(ms(3))
+            .unwrap();
         // Windows [3,13), [6,16), [9,19), [12,22) contain 12.
         assert_eq!(h3.starts(12).collect::<Vec<_>>(), vec![3, 6, 9, 12]);
-        assert!(h3.validate().is_ok());
-        assert!(
-            TimeWindows::of_size_with_no_grace(Duration::from_millis(10))
-                .advance_by(Duration::from_millis(11))
-                .validate()
-                .is_err()
-        );
     }
 }

@@ -45,6 +45,7 @@ fn default_windows() -> SessionWindows {
         Duration::from_millis(GAP_MS as u64),
         Duration::from_millis((24 * 3600 * 1000 - GAP_MS) as u64),
     )
+    .unwrap()
 }
 
 fn sw(key: &str, start: i64, end: i64) -> Windowed<String> {
@@ -261,10 +262,10 @@ fn should_immediately_forward_removed_sessions_when_merging() {
 /// time 11 a record at 0 would create session [0,0], which ends before 11 - 10 - 0.
 #[test]
 fn should_log_and_meter_when_skipping_late_record_with_zero_grace() {
-    let (driver, seen) = session_count(SessionWindows::of_inactivity_gap_and_grace(
-        Duration::from_millis(10),
-        Duration::ZERO,
-    ));
+    let (driver, seen) = session_count(
+        SessionWindows::of_inactivity_gap_and_grace(Duration::from_millis(10), Duration::ZERO)
+            .unwrap(),
+    );
     pipe(
         &driver,
         &[
@@ -284,10 +285,13 @@ fn should_log_and_meter_when_skipping_late_record_with_zero_grace() {
 /// still lands in a session that is open), at 12 it is late.
 #[test]
 fn should_log_and_meter_when_skipping_late_record_with_nonzero_grace() {
-    let (driver, seen) = session_count(SessionWindows::of_inactivity_gap_and_grace(
-        Duration::from_millis(10),
-        Duration::from_millis(1),
-    ));
+    let (driver, seen) = session_count(
+        SessionWindows::of_inactivity_gap_and_grace(
+            Duration::from_millis(10),
+            Duration::from_millis(1),
+        )
+        .unwrap(),
+    );
     pipe(
         &driver,
         &[

@@ -13,7 +13,7 @@ fn ms(n: u64) -> Duration {
 
 /// Kafka's deprecated `TimeWindows.of(size)`: grace 24 h less the size.
 fn legacy_of(size: u64) -> TimeWindows {
-    TimeWindows::of_size_and_grace(ms(size), ms(24 * 3600 * 1000 - size))
+    TimeWindows::of_size_and_grace(ms(size), ms(24 * 3600 * 1000 - size)).unwrap()
 }
 
 /// `KStreamWindowAggregateTest.testAggBasic`: hopping windows; each update carries the
@@ -24,7 +24,7 @@ fn test_agg_basic() {
     let table = builder
         .stream::<String, String>("topic1")
         .group_by_key()
-        .windowed_by(legacy_of(10).advance_by(ms(5)))
+        .windowed_by(legacy_of(10).advance_by(ms(5)).unwrap())
         .aggregate_with(
             string_init,
             tostring_adder,
@@ -125,8 +125,12 @@ fn expired_window_topology(windows: TimeWindows) -> StreamsBuilder {
 /// counts 5 and 6.
 #[test]
 fn should_log_and_meter_when_skipping_expired_window() {
-    let builder =
-        expired_window_topology(TimeWindows::of_size_and_grace(ms(10), ms(90)).advance_by(ms(5)));
+    let builder = expired_window_topology(
+        TimeWindows::of_size_and_grace(ms(10), ms(90))
+            .unwrap()
+            .advance_by(ms(5))
+            .unwrap(),
+    );
     let driver = driver(builder);
     let input = driver
         .create_input_topic::<String, String>("topic")
@@ -170,7 +174,7 @@ fn should_log_and_meter_when_skipping_expired_window() {
 /// [110,120) has closed: 7 drops, one output.
 #[test]
 fn should_log_and_meter_when_skipping_expired_window_by_grace() {
-    let builder = expired_window_topology(TimeWindows::of_size_and_grace(ms(10), ms(90)));
+    let builder = expired_window_topology(TimeWindows::of_size_and_grace(ms(10), ms(90)).unwrap());
     let driver = driver(builder);
     let input = driver
         .create_input_topic::<String, String>("topic")
@@ -209,7 +213,12 @@ fn test_agg_basic_emit_final() {
     let table = builder
         .stream::<String, String>("topic1")
         .group_by_key()
-        .windowed_by(TimeWindows::of_size_and_grace(ms(10), ms(100)).advance_by(ms(5)))
+        .windowed_by(
+            TimeWindows::of_size_and_grace(ms(10), ms(100))
+                .unwrap()
+                .advance_by(ms(5))
+                .unwrap(),
+        )
         .emit_strategy(EmitStrategy::on_window_close())
         .aggregate_with(
             string_init,
@@ -256,7 +265,12 @@ fn test_join_emit_final_first_table() {
     let table = builder
         .stream::<String, String>("topic1")
         .group_by_key()
-        .windowed_by(TimeWindows::of_size_and_grace(ms(10), ms(5)).advance_by(ms(5)))
+        .windowed_by(
+            TimeWindows::of_size_and_grace(ms(10), ms(5))
+                .unwrap()
+                .advance_by(ms(5))
+                .unwrap(),
+        )
         .emit_strategy(EmitStrategy::on_window_close())
         .aggregate_with(
             string_init,
