@@ -7,6 +7,7 @@
 mod session_aggregate;
 mod sliding_aggregate;
 mod suppress;
+mod suppress_processor;
 mod table_aggregate;
 mod time_windows;
 mod window_aggregate;
