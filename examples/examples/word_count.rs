@@ -7,6 +7,12 @@
 //! once per commit (or cache eviction), not once per occurrence.
 //!
 //! Run: `cargo run --release -p weir-examples --example word_count`
+//!
+//! The topology is built by a function of its own, so it can be unit-tested without a
+//! runtime: the tests at the bottom run it on `weir::testing::TopologyTestDriver`
+//! (synchronous, deterministic, no threads), as a template for testing yours. They run
+//! with `cargo test --release -p weir-examples --example word_count` (and with the
+//! workspace's tests).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -23,6 +29,23 @@ const LINES: &[&str] = &[
     "one pool of workers for every stream",
     "one memory limit for the whole process",
 ];
+
+/// Lines of `text-input` → lower-cased words → a count per word in store `counts` →
+/// `(word, count)` updates to `word-counts`.
+fn word_count_topology() -> Result<Topology> {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<(), String>("text-input")
+        .flat_map_values(|line: String| {
+            line.split_whitespace()
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+        })
+        .group_by(|_, word: &String| word.clone())
+        .count_with(Materialized::as_("counts"))
+        .to("word-counts");
+    builder.build()
+}
 
 fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -41,18 +64,7 @@ fn main() -> Result<()> {
     broker.create_topic("text-input", 2)?;
     broker.create_topic("word-counts", 2)?;
 
-    let builder = StreamsBuilder::new();
-    builder
-        .stream::<(), String>("text-input")
-        .flat_map_values(|line: String| {
-            line.split_whitespace()
-                .map(str::to_lowercase)
-                .collect::<Vec<_>>()
-        })
-        .group_by(|_, word: &String| word.clone())
-        .count_with(Materialized::as_("counts"))
-        .to("word-counts");
-    let topology = builder.build()?;
+    let topology = word_count_topology()?;
     println!("{}", topology.describe());
 
     let query = runtime.start_query("counts", topology)?;
@@ -102,4 +114,76 @@ fn main() -> Result<()> {
     // Every zone of memory next to its bound, and the process as a whole.
     println!("\n{}", runtime.memory_report());
     runtime.shutdown()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir::testing::TopologyTestDriver;
+
+    fn driver() -> TopologyTestDriver {
+        // The driver keeps its stores in a directory of its own under the state
+        // directory and deletes it when dropped.
+        TopologyTestDriver::new(
+            word_count_topology().unwrap(),
+            RuntimeConfig::builder().build().unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn counts_every_word_once_per_occurrence() {
+        let driver = driver();
+        let lines = driver
+            .create_input_topic::<(), String>("text-input")
+            .unwrap();
+        let counts = driver
+            .create_output_topic::<String, i64>("word-counts")
+            .unwrap();
+
+        lines
+            .pipe_input_at((), "the sea the Sea".to_string(), 10)
+            .unwrap();
+        // Every record is processed (through the repartition topic too) before
+        // pipe_input returns; the record cache is off, so each update goes out.
+        assert_eq!(
+            counts.read_key_values_to_list().unwrap(),
+            vec![
+                ("the".to_string(), 1),
+                ("sea".to_string(), 1),
+                ("the".to_string(), 2),
+                ("sea".to_string(), 2),
+            ]
+        );
+        lines.pipe_input_at((), "a weir".to_string(), 20).unwrap();
+        let latest = counts.read_key_values_to_map().unwrap();
+        assert_eq!(latest.get("weir"), Some(&1));
+        assert!(counts.is_empty().unwrap());
+
+        // The store can be read too.
+        let store = driver.key_value_store::<String, i64>("counts").unwrap();
+        assert_eq!(store.get(&"sea".to_string()).unwrap(), Some(2));
+        assert_eq!(store.all().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn output_records_carry_the_input_timestamps() {
+        let driver = driver();
+        let lines = driver
+            .create_input_topic::<(), String>("text-input")
+            .unwrap();
+        let counts = driver
+            .create_output_topic::<String, i64>("word-counts")
+            .unwrap();
+        lines.pipe_input_at((), "late".to_string(), 500).unwrap();
+        lines.pipe_input_at((), "late".to_string(), 100).unwrap();
+        let stamps: Vec<i64> = counts
+            .read_records_to_list()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.timestamp)
+            .collect();
+        // A count carries the largest timestamp folded into it, as in Kafka Streams.
+        assert_eq!(stamps, vec![500, 500]);
+    }
 }

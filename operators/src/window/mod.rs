@@ -4,10 +4,13 @@
 //!
 //! Event time is each record's timestamp (set by the source's timestamp extractor, if
 //! any). Each aggregation tracks its *observed stream time*, the largest timestamp it
-//! has seen; a window closes when that passes its end plus the grace period, and a
-//! record for a closed window is dropped and counted (`QueryStats::records_dropped_late`,
-//! `weir_records_dropped_late_total`, and a debug log line). The observed stream time is
-//! stored with the windows, so a restart drops exactly what the first run would have.
+//! has seen; a window closes when that passes its end plus the grace period (a session:
+//! its end plus gap plus grace), and a record for a closed window is dropped and counted
+//! (`QueryStats::records_dropped_late`, `weir_dropped_records_total`, and a debug log
+//! line). Lateness, output timestamps, session merges and emission follow Kafka Streams'
+//! rules, listed in ARCHITECTURE.md ("What does a window emit, and when?") and checked
+//! by Kafka's own tests in `tests/conformance/`. The observed stream time is stored with
+//! the windows, so a restart drops exactly what the first run would have.
 //!
 //! State lives in window or session stores (RocksDB under the shared cache by
 //! default) that drop expired segments with range deletes (see
@@ -304,11 +307,10 @@ pub(super) enum Spec {
 
 impl Spec {
     /// How long after a window's end it is final (what `until_window_closes` waits).
-    /// A time window takes no record once stream time passes end + grace. A session
-    /// can still be extended by a record up to `gap` after its end, accepted while
-    /// that record's session ends no more than grace before stream time: it is final
-    /// once stream time passes end + gap + grace. A sliding window includes its end,
-    /// so it is final once stream time passes end + grace.
+    /// A time window takes no record once stream time reaches end + grace. A session
+    /// takes records while it ends no more than gap + grace before stream time (Kafka
+    /// Streams' rule): it is final once stream time passes end + gap + grace. A sliding
+    /// window includes its end, so it is final once stream time passes end + grace.
     fn close_delay(&self) -> i64 {
         match self {
             Spec::Time(w) => w.grace,
