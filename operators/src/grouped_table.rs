@@ -21,6 +21,8 @@ use crate::stream::{ArcSerde, KStream, Repartitioned};
 use crate::table::KTable;
 
 type Adder<K, V, VA> = Arc<dyn Fn(&K, V, VA) -> VA + Send + Sync>;
+/// Adds a value to a group's aggregate, `None` before the group's first value.
+type AddTo<K, V, VA> = Arc<dyn Fn(&K, V, Option<VA>) -> VA + Send + Sync>;
 
 /// A table regrouped by [`KTable::group_by`], ready to aggregate: Kafka Streams'
 /// `KGroupedTable`.
@@ -155,22 +157,16 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
         S: Fn(V, V) -> V + Send + Sync + 'static,
     {
         let default_value_serde = Some(self.value_serde.clone());
-        let (adder, subtractor) = (Arc::new(adder), Arc::new(subtractor));
-        materialize(
-            &self.changes,
+        self.fold(
             "KTABLE-REDUCE",
             "KTABLE-REDUCE-STATE-STORE",
             materialized,
-            self.key_serde.clone(),
             default_value_serde,
-            move |store, send_old| {
-                move || TableReduce {
-                    store: store.clone(),
-                    send_old: send_old.clone(),
-                    adder: adder.clone(),
-                    subtractor: subtractor.clone(),
-                }
-            },
+            Arc::new(move |_: &K, v: V, agg: Option<V>| match agg {
+                Some(a) => adder(a, v),
+                None => v,
+            }),
+            Arc::new(move |_: &K, v: V, agg: V| subtractor(agg, v)),
         )
     }
 
@@ -225,20 +221,41 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
         adder: Adder<K, V, VA>,
         subtractor: Adder<K, V, VA>,
     ) -> KTable<K, VA> {
-        materialize(
-            &self.changes,
+        self.fold(
             "KTABLE-AGGREGATE",
             "KTABLE-AGGREGATE-STATE-STORE",
+            materialized,
+            default_value_serde,
+            Arc::new(move |k: &K, v: V, agg: Option<VA>| {
+                adder(k, v, agg.unwrap_or_else(|| init()))
+            }),
+            subtractor,
+        )
+    }
+
+    /// The node folding the regrouped changes into a table, and its store.
+    fn fold<VA: Data>(
+        &self,
+        prefix: &str,
+        store_prefix: &str,
+        materialized: Materialized<K, VA>,
+        default_value_serde: Option<Arc<dyn Serde<VA>>>,
+        add: AddTo<K, V, VA>,
+        subtract: Adder<K, V, VA>,
+    ) -> KTable<K, VA> {
+        materialize(
+            &self.changes,
+            prefix,
+            store_prefix,
             materialized,
             self.key_serde.clone(),
             default_value_serde,
             move |store, send_old| {
-                move || TableAggregate {
+                move || TableFold {
                     store: store.clone(),
                     send_old: send_old.clone(),
-                    init: init.clone(),
-                    adder: adder.clone(),
-                    subtractor: subtractor.clone(),
+                    add: add.clone(),
+                    subtract: subtract.clone(),
                 }
             },
         )
@@ -335,19 +352,19 @@ where
     }
 }
 
-/// Aggregates a regrouped table (Kafka Streams' `KTableAggregate`): subtract the old
-/// value, then add the new one; the result carries the largest timestamp involved.
-struct TableAggregate<K, V, VA> {
+/// Folds a regrouped table's changes into its groups' aggregates (Kafka Streams'
+/// `KTableAggregate` and `KTableReduce`): the old value is subtracted, then the new one
+/// added; the result carries the largest timestamp involved, and an aggregate that
+/// ends with nothing in it is deleted.
+struct TableFold<K, V, VA> {
     store: Arc<str>,
     send_old: Arc<AtomicBool>,
-    init: Arc<dyn Fn() -> VA + Send + Sync>,
-    adder: Adder<K, V, VA>,
-    subtractor: Adder<K, V, VA>,
+    /// Adds a value to the aggregate (`None` before the group's first value).
+    add: AddTo<K, V, VA>,
+    subtract: Adder<K, V, VA>,
 }
 
-impl<K: Data, V: Data, VA: Data> Processor<K, Change<V>, K, Change<VA>>
-    for TableAggregate<K, V, VA>
-{
+impl<K: Data, V: Data, VA: Data> Processor<K, Change<V>, K, Change<VA>> for TableFold<K, V, VA> {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, K, Change<VA>>) -> Result<()> {
         ctx.forward_store_changes::<K, VA>(&self.store, self.send_old.load(Ordering::Acquire))
     }
@@ -365,7 +382,7 @@ impl<K: Data, V: Data, VA: Data> Processor<K, Change<V>, K, Change<VA>>
         let intermediate = match (retract, old) {
             (Some(v), Some((agg, t))) => {
                 ts = ts.max(t);
-                Some((self.subtractor)(&r.key, v, agg))
+                Some((self.subtract)(&r.key, v, agg))
             }
             (_, old) => old.map(|(agg, _)| agg),
         };
@@ -374,57 +391,9 @@ impl<K: Data, V: Data, VA: Data> Processor<K, Change<V>, K, Change<VA>>
                 if let Some(t) = old_ts {
                     ts = ts.max(t);
                 }
-                let base = intermediate.unwrap_or_else(|| (self.init)());
-                Some((self.adder)(&r.key, v, base))
+                Some((self.add)(&r.key, v, intermediate))
             }
             None => intermediate,
-        };
-        match result {
-            Some(agg) => store.put_with_timestamp(&r.key, &agg, ts),
-            None => store.delete(&r.key),
-        }
-    }
-}
-
-/// Reduces a regrouped table (Kafka Streams' `KTableReduce`).
-struct TableReduce<V> {
-    store: Arc<str>,
-    send_old: Arc<AtomicBool>,
-    adder: Arc<dyn Fn(V, V) -> V + Send + Sync>,
-    subtractor: Arc<dyn Fn(V, V) -> V + Send + Sync>,
-}
-
-impl<K: Data, V: Data> Processor<K, Change<V>, K, Change<V>> for TableReduce<V> {
-    fn init(&mut self, ctx: &mut ProcessorContext<'_, K, Change<V>>) -> Result<()> {
-        ctx.forward_store_changes::<K, V>(&self.store, self.send_old.load(Ordering::Acquire))
-    }
-
-    fn process(
-        &mut self,
-        r: Record<K, Change<V>>,
-        ctx: &mut ProcessorContext<'_, K, Change<V>>,
-    ) -> Result<()> {
-        let mut store = ctx.store::<K, V>(&self.store)?;
-        let old = store.get_with_timestamp(&r.key)?;
-        let old_ts = old.as_ref().map(|(_, t)| *t);
-        let mut ts = r.timestamp;
-        let Change { new, old: retract } = r.value;
-        let intermediate = match (retract, old) {
-            (Some(v), Some((agg, t))) => {
-                ts = ts.max(t);
-                Some((self.subtractor)(agg, v))
-            }
-            (_, old) => old.map(|(agg, _)| agg),
-        };
-        let result = match (new, intermediate) {
-            (Some(v), None) => Some(v),
-            (Some(v), Some(agg)) => {
-                if let Some(t) = old_ts {
-                    ts = ts.max(t);
-                }
-                Some((self.adder)(agg, v))
-            }
-            (None, intermediate) => intermediate,
         };
         match result {
             Some(agg) => store.put_with_timestamp(&r.key, &agg, ts),

@@ -7,6 +7,28 @@ use weir::prelude::*;
 
 use super::{capture, driver, s, string_init, tostring_adder, w};
 
+/// `testAggBasic`'s input, in both versions of the test.
+const AGG_BASIC_INPUT: [(&str, &str, i64); 18] = [
+    ("A", "1", 0),
+    ("B", "2", 1),
+    ("C", "3", 2),
+    ("D", "4", 3),
+    ("A", "1", 4),
+    ("A", "1", 5),
+    ("B", "2", 6),
+    ("D", "4", 7),
+    ("B", "2", 8),
+    ("C", "3", 9),
+    ("A", "1", 10),
+    ("B", "2", 11),
+    ("D", "4", 12),
+    ("B", "2", 13),
+    ("C", "3", 14),
+    ("B", "1", 3),
+    ("B", "2", 2),
+    ("B", "3", 9),
+];
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -35,26 +57,7 @@ fn test_agg_basic() {
     let input = driver
         .create_input_topic::<String, String>("topic1")
         .unwrap();
-    for (k, v, t) in [
-        ("A", "1", 0),
-        ("B", "2", 1),
-        ("C", "3", 2),
-        ("D", "4", 3),
-        ("A", "1", 4),
-        ("A", "1", 5),
-        ("B", "2", 6),
-        ("D", "4", 7),
-        ("B", "2", 8),
-        ("C", "3", 9),
-        ("A", "1", 10),
-        ("B", "2", 11),
-        ("D", "4", 12),
-        ("B", "2", 13),
-        ("C", "3", 14),
-        ("B", "1", 3),
-        ("B", "2", 2),
-        ("B", "3", 9),
-    ] {
+    for (k, v, t) in AGG_BASIC_INPUT {
         input.pipe_input_at(k, v, t).unwrap();
     }
     assert_eq!(
@@ -230,26 +233,7 @@ fn test_agg_basic_emit_final() {
     let input = driver
         .create_input_topic::<String, String>("topic1")
         .unwrap();
-    for (k, v, t) in [
-        ("A", "1", 0),
-        ("B", "2", 1),
-        ("C", "3", 2),
-        ("D", "4", 3),
-        ("A", "1", 4),
-        ("A", "1", 5),
-        ("B", "2", 6),
-        ("D", "4", 7),
-        ("B", "2", 8),
-        ("C", "3", 9),
-        ("A", "1", 10),
-        ("B", "2", 11),
-        ("D", "4", 12),
-        ("B", "2", 13),
-        ("C", "3", 14),
-        ("B", "1", 3),
-        ("B", "2", 2),
-        ("B", "3", 9),
-    ] {
+    for (k, v, t) in AGG_BASIC_INPUT {
         input.pipe_input_at(k, v, t).unwrap();
     }
     assert!(seen.take().is_empty());
