@@ -12,7 +12,7 @@ use weir_runtime::{Change, Data, StoreKind, StoreSpec};
 
 use crate::ops;
 use crate::stream::{ArcSerde, Inner, KStream, Repartitioned};
-use crate::table::{KTable, TableMeta};
+use crate::table::{KTable, TableMeta, TableStore};
 
 /// Serdes for a grouping (and its repartition topic, if one is needed).
 #[must_use = "a builder does nothing until it is used"]
@@ -325,6 +325,10 @@ where
             key_serde: Some(s.key_serde().clone()),
             value_serde: Some(s.value_serde().clone()),
             grace_ms: None,
+            store: Some(TableStore {
+                name: Arc::from(s.name()),
+                versioned: false,
+            }),
         });
     let node = builder.borrow_mut().next_name(prefix);
     let changes: KStream<K, Change<V>> =

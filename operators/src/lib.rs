@@ -43,6 +43,7 @@
 mod builder;
 mod grouped;
 mod grouped_table;
+mod join;
 mod ops;
 mod printed;
 mod stream;

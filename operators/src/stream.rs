@@ -334,8 +334,13 @@ impl<K: Data, V: Data> KStream<K, V> {
 
     /// One stream of the records of both.
     pub fn merge(&self, other: &KStream<K, V>) -> KStream<K, V> {
+        let name = self.builder.borrow_mut().next_name("KSTREAM-MERGE");
+        self.merge_named(other, name)
+    }
+
+    /// [`KStream::merge`] with the merge node named `name`.
+    pub(crate) fn merge_named(&self, other: &KStream<K, V>, name: String) -> KStream<K, V> {
         let mut inner = self.builder.borrow_mut();
-        let name = inner.next_name("KSTREAM-MERGE");
         if !Rc::ptr_eq(&self.builder, &other.builder) {
             inner.errors.push(Error::Topology(
                 "merge: both streams must come from the same StreamsBuilder".into(),

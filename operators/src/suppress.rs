@@ -271,6 +271,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             key_serde: Some(key_serde),
             value_serde: Some(value_serde),
             grace_ms: self.meta.grace_ms,
+            store: None,
         })
     }
 }

@@ -36,6 +36,16 @@ pub(crate) struct TableMeta<K, V> {
     pub(crate) key_serde: Option<Arc<dyn Serde<K>>>,
     pub(crate) value_serde: Option<Arc<dyn Serde<V>>>,
     pub(crate) grace_ms: Option<i64>,
+    /// The store holding exactly this table's rows, if it has one (joins read it).
+    pub(crate) store: Option<TableStore>,
+}
+
+/// A table's own store: its name, and whether it is versioned (read with
+/// `versioned_store`) or a timestamped key-value store.
+#[derive(Clone, Debug)]
+pub(crate) struct TableStore {
+    pub(crate) name: Arc<str>,
+    pub(crate) versioned: bool,
 }
 
 impl<K, V> Default for TableMeta<K, V> {
@@ -44,6 +54,7 @@ impl<K, V> Default for TableMeta<K, V> {
             key_serde: None,
             value_serde: None,
             grace_ms: None,
+            store: None,
         }
     }
 }
@@ -54,6 +65,7 @@ impl<K, V> Clone for TableMeta<K, V> {
             key_serde: self.key_serde.clone(),
             value_serde: self.value_serde.clone(),
             grace_ms: self.grace_ms,
+            store: self.store.clone(),
         }
     }
 }
@@ -92,7 +104,11 @@ impl<K: Data, V: Data> KTable<K, V> {
             }),
             self.send_old.clone(),
         )
-        .with_meta(self.meta.clone())
+        // Same serdes; the rows filtered out are still in the parent's store.
+        .with_meta(TableMeta {
+            store: None,
+            ..self.meta.clone()
+        })
     }
 
     /// Keeps rows for which `f` holds; a row that stops matching is deleted downstream.
@@ -126,6 +142,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             key_serde: self.meta.key_serde.clone(),
             value_serde: None,
             grace_ms: self.meta.grace_ms,
+            store: None,
         })
     }
 
@@ -179,6 +196,7 @@ impl<K: Data, V: Data> KTable<K, Option<V>> {
             key_serde: self.meta.key_serde,
             value_serde,
             grace_ms: self.meta.grace_ms,
+            store: None,
         })
     }
 }
@@ -344,6 +362,10 @@ fn versioned_source<K: Data, V: Data>(
         key_serde: Some(key_serde),
         value_serde: Some(value_serde),
         grace_ms: None,
+        store: Some(TableStore {
+            name: Arc::from(name.as_str()),
+            versioned: true,
+        }),
     })
 }
 

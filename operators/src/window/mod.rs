@@ -387,6 +387,7 @@ pub(super) fn windowed_aggregate<K: Data, V: Data, VA: Data>(
                 key_serde: table.meta.key_serde,
                 value_serde,
                 grace_ms: table.meta.grace_ms,
+                store: None,
             })
         }
         Spec::Session(windows) => {
@@ -461,6 +462,7 @@ where
         key_serde: Some(Arc::new(WindowedSerde(grouped.key_serde.clone())) as Arc<dyn Serde<_>>),
         value_serde: store_spec.as_ref().map(|s| s.value_serde().clone()),
         grace_ms: Some(spec.close_delay()),
+        store: None,
     };
     let send_old = Arc::new(AtomicBool::new(false));
     let node = builder.borrow_mut().next_name(prefix);

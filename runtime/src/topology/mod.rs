@@ -386,6 +386,14 @@ impl Topology {
                 parent[a.max(b)] = a.min(b);
             }
         }
+        // Processors sharing a store run in one task (a join reads the other side's
+        // store), so they are one sub-topology, as in Kafka Streams.
+        for st in &self.stores {
+            for w in st.processors.windows(2) {
+                let (a, b) = (find(&mut parent, w[0]), find(&mut parent, w[1]));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
         let mut groups: BTreeMap<usize, Vec<NodeId>> = BTreeMap::new();
         for i in 0..n {
             let root = find(&mut parent, i);

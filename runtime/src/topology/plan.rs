@@ -204,6 +204,18 @@ pub(crate) fn plan_query(
         }
     }
     let counts: Vec<u32> = counts.into_iter().map(|c| c.unwrap_or(0)).collect();
+    // A store shared by several processors of a sub-topology reading several topics is
+    // a join: partition p of each topic must hold the same keys, on any transport.
+    for (def, &si) in topology.stores.iter().zip(&store_sub) {
+        if def.processors.len() > 1
+            && let Some(topics) = &uneven[si]
+        {
+            return Err(Error::Topology(format!(
+                "store '{}' of query '{name}' joins topics with different partition counts ({topics}): they must be co-partitioned (as many partitions, keyed alike); repartition one side to the other's count",
+                def.name
+            )));
+        }
+    }
     if target.grouped {
         // Tasks move between members by partition number: a task's store holds the
         // keys of partition p of every topic it reads, which the group's range
