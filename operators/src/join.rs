@@ -21,6 +21,10 @@ use crate::table::{KTable, TableMeta, TableStore};
 /// as the join kind allows); `None` for no result.
 type PairJoiner<V1, V2, VR> = Arc<dyn Fn(Option<&V1>, Option<&V2>) -> Option<VR> + Send + Sync>;
 
+/// A stream-table join's function of the record's value and the row (absent for a
+/// left join's miss); `None` for no result.
+type RowJoiner<V, VT, VR> = Arc<dyn Fn(&V, Option<&VT>) -> Option<VR> + Send + Sync>;
+
 /// Reads `key`'s row of a table's store, with its timestamp.
 fn read_row<KO, VO, K: Data, V: Data>(
     ctx: &mut ProcessorContext<'_, KO, VO>,
@@ -254,7 +258,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         &self,
         table: &KTable<K, VT>,
         prefix: &str,
-        joiner: Arc<dyn Fn(&V, Option<&VT>) -> Option<VR> + Send + Sync>,
+        joiner: RowJoiner<V, VT, VR>,
     ) -> KStream<K, VR> {
         if self.repartition_required {
             self.builder.borrow_mut().check::<()>(Err(Error::Topology(format!(
@@ -282,7 +286,7 @@ impl<K: Data, V: Data> KStream<K, V> {
 /// Joins stream records with a table's rows (Kafka Streams' `KStreamKTableJoin`).
 struct StreamTableJoin<V, VT, VR> {
     table: TableStore,
-    joiner: Arc<dyn Fn(&V, Option<&VT>) -> Option<VR> + Send + Sync>,
+    joiner: RowJoiner<V, VT, VR>,
 }
 
 impl<K: Data, V: Data, VT: Data, VR: Data> Processor<K, V, K, VR> for StreamTableJoin<V, VT, VR> {
