@@ -13,7 +13,8 @@ use super::{Captured, Kvt, capture, driver};
 const EXPECTED_KEYS: [i32; 4] = [0, 1, 2, 3];
 
 struct Join {
-    driver: TopologyTestDriver,
+    /// Kept alive: dropping it closes the tasks and deletes their state.
+    _driver: TopologyTestDriver,
     stream: TestInputTopic<i32, String>,
     table: TestInputTopic<i32, Option<String>>,
     seen: Captured<i32, String>,
@@ -38,7 +39,7 @@ impl Join {
         let stream = driver.create_input_topic("streamTopic").unwrap();
         let table = driver.create_input_topic("tableTopic").unwrap();
         Join {
-            driver,
+            _driver: driver,
             stream,
             table,
             seen,
