@@ -619,3 +619,48 @@ fn table_group_by_counts_rows_moving_between_groups_across_partitions() {
     assert_eq!(latest(), expected);
     assert_eq!(expected.values().sum::<i64>(), 40);
 }
+
+/// A stream-table join on the pool, over two co-partitioned topics and the record
+/// cache: every order is enriched with its customer's latest row.
+#[test]
+fn stream_table_join_enriches_every_record_across_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_in(2, dir.path());
+    let b = rt.broker().clone();
+    for t in ["customers", "orders", "enriched"] {
+        b.create_topic(t, 2).unwrap();
+    }
+    let builder = StreamsBuilder::new();
+    let customers = builder.table::<String, String>("customers");
+    builder
+        .stream::<String, i64>("orders")
+        .left_join(&customers, |amount: &i64, name: Option<&String>| {
+            format!("{}:{amount}", name.map_or("?", String::as_str))
+        })
+        .to("enriched");
+    for c in 0..50 {
+        b.send("customers", &format!("c{c}"), &format!("name{c}"))
+            .unwrap();
+    }
+    // The table is read before any order: both partitions' customers first.
+    let q = rt.start_query("enrich", builder.build().unwrap()).unwrap();
+    wait_until("customers loaded", || q.stats().records_processed >= 50);
+    for o in 0..200i64 {
+        b.send("orders", &format!("c{}", o % 60), &o).unwrap();
+    }
+    wait_until("every order", || {
+        b.read_all::<String, String>("enriched").unwrap().len() == 200
+    });
+    q.stop().unwrap();
+    for r in b.read_all::<String, String>("enriched").unwrap() {
+        let c: u32 = r.record.key[1..].parse().unwrap();
+        let (name, amount) = r.record.value.split_once(':').unwrap();
+        let amount: i64 = amount.parse().unwrap();
+        assert_eq!(amount % 60, i64::from(c));
+        if c < 50 {
+            assert_eq!(name, format!("name{c}"));
+        } else {
+            assert_eq!(name, "?");
+        }
+    }
+}

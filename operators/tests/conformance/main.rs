@@ -10,6 +10,7 @@ mod stream_table_join;
 mod suppress;
 mod suppress_processor;
 mod table_aggregate;
+mod table_table_join;
 mod time_windows;
 mod window_aggregate;
 
