@@ -10,6 +10,9 @@ const EXPECTED_KEYS: [i32; 4] = [0, 1, 2, 3];
 
 type Out = Vec<(i32, Option<String>, i64)>;
 
+/// A change as (new, old), with its key and timestamp.
+type Changes = Vec<(i32, (Option<String>, Option<String>), i64)>;
+
 fn o(k: i32, v: Option<&str>, t: i64) -> (i32, Option<String>, i64) {
     (k, v.map(str::to_string), t)
 }
@@ -176,7 +179,7 @@ fn inner_test_sending_old_values() {
     let ch = |k: i32, new: Option<&str>, old: Option<&str>, t: i64| {
         (k, (new.map(str::to_string), old.map(str::to_string)), t)
     };
-    let take = || -> Vec<(i32, (Option<String>, Option<String>), i64)> {
+    let take = || -> Changes {
         seen.take()
             .into_iter()
             .map(|(k, c, t)| (k, (c.new, c.old), t))
