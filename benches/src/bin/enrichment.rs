@@ -1,0 +1,209 @@
+//! W3 "enrichment" (issue 17; data and expected results in
+//! `shared/notes/workloads.md`): `N` orders over `K` customer keys, left-joined with a
+//! `K`-row customers table of 200-byte rows, RocksDB state, memory limit 512 MiB,
+//! 2 workers.
+//!
+//! Each run starts a fresh runtime and query reading `customers` (4 partitions, loaded
+//! into the broker once) and a fresh, empty `orders-<run>` topic. Phase 1 waits until
+//! the table is loaded (every customer processed), so no order can race ahead of its
+//! customer. Phase 2 appends the orders (generated on the fly, in 1 MiB batches per
+//! partition) and the clock runs from the first append until every order is joined and
+//! written to `enriched-<run>`: orders/s over the order phase, as the Flink figures in
+//! the notes are measured. Then the output is read back and checked: every order
+//! matched, and the checksum (the first byte of each attached row, summed) equal to
+//! the reference (637,561,335 at full scale). Prints orders/s and peak RSS.
+//!
+//! `cargo run --release -p weir-benches --bin enrichment -- [orders=5000000] [customers=1000000] [runs=3]`
+
+use std::time::{Duration, Instant};
+
+use weir::RawRecord;
+use weir::prelude::*;
+use weir::serde::Bytes;
+use weir_benches::{arg, fresh_dir, median, peak_rss_bytes, wait_processed};
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The SplitMix64 step of the workload's definition.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Customer `c`'s 200-byte row.
+fn customer_row(c: u64) -> Vec<u8> {
+    let mut s = mix(c);
+    let mut row = Vec::with_capacity(200);
+    for _ in 0..25 {
+        s = mix(s);
+        row.extend_from_slice(&s.to_le_bytes());
+    }
+    row
+}
+
+/// Order `j` of `k` customers: (customer id, value = order id, amount, qty as 3 × u64).
+fn order(j: u64, k: u64) -> (u64, Vec<u8>) {
+    let h = mix(k + j);
+    let h2 = mix(h);
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(&j.to_be_bytes());
+    v.extend_from_slice(&(h2 % 100_000).to_be_bytes());
+    v.extend_from_slice(&(1 + (h2 >> 32) % 10).to_be_bytes());
+    (h % k, v)
+}
+
+/// Appends `records` to `topic`, partitioned by key as Kafka's default partitioner
+/// does, in batches of about 1 MiB per partition.
+fn append_all(
+    broker: &Broker,
+    topic: &str,
+    records: impl Iterator<Item = (u64, Vec<u8>)>,
+) -> Result<()> {
+    let parts = broker.partitions(topic)?;
+    let mut batches: Vec<(Vec<RawRecord>, usize)> = (0..parts).map(|_| (Vec::new(), 0)).collect();
+    for (i, (key, value)) in records.enumerate() {
+        let key = key.to_be_bytes();
+        let p = weir::runtime::partition_for_key(&key, parts);
+        let (batch, bytes) = &mut batches[p as usize];
+        *bytes += value.len() + 8;
+        batch.push(Record::new(
+            Some(key.to_vec().into()),
+            Some(value.into()),
+            i as i64,
+        ));
+        if *bytes >= 1 << 20 {
+            broker.append(topic, p, batch.drain(..))?;
+            *bytes = 0;
+        }
+    }
+    for (p, (b, _)) in batches.into_iter().enumerate() {
+        broker.append(topic, p as u32, b)?;
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let orders: u64 = arg(&mut args, 5_000_000);
+    let customers: u64 = arg(&mut args, 1_000_000);
+    let runs: usize = arg(&mut args, 3);
+    let memory_limit = 512usize << 20;
+
+    let data_dir = fresh_dir("weir-w3-broker");
+    let broker = Broker::with_log_dir(&data_dir)?;
+    broker.create_topic("customers", 4)?;
+    append_all(
+        &broker,
+        "customers",
+        (0..customers).map(|c| (c, customer_row(c))),
+    )?;
+    let expected_checksum: u64 = (0..orders)
+        .map(|j| mix(mix(order(j, customers).0)) & 0xFF)
+        .sum();
+    let preload_rss = peak_rss_bytes().unwrap_or(0);
+
+    let mut rates = Vec::new();
+    for run in 0..runs {
+        let (orders_topic, out_topic) = (format!("orders-{run}"), format!("enriched-{run}"));
+        broker.create_topic(&orders_topic, 4)?;
+        broker.create_topic(&out_topic, 4)?;
+        let state_dir = fresh_dir(&format!("weir-w3-state-{run}"));
+        let runtime = Runtime::new(
+            RuntimeConfig::builder()
+                .workers(2)
+                .memory_limit(memory_limit)
+                .state_dir(&state_dir)
+                .broker(broker.clone())
+                .build()?,
+        )?;
+        let builder = StreamsBuilder::new();
+        let table = builder.table_with(
+            "customers",
+            Consumed::<u64, Bytes>::with(U64Serde, BytesSerde),
+            Materialized::as_("customers"),
+        );
+        builder
+            .stream_with(
+                &[orders_topic.as_str()],
+                Consumed::<u64, Bytes>::with(U64Serde, BytesSerde),
+            )
+            .left_join(&table, |order: &Bytes, row: Option<&Bytes>| {
+                let mut out = Vec::with_capacity(order.len() + 200);
+                out.extend_from_slice(order);
+                if let Some(row) = row {
+                    out.extend_from_slice(row);
+                }
+                Bytes::from(out)
+            })
+            .to_with(
+                &out_topic,
+                Produced::<u64, Bytes>::with(U64Serde, BytesSerde),
+            );
+        let query = runtime.start_query(&format!("w3-{run}"), builder.build()?)?;
+        // Phase 1: the table.
+        let loading = Instant::now();
+        wait_processed(&runtime, &query, customers)?;
+        let load_secs = loading.elapsed().as_secs_f64();
+        // Phase 2: the orders.
+        let start = Instant::now();
+        append_all(
+            &broker,
+            &orders_topic,
+            (0..orders).map(|j| order(j, customers)),
+        )?;
+        wait_processed(&runtime, &query, customers + orders)?;
+        query.stop()?;
+        let took = start.elapsed();
+        let rate = orders as f64 / took.as_secs_f64();
+        // Check the output, a chunk at a time (reading it whole would dwarf the
+        // runtime's own memory in the peak RSS).
+        let (mut count, mut matched, mut checksum) = (0u64, 0u64, 0u64);
+        for p in 0..broker.partitions(&out_topic)? {
+            let mut offset = 0;
+            loop {
+                let chunk = broker.fetch(&out_topic, p, offset, 10_000, 16 << 20)?;
+                let Some((last, _)) = chunk.last() else { break };
+                offset = last + 1;
+                for (_, r) in &chunk {
+                    let v = r.value.as_deref().unwrap_or_default();
+                    count += 1;
+                    matched += u64::from(v.len() == 224);
+                    checksum += v.get(24).map_or(0, |b| u64::from(*b));
+                }
+            }
+        }
+        let exact = count == orders && matched == orders && checksum == expected_checksum;
+        println!(
+            "run {run}: table of {customers} rows loaded in {load_secs:.2} s; {orders} orders in {:.2} s = {rate:.0} orders/s; matched {matched}, unmatched {}, checksum {checksum} ({})",
+            took.as_secs_f64(),
+            count - matched,
+            if exact {
+                "EXACTLY the reference"
+            } else {
+                "WRONG"
+            }
+        );
+        if !exact {
+            return Err(Error::msg(format!(
+                "W3 run {run}: expected {orders} matched orders with checksum {expected_checksum}"
+            )));
+        }
+        rates.push(rate);
+        runtime.shutdown()?;
+        drop(runtime);
+        let _ = std::fs::remove_dir_all(&state_dir);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "W3 enrichment: {orders} orders, {customers} customers of 200 bytes, left join, memory limit {} MiB, 2 workers: median {:.0} orders/s over {runs} runs; peak RSS {} MiB (after loading the broker: {} MiB); results exact in every run",
+        memory_limit >> 20,
+        median(rates),
+        peak_rss_bytes().unwrap_or(0) >> 20,
+        preload_rss >> 20
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(())
+}
