@@ -47,6 +47,7 @@ mod join;
 mod ops;
 mod printed;
 mod stream;
+mod stream_join;
 mod suppress;
 mod table;
 mod window;
@@ -92,6 +93,7 @@ pub use printed::Printed;
 pub use stream::{
     Branched, BranchedKStream, Consumed, KStream, Produced, Repartitioned, StreamsBuilder,
 };
+pub use stream_join::{JoinWindows, StreamJoined};
 pub use suppress::{BufferConfig, Suppressed};
 pub use table::{Grouped, KGroupedStream, KTable, Materialized};
 pub use weir_runtime::{Window, Windowed, WindowedSerde};
@@ -115,7 +117,7 @@ pub mod prelude {
         Repartitioned, Result, Runtime, RuntimeConfig, StreamsBuilder, Topology,
     };
     pub use crate::{
-        BufferConfig, EmitStrategy, SessionWindows, SlidingWindows, Suppressed, TimeWindows,
-        Window, Windowed, WindowedSerde,
+        BufferConfig, EmitStrategy, JoinWindows, SessionWindows, SlidingWindows, StreamJoined,
+        Suppressed, TimeWindows, Window, Windowed, WindowedSerde,
     };
 }
