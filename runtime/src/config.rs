@@ -38,6 +38,8 @@ pub struct RuntimeConfig {
     pub(crate) max_batch_records: usize,
     pub(crate) max_batch_time: Duration,
     pub(crate) commit_interval: Duration,
+    /// `None`: task idling disabled.
+    pub(crate) max_task_idle: Option<Duration>,
     pub(crate) deserialization_handler: DeserializationHandler,
     pub(crate) production_exception_handler: ProductionExceptionHandler,
     pub(crate) processing_guarantee: ProcessingGuarantee,
@@ -113,6 +115,11 @@ impl RuntimeConfig {
     pub fn queue_max_records_per_partition(&self) -> usize {
         self.queue_max_records_per_partition
     }
+    /// How long a task waits for an empty input partition
+    /// ([`RuntimeConfigBuilder::max_task_idle`]); `None` if task idling is disabled.
+    pub fn max_task_idle(&self) -> Option<Duration> {
+        self.max_task_idle
+    }
     /// Byte cap over all partition queues.
     pub fn queue_max_bytes(&self) -> usize {
         self.queue_max_bytes
@@ -145,6 +152,8 @@ pub struct RuntimeConfigBuilder {
     max_batch_records: Option<usize>,
     max_batch_time: Option<Duration>,
     commit_interval: Option<Duration>,
+    max_task_idle: Option<Duration>,
+    task_idling_disabled: bool,
     deserialization_handler: DeserializationHandler,
     production_exception_handler: ProductionExceptionHandler,
     processing_guarantee: ProcessingGuarantee,
@@ -210,6 +219,28 @@ impl RuntimeConfigBuilder {
     /// default).
     pub fn commit_interval(mut self, d: Duration) -> Self {
         self.commit_interval = Some(d);
+        self
+    }
+    /// How long a task that reads several partitions (a join, a merge) waits for one of
+    /// them that is empty before it processes the others regardless of timestamp order
+    /// — Kafka Streams' `max.task.idle.ms`. Default zero: a task never waits for a
+    /// partition with nothing more to fetch, but always waits for records the fetcher
+    /// knows are there (the partition's end offset is past what it has fetched), so a
+    /// stream-table join started over two full topics reads them in timestamp order.
+    /// Larger values also wait for records that have not been produced yet, up to this
+    /// long, which orders records produced late; each time the wait runs out and the
+    /// task goes on without a partition counts as one `weir_enforced_processing_total`.
+    /// One exception: a partition whose records the runtime-wide queue byte budget
+    /// refused is never waited for (only processing what is queued elsewhere frees it).
+    pub fn max_task_idle(mut self, d: Duration) -> Self {
+        self.max_task_idle = Some(d);
+        self.task_idling_disabled = false;
+        self
+    }
+    /// Never wait for an empty partition, not even one known to hold records: a task
+    /// processes whatever it has (Kafka Streams' `max.task.idle.ms = -1`).
+    pub fn disable_task_idling(mut self) -> Self {
+        self.task_idling_disabled = true;
         self
     }
     /// Default handler for records that fail to deserialize. Default: fail the query.
@@ -448,6 +479,8 @@ impl RuntimeConfigBuilder {
             max_batch_records,
             max_batch_time,
             commit_interval,
+            max_task_idle: (!self.task_idling_disabled)
+                .then(|| self.max_task_idle.unwrap_or(Duration::ZERO)),
             deserialization_handler: self.deserialization_handler,
             production_exception_handler: self.production_exception_handler,
             processing_guarantee: self.processing_guarantee,

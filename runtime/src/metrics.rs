@@ -57,6 +57,10 @@ pub const RECORD_LATENESS_MAX_MS: &str = "weir_record_lateness_max_ms";
 /// Gauge `{query, task}`: the average lateness of a task's records so far, Kafka
 /// Streams' `record-lateness-avg`.
 pub const RECORD_LATENESS_AVG_MS: &str = "weir_record_lateness_avg_ms";
+/// Counter `{query, task}`: records a task processed although one of its inputs was
+/// empty and its idle time had run out (task idling; Kafka Streams'
+/// `enforced-processing-total`).
+pub const ENFORCED_PROCESSING_TOTAL: &str = "weir_enforced_processing_total";
 /// Counter `{query}`: records Kafka refused, with a log-and-continue production handler.
 pub const PRODUCE_ERRORS_TOTAL: &str = "weir_produce_errors_total";
 /// Gauge `{query, store, task}`: records restored into a store from its changelog.
@@ -117,6 +121,7 @@ pub const ALL: &[&str] = &[
     DROPPED_RECORDS_TOTAL,
     RECORD_LATENESS_MAX_MS,
     RECORD_LATENESS_AVG_MS,
+    ENFORCED_PROCESSING_TOTAL,
     PRODUCE_ERRORS_TOTAL,
     RESTORED_RECORDS,
     RECORD_CACHE_BYTES,

@@ -27,6 +27,11 @@ pub(crate) struct TaskInner {
     pub(super) closed: bool,
     /// Exactly-once: the round this task prepared for (it waits for its commit).
     pub(super) prepared_round: Option<u64>,
+    /// How long to wait for an empty input when there are several
+    /// ([`crate::RuntimeConfigBuilder::max_task_idle`]); `None`: never wait.
+    pub(crate) max_task_idle: Option<std::time::Duration>,
+    /// Set by `process` when it stopped to wait for an input: when to look again.
+    pub(super) waiting_until: Option<Instant>,
 }
 
 impl TaskInner {
@@ -46,6 +51,8 @@ impl TaskInner {
             registered_wake: None,
             closed: false,
             prepared_round: None,
+            max_task_idle: None,
+            waiting_until: None,
         }
     }
 

@@ -104,9 +104,15 @@ impl SyncQuery {
                     }
                 };
                 if let Some(BuiltTask {
-                    id, inner, feeds, ..
+                    id,
+                    mut inner,
+                    feeds,
+                    ..
                 }) = built
                 {
+                    // Records are piped one at a time and processed at once: there is
+                    // nothing upstream to wait for.
+                    inner.max_task_idle = None;
                     tasks.push(SyncTask {
                         id,
                         inner,

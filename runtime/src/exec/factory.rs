@@ -273,6 +273,7 @@ impl Factory<'_> {
             })));
         }
         let mut inner = TaskInner::new(core, inputs, st.nodes.clone(), st.sinks.clone());
+        inner.max_task_idle = cfg.max_task_idle;
         if let Err(e) = inner.init() {
             inner.close_all();
             return Err(e);

@@ -21,6 +21,9 @@ pub(crate) struct Input {
     pub(super) committed: Option<i64>,
     pub(super) release_records: usize,
     pub(super) release_bytes: usize,
+    /// Task idling: since when the task has found this partition empty while others
+    /// had records (cleared when records come).
+    pub(super) empty_since: Option<std::time::Instant>,
 }
 
 impl Input {
@@ -40,6 +43,7 @@ impl Input {
             committed: None,
             release_records: 0,
             release_bytes: 0,
+            empty_since: None,
         }
     }
 

@@ -70,6 +70,10 @@ pub struct PartitionQueue<T> {
     budget: Arc<ByteBudget>,
     paused: AtomicBool,
     closed: AtomicBool,
+    /// The fetcher's last look: the partition holds records past what it has queued.
+    more_upstream: AtomicBool,
+    /// The last push was refused by the byte budget (cleared by the next push).
+    budget_refused: AtomicBool,
 }
 
 impl<T: QueueItem> PartitionQueue<T> {
@@ -83,6 +87,8 @@ impl<T: QueueItem> PartitionQueue<T> {
             budget,
             paused: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            more_upstream: AtomicBool::new(false),
+            budget_refused: AtomicBool::new(false),
         }
     }
 
@@ -114,6 +120,21 @@ impl<T: QueueItem> PartitionQueue<T> {
     /// True while the fetcher has stopped fetching this partition because a push failed.
     pub fn is_paused(&self) -> bool {
         self.paused.load(SeqCst)
+    }
+
+    /// The fetcher records whether the partition holds records it has not queued yet
+    /// (its end offset is past the next offset to fetch).
+    pub fn set_more_upstream(&self, more: bool) {
+        self.more_upstream.store(more, SeqCst);
+    }
+
+    /// True if the partition is known to hold records that are on their way to this
+    /// queue: the fetcher saw them upstream and its last push was not refused by the
+    /// byte budget. A task with several inputs waits for such a partition (Kafka
+    /// Streams waits for a partition with fetched lag); one starved by the budget is
+    /// not waited for, because only processing what is queued elsewhere frees it.
+    pub fn records_on_the_way(&self) -> bool {
+        self.more_upstream.load(SeqCst) && !self.budget_refused.load(SeqCst)
     }
 
     /// If the queue is at its record cap, marks it paused and returns true. The mark is
@@ -149,8 +170,10 @@ impl<T: QueueItem> PartitionQueue<T> {
             if !self.is_empty() {
                 self.paused.store(true, SeqCst);
             }
+            self.budget_refused.store(true, SeqCst);
             return Err(TryPushError::OverBudget(item));
         }
+        self.budget_refused.store(false, SeqCst);
         self.records.fetch_add(n, SeqCst);
         self.bytes.fetch_add(size, SeqCst);
         self.paused.store(false, SeqCst);
@@ -349,6 +372,39 @@ mod tests {
         assert!(!q.is_paused());
         q.try_push(big).unwrap();
         assert_eq!(budget.used(), 500);
+    }
+
+    #[test]
+    fn records_on_the_way_unless_the_budget_refused_them() {
+        let budget = Arc::new(ByteBudget::new(100));
+        let (a, b) = (
+            PartitionQueue::new(10, budget.clone()),
+            PartitionQueue::new(10, budget.clone()),
+        );
+        let item = |size| Item {
+            partition: 0,
+            seq: 0,
+            size,
+            n: 1,
+        };
+        assert!(!a.records_on_the_way(), "nothing known upstream");
+        a.set_more_upstream(true);
+        assert!(a.records_on_the_way());
+        // The budget is spent elsewhere: `a`'s records cannot come until `b`'s are
+        // processed, so nobody may wait for them.
+        b.try_push(item(90)).unwrap();
+        assert!(matches!(
+            a.try_push(item(20)),
+            Err(TryPushError::OverBudget(_))
+        ));
+        assert!(!a.records_on_the_way());
+        let mut out = VecDeque::new();
+        b.claim(1, &mut out);
+        b.release(1, 90);
+        a.try_push(item(20)).unwrap();
+        assert!(a.records_on_the_way(), "a push clears the refusal");
+        a.set_more_upstream(false);
+        assert!(!a.records_on_the_way());
     }
 
     #[test]

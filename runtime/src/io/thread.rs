@@ -173,6 +173,13 @@ impl IoThread {
                 };
                 if !alive {
                     unbind(b, budget);
+                } else {
+                    // What a task with several inputs may wait for (task idling).
+                    // An end offset not known yet (Kafka, before the first fetch)
+                    // counts as records on the way, as in Kafka Streams.
+                    let next = b.next_offset;
+                    b.queue
+                        .set_more_upstream(b.feed.end_offset(b.partition).is_none_or(|e| e > next));
                 }
                 if n > 0
                     && let Some(t) = b.task.upgrade()

@@ -16,6 +16,9 @@ pub(crate) struct TaskMetrics {
     dropped: Vec<(NodeId, u64)>,
     /// Drops not yet published, per node.
     unpublished: Vec<(NodeId, u64)>,
+    /// Records processed while an input was given up on (task idling ran out), not yet
+    /// published.
+    unpublished_enforced: u64,
 }
 
 impl TaskMetrics {
@@ -41,6 +44,12 @@ impl TaskMetrics {
                 None => list.push((node, 1)),
             }
         }
+    }
+
+    /// The task processes a record although an input is empty and its idle time has run
+    /// out (Kafka Streams' `enforced-processing`).
+    pub(crate) fn enforced_processing(&mut self) {
+        self.unpublished_enforced += 1;
     }
 
     /// (max, average) lateness in milliseconds of the records so far, if any.
@@ -76,9 +85,19 @@ impl TaskMetrics {
         self.dropped.iter().map(|(_, c)| c).sum()
     }
 
-    /// Publishes the gauges `weir_record_lateness_{max,avg}_ms{query, task}` and the
-    /// drops since the last call as `weir_dropped_records_total{query, task, processor}`.
+    /// Publishes the gauges `weir_record_lateness_{max,avg}_ms{query, task}`, the
+    /// drops since the last call as `weir_dropped_records_total{query, task, processor}`
+    /// and the enforced processing since the last call as
+    /// `weir_enforced_processing_total{query, task}`.
     pub(crate) fn publish(&mut self, query: &str, task: TaskId, names: &[String]) {
+        if self.unpublished_enforced > 0 {
+            metrics::counter!(
+                crate::metrics::ENFORCED_PROCESSING_TOTAL,
+                "query" => query.to_string(),
+                "task" => task.to_string()
+            )
+            .increment(std::mem::take(&mut self.unpublished_enforced));
+        }
         for (node, n) in self.unpublished.drain(..) {
             metrics::counter!(
                 crate::metrics::DROPPED_RECORDS_TOTAL,
