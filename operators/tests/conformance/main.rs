@@ -6,6 +6,7 @@
 
 mod session_aggregate;
 mod sliding_aggregate;
+mod stream_stream_join;
 mod stream_table_join;
 mod suppress;
 mod suppress_processor;

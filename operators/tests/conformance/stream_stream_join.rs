@@ -1,0 +1,213 @@
+//! `org.apache.kafka.streams.kstream.internals.KStreamKStreamJoinTest`: two streams of
+//! `Integer → String` joined within a time difference, Kafka's
+//! `MockValueJoiner.TOSTRING_JOINER` (`v1 + "+" + v2`).
+
+use std::time::Duration;
+
+use weir::prelude::*;
+use weir::testing::{TestInputTopic, TopologyTestDriver};
+
+use super::{Captured, Kvt, capture, driver};
+
+const EXPECTED_KEYS: [i32; 4] = [0, 1, 2, 3];
+
+struct Join {
+    /// Kept alive: dropping it closes the tasks and deletes their state.
+    _driver: TopologyTestDriver,
+    topic1: TestInputTopic<i32, String>,
+    topic2: TestInputTopic<i32, String>,
+    seen: Captured<i32, String>,
+}
+
+impl Join {
+    fn new(windows: JoinWindows) -> Self {
+        let builder = StreamsBuilder::new();
+        let stream1 = builder.stream::<i32, String>("topic1");
+        let stream2 = builder.stream::<i32, String>("topic2");
+        let joined = stream1.join_stream(
+            &stream2,
+            |a: &String, b: &String| format!("{a}+{b}"),
+            windows,
+            StreamJoined::defaults(),
+        );
+        let seen = capture(&joined);
+        let driver = driver(builder);
+        let topic1 = driver.create_input_topic("topic1").unwrap();
+        let topic2 = driver.create_input_topic("topic2").unwrap();
+        Join {
+            _driver: driver,
+            topic1,
+            topic2,
+            seen,
+        }
+    }
+
+    /// Pipes `prefix<k>` for the first `count` keys to topic 1 or 2, the i-th at
+    /// `ts(i)`, and returns what the join emitted.
+    fn push(
+        &self,
+        topic: u8,
+        count: usize,
+        prefix: &str,
+        ts: impl Fn(i64) -> i64,
+    ) -> Vec<Kvt<i32, String>> {
+        let input = if topic == 1 {
+            &self.topic1
+        } else {
+            &self.topic2
+        };
+        for (i, k) in EXPECTED_KEYS.iter().take(count).enumerate() {
+            input
+                .pipe_input_at(*k, format!("{prefix}{k}"), ts(i as i64))
+                .unwrap();
+        }
+        self.seen.take()
+    }
+}
+
+fn kvt(k: i32, v: &str, ts: i64) -> Kvt<i32, String> {
+    (k, v.to_string(), ts)
+}
+
+/// `KStreamKStreamJoinTest.testJoin`: `JoinWindows.ofTimeDifferenceAndGrace(100 ms,
+/// 24 h)`, every record at timestamp 0.
+#[test]
+fn test_join() {
+    let j = Join::new(JoinWindows::of_time_difference_and_grace(
+        Duration::from_millis(100),
+        Duration::from_secs(24 * 3600),
+    ));
+    let zero = |_| 0;
+    assert_eq!(j.push(1, 2, "A", zero), vec![]);
+    assert_eq!(
+        j.push(2, 2, "a", zero),
+        vec![kvt(0, "A0+a0", 0), kvt(1, "A1+a1", 0)]
+    );
+    assert_eq!(
+        j.push(1, 4, "B", zero),
+        vec![kvt(0, "B0+a0", 0), kvt(1, "B1+a1", 0)]
+    );
+    assert_eq!(
+        j.push(2, 4, "b", zero),
+        vec![
+            kvt(0, "A0+b0", 0),
+            kvt(0, "B0+b0", 0),
+            kvt(1, "A1+b1", 0),
+            kvt(1, "B1+b1", 0),
+            kvt(2, "B2+b2", 0),
+            kvt(3, "B3+b3", 0),
+        ]
+    );
+    assert_eq!(
+        j.push(1, 4, "C", zero),
+        vec![
+            kvt(0, "C0+a0", 0),
+            kvt(0, "C0+b0", 0),
+            kvt(1, "C1+a1", 0),
+            kvt(1, "C1+b1", 0),
+            kvt(2, "C2+b2", 0),
+            kvt(3, "C3+b3", 0),
+        ]
+    );
+    assert_eq!(
+        j.push(2, 2, "c", zero),
+        vec![
+            kvt(0, "A0+c0", 0),
+            kvt(0, "B0+c0", 0),
+            kvt(0, "C0+c0", 0),
+            kvt(1, "A1+c1", 0),
+            kvt(1, "B1+c1", 0),
+            kvt(1, "C1+c1", 0),
+        ]
+    );
+}
+
+/// `KStreamKStreamJoinTest.testWindowing`, its first eighteen steps (through the `I`
+/// records): `JoinWindows.ofTimeDifferenceWithNoGrace(100 ms)`; records before the
+/// window bound join nothing, records inside it join, including records behind stream
+/// time (Kafka's join does not drop them: `h0` at 900 joins `B0` at 1000 after stream
+/// time reached 1104).
+#[test]
+fn test_windowing() {
+    let j = Join::new(JoinWindows::of_time_difference_with_no_grace(
+        Duration::from_millis(100),
+    ));
+    assert_eq!(j.push(1, 2, "A", |_| 0), vec![]);
+    assert_eq!(
+        j.push(2, 2, "a", |_| 0),
+        vec![kvt(0, "A0+a0", 0), kvt(1, "A1+a1", 0)]
+    );
+    assert_eq!(j.push(1, 4, "B", |i| 1000 + i), vec![]);
+    assert_eq!(
+        j.push(2, 4, "b", |_| 1100),
+        vec![
+            kvt(0, "B0+b0", 1100),
+            kvt(1, "B1+b1", 1100),
+            kvt(2, "B2+b2", 1100),
+            kvt(3, "B3+b3", 1100),
+        ]
+    );
+    assert_eq!(
+        j.push(2, 4, "c", |_| 1101),
+        vec![
+            kvt(1, "B1+c1", 1101),
+            kvt(2, "B2+c2", 1101),
+            kvt(3, "B3+c3", 1101),
+        ]
+    );
+    assert_eq!(
+        j.push(2, 4, "d", |_| 1102),
+        vec![kvt(2, "B2+d2", 1102), kvt(3, "B3+d3", 1102)]
+    );
+    assert_eq!(j.push(2, 4, "e", |_| 1103), vec![kvt(3, "B3+e3", 1103)]);
+    assert_eq!(j.push(2, 4, "f", |_| 1104), vec![]);
+    assert_eq!(j.push(2, 4, "g", |_| 899), vec![]);
+    assert_eq!(j.push(2, 4, "h", |_| 900), vec![kvt(0, "B0+h0", 1000)]);
+    assert_eq!(
+        j.push(2, 4, "i", |_| 901),
+        vec![kvt(0, "B0+i0", 1000), kvt(1, "B1+i1", 1001)]
+    );
+    assert_eq!(
+        j.push(2, 4, "j", |_| 902),
+        vec![
+            kvt(0, "B0+j0", 1000),
+            kvt(1, "B1+j1", 1001),
+            kvt(2, "B2+j2", 1002),
+        ]
+    );
+    assert_eq!(
+        j.push(2, 4, "k", |_| 903),
+        vec![
+            kvt(0, "B0+k0", 1000),
+            kvt(1, "B1+k1", 1001),
+            kvt(2, "B2+k2", 1002),
+            kvt(3, "B3+k3", 1003),
+        ]
+    );
+    assert_eq!(j.push(2, 4, "l", |i| 2000 + i), vec![]);
+    assert_eq!(
+        j.push(1, 4, "C", |_| 2100),
+        vec![
+            kvt(0, "C0+l0", 2100),
+            kvt(1, "C1+l1", 2100),
+            kvt(2, "C2+l2", 2100),
+            kvt(3, "C3+l3", 2100),
+        ]
+    );
+    assert_eq!(
+        j.push(1, 4, "D", |_| 2101),
+        vec![
+            kvt(1, "D1+l1", 2101),
+            kvt(2, "D2+l2", 2101),
+            kvt(3, "D3+l3", 2101),
+        ]
+    );
+    assert_eq!(
+        j.push(1, 4, "E", |_| 2102),
+        vec![kvt(2, "E2+l2", 2102), kvt(3, "E3+l3", 2102)]
+    );
+    assert_eq!(j.push(1, 4, "F", |_| 2103), vec![kvt(3, "F3+l3", 2103)]);
+    assert_eq!(j.push(1, 4, "G", |_| 2104), vec![]);
+    assert_eq!(j.push(1, 4, "H", |_| 1899), vec![]);
+    assert_eq!(j.push(1, 4, "I", |_| 1900), vec![kvt(0, "I0+l0", 2000)]);
+}
