@@ -1,6 +1,7 @@
-//! `org.apache.kafka.streams.kstream.internals.KStreamKStreamJoinTest`: two streams of
-//! `Integer → String` joined within a time difference, Kafka's
-//! `MockValueJoiner.TOSTRING_JOINER` (`v1 + "+" + v2`).
+//! `org.apache.kafka.streams.kstream.internals.KStreamKStreamJoinTest` and
+//! `KStreamKStreamLeftJoinTest`: two streams of `Integer → String` joined within a time
+//! difference, Kafka's `MockValueJoiner.TOSTRING_JOINER` (`v1 + "+" + v2`, `null` for
+//! a missing partner).
 
 use std::time::Duration;
 
@@ -21,15 +22,34 @@ struct Join {
 
 impl Join {
     fn new(windows: JoinWindows) -> Self {
+        Self::build(windows, false)
+    }
+
+    fn left(windows: JoinWindows) -> Self {
+        Self::build(windows, true)
+    }
+
+    fn build(windows: JoinWindows, left: bool) -> Self {
         let builder = StreamsBuilder::new();
         let stream1 = builder.stream::<i32, String>("topic1");
         let stream2 = builder.stream::<i32, String>("topic2");
-        let joined = stream1.join_stream(
-            &stream2,
-            |a: &String, b: &String| format!("{a}+{b}"),
-            windows,
-            StreamJoined::defaults(),
-        );
+        let joined = if left {
+            stream1.left_join_stream(
+                &stream2,
+                |a: &String, b: Option<&String>| {
+                    format!("{a}+{}", b.map_or("null", String::as_str))
+                },
+                windows,
+                StreamJoined::defaults(),
+            )
+        } else {
+            stream1.join_stream(
+                &stream2,
+                |a: &String, b: &String| format!("{a}+{b}"),
+                windows,
+                StreamJoined::defaults(),
+            )
+        };
         let seen = capture(&joined);
         let driver = driver(builder);
         let topic1 = driver.create_input_topic("topic1").unwrap();
@@ -61,6 +81,22 @@ impl Join {
                 .pipe_input_at(*k, format!("{prefix}{k}"), ts(i as i64))
                 .unwrap();
         }
+        self.seen.take()
+    }
+}
+
+impl Join {
+    /// Pipes one record to topic 1 or 2.
+    fn pipe(&self, topic: u8, key: i32, value: &str, ts: i64) {
+        let input = if topic == 1 {
+            &self.topic1
+        } else {
+            &self.topic2
+        };
+        input.pipe_input_at(key, value.to_string(), ts).unwrap();
+    }
+
+    fn take(&self) -> Vec<Kvt<i32, String>> {
         self.seen.take()
     }
 }
@@ -210,4 +246,71 @@ fn test_windowing() {
     assert_eq!(j.push(1, 4, "G", |_| 2104), vec![]);
     assert_eq!(j.push(1, 4, "H", |_| 1899), vec![]);
     assert_eq!(j.push(1, 4, "I", |_| 1900), vec![kvt(0, "I0+l0", 2000)]);
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// `KStreamKStreamLeftJoinTest.testLeftJoinDuplicates`: unmatched duplicates are
+/// emitted once their window has closed; matched duplicates at once, and never again.
+#[test]
+fn test_left_join_duplicates() {
+    let j = Join::left(JoinWindows::of_time_difference_and_grace(ms(100), ms(10)));
+    j.pipe(1, 0, "A0", 0);
+    j.pipe(1, 0, "A0-0", 0);
+    j.pipe(2, 1, "a0", 111);
+    // bump stream time to trigger left-join results
+    j.pipe(2, 2, "dummy", 500);
+    assert_eq!(j.take(), vec![kvt(0, "A0+null", 0), kvt(0, "A0-0+null", 0)]);
+    j.pipe(1, 2, "A2", 1000);
+    j.pipe(1, 2, "A2-0", 1000);
+    j.pipe(2, 2, "a2", 1001);
+    assert_eq!(
+        j.take(),
+        vec![kvt(2, "A2+a2", 1001), kvt(2, "A2-0+a2", 1001)]
+    );
+    j.pipe(2, 3, "a3", 315);
+    assert_eq!(j.take(), vec![]);
+}
+
+/// `KStreamKStreamLeftJoinTest.testLeftExpiredNonJoinedRecordsAreEmittedByTheLeftProcessor`
+/// and `...ByTheRightProcessor`: a record on either side that moves stream time past
+/// the windows emits the unmatched left records.
+#[test]
+fn test_left_expired_non_joined_records_are_emitted_by_either_side() {
+    for (bump_side, flush_side, flush_ts) in [(1u8, 2u8, 401i64), (2, 1, 402)] {
+        let j = Join::left(JoinWindows::of_time_difference_and_grace(ms(100), ms(0)));
+        j.pipe(1, 0, "A0", 1);
+        j.pipe(1, 1, "A1", 2);
+        j.pipe(1, 0, "A0-0", 3);
+        assert_eq!(j.take(), vec![]);
+        j.pipe(2, 1, "a1", 3);
+        assert_eq!(j.take(), vec![kvt(1, "A1+a1", 3)]);
+        j.pipe(bump_side, 2, "dummy", 401);
+        assert_eq!(
+            j.take(),
+            vec![kvt(0, "A0+null", 1), kvt(0, "A0-0+null", 3)],
+            "bumped by topic{bump_side}"
+        );
+        j.pipe(flush_side, 2, "dummy", flush_ts);
+        assert_eq!(j.take(), vec![kvt(2, "dummy+dummy", flush_ts)]);
+    }
+}
+
+/// `KStreamKStreamLeftJoinTest.testRightNonJoinedRecordsAreNeverEmittedByTheLeftProcessor`:
+/// a left join never emits an unmatched right record.
+#[test]
+fn test_right_non_joined_records_are_never_emitted_by_the_left_processor() {
+    let j = Join::left(JoinWindows::of_time_difference_and_grace(ms(100), ms(0)));
+    j.pipe(2, 0, "A0", 1);
+    j.pipe(2, 1, "A1", 2);
+    j.pipe(2, 0, "A0-0", 3);
+    assert_eq!(j.take(), vec![]);
+    j.pipe(1, 1, "a1", 3);
+    assert_eq!(j.take(), vec![kvt(1, "a1+A1", 3)]);
+    j.pipe(1, 2, "dummy", 401);
+    assert_eq!(j.take(), vec![]);
+    j.pipe(2, 2, "dummy", 402);
+    assert_eq!(j.take(), vec![kvt(2, "dummy+dummy", 402)]);
 }
