@@ -1,5 +1,5 @@
-//! `org.apache.kafka.streams.kstream.internals.KStreamKStreamJoinTest` and
-//! `KStreamKStreamLeftJoinTest`: two streams of `Integer → String` joined within a time
+//! `org.apache.kafka.streams.kstream.internals.KStreamKStreamJoinTest`,
+//! `KStreamKStreamLeftJoinTest` and `KStreamKStreamOuterJoinTest`: two streams of `Integer → String` joined within a time
 //! difference, Kafka's `MockValueJoiner.TOSTRING_JOINER` (`v1 + "+" + v2`, `null` for
 //! a missing partner).
 
@@ -12,6 +12,13 @@ use super::{Captured, Kvt, capture, driver};
 
 const EXPECTED_KEYS: [i32; 4] = [0, 1, 2, 3];
 
+#[derive(Clone, Copy)]
+enum Kind {
+    Inner,
+    Left,
+    Outer,
+}
+
 struct Join {
     /// Kept alive: dropping it closes the tasks and deletes their state.
     _driver: TopologyTestDriver,
@@ -22,33 +29,43 @@ struct Join {
 
 impl Join {
     fn new(windows: JoinWindows) -> Self {
-        Self::build(windows, false)
+        Self::build(windows, Kind::Inner)
     }
 
     fn left(windows: JoinWindows) -> Self {
-        Self::build(windows, true)
+        Self::build(windows, Kind::Left)
     }
 
-    fn build(windows: JoinWindows, left: bool) -> Self {
+    fn outer(windows: JoinWindows) -> Self {
+        Self::build(windows, Kind::Outer)
+    }
+
+    fn build(windows: JoinWindows, kind: Kind) -> Self {
         let builder = StreamsBuilder::new();
         let stream1 = builder.stream::<i32, String>("topic1");
         let stream2 = builder.stream::<i32, String>("topic2");
-        let joined = if left {
-            stream1.left_join_stream(
-                &stream2,
-                |a: &String, b: Option<&String>| {
-                    format!("{a}+{}", b.map_or("null", String::as_str))
-                },
-                windows,
-                StreamJoined::defaults(),
-            )
-        } else {
-            stream1.join_stream(
+        let or_null = |v: Option<&String>| v.map_or("null", String::as_str).to_string();
+        let joined = match kind {
+            Kind::Inner => stream1.join_stream(
                 &stream2,
                 |a: &String, b: &String| format!("{a}+{b}"),
                 windows,
                 StreamJoined::defaults(),
-            )
+            ),
+            Kind::Left => stream1.left_join_stream(
+                &stream2,
+                move |a: &String, b: Option<&String>| format!("{a}+{}", or_null(b)),
+                windows,
+                StreamJoined::defaults(),
+            ),
+            Kind::Outer => stream1.outer_join_stream(
+                &stream2,
+                move |a: Option<&String>, b: Option<&String>| {
+                    format!("{}+{}", or_null(a), or_null(b))
+                },
+                windows,
+                StreamJoined::defaults(),
+            ),
         };
         let seen = capture(&joined);
         let driver = driver(builder);
@@ -313,4 +330,117 @@ fn test_right_non_joined_records_are_never_emitted_by_the_left_processor() {
     assert_eq!(j.take(), vec![]);
     j.pipe(2, 2, "dummy", 402);
     assert_eq!(j.take(), vec![kvt(2, "dummy+dummy", 402)]);
+}
+
+/// `KStreamKStreamOuterJoinTest.testOuterJoinDuplicates`: unmatched records of both
+/// sides come out when their window closes, at the same timestamp the right side's
+/// first (Kafka's outer store orders by timestamp, then side); matched duplicates at
+/// once; a record matched once is never emitted unmatched.
+#[test]
+fn test_outer_join_duplicates() {
+    let j = Join::outer(JoinWindows::of_time_difference_and_grace(ms(100), ms(10)));
+    j.pipe(1, 0, "A0", 0);
+    j.pipe(1, 0, "A0-0", 0);
+    j.pipe(2, 1, "a1", 0);
+    j.pipe(2, 1, "a1-0", 0);
+    j.pipe(2, 1, "a0", 111);
+    // bump stream time to trigger outer-join results
+    j.pipe(2, 3, "dummy", 211);
+    assert_eq!(
+        j.take(),
+        vec![
+            kvt(1, "null+a1", 0),
+            kvt(1, "null+a1-0", 0),
+            kvt(0, "A0+null", 0),
+            kvt(0, "A0-0+null", 0),
+        ]
+    );
+    j.pipe(1, 2, "A2", 200);
+    j.pipe(1, 2, "A2-0", 200);
+    j.pipe(2, 2, "a2", 201);
+    j.pipe(2, 2, "a2-0", 201);
+    assert_eq!(
+        j.take(),
+        vec![
+            kvt(2, "A2+a2", 201),
+            kvt(2, "A2-0+a2", 201),
+            kvt(2, "A2+a2-0", 201),
+            kvt(2, "A2-0+a2-0", 201),
+        ]
+    );
+    j.pipe(2, 3, "dummy", 1500);
+    assert_eq!(
+        j.take(),
+        vec![kvt(1, "null+a0", 111), kvt(3, "null+dummy", 211)]
+    );
+}
+
+/// `KStreamKStreamOuterJoinTest.testLeftExpiredNonJoinedRecordsAreEmittedByTheLeftProcessor`
+/// (no grace) and `...ByTheRightProcessor` (grace zero).
+#[test]
+fn test_outer_left_expired_non_joined_records_are_emitted_by_either_side() {
+    for (windows, bump_side, flush_side, flush_ts) in [
+        (
+            JoinWindows::of_time_difference_with_no_grace(ms(100)),
+            1u8,
+            2u8,
+            401i64,
+        ),
+        (
+            JoinWindows::of_time_difference_and_grace(ms(100), ms(0)),
+            2,
+            1,
+            402,
+        ),
+    ] {
+        let j = Join::outer(windows);
+        j.pipe(1, 0, "A0", 1);
+        j.pipe(1, 1, "A1", 2);
+        j.pipe(1, 0, "A0-0", 3);
+        assert_eq!(j.take(), vec![]);
+        j.pipe(2, 1, "a1", 3);
+        assert_eq!(j.take(), vec![kvt(1, "A1+a1", 3)]);
+        j.pipe(bump_side, 2, "dummy", 401);
+        assert_eq!(
+            j.take(),
+            vec![kvt(0, "A0+null", 1), kvt(0, "A0-0+null", 3)],
+            "bumped by topic{bump_side}"
+        );
+        j.pipe(flush_side, 2, "dummy", flush_ts);
+        assert_eq!(j.take(), vec![kvt(2, "dummy+dummy", flush_ts)]);
+    }
+}
+
+/// `KStreamKStreamOuterJoinTest.testRightExpiredNonJoinedRecordsAreEmittedByTheLeftProcessor`
+/// (no grace) and `...ByTheRightProcessor` (grace zero).
+#[test]
+fn test_outer_right_expired_non_joined_records_are_emitted_by_either_side() {
+    for (windows, bump_side, flush_side) in [
+        (
+            JoinWindows::of_time_difference_with_no_grace(ms(100)),
+            1u8,
+            2u8,
+        ),
+        (
+            JoinWindows::of_time_difference_and_grace(ms(100), ms(0)),
+            2,
+            1,
+        ),
+    ] {
+        let j = Join::outer(windows);
+        j.pipe(2, 0, "A0", 1);
+        j.pipe(2, 1, "A1", 2);
+        j.pipe(2, 0, "A0-0", 3);
+        assert_eq!(j.take(), vec![]);
+        j.pipe(1, 1, "a1", 3);
+        assert_eq!(j.take(), vec![kvt(1, "a1+A1", 3)]);
+        j.pipe(bump_side, 2, "dummy", 401);
+        assert_eq!(
+            j.take(),
+            vec![kvt(0, "null+A0", 1), kvt(0, "null+A0-0", 3)],
+            "bumped by topic{bump_side}"
+        );
+        j.pipe(flush_side, 2, "dummy", 402);
+        assert_eq!(j.take(), vec![kvt(2, "dummy+dummy", 402)]);
+    }
 }
