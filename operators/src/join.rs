@@ -11,11 +11,73 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use weir_runtime::serde::{DefaultSerde, Serde};
 use weir_runtime::{Change, Data, Error, Processor, ProcessorContext, Record, Result};
 
 use crate::grouped::{Materialized, materialize};
 use crate::stream::KStream;
+use crate::stream::{ArcSerde, Repartitioned};
 use crate::table::{KTable, TableMeta, TableStore};
+
+/// How a stream is joined with a table (Kafka Streams' `Joined`): the stream's key and
+/// value serdes, used when the stream must be repartitioned first (its key changed
+/// upstream), and a name for that repartition topic (`<name>-repartition`).
+pub struct Joined<K, V> {
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+    name: Option<String>,
+}
+
+impl<K, V> Joined<K, V> {
+    /// Explicit serdes for the stream's keys and values.
+    pub fn with(key_serde: impl Serde<K>, value_serde: impl Serde<V>) -> Self {
+        Joined {
+            key_serde: Arc::new(key_serde),
+            value_serde: Arc::new(value_serde),
+            name: None,
+        }
+    }
+
+    /// The types' default serdes.
+    pub fn defaults() -> Self
+    where
+        K: DefaultSerde,
+        V: DefaultSerde,
+    {
+        Self::with(K::default_serde(), V::default_serde())
+    }
+
+    /// Names the join's repartition topic `<name>-repartition` (Kafka Streams'
+    /// `Joined#as`).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The stream's repartitioning, as this `Joined` describes it.
+    fn repartitioned(&self) -> Repartitioned<K, V>
+    where
+        K: 'static,
+        V: 'static,
+    {
+        let r = Repartitioned::with(
+            ArcSerde(self.key_serde.clone()),
+            ArcSerde(self.value_serde.clone()),
+        );
+        match &self.name {
+            Some(n) => r.with_name(n.clone()),
+            None => r,
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for Joined<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Joined")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A table-table join's function of the left and right values (either may be absent,
 /// as the join kind allows); `None` for no result.
@@ -209,7 +271,9 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// timestamp; a record whose key has no row is dropped. Only stream records
     /// trigger output; table updates never do. The stream and the table must be
     /// co-partitioned (the query refuses to start otherwise); a stream whose key was
-    /// changed upstream must be repartitioned first (`repartition()`).
+    /// changed upstream (`map`, `select_key`, ...) is repartitioned first, through an
+    /// internal topic with as many partitions as the table's topic, as Kafka Streams
+    /// does.
     ///
     /// ```
     /// use weir::prelude::*;
@@ -234,10 +298,26 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// ```
     pub fn join<VT: Data, VR: Data, F>(&self, table: &KTable<K, VT>, joiner: F) -> KStream<K, VR>
     where
+        K: DefaultSerde,
+        V: DefaultSerde,
+        F: Fn(&V, &VT) -> VR + Send + Sync + 'static,
+    {
+        self.join_with(table, joiner, Joined::defaults())
+    }
+
+    /// Like [`KStream::join`], with the serdes (and name) to repartition the stream by,
+    /// if its key changed upstream (Kafka Streams' `join(KTable, ValueJoiner, Joined)`).
+    pub fn join_with<VT: Data, VR: Data, F>(
+        &self,
+        table: &KTable<K, VT>,
+        joiner: F,
+        joined: Joined<K, V>,
+    ) -> KStream<K, VR>
+    where
         F: Fn(&V, &VT) -> VR + Send + Sync + 'static,
     {
         let joiner = Arc::new(move |v: &V, t: Option<&VT>| t.map(|t| joiner(v, t)));
-        self.stream_table_join(table, "KSTREAM-JOIN", joiner)
+        self.stream_table_join(table, "KSTREAM-JOIN", joiner, joined)
     }
 
     /// Left join with `table` (Kafka Streams' `KStream#leftJoin(KTable)`): every record
@@ -248,10 +328,26 @@ impl<K: Data, V: Data> KStream<K, V> {
         joiner: F,
     ) -> KStream<K, VR>
     where
+        K: DefaultSerde,
+        V: DefaultSerde,
+        F: Fn(&V, Option<&VT>) -> VR + Send + Sync + 'static,
+    {
+        self.left_join_with(table, joiner, Joined::defaults())
+    }
+
+    /// Like [`KStream::left_join`], with the serdes (and name) to repartition the
+    /// stream by, if its key changed upstream.
+    pub fn left_join_with<VT: Data, VR: Data, F>(
+        &self,
+        table: &KTable<K, VT>,
+        joiner: F,
+        joined: Joined<K, V>,
+    ) -> KStream<K, VR>
+    where
         F: Fn(&V, Option<&VT>) -> VR + Send + Sync + 'static,
     {
         let joiner = Arc::new(move |v: &V, t: Option<&VT>| Some(joiner(v, t)));
-        self.stream_table_join(table, "KSTREAM-LEFTJOIN", joiner)
+        self.stream_table_join(table, "KSTREAM-LEFTJOIN", joiner, joined)
     }
 
     fn stream_table_join<VT: Data, VR: Data>(
@@ -259,27 +355,30 @@ impl<K: Data, V: Data> KStream<K, V> {
         table: &KTable<K, VT>,
         prefix: &str,
         joiner: RowJoiner<V, VT, VR>,
+        joined: Joined<K, V>,
     ) -> KStream<K, VR> {
-        if self.repartition_required {
-            self.builder.borrow_mut().check::<()>(Err(Error::Topology(format!(
-                "the stream joined at '{}' had its key changed upstream: repartition it first (repartition() or repartition_with(..)) so each key meets its table row",
-                self.node_name()
-            ))));
-        }
+        // A stream whose key changed upstream goes through a repartition topic first,
+        // sized like the table's topic, so each key meets its row.
+        let stream = if self.repartition_required {
+            self.repartition_with(joined.repartitioned())
+        } else {
+            self.clone()
+        };
         let (_, store) = table.with_store();
         let Some(store) = store else {
-            return self.add(prefix, || NoOp);
+            return stream.add(prefix, || NoOp);
         };
-        let name = self.builder.borrow_mut().next_name(prefix);
+        let name = stream.builder.borrow_mut().next_name(prefix);
         let st = store.clone();
-        let joined = self.add_named(name.clone(), move || StreamTableJoin {
+        let out = stream.add_named(name.clone(), move || StreamTableJoin {
             table: st.clone(),
             joiner: joiner.clone(),
         });
-        let mut inner = self.builder.borrow_mut();
+        let mut inner = stream.builder.borrow_mut();
         let r = inner.topology.connect_store(&name, &store.name).map(|_| ());
         inner.check(r);
-        joined
+        drop(inner);
+        out
     }
 }
 

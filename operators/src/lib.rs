@@ -89,6 +89,7 @@ macro_rules! use_jemalloc {
 }
 
 pub use grouped_table::KGroupedTable;
+pub use join::Joined;
 pub use printed::Printed;
 pub use stream::{
     Branched, BranchedKStream, Consumed, KStream, Produced, Repartitioned, StreamsBuilder,
@@ -117,7 +118,7 @@ pub mod prelude {
         Repartitioned, Result, Runtime, RuntimeConfig, StreamsBuilder, Topology,
     };
     pub use crate::{
-        BufferConfig, EmitStrategy, JoinWindows, SessionWindows, SlidingWindows, StreamJoined,
-        Suppressed, TimeWindows, Window, Windowed, WindowedSerde,
+        BufferConfig, EmitStrategy, JoinWindows, Joined, SessionWindows, SlidingWindows,
+        StreamJoined, Suppressed, TimeWindows, Window, Windowed, WindowedSerde,
     };
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use weir_runtime::serde::{Bytes, BytesSerde, DefaultSerde, Serde};
 use weir_runtime::{Data, Error, Processor, ProcessorContext, Record, Result, StoreSpec};
 
-use crate::stream::{ArcSerde, KStream};
+use crate::stream::{ArcSerde, KStream, Repartitioned};
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -151,7 +151,8 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// overloading, so the stream-stream forms are named `*_stream`): for each pair of
     /// records with the same key and timestamps within the window, `joiner(left,
     /// right)` goes downstream with the larger timestamp. Both streams must be
-    /// co-partitioned; a stream whose key changed upstream must be repartitioned first.
+    /// co-partitioned; a side whose key changed upstream is repartitioned first
+    /// (`<name>-left-repartition`, `<name>-right-repartition`), as Kafka Streams does.
     ///
     /// ```
     /// use std::time::Duration;
@@ -240,12 +241,6 @@ impl<K: Data, V: Data> KStream<K, V> {
         windows: JoinWindows,
         joined: StreamJoined<K, V, V2>,
     ) -> KStream<K, VR> {
-        if self.repartition_required || other.repartition_required {
-            self.builder.borrow_mut().check::<()>(Err(Error::Topology(format!(
-                "a stream joined at '{}' had its key changed upstream: repartition it first (repartition() or repartition_with(..)) so equal keys meet",
-                self.node_name()
-            ))));
-        }
         let (base, this_store, other_store, outer_store) = {
             let mut inner = self.builder.borrow_mut();
             let base = joined
@@ -259,8 +254,33 @@ impl<K: Data, V: Data> KStream<K, V> {
                 format!("{base}-outer-join-store"),
             )
         };
-        let left: KStream<K, Side<V, V2>> = self.add("KSTREAM-JOINTHIS", || Tag::<true>);
-        let right: KStream<K, Side<V, V2>> = other.add("KSTREAM-JOINOTHER", || Tag::<false>);
+        // A side whose key changed upstream goes through a repartition topic first
+        // (`<name>-left-repartition` / `<name>-right-repartition`, sized like the other
+        // side's topic), so equal keys meet.
+        let this_side = if self.repartition_required {
+            self.repartition_with(
+                Repartitioned::with(
+                    ArcSerde(joined.key_serde.clone()),
+                    ArcSerde(joined.value_serde.clone()),
+                )
+                .with_name(format!("{base}-left")),
+            )
+        } else {
+            self.clone()
+        };
+        let other_side = if other.repartition_required {
+            other.repartition_with(
+                Repartitioned::with(
+                    ArcSerde(joined.key_serde.clone()),
+                    ArcSerde(joined.other_value_serde.clone()),
+                )
+                .with_name(format!("{base}-right")),
+            )
+        } else {
+            other.clone()
+        };
+        let left: KStream<K, Side<V, V2>> = this_side.add("KSTREAM-JOINTHIS", || Tag::<true>);
+        let right: KStream<K, Side<V, V2>> = other_side.add("KSTREAM-JOINOTHER", || Tag::<false>);
         let merged = left.merge(&right);
         let node = format!(
             "{base}-{}",

@@ -620,6 +620,57 @@ fn table_group_by_counts_rows_moving_between_groups_across_partitions() {
     assert_eq!(expected.values().sum::<i64>(), 40);
 }
 
+/// Kafka Streams repartitions a stream whose key changed before a join: orders keyed
+/// by order id (4 partitions) re-keyed to their customer and joined with a customers
+/// table of 2 partitions. The repartition topic is named by `Joined::with_name` and
+/// sized like the table's topic (not the orders'), so the query starts and every order
+/// meets its customer.
+#[test]
+fn a_rekeyed_stream_is_repartitioned_before_its_table_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_in(2, dir.path());
+    let b = rt.broker().clone();
+    b.create_topic("customers", 2).unwrap();
+    b.create_topic("orders", 4).unwrap();
+    b.create_topic("enriched", 1).unwrap();
+    let builder = StreamsBuilder::new();
+    let customers = builder.table::<String, String>("customers");
+    builder
+        .stream::<String, String>("orders") // order id -> customer id
+        .select_key(|_order: &String, customer: &String| customer.clone())
+        .join_with(
+            &customers,
+            |customer: &String, name: &String| format!("{customer}={name}"),
+            Joined::defaults().with_name("by-customer"),
+        )
+        .to("enriched");
+    for c in 0..20 {
+        b.send("customers", &format!("c{c}"), &format!("name{c}"))
+            .unwrap();
+    }
+    let q = rt.start_query("enrich", builder.build().unwrap()).unwrap();
+    wait_until("customers loaded", || q.stats().records_processed >= 20);
+    for o in 0..100 {
+        b.send("orders", &format!("o{o}"), &format!("c{}", o % 20))
+            .unwrap();
+    }
+    wait_until("every order", || {
+        b.read_all::<String, String>("enriched").unwrap().len() == 100
+    });
+    q.stop().unwrap();
+    assert_eq!(
+        b.partitions("weir-enrich-by-customer-repartition").unwrap(),
+        2,
+        "sized like the table's topic"
+    );
+    let out = b.read_all::<String, String>("enriched").unwrap();
+    assert_eq!(out.len(), 100);
+    for r in out {
+        let c: u32 = r.record.key[1..].parse().unwrap();
+        assert_eq!(r.record.value, format!("c{c}=name{c}"));
+    }
+}
+
 /// A stream-table join on the pool, over two co-partitioned topics and the record
 /// cache: every order is enriched with its customer's latest row.
 #[test]

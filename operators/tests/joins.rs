@@ -191,3 +191,61 @@ fn a_left_record_waits_for_its_window_to_close() {
     );
     assert!(out.is_empty().unwrap());
 }
+
+/// Both sides of a stream-stream join had their keys changed upstream: each goes
+/// through its repartition topic (`<name>-left-repartition`, `<name>-right-repartition`)
+/// and equal keys meet, as in Kafka Streams.
+#[test]
+fn rekeyed_sides_of_a_stream_join_are_repartitioned() {
+    let builder = StreamsBuilder::new();
+    // Clicks and views keyed by event id, with the user in the value.
+    let clicks = builder
+        .stream::<String, String>("clicks")
+        .select_key(|_id: &String, user: &String| user.clone());
+    let views = builder
+        .stream::<String, String>("views")
+        .select_key(|_id: &String, user: &String| user.clone());
+    clicks
+        .join_stream(
+            &views,
+            |c: &String, v: &String| format!("{c}/{v}"),
+            JoinWindows::of_time_difference_with_no_grace(Duration::from_secs(5)),
+            StreamJoined::defaults().with_name("click-view"),
+        )
+        .to("pairs");
+    let topology = builder.build().unwrap();
+    let description = topology.describe().to_string();
+    for t in [
+        "click-view-left-repartition",
+        "click-view-right-repartition",
+    ] {
+        assert!(description.contains(t), "{t} in {description}");
+    }
+    let driver =
+        TopologyTestDriver::new(topology, RuntimeConfig::builder().build().unwrap()).unwrap();
+    let views = driver
+        .create_input_topic::<String, String>("views")
+        .unwrap();
+    let clicks = driver
+        .create_input_topic::<String, String>("clicks")
+        .unwrap();
+    views
+        .pipe_input_at("v1".to_string(), "ann".to_string(), 1_000)
+        .unwrap();
+    views
+        .pipe_input_at("v2".to_string(), "bob".to_string(), 1_500)
+        .unwrap();
+    clicks
+        .pipe_input_at("c1".to_string(), "ann".to_string(), 3_000)
+        .unwrap();
+    clicks
+        .pipe_input_at("c2".to_string(), "cyd".to_string(), 3_000)
+        .unwrap();
+    let out = driver
+        .create_output_topic::<String, String>("pairs")
+        .unwrap();
+    assert_eq!(
+        out.read_key_values_to_list().unwrap(),
+        vec![("ann".to_string(), "ann/ann".to_string())]
+    );
+}

@@ -124,6 +124,40 @@ pub(crate) fn plan_query(
             internal.insert(t.clone(), *p);
         }
     }
+    // A join's repartition topics (a store shared by several processors: its
+    // sub-topology reads topics that must be co-partitioned) take the partition count
+    // of the join's other, external topics, as Kafka Streams sizes a co-partition
+    // group — not their writer's.
+    for (def, &si) in topology.stores.iter().zip(&store_sub) {
+        if def.processors.len() < 2 {
+            continue;
+        }
+        let topics: Vec<&String> = subs[si]
+            .sources
+            .iter()
+            .filter_map(|&s| match &topology.nodes[s].kind {
+                NodeKind::Source { topics } => Some(topics),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut external = None::<u32>;
+        for t in topics
+            .iter()
+            .filter(|t| !topology.internal_topics.contains_key(**t))
+        {
+            if let Ok(n) = partitions(t) {
+                external = Some(external.map_or(n, |m| m.max(n)));
+            }
+        }
+        if let Some(n) = external {
+            for t in topics {
+                if topology.internal_topics.get(t) == Some(&None) {
+                    internal.entry(t.clone()).or_insert(n);
+                }
+            }
+        }
+    }
     let mut counts: Vec<Option<u32>> = vec![None; subs.len()];
     // Sub-topologies with stores whose source topics differ in partition count.
     let mut uneven: Vec<Option<String>> = vec![None; subs.len()];
@@ -405,6 +439,51 @@ mod tests {
         assert!(
             e.contains("store 's' of query 'q' is fed by topics with different partition counts ('left' (4), 'right' (2))"),
             "{e}"
+        );
+    }
+
+    /// A re-keyed stream joined with a table: its repartition topic takes the table's
+    /// partition count (the co-partition group's), not its writer's.
+    #[test]
+    fn a_joins_repartition_topic_is_sized_like_the_other_side() {
+        let mut t = Topology::new();
+        t.add_source("orders", &["orders"], src()).unwrap();
+        t.add_processor("rekey", || Pass, &["orders"]).unwrap();
+        t.add_internal_topic("r", None).unwrap();
+        t.add_sink("to-r", "r", sink(), &["rekey"]).unwrap();
+        t.add_source("rekeyed", &["r"], src()).unwrap();
+        t.add_source("table", &["customers"], src()).unwrap();
+        t.add_processor("materialize", || Pass, &["table"]).unwrap();
+        t.add_processor("join", || Pass, &["rekeyed"]).unwrap();
+        t.add_state_store(
+            StoreSpec::<String, String>::new("rows", StringSerde, StringSerde),
+            &["materialize", "join"],
+        )
+        .unwrap();
+        let partitions = cluster(&[("orders", 4), ("customers", 2)]);
+        for target in [EMBEDDED, KAFKA] {
+            let (plan, topics) = plan_query("app", "q", &t, &partitions, target).unwrap();
+            let r = topics.iter().find(|t| t.name == "app-q-r").unwrap();
+            assert_eq!(r.partitions, 2);
+            assert_eq!(plan.counts.iter().copied().max(), Some(4));
+            assert!(plan.counts.contains(&2), "{:?}", plan.counts);
+        }
+        // Without the shared store (no join), the writer's count wins, as before.
+        let mut u = Topology::new();
+        u.add_source("orders", &["orders"], src()).unwrap();
+        u.add_processor("rekey", || Pass, &["orders"]).unwrap();
+        u.add_internal_topic("r", None).unwrap();
+        u.add_sink("to-r", "r", sink(), &["rekey"]).unwrap();
+        u.add_source("rekeyed", &["r", "customers"], src()).unwrap();
+        u.add_processor("p", || Pass, &["rekeyed"]).unwrap();
+        let (_, topics) = plan_query("app", "q", &u, &partitions, EMBEDDED).unwrap();
+        assert_eq!(
+            topics
+                .iter()
+                .find(|t| t.name == "app-q-r")
+                .unwrap()
+                .partitions,
+            4
         );
     }
 }
