@@ -1,5 +1,5 @@
-//! `KTableKTableInnerJoinTest` and `KTableKTableLeftJoinTest`
-//! (`org.apache.kafka.streams.kstream.internals`): two `Integer → String` tables joined
+//! `KTableKTableInnerJoinTest`, `KTableKTableLeftJoinTest` and
+//! `KTableKTableOuterJoinTest` (`org.apache.kafka.streams.kstream.internals`): two `Integer → String` tables joined
 //! with `MockValueJoiner.TOSTRING_JOINER`; each step's output, timestamps included.
 
 use weir::prelude::*;
@@ -155,6 +155,55 @@ fn left_test_join() {
                 o(1, None, 42),
                 o(2, None, 10),
                 o(3, None, 20),
+            ],
+        ],
+    );
+}
+
+/// `KTableKTableOuterJoinTest.testJoin` (without its null-key records, which an `i32`
+/// key cannot express; Kafka discards them).
+#[test]
+fn outer_test_join() {
+    let or_null = |v: Option<&String>| v.map_or("null", String::as_str).to_string();
+    do_test_join(
+        |l, r| {
+            l.outer_join(r, move |a: Option<&String>, b: Option<&String>| {
+                format!("{}+{}", or_null(a), or_null(b))
+            })
+        },
+        [
+            vec![o(0, Some("X0+null"), 5), o(1, Some("X1+null"), 6)],
+            vec![o(0, Some("X0+Y0"), 5), o(1, Some("X1+Y1"), 10)],
+            vec![
+                o(0, Some("XX0+Y0"), 7),
+                o(1, Some("XX1+Y1"), 10),
+                o(2, Some("XX2+null"), 7),
+                o(3, Some("XX3+null"), 7),
+            ],
+            vec![
+                o(0, Some("XX0+YY0"), 7),
+                o(1, Some("XX1+YY1"), 7),
+                o(2, Some("XX2+YY2"), 10),
+                o(3, Some("XX3+YY3"), 15),
+            ],
+            vec![
+                o(0, Some("XXX0+YY0"), 6),
+                o(1, Some("XXX1+YY1"), 6),
+                o(2, Some("XXX2+YY2"), 10),
+                o(3, Some("XXX3+YY3"), 15),
+            ],
+            vec![o(0, Some("XXX0+null"), 6), o(1, Some("XXX1+null"), 7)],
+            vec![
+                o(0, Some("XXXX0+null"), 13),
+                o(1, Some("XXXX1+null"), 13),
+                o(2, Some("XXXX2+YY2"), 13),
+                o(3, Some("XXXX3+YY3"), 15),
+            ],
+            vec![
+                o(0, None, 0),
+                o(1, None, 42),
+                o(2, Some("null+YY2"), 10),
+                o(3, Some("null+YY3"), 20),
             ],
         ],
     );
