@@ -11,10 +11,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use weir_runtime::serde::{DefaultSerde, Serde};
+use weir_runtime::StoreSpec;
+use weir_runtime::serde::{Bytes, BytesSerde, DefaultSerde, Serde};
 use weir_runtime::{Change, Data, Error, Processor, ProcessorContext, Record, Result};
 
 use crate::grouped::{Materialized, materialize};
+use crate::join_grace::GraceJoin;
 use crate::stream::KStream;
 use crate::stream::{ArcSerde, Repartitioned};
 use crate::table::{KTable, TableMeta, TableStore};
@@ -26,6 +28,7 @@ pub struct Joined<K, V> {
     key_serde: Arc<dyn Serde<K>>,
     value_serde: Arc<dyn Serde<V>>,
     name: Option<String>,
+    grace: Option<std::time::Duration>,
 }
 
 impl<K, V> Joined<K, V> {
@@ -35,6 +38,7 @@ impl<K, V> Joined<K, V> {
             key_serde: Arc::new(key_serde),
             value_serde: Arc::new(value_serde),
             name: None,
+            grace: None,
         }
     }
 
@@ -51,6 +55,18 @@ impl<K, V> Joined<K, V> {
     /// `Joined#as`).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Delays each stream record until stream time has passed it by `grace`, then
+    /// joins it with the table's row *as of its own timestamp* (KIP-923, Kafka
+    /// Streams' `Joined#withGracePeriod`), so a table update that arrives a little
+    /// after the record it should have enriched is still seen. The table must be
+    /// versioned (`Materialized::as_versioned`); the waiting records live in a store
+    /// (`<join>-buffer`) under the memory limit. Records older than `stream time −
+    /// grace` on arrival are joined at once. Zero means no buffering.
+    pub fn with_grace_period(mut self, grace: std::time::Duration) -> Self {
+        self.grace = Some(grace);
         self
     }
 
@@ -75,6 +91,7 @@ impl<K, V> std::fmt::Debug for Joined<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Joined")
             .field("name", &self.name)
+            .field("grace", &self.grace)
             .finish_non_exhaustive()
     }
 }
@@ -368,6 +385,9 @@ impl<K: Data, V: Data> KStream<K, V> {
         let Some(store) = store else {
             return stream.add(prefix, || NoOp);
         };
+        if let Some(grace) = joined.grace.filter(|g| !g.is_zero()) {
+            return stream.grace_join(prefix, &store, grace, joiner, joined);
+        }
         let name = stream.builder.borrow_mut().next_name(prefix);
         let st = store.clone();
         let out = stream.add_named(name.clone(), move || StreamTableJoin {
@@ -377,6 +397,48 @@ impl<K: Data, V: Data> KStream<K, V> {
         let mut inner = stream.builder.borrow_mut();
         let r = inner.topology.connect_store(&name, &store.name).map(|_| ());
         inner.check(r);
+        drop(inner);
+        out
+    }
+
+    /// The stream-table join with a grace period (`join_grace.rs`).
+    fn grace_join<VT: Data, VR: Data>(
+        &self,
+        prefix: &str,
+        store: &TableStore,
+        grace: std::time::Duration,
+        joiner: RowJoiner<V, VT, VR>,
+        joined: Joined<K, V>,
+    ) -> KStream<K, VR> {
+        if !store.versioned {
+            self.builder.borrow_mut().check::<()>(Err(Error::Topology(format!(
+                "the join at '{}' has a grace period, which needs a versioned table (KIP-923): materialize table store '{}' with Materialized::as_versioned",
+                self.node_name(),
+                store.name
+            ))));
+            return self.add(prefix, || NoOp);
+        }
+        let name = self.builder.borrow_mut().next_name(prefix);
+        let buffer = format!("{name}-buffer");
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let (table, buf) = (store.clone(), buffer.clone());
+        let out = self.add_named(name.clone(), move || GraceJoin {
+            table: table.clone(),
+            buffer: buf.clone(),
+            grace_ms,
+            joiner: joiner.clone(),
+            key_serde: joined.key_serde.clone(),
+            value_serde: joined.value_serde.clone(),
+            stream_time: i64::MIN,
+            seq: 0,
+        });
+        let mut inner = self.builder.borrow_mut();
+        let r = inner.topology.connect_store(&name, &store.name).map(|_| ());
+        inner.check(r);
+        inner.add_store(
+            StoreSpec::<Bytes, Bytes>::new(buffer, BytesSerde, BytesSerde).without_caching(),
+            &name,
+        );
         drop(inner);
         out
     }

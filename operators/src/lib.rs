@@ -44,6 +44,7 @@ mod builder;
 mod grouped;
 mod grouped_table;
 mod join;
+mod join_grace;
 mod ops;
 mod printed;
 mod stream;

@@ -8,6 +8,7 @@ mod session_aggregate;
 mod sliding_aggregate;
 mod stream_stream_join;
 mod stream_table_join;
+mod stream_table_join_grace;
 mod suppress;
 mod suppress_processor;
 mod table_aggregate;
