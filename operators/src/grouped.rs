@@ -328,6 +328,7 @@ where
             store: Some(TableStore {
                 name: Arc::from(s.name()),
                 versioned: false,
+                history: None,
             }),
         });
     let node = builder.borrow_mut().next_name(prefix);

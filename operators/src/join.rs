@@ -418,6 +418,15 @@ impl<K: Data, V: Data> KStream<K, V> {
             ))));
             return self.add(prefix, || NoOp);
         }
+        if store.history.is_some_and(|h| h < grace) {
+            self.builder.borrow_mut().check::<()>(Err(Error::Topology(format!(
+                "the join at '{}' has a grace period of {grace:?}, longer than the history retention of table store '{}' ({:?}): history retention must be at least the grace period, or records would be joined as of a time the table no longer remembers",
+                self.node_name(),
+                store.name,
+                store.history.unwrap_or_default()
+            ))));
+            return self.add(prefix, || NoOp);
+        }
         let name = self.builder.borrow_mut().next_name(prefix);
         let buffer = format!("{name}-buffer");
         let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);

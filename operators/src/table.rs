@@ -46,6 +46,8 @@ pub(crate) struct TableMeta<K, V> {
 pub(crate) struct TableStore {
     pub(crate) name: Arc<str>,
     pub(crate) versioned: bool,
+    /// A versioned store's history retention.
+    pub(crate) history: Option<std::time::Duration>,
 }
 
 impl<K, V> Default for TableMeta<K, V> {
@@ -365,6 +367,7 @@ fn versioned_source<K: Data, V: Data>(
         store: Some(TableStore {
             name: Arc::from(name.as_str()),
             versioned: true,
+            history: Some(history),
         }),
     })
 }

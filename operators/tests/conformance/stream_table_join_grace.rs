@@ -96,6 +96,34 @@ fn should_fail_if_table_is_not_versioned() {
     assert!(e.contains("needs a versioned table"), "{e}");
 }
 
+/// `shouldFailIfGracePeriodIsLongerThanHistoryRetention` (5 minutes of history, a grace
+/// of 6): Kafka's "History retention must be at least grace period."; weir's message
+/// says the same, with the figures.
+#[test]
+fn should_fail_if_grace_period_is_longer_than_history_retention() {
+    let builder = StreamsBuilder::new();
+    let stream = builder.stream::<String, String>("topic");
+    let table = builder.table_with(
+        "topic2",
+        Consumed::<String, String>::defaults(),
+        Materialized::as_versioned("tableB", Duration::from_secs(300)),
+    );
+    stream
+        .join_with(
+            &table,
+            |a: &String, b: &String| format!("{a}{b}"),
+            Joined::defaults()
+                .with_name("first-join")
+                .with_grace_period(Duration::from_secs(360)),
+        )
+        .to("out-one");
+    let e = builder.build().unwrap_err().to_string();
+    assert!(
+        e.contains("history retention must be at least the grace period"),
+        "{e}"
+    );
+}
+
 /// `shouldDelayJoinByGracePeriod`.
 #[test]
 fn should_delay_join_by_grace_period() {
@@ -108,8 +136,32 @@ fn should_delay_join_by_grace_period() {
     assert_eq!(j.take(), vec![]);
     j.push_to_stream(4, "X");
     assert_eq!(j.take(), vec![kvt(0, "X0+YY0", 0), kvt(1, "X1+YY1", 1)]);
+    // (Kafka's later version of the test) a record at 7 releases both pushes' X2, X3.
+    j.stream.pipe_input_at(5, "test".to_string(), 7).unwrap();
+    assert_eq!(
+        j.take(),
+        vec![
+            kvt(2, "X2+YY2", 2),
+            kvt(2, "X2+YY2", 2),
+            kvt(3, "X3+YY3", 3),
+            kvt(3, "X3+YY3", 3),
+        ]
+    );
     j.push_to_table(4, "YYY");
     assert_eq!(j.take(), vec![]);
+}
+
+/// `shouldHandleLateJoinsWithGracePeriod`: a record already past the grace period is
+/// joined at once and releases nothing else.
+#[test]
+fn should_handle_late_joins_with_grace_period() {
+    let j = Join::new(2);
+    j.push_to_table(4, "Y");
+    assert_eq!(j.take(), vec![]);
+    j.push_to_stream(4, "X");
+    assert_eq!(j.take(), vec![kvt(0, "X0+Y0", 0), kvt(1, "X1+Y1", 1)]);
+    j.push_to_stream(1, "X");
+    assert_eq!(j.take(), vec![kvt(0, "X0+Y0", 0)]);
 }
 
 /// `shouldNotJoinWithEmptyTableOnStreamUpdates`.
