@@ -49,6 +49,7 @@ mod ops;
 mod printed;
 mod stream;
 mod stream_join;
+mod stream_join_processor;
 mod suppress;
 mod table;
 mod window;
