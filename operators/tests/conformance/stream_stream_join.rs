@@ -175,8 +175,7 @@ fn test_join() {
     );
 }
 
-/// `KStreamKStreamJoinTest.testWindowing`, its first eighteen steps (through the `I`
-/// records): `JoinWindows.ofTimeDifferenceWithNoGrace(100 ms)`; records before the
+/// `KStreamKStreamJoinTest.testWindowing`, all its steps: `JoinWindows.ofTimeDifferenceWithNoGrace(100 ms)`; records before the
 /// window bound join nothing, records inside it join, including records behind stream
 /// time (Kafka's join does not drop them: `h0` at 900 joins `B0` at 1000 after stream
 /// time reached 1104).
@@ -263,6 +262,59 @@ fn test_windowing() {
     assert_eq!(j.push(1, 4, "G", |_| 2104), vec![]);
     assert_eq!(j.push(1, 4, "H", |_| 1899), vec![]);
     assert_eq!(j.push(1, 4, "I", |_| 1900), vec![kvt(0, "I0+l0", 2000)]);
+    assert_eq!(
+        j.push(1, 4, "J", |_| 1901),
+        vec![kvt(0, "J0+l0", 2000), kvt(1, "J1+l1", 2001)]
+    );
+    assert_eq!(
+        j.push(1, 4, "K", |_| 1902),
+        vec![
+            kvt(0, "K0+l0", 2000),
+            kvt(1, "K1+l1", 2001),
+            kvt(2, "K2+l2", 2002),
+        ]
+    );
+    assert_eq!(
+        j.push(1, 4, "L", |_| 1903),
+        vec![
+            kvt(0, "L0+l0", 2000),
+            kvt(1, "L1+l1", 2001),
+            kvt(2, "L2+l2", 2002),
+            kvt(3, "L3+l3", 2003),
+        ]
+    );
+}
+
+/// `KStreamKStreamJoinTest.testAsymmetricWindowingAfter`, its first six steps:
+/// `JoinWindows.ofTimeDifferenceWithNoGrace(0).after(100)` — a left record at `t`
+/// joins right records in `[t, t + 100]` only.
+#[test]
+fn test_asymmetric_windowing_after() {
+    let j = Join::new(JoinWindows::of_time_difference_with_no_grace(ms(0)).after(ms(100)));
+    assert_eq!(j.push(1, 4, "A", |i| 1000 + i), vec![]);
+    assert_eq!(j.push(2, 4, "a", |_| 999), vec![]);
+    assert_eq!(j.push(2, 4, "b", |_| 1000), vec![kvt(0, "A0+b0", 1000)]);
+    assert_eq!(
+        j.push(2, 4, "c", |_| 1001),
+        vec![kvt(0, "A0+c0", 1001), kvt(1, "A1+c1", 1001)]
+    );
+    assert_eq!(
+        j.push(2, 4, "d", |_| 1002),
+        vec![
+            kvt(0, "A0+d0", 1002),
+            kvt(1, "A1+d1", 1002),
+            kvt(2, "A2+d2", 1002),
+        ]
+    );
+    assert_eq!(
+        j.push(2, 4, "e", |_| 1003),
+        vec![
+            kvt(0, "A0+e0", 1003),
+            kvt(1, "A1+e1", 1003),
+            kvt(2, "A2+e2", 1003),
+            kvt(3, "A3+e3", 1003),
+        ]
+    );
 }
 
 fn ms(n: u64) -> Duration {
