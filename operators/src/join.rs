@@ -440,6 +440,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             value_serde: joined.value_serde.clone(),
             stream_time: i64::MIN,
             seq: 0,
+            min_buffered: i64::MAX,
         });
         let mut inner = self.builder.borrow_mut();
         let r = inner.topology.connect_store(&name, &store.name).map(|_| ());

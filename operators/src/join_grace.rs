@@ -32,6 +32,10 @@ pub(crate) struct GraceJoin<K, V, VT, VR> {
     pub(crate) stream_time: i64,
     /// Numbers buffered records of equal timestamps in arrival order.
     pub(crate) seq: u64,
+    /// A lower bound of the earliest buffered timestamp (`i64::MAX`: nothing
+    /// buffered), so that a record that cannot release anything does not read the
+    /// buffer.
+    pub(crate) min_buffered: i64,
 }
 
 /// Buffer key: timestamp (sign bit flipped, so byte order is time order), arrival.
@@ -46,6 +50,14 @@ fn parse_key(k: &[u8]) -> Option<(i64, u64)> {
     let ts = (u64::from_be_bytes(k.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
     let seq = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
     Some((ts, seq))
+}
+
+/// The timestamp of the first of `entries` (buffer order), `i64::MAX` if none.
+fn first_buffered(entries: &[(Bytes, Bytes)]) -> i64 {
+    entries
+        .first()
+        .and_then(|(k, _)| parse_key(k))
+        .map_or(i64::MAX, |(ts, _)| ts)
 }
 
 fn put_field(out: &mut Vec<u8>, b: Option<&[u8]>) {
@@ -114,24 +126,31 @@ impl<K: Data, V: Data, VT: Data, VR: Data> GraceJoin<K, V, VT, VR> {
     /// stream time has passed by the grace period.
     fn release(&mut self, ctx: &mut ProcessorContext<'_, K, VR>) -> Result<()> {
         let horizon = self.stream_time.saturating_sub(self.grace_ms);
+        if self.min_buffered > horizon {
+            return Ok(());
+        }
         let mut buffer = ctx.store::<Bytes, Bytes>(&self.buffer)?;
+        // Keys sort by (timestamp, arrival): everything due is below `horizon + 1`.
+        let (from, to) = (
+            buffer_key(i64::MIN, 0),
+            buffer_key(horizon.saturating_add(1), 0),
+        );
         let mut due = Vec::new();
-        for (k, v) in buffer.all()? {
-            match parse_key(&k) {
-                Some((ts, _)) if ts <= horizon => due.push((k, ts, v)),
-                Some(_) => break,
-                None => {
-                    return Err(Error::Serde(format!(
-                        "grace-period join buffer '{}': a key of {} bytes is not (timestamp, arrival)",
-                        self.buffer,
-                        k.len()
-                    )));
-                }
-            }
+        for (k, v) in buffer.range(&from, &to)? {
+            let Some((ts, _)) = parse_key(&k) else {
+                return Err(Error::Serde(format!(
+                    "grace-period join buffer '{}': a key of {} bytes is not (timestamp, arrival)",
+                    self.buffer,
+                    k.len()
+                )));
+            };
+            due.push((k, ts, v));
         }
         for (k, _, _) in &due {
             buffer.delete(k)?;
         }
+        // What is left is later than the horizon: a lower bound of its earliest.
+        self.min_buffered = horizon.saturating_add(1);
         drop(buffer);
         for (_, ts, v) in due {
             let (key, value, headers) = decode(&v).ok_or_else(|| {
@@ -167,17 +186,19 @@ impl<K: Data, V: Data, VT: Data, VR: Data> Processor<K, V, K, VR> for GraceJoin<
         self.seq += 1;
         ctx.store::<Bytes, Bytes>(&self.buffer)?
             .put(&key, &encode(&kb, &vb, &r.headers))?;
+        self.min_buffered = self.min_buffered.min(r.timestamp);
         self.release(ctx)
     }
 
     fn init(&mut self, ctx: &mut ProcessorContext<'_, K, VR>) -> Result<()> {
         // After a restart: go on numbering after the buffered records, and take the
         // stream time the buffer proves (its latest record).
-        let mut buffer = ctx.store::<Bytes, Bytes>(&self.buffer)?;
-        if let Some((ts, seq)) = buffer.all()?.last().and_then(|(k, _)| parse_key(k)) {
+        let all = ctx.store::<Bytes, Bytes>(&self.buffer)?.all()?;
+        if let Some((ts, seq)) = all.last().and_then(|(k, _)| parse_key(k)) {
             self.stream_time = self.stream_time.max(ts);
             self.seq = seq + 1;
         }
+        self.min_buffered = first_buffered(&all);
         Ok(())
     }
 }
