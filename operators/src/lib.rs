@@ -41,6 +41,7 @@
 //! rayon re-exports rayon-core.
 
 mod builder;
+mod global_table;
 mod grouped;
 mod grouped_table;
 mod join;
@@ -90,6 +91,7 @@ macro_rules! use_jemalloc {
     };
 }
 
+pub use global_table::GlobalKTable;
 pub use grouped_table::KGroupedTable;
 pub use join::Joined;
 pub use printed::Printed;
@@ -120,7 +122,7 @@ pub mod prelude {
         Repartitioned, Result, Runtime, RuntimeConfig, StreamsBuilder, Topology,
     };
     pub use crate::{
-        BufferConfig, EmitStrategy, JoinWindows, Joined, SessionWindows, SlidingWindows,
-        StreamJoined, Suppressed, TimeWindows, Window, Windowed, WindowedSerde,
+        BufferConfig, EmitStrategy, GlobalKTable, JoinWindows, Joined, SessionWindows,
+        SlidingWindows, StreamJoined, Suppressed, TimeWindows, Window, Windowed, WindowedSerde,
     };
 }

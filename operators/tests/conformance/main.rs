@@ -6,6 +6,7 @@
 
 mod session_aggregate;
 mod sliding_aggregate;
+mod stream_global_table_join;
 mod stream_stream_join;
 mod stream_table_join;
 mod stream_table_join_grace;

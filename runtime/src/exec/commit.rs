@@ -14,6 +14,13 @@ use crate::error::Result;
 use crate::io::transport::TxnOffset;
 use crate::processor::internals::{NodeId, NodeKind, TaskCore};
 
+/// A global task's commit: instead of committing offsets to a group, it records how
+/// far its store reaches in the store's offsets file (RocksDB stores; `dir` is the
+/// store's directory).
+pub(crate) struct GlobalOffsets {
+    pub(crate) dir: Option<std::path::PathBuf>,
+}
+
 /// The mutable part of a task, behind a lock that only its running worker takes.
 pub(crate) struct TaskInner {
     pub(crate) core: TaskCore,
@@ -32,6 +39,9 @@ pub(crate) struct TaskInner {
     pub(crate) max_task_idle: Option<std::time::Duration>,
     /// Set by `process` when it stopped to wait for an input: when to look again.
     pub(super) waiting_until: Option<Instant>,
+    /// A global store's task (see `state/global.rs`): it commits to the store's
+    /// offsets file and takes no part in exactly-once rounds.
+    pub(crate) global: Option<GlobalOffsets>,
 }
 
 impl TaskInner {
@@ -53,6 +63,7 @@ impl TaskInner {
             prepared_round: None,
             max_task_idle: None,
             waiting_until: None,
+            global: None,
         }
     }
 
@@ -74,6 +85,14 @@ impl TaskInner {
     /// The commit protocol: record cache (writing and forwarding), then stores, then
     /// sinks, then offsets.
     pub(super) fn commit(&mut self, group: &str) -> Result<()> {
+        if self.global.is_some() {
+            self.flush_for_commit(false)?;
+            if let Some(dir) = self.global.as_ref().and_then(|g| g.dir.as_ref()) {
+                crate::state::global::write_offsets(dir, &self.global_offsets())?;
+            }
+            self.committed();
+            return Ok(());
+        }
         self.flush_for_commit(true)?;
         let offsets: Vec<(&str, u32, i64)> = self
             .moved()
@@ -91,6 +110,14 @@ impl TaskInner {
         }
         self.committed();
         Ok(())
+    }
+
+    /// A global task's position in each partition it reads.
+    pub(crate) fn global_offsets(&self) -> Vec<(u32, i64)> {
+        self.inputs
+            .iter()
+            .filter_map(|i| Some((i.partition, i.consumed.or(i.committed)?)))
+            .collect()
     }
 
     /// After a commit: what was consumed is committed.

@@ -91,8 +91,22 @@ impl SyncQuery {
             clock: Clock::Mock(clock.clone()),
             record_cache: false,
         };
-        let mut tasks = Vec::new();
+        // Global tasks first, loaded from what their topics hold: they run first in
+        // every round, so a piped global-table update is in the store before the
+        // next record is processed.
+        let mut tasks: Vec<SyncTask> = factory
+            .build_global_tasks(&query)?
+            .into_iter()
+            .map(|b| SyncTask {
+                id: b.id,
+                inner: b.inner,
+                built: b.feeds,
+            })
+            .collect();
         for (si, &count) in query.plan.counts.iter().enumerate() {
+            if query.plan.is_global(si) {
+                continue;
+            }
             for p in 0..count {
                 let built = match factory.build_task(&query, si, p, None) {
                     Ok(b) => b,
@@ -265,7 +279,8 @@ fn commit(query: &QueryShared, inner: &mut TaskInner) -> Result<()> {
         .moved()
         .map(|(i, off)| (&*i.topic, i.partition, off))
         .collect();
-    if !offsets.is_empty() {
+    // A global task reads outside the group: it commits no offsets.
+    if !offsets.is_empty() && inner.global.is_none() {
         inner
             .core
             .env

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
-use super::commit::TaskInner;
+use super::commit::{GlobalOffsets, TaskInner};
 use super::core::{RuntimeCore, ZoneHandles};
 use super::input::Input;
 use super::query::QueryShared;
@@ -20,6 +20,9 @@ use crate::io::transport::{Binding, Feed, TopicPartition, Transport, Wake};
 use crate::processor::TaskId;
 use crate::processor::internals::{Clock, Node, TaskCore, TaskEnv};
 use crate::state::changelog::{ChangeloggedStore, checkpoint_path, read_checkpoint};
+use crate::state::global::{
+    GlobalOffsetList, GlobalStore, SharedStore, global_store_dir, read_offsets,
+};
 use crate::state::task_stores::{Changelog, TaskStore, TaskStores};
 use crate::state::window::StoreType;
 use crate::state::{InMemoryStore, KeyValueStore};
@@ -176,6 +179,53 @@ impl Factory<'_> {
         })
     }
 
+    /// Global store `def` of `query`: the instance its global task opened, or (for
+    /// the global task, `opening`) opened now. On opening, a RocksDB store without an
+    /// offsets file is wiped (it is rebuilt from its topic); returns the offsets it
+    /// reaches.
+    fn global_store(
+        &self,
+        query: &QueryShared,
+        def: &crate::topology::StoreDef,
+        opening: bool,
+    ) -> Result<(SharedStore, Option<GlobalOffsetList>)> {
+        let mut globals = query.globals.lock();
+        if let Some(open) = globals.get(&def.name).and_then(std::sync::Weak::upgrade) {
+            return Ok((open, None));
+        }
+        if !opening {
+            return Err(Error::store(
+                def.name.clone(),
+                format!("query '{}' has closed its global store", query.name),
+            ));
+        }
+        let dir = global_store_dir(&self.config.state_dir.join(&*query.name), &def.name);
+        let (store, offsets): (Box<dyn KeyValueStore + Sync>, _) = match def.kind {
+            StoreKind::RocksDb => {
+                let offsets = read_offsets(&dir);
+                if offsets.is_none() && dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(|e| {
+                        Error::io(format!("cannot wipe global store {}", dir.display()), e)
+                    })?;
+                }
+                (
+                    Box::new(self.zones.state.open_store(&def.name, &dir)?),
+                    offsets,
+                )
+            }
+            StoreKind::InMemory => (
+                Box::new(InMemoryStore::new(
+                    def.name.clone(),
+                    self.zones.in_memory.clone(),
+                )),
+                None,
+            ),
+        };
+        let shared: SharedStore = Arc::new(crate::sync::RwLock::new(store));
+        globals.insert(def.name.clone(), Arc::downgrade(&shared));
+        Ok((shared, offsets))
+    }
+
     /// Builds task (`si`, `p`) of `query`: its processors (initialized), its stores
     /// (restored on Kafka) and its inputs. With `owned`, only the Kafka partitions this
     /// member owns are read; `None` if that leaves nothing to read.
@@ -195,8 +245,41 @@ impl Factory<'_> {
         };
         let mut inputs = Vec::new();
         let mut feeds = Vec::new();
+        let global = plan.is_global(si);
+        // A global task's store, opened first: its offsets say where to read from.
+        let mut global_store = None;
+        if global {
+            for (def, _) in plan
+                .topology
+                .stores
+                .iter()
+                .zip(&plan.store_sub)
+                .filter(|(d, s)| **s == si && d.global)
+            {
+                let (store, offsets) = self.global_store(query, def, true)?;
+                let dir = (def.kind == StoreKind::RocksDb)
+                    .then(|| global_store_dir(&cfg.state_dir.join(name), &def.name));
+                global_store = Some((store, offsets.unwrap_or_default(), dir));
+            }
+        }
         for (s, actual) in &plan.sources[si] {
             let transport = &self.transport;
+            if let Some((_, offsets, _)) = &global_store {
+                // Every partition, from where the store reaches (else the start).
+                for q in 0..transport.partitions(actual)? {
+                    let start = offsets.iter().find(|(p, _)| *p == q).map_or(0, |(_, o)| *o);
+                    let feed = transport.global_feed(actual)?;
+                    let queue = Arc::new(PartitionQueue::new(
+                        cfg.queue_max_records_per_partition,
+                        self.zones.queues.clone(),
+                    ));
+                    let mut input = Input::new(Arc::from(feed.topic()), q, *s, queue.clone());
+                    input.committed = Some(start);
+                    inputs.push(input);
+                    feeds.push((feed, q, start, queue));
+                }
+                continue;
+            }
             if p >= transport.partitions(actual)?
                 || owned.is_some_and(|o| !o.contains(&TopicPartition::new(actual.as_str(), p)))
             {
@@ -250,14 +333,43 @@ impl Factory<'_> {
             },
             current: None,
         };
-        for (def, _) in plan
-            .topology
-            .stores
-            .iter()
-            .zip(&plan.store_sub)
-            .filter(|(_, s)| **s == si)
-        {
-            let store = self.open_task_store(def, name, task_id, query.id, &query.restored)?;
+        for (def, &owner) in plan.topology.stores.iter().zip(&plan.store_sub) {
+            let store = if def.global {
+                // Its global task writes it; every other task may read it.
+                let writable = owner == si;
+                let store = match (&global_store, writable) {
+                    (Some((store, _, _)), true) => store.clone(),
+                    _ => self.global_store(query, def, false)?.0,
+                };
+                TaskStore {
+                    name: def.name.clone(),
+                    store: Box::new(GlobalStore {
+                        name: def.name.clone(),
+                        inner: store,
+                        writable,
+                    }),
+                    types: def.types,
+                    serdes: def.serdes.clone(),
+                    processors: if writable {
+                        def.processors.clone()
+                    } else {
+                        st.nodes.clone()
+                    },
+                    cached: false,
+                    timestamped: def.timestamped,
+                    forwards: false,
+                    forward_old: false,
+                    store_type: StoreType::KeyValue,
+                    live_segment: i64::MIN,
+                    min_live: i64::MIN,
+                    disk_segment: i64::MIN,
+                    changelog: None,
+                }
+            } else if owner == si {
+                self.open_task_store(def, name, task_id, query.id, &query.restored)?
+            } else {
+                continue;
+            };
             core.env.state.stores.push(store);
             core.env.forwarders.push(None);
         }
@@ -274,6 +386,11 @@ impl Factory<'_> {
         }
         let mut inner = TaskInner::new(core, inputs, st.nodes.clone(), st.sinks.clone());
         inner.max_task_idle = cfg.max_task_idle;
+        if let Some((_, _, dir)) = global_store {
+            // It follows its topic: nothing to wait for, no group offsets to commit.
+            inner.max_task_idle = None;
+            inner.global = Some(GlobalOffsets { dir });
+        }
         if let Err(e) = inner.init() {
             inner.close_all();
             return Err(e);
@@ -295,6 +412,7 @@ impl RuntimeCore {
         query: &Arc<QueryShared>,
         built: BuiltTask,
     ) -> Vec<Binding> {
+        let global = built.inner.global.is_some();
         let task = Arc::new(Task::new(
             built.id,
             query.clone(),
@@ -302,7 +420,7 @@ impl RuntimeCore {
             built.inner,
         ));
         let _ = built.slot.set(Arc::downgrade(&task));
-        if let Some(txn) = self.txn() {
+        if let Some(txn) = self.txn().filter(|_| !global) {
             let t = Arc::downgrade(&task);
             txn.join(
                 task.uid,

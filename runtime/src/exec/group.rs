@@ -36,7 +36,12 @@ impl RuntimeCore {
             .queries
             .iter()
             .filter(|q| !q.is_stopping())
-            .flat_map(|q| q.plan.sources.iter().flatten().map(|(_, t)| t.clone()))
+            .flat_map(|q| {
+                // Global stores' topics are read outside the group.
+                (0..q.plan.subs.len())
+                    .filter(|&si| !q.plan.is_global(si))
+                    .flat_map(|si| q.plan.sources[si].iter().map(|(_, t)| t.clone()))
+            })
             .collect();
         if topics != group.subscribed {
             self.transport.subscribe(&topics)?;
@@ -57,6 +62,9 @@ impl RuntimeCore {
         let running: HashSet<TaskId> = query.tasks().iter().map(|t| t.id).collect();
         let mut bindings = Vec::new();
         for (si, &count) in query.plan.counts.iter().enumerate() {
+            if query.plan.is_global(si) {
+                continue;
+            }
             for p in 0..count {
                 let id = TaskId {
                     subtopology: si,

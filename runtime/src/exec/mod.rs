@@ -4,6 +4,7 @@ mod commit;
 mod core;
 pub(crate) mod driver;
 mod factory;
+mod global;
 mod group;
 mod input;
 mod query;

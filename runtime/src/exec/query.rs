@@ -11,6 +11,7 @@ use super::core::RuntimeCore;
 use super::task::Task;
 use crate::error::{Error, Result};
 use crate::io::thread::IoCommand;
+use crate::state::global::SharedInner;
 use crate::sync::Mutex;
 use crate::topology::plan::QueryPlan;
 
@@ -97,6 +98,9 @@ pub(crate) struct QueryShared {
     pub(crate) skipped: AtomicU64,
     pub(crate) dropped_late: AtomicU64,
     pub(crate) io_tx: Sender<IoCommand>,
+    /// The query's global stores, by name: opened and held by its global tasks, read
+    /// by all (closed when the last task holding one closes).
+    pub(crate) globals: Mutex<std::collections::HashMap<String, std::sync::Weak<SharedInner>>>,
 }
 
 /// Numbers queries across the process.
@@ -130,6 +134,7 @@ impl QueryShared {
             skipped: AtomicU64::new(0),
             dropped_late: AtomicU64::new(0),
             io_tx,
+            globals: Mutex::new(std::collections::HashMap::new()),
         }
     }
 

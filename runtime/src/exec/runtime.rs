@@ -330,6 +330,17 @@ impl Runtime {
             plan.clone(),
             core.io_tx.clone(),
         ));
+        // Global stores first, loaded to their topics' end: the other tasks read them.
+        let global_bindings = match core.start_global_tasks(&shared) {
+            Ok(b) => b,
+            Err(e) => {
+                shared.fail(e.clone());
+                return Err(e);
+            }
+        };
+        if !global_bindings.is_empty() {
+            let _ = core.io_tx.send(IoCommand::Bind(global_bindings));
+        }
         if core.transport.grouped() {
             // Tasks follow the group's assignment: those of partitions this member
             // owns now start here, the others when a rebalance assigns them.
@@ -360,6 +371,9 @@ impl Runtime {
 
         let mut built: Vec<BuiltTask> = Vec::new();
         for (si, &partitions) in plan.counts.iter().enumerate() {
+            if plan.is_global(si) {
+                continue;
+            }
             for p in 0..partitions {
                 match core.factory().build_task(&shared, si, p, None) {
                     Ok(Some(b)) => built.push(b),
@@ -368,6 +382,7 @@ impl Runtime {
                         for mut other in built {
                             other.inner.close_all();
                         }
+                        shared.fail(e.clone());
                         return Err(e);
                     }
                 }

@@ -313,7 +313,9 @@ impl Task {
         if guard.closed {
             return Ok(After::Closed);
         }
-        if self.rt.txn().is_some() {
+        // A global task commits to its store's offsets file, outside the transaction.
+        let transactional = self.rt.txn().is_some() && guard.global.is_none();
+        if transactional {
             if let Some(after) = self.exactly_once(guard)? {
                 return Ok(after);
             }
@@ -363,7 +365,10 @@ impl Task {
         }
         let due = inner.core.env.shutdown.is_some()
             || (inner.uncommitted && inner.last_commit.elapsed() >= cfg.commit_interval);
-        if due && let Some(txn) = self.rt.txn() {
+        if due
+            && transactional
+            && let Some(txn) = self.rt.txn()
+        {
             // Exactly-once: every task commits in one round (this one included: the
             // request wakes it).
             txn.request();

@@ -123,6 +123,11 @@ pub(crate) trait Feed: Send {
     fn end_offset(&self, partition: u32) -> Option<i64>;
     /// The binding goes away: give back what waits beside its queue.
     fn unbind(&mut self, partition: u32, budget: &ByteBudget);
+    /// Whether it reads for a global store, outside the consumer group.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    fn is_global(&self) -> bool {
+        false
+    }
     /// For the transport that polls for this feed.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     fn as_any_mut(&mut self) -> &mut dyn Any;
@@ -203,6 +208,22 @@ pub(crate) trait Transport: Send + Sync {
 
     /// A feed reading `topic` (one partition of it, named by its binding).
     fn feed(&self, topic: &str) -> Result<Box<dyn Feed>>;
+
+    /// A feed reading `topic` for a global store: every partition, in every process,
+    /// outside the consumer group (one partition of it, named by its binding).
+    fn global_feed(&self, topic: &str) -> Result<Box<dyn Feed>>;
+
+    /// Reads `topic`/`partition` from `from` to its end as it is now (under
+    /// read_committed, to its last committed record), handing `apply` the records in
+    /// batches. Returns the offset to read next. How a global store catches up before
+    /// its query's other tasks start.
+    fn read_to_end(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        apply: &mut dyn FnMut(FetchBatch) -> Result<()>,
+    ) -> Result<i64>;
 
     /// The topic a sink writes to.
     fn sink(&self, topic: &str) -> Result<Arc<dyn SinkTopic>>;

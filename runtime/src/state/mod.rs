@@ -17,6 +17,7 @@
 mod cache;
 pub(crate) mod changelog;
 mod ffi;
+pub(crate) mod global;
 mod memory;
 mod rocks;
 pub(crate) mod suppress;

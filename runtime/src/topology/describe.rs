@@ -31,7 +31,13 @@ impl Topology {
             }
         };
         for (i, st) in subs.iter().enumerate() {
-            text.push_str(&format!("   Sub-topology: {i}\n"));
+            if st.global {
+                text.push_str(&format!(
+                    "   Sub-topology: {i} for global store (will not generate tasks)\n"
+                ));
+            } else {
+                text.push_str(&format!("   Sub-topology: {i}\n"));
+            }
             for &id in &st.nodes {
                 let def = &self.nodes[id];
                 match &def.kind {

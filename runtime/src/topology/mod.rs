@@ -81,6 +81,9 @@ pub(crate) struct SubTopology {
     pub(crate) nodes: Vec<NodeId>,
     pub(crate) sources: Vec<NodeId>,
     pub(crate) sinks: Vec<NodeId>,
+    /// A global store's updater ([`Topology::add_global_store`]): one task reading
+    /// every partition of its topic, in every process.
+    pub(crate) global: bool,
 }
 
 /// A store as the topology keeps it: typed serdes erased.
@@ -92,6 +95,9 @@ pub(crate) struct StoreDef {
     pub(crate) caching: bool,
     /// Values carry a timestamp (`StoreSpec::timestamped`).
     pub(crate) timestamped: bool,
+    /// A global store ([`Topology::add_global_store`]): one instance per query, written
+    /// by its global processor, read by every task.
+    pub(crate) global: bool,
     pub(crate) types: (TypeId, TypeId),
     /// [`StoreSerdes<K, V>`], erased.
     pub(crate) serdes: Arc<dyn Any + Send + Sync>,
@@ -106,6 +112,8 @@ pub struct Topology {
     /// Internal (repartition) topics: name -> partition count (None: as upstream).
     pub(crate) internal_topics: BTreeMap<String, Option<u32>>,
     pub(crate) stores: Vec<StoreDef>,
+    /// The sources and processors of global stores: they feed nothing else.
+    global_nodes: BTreeSet<NodeId>,
 }
 
 impl std::fmt::Debug for Topology {
@@ -144,6 +152,11 @@ impl Topology {
                 Error::Topology(format!("parent '{p}' of node '{name}' does not exist"))
             })?;
             let def = &self.nodes[id];
+            if self.global_nodes.contains(&id) {
+                return Err(Error::Topology(format!(
+                    "'{p}' updates a global store and cannot be the parent of '{name}'"
+                )));
+            }
             let Some(out) = def.output else {
                 return Err(Error::Topology(format!(
                     "sink '{p}' cannot be the parent of '{name}'"
@@ -307,23 +320,7 @@ impl Topology {
         spec: StoreSpec<K, V>,
         processors: &[&str],
     ) -> Result<&mut Self> {
-        if spec.name.is_empty()
-            || !spec
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err(Error::Topology(format!(
-                "store name '{}' must be non-empty ASCII letters, digits, '.', '_' or '-' (it names a directory)",
-                spec.name
-            )));
-        }
-        if self.stores.iter().any(|s| s.name == spec.name) {
-            return Err(Error::Topology(format!(
-                "a store named '{}' already exists",
-                spec.name
-            )));
-        }
+        self.check_store_name(&spec.name)?;
         let serdes: StoreSerdes<K, V> = (spec.key_serde, spec.value_serde);
         self.stores.push(StoreDef {
             name: spec.name.clone(),
@@ -331,6 +328,7 @@ impl Topology {
             store_type: spec.store_type,
             caching: spec.caching,
             timestamped: spec.timestamped,
+            global: false,
             types: (TypeId::of::<K>(), TypeId::of::<V>()),
             serdes: Arc::new(serdes),
             processors: Vec::new(),
@@ -338,6 +336,92 @@ impl Topology {
         for p in processors {
             self.connect_store(p, &spec.name)?;
         }
+        Ok(self)
+    }
+
+    fn check_store_name(&self, name: &str) -> Result<()> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(Error::Topology(format!(
+                "store name '{name}' must be non-empty ASCII letters, digits, '.', '_' or '-' (it names a directory)"
+            )));
+        }
+        if self.stores.iter().any(|s| s.name == name) {
+            return Err(Error::Topology(format!(
+                "a store named '{name}' already exists"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds a global store (Kafka Streams' `addGlobalStore`): source `source_name`
+    /// reads every partition of `topic` and hands each record to processor
+    /// `processor_name`, which alone writes the store. Every process keeps the whole
+    /// store; when a query starts it first reads the topic to its end (from the
+    /// store's checkpoint, or from the beginning), and then follows it. Every
+    /// processor of the query may read the store (its handle refuses writes) without
+    /// being connected to it. The store is a key-value store without the record cache
+    /// and without a changelog: its topic is its changelog. The processor forwards
+    /// nothing (it has no children). The store's types may differ from the source's
+    /// (a table's source reads `Option<V>`, `None` deleting the key).
+    pub fn add_global_store<K, V, KS, VS, P, S>(
+        &mut self,
+        store: StoreSpec<K, V>,
+        source_name: &str,
+        topic: &str,
+        source: SourceSpec<KS, VS>,
+        processor_name: &str,
+        supplier: S,
+    ) -> Result<&mut Self>
+    where
+        K: Data,
+        V: Data,
+        KS: Data,
+        VS: Data,
+        P: Processor<KS, VS, KS, VS>,
+        S: Fn() -> P + Send + Sync + 'static,
+    {
+        self.check_store_name(&store.name)?;
+        if !matches!(store.store_type, StoreType::KeyValue) {
+            return Err(Error::Topology(format!(
+                "global store '{}' must be a key-value store",
+                store.name
+            )));
+        }
+        if self.internal_topics.contains_key(topic) {
+            return Err(Error::Topology(format!(
+                "global store '{}' cannot read internal topic '{topic}'",
+                store.name
+            )));
+        }
+        self.check_name(processor_name)?;
+        if source_name == processor_name {
+            return Err(Error::Topology(format!(
+                "a node named '{processor_name}' already exists"
+            )));
+        }
+        self.add_source(source_name, &[topic], source)?;
+        let src = self.nodes.len() - 1;
+        self.add_processor(processor_name, supplier, &[source_name])?;
+        let proc_id = self.nodes.len() - 1;
+        self.global_nodes.insert(src);
+        self.global_nodes.insert(proc_id);
+        let name = store.name.clone();
+        let serdes: StoreSerdes<K, V> = (store.key_serde, store.value_serde);
+        self.stores.push(StoreDef {
+            name,
+            kind: store.kind,
+            store_type: StoreType::KeyValue,
+            caching: false,
+            timestamped: store.timestamped,
+            global: true,
+            types: (TypeId::of::<K>(), TypeId::of::<V>()),
+            serdes: Arc::new(serdes),
+            processors: vec![proc_id],
+        });
         Ok(self)
     }
 
@@ -358,6 +442,10 @@ impl Topology {
             .iter_mut()
             .find(|s| s.name == store)
             .ok_or_else(|| Error::Topology(format!("store '{store}' does not exist")))?;
+        if def.global {
+            // Every processor reads a global store; only its own processor writes it.
+            return Ok(self);
+        }
         if !def.processors.contains(&id) {
             def.processors.push(id);
         }
@@ -417,10 +505,12 @@ impl Topology {
                 .copied()
                 .filter(|i| matches!(self.nodes[*i].kind, NodeKind::Sink { .. }))
                 .collect();
+            let global = nodes.iter().any(|n| self.global_nodes.contains(n));
             out.push(SubTopology {
                 nodes,
                 sources,
                 sinks,
+                global,
             });
         }
         Ok(out)

@@ -47,7 +47,18 @@ impl QueryPlan {
     /// Whether some sub-topology reads `topic`.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) fn reads(&self, topic: &str) -> bool {
-        self.sources.iter().flatten().any(|(_, t)| t == topic)
+        self.sources
+            .iter()
+            .zip(&self.subs)
+            .filter(|(_, st)| !st.global)
+            .flat_map(|(s, _)| s)
+            .any(|(_, t)| t == topic)
+    }
+
+    /// Whether sub-topology `si` updates a global store (one task reading every
+    /// partition of its topic, outside the consumer group).
+    pub(crate) fn is_global(&self, si: usize) -> bool {
+        self.subs[si].global
     }
 }
 
@@ -163,6 +174,25 @@ pub(crate) fn plan_query(
     let mut uneven: Vec<Option<String>> = vec![None; subs.len()];
     for _ in 0..=subs.len() {
         for (i, st) in subs.iter().enumerate() {
+            if st.global {
+                // One task, reading every partition of the global topic.
+                for &s in &st.sources {
+                    if let NodeKind::Source { topics } = &topology.nodes[s].kind {
+                        for t in topics {
+                            partitions(t).map_err(|e| match e {
+                                Error::UnknownTopic(_) => Error::Topology(format!(
+                                    "global topic '{t}' of query '{name}' does not exist"
+                                )),
+                                e => Error::Topology(format!(
+                                    "global topic '{t}' of query '{name}': {e}"
+                                )),
+                            })?;
+                        }
+                    }
+                }
+                counts[i] = Some(1);
+                continue;
+            }
             let mut max = Some(0u32);
             let mut seen = Vec::new();
             for &s in &st.sources {
@@ -264,7 +294,13 @@ pub(crate) fn plan_query(
         }
     }
     if target.changelogs {
-        for (def, &si) in topology.stores.iter().zip(&store_sub) {
+        // A global store's topic is its changelog.
+        for (def, &si) in topology
+            .stores
+            .iter()
+            .zip(&store_sub)
+            .filter(|(d, _)| !d.global)
+        {
             to_create.push(InternalTopic {
                 name: changelog_topic(application_id, name, &def.name),
                 partitions: counts[si],

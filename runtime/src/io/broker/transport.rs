@@ -22,6 +22,9 @@ use crate::io::transport::{
 /// Most records moved per partition per pass, so one partition cannot hog the thread.
 const FETCH_BATCH: usize = 1024;
 
+/// Most bytes per batch when a partition is read to its end.
+const READ_TO_END_BYTES: usize = 4 << 20;
+
 /// The in-process broker, seen by the engine.
 pub(crate) struct BrokerTransport {
     broker: Broker,
@@ -76,6 +79,33 @@ impl Transport for BrokerTransport {
 
     fn feed(&self, topic: &str) -> Result<Box<dyn Feed>> {
         Ok(Box::new(LogFeed(self.broker.topic(topic)?)))
+    }
+
+    fn global_feed(&self, topic: &str) -> Result<Box<dyn Feed>> {
+        // Every query owns every partition here: a global feed is any feed.
+        self.feed(topic)
+    }
+
+    fn read_to_end(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        apply: &mut dyn FnMut(FetchBatch) -> Result<()>,
+    ) -> Result<i64> {
+        let log = self.broker.topic(topic)?;
+        let end = log.end_offset(partition)?;
+        let mut next = from;
+        while next < end {
+            match log.fetch_batch(partition, next, FETCH_BATCH, READ_TO_END_BYTES)? {
+                Some(batch) if !batch.is_empty() => {
+                    next += batch.len() as i64;
+                    apply(batch)?;
+                }
+                _ => break,
+            }
+        }
+        Ok(next)
     }
 
     fn sink(&self, topic: &str) -> Result<Arc<dyn SinkTopic>> {

@@ -35,15 +35,18 @@ pub(super) struct KafkaFeed {
     waiting: VecDeque<FetchBatch>,
     /// Whether this binding wants its partition paused (see `fill`).
     pausing: bool,
+    /// Read by the global consumer (a global store's), not the group's.
+    pub(super) global: bool,
 }
 
 impl KafkaFeed {
-    pub(super) fn new(clients: Arc<KafkaClients>, topic: &str) -> Self {
+    pub(super) fn new(clients: Arc<KafkaClients>, topic: &str, global: bool) -> Self {
         KafkaFeed {
             clients,
             topic: Arc::from(topic),
             waiting: VecDeque::new(),
             pausing: false,
+            global,
         }
     }
 }
@@ -96,24 +99,38 @@ impl Feed for KafkaFeed {
         };
         if want != self.pausing {
             self.pausing = want;
-            self.clients.want_paused(&self.topic, partition, want);
+            if self.global {
+                self.clients
+                    .global_want_paused(&self.topic, partition, want);
+            } else {
+                self.clients.want_paused(&self.topic, partition, want);
+            }
         }
         queue.pause_if_full();
         (moved, true)
     }
 
     fn end_offset(&self, partition: u32) -> Option<i64> {
-        self.clients.cached_end(&self.topic, partition)
+        self.clients.cached_end(&self.topic, partition, self.global)
     }
 
     fn unbind(&mut self, partition: u32, budget: &ByteBudget) {
         budget.release(self.waiting.iter().map(FetchBatch::remaining_bytes).sum());
         self.waiting.clear();
+        if self.global {
+            self.pausing = false;
+            self.clients.global_unbind(&self.topic, partition);
+            return;
+        }
         if self.pausing {
             self.pausing = false;
             self.clients.want_paused(&self.topic, partition, false);
         }
         self.clients.unbind(&self.topic, partition);
+    }
+
+    fn is_global(&self) -> bool {
+        self.global
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
@@ -125,15 +142,33 @@ impl Feed for KafkaFeed {
 type ReadersIndex = HashMap<Arc<str>, HashMap<i32, Vec<usize>>>;
 
 impl KafkaClients {
-    /// Moves what the consumer has into the waiting batches of the bindings it is for,
-    /// charging them to `budget`; stops while the budget is spent.
+    /// Moves what the consumer (and the global consumer, if there is one) has into the
+    /// waiting batches of the bindings it is for, charging them to `budget`; stops
+    /// while the budget is spent.
     pub(super) fn poll_into(&self, bindings: &mut [Binding], budget: &ByteBudget) -> usize {
+        let mut polled = poll_consumer(&self.consumer, false, bindings, budget);
+        if let Some(global) = self.global.get() {
+            polled += poll_consumer(global, true, bindings, budget);
+        }
+        polled
+    }
+}
+
+/// Moves what `consumer` has into the waiting batches of the bindings it is for (the
+/// global bindings if `global`, else the others), charging them to `budget`.
+fn poll_consumer<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    global: bool,
+    bindings: &mut [Binding],
+    budget: &ByteBudget,
+) -> usize {
+    {
         // The bindings of each partition, found once per pass (with a message) rather
         // than per message.
         let mut by_partition: Option<ReadersIndex> = None;
         let mut polled = 0;
         while polled < POLL_BATCH && budget.used() < budget.cap() {
-            let m = match self.consumer.poll(Duration::ZERO) {
+            let m = match consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
@@ -157,7 +192,9 @@ impl KafkaClients {
             let index = by_partition.get_or_insert_with(|| {
                 let mut index = ReadersIndex::new();
                 for (i, b) in bindings.iter_mut().enumerate() {
-                    if let Some(f) = b.feed.as_any_mut().downcast_mut::<KafkaFeed>() {
+                    if let Some(f) = b.feed.as_any_mut().downcast_mut::<KafkaFeed>()
+                        && f.global == global
+                    {
                         let p = index.entry(f.topic.clone()).or_default();
                         p.entry(kafka_partition(b.partition)).or_default().push(i);
                     }
@@ -195,17 +232,24 @@ impl KafkaClients {
         }
         polled
     }
+}
 
+impl KafkaClients {
     /// The end offset of `topic`/`partition` as of the consumer's last fetch of it (no
     /// request; `None` before the first fetch).
-    pub(super) fn cached_end(&self, topic: &str, partition: u32) -> Option<i64> {
+    pub(super) fn cached_end(&self, topic: &str, partition: u32, global: bool) -> Option<i64> {
+        let client = if global {
+            self.global.get()?.client().native_ptr()
+        } else {
+            self.consumer.client().native_ptr()
+        };
         let topic = std::ffi::CString::new(topic).ok()?;
         let (mut low, mut high) = (-1i64, -1i64);
         // SAFETY: the consumer's handle lives as long as `self`; the topic is a valid C
         // string and the out-pointers point to live locals.
         let err = unsafe {
             rdkafka::bindings::rd_kafka_get_watermark_offsets(
-                self.consumer.client().native_ptr(),
+                client,
                 topic.as_ptr(),
                 kafka_partition(partition),
                 &mut low,

@@ -36,6 +36,7 @@
 mod admin;
 mod config;
 mod feed;
+mod global;
 mod group;
 mod produce;
 mod transport;
@@ -104,8 +105,9 @@ struct Assigned {
     pausers: usize,
 }
 
-/// The runtime's Kafka clients (a consumer, a producer, a restore consumer) and the
-/// per-query positions it commits.
+/// The runtime's Kafka clients (a consumer, a producer, a restore consumer, and a
+/// global consumer once a query has a global store) and the per-query positions it
+/// commits.
 pub(crate) struct KafkaClients {
     pub(crate) consumer: BaseConsumer<GroupContext>,
     /// Reads changelogs to restore stores; assigned one partition at a time.
@@ -133,6 +135,10 @@ pub(crate) struct KafkaClients {
     me: OnceLock<Weak<KafkaClients>>,
     /// For the admin client that creates internal topics.
     config: KafkaConfig,
+    application_id: String,
+    /// Reads global stores' topics (`global.rs`), made when the first is bound.
+    global: OnceLock<BaseConsumer>,
+    global_bound: Mutex<global::GlobalBound>,
 }
 
 impl KafkaClients {
@@ -226,6 +232,9 @@ impl KafkaClients {
             on_failure,
             offset_reset: config.offset_reset,
             me: OnceLock::new(),
+            application_id: application_id.to_string(),
+            global: OnceLock::new(),
+            global_bound: Mutex::new(global::GlobalBound::default()),
         });
         let _ = clients.me.set(Arc::downgrade(&clients));
         let _ = clients

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::KafkaClients;
 use super::feed::KafkaFeed;
 use crate::error::{Error, Result};
-use crate::io::broker::EncodedBatch;
+use crate::io::broker::{EncodedBatch, FetchBatch};
 use crate::io::queue::ByteBudget;
 use crate::io::settings::OffsetReset;
 use crate::io::transport::{
@@ -20,6 +20,11 @@ impl KafkaClients {
         self.shared()
             .ok_or_else(|| Error::kafka("the runtime's Kafka clients are closing"))
     }
+}
+
+/// Whether `b` reads for a global store (outside the group: never revoked).
+fn is_global(b: &Binding) -> bool {
+    b.feed.is_global()
 }
 
 impl Transport for KafkaClients {
@@ -63,7 +68,21 @@ impl Transport for KafkaClients {
     }
 
     fn feed(&self, topic: &str) -> Result<Box<dyn Feed>> {
-        Ok(Box::new(KafkaFeed::new(self.arc()?, topic)))
+        Ok(Box::new(KafkaFeed::new(self.arc()?, topic, false)))
+    }
+
+    fn global_feed(&self, topic: &str) -> Result<Box<dyn Feed>> {
+        Ok(Box::new(KafkaFeed::new(self.arc()?, topic, true)))
+    }
+
+    fn read_to_end(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        apply: &mut dyn FnMut(FetchBatch) -> Result<()>,
+    ) -> Result<i64> {
+        KafkaClients::read_to_end(self, topic, partition, from, apply)
     }
 
     fn sink(&self, topic: &str) -> Result<Arc<dyn SinkTopic>> {
@@ -124,6 +143,9 @@ impl Transport for KafkaClients {
     }
 
     fn bind(&self, binding: &Binding) -> Result<bool> {
+        if is_global(binding) {
+            return self.global_bind(binding.feed.topic(), binding.partition, binding.next_offset);
+        }
         KafkaClients::bind(
             self,
             binding.feed.topic(),
@@ -142,7 +164,7 @@ impl Transport for KafkaClients {
         // ones start, before the next poll can return their records.
         if self.take_revoked() {
             bindings.retain_mut(|b| {
-                let keep = self.owns(b.feed.topic(), b.partition);
+                let keep = is_global(b) || self.owns(b.feed.topic(), b.partition);
                 if !keep {
                     unbind(b, budget);
                 }
