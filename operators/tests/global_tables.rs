@@ -69,7 +69,9 @@ fn a_global_table_is_loaded_before_the_stream_is_processed_and_survives_a_restar
     assert_eq!(sorted(out), sorted(expected));
 
     // Followed while the query runs: an update reaches the store, then the stream.
-    broker.send("products", &"p7".to_string(), &"v2-7".to_string()).unwrap();
+    broker
+        .send("products", &"p7".to_string(), &"v2-7".to_string())
+        .unwrap();
     let mut n = 200;
     wait_until("the update of p7 to be joined", || {
         broker
@@ -102,7 +104,8 @@ fn a_global_table_is_loaded_before_the_stream_is_processed_and_survives_a_restar
 
     // While the query is down: a product is deleted and one added. The restart reads
     // only what came after its offsets (two records), then joins with them.
-    broker.send("products", &"p0".to_string(), &None::<String>)
+    broker
+        .send("products", &"p0".to_string(), &None::<String>)
         .unwrap();
     broker
         .send("products", &"p300".to_string(), &"v1-300".to_string())
@@ -112,7 +115,9 @@ fn a_global_table_is_loaded_before_the_stream_is_processed_and_survives_a_restar
     assert_eq!(q.stats().records_restored, 2);
     let before = broker.read_all::<String, String>("enriched").unwrap().len();
     for (o, p) in [("x1", "p0"), ("x2", "p300"), ("x3", "p7")] {
-        broker.send("orders", &o.to_string(), &p.to_string()).unwrap();
+        broker
+            .send("orders", &o.to_string(), &p.to_string())
+            .unwrap();
     }
     let out: Vec<(String, String)> = read_n(&broker, "enriched", before + 3);
     let mut tail: Vec<(String, String)> = out
@@ -138,8 +143,12 @@ fn a_global_table_without_its_offsets_file_is_rebuilt_and_clean_up_deletes_it() 
     broker.create_topic("products", 2).unwrap();
     broker.create_topic("orders", 1).unwrap();
     broker.create_topic("enriched", 1).unwrap();
-    broker.send("products", &"a".to_string(), &"1".to_string()).unwrap();
-    broker.send("products", &"b".to_string(), &"2".to_string()).unwrap();
+    broker
+        .send("products", &"a".to_string(), &"1".to_string())
+        .unwrap();
+    broker
+        .send("products", &"b".to_string(), &"2".to_string())
+        .unwrap();
     let rt = runtime(&broker, dir.path());
     let q = rt.start_query("enrich", enrich()).unwrap();
     q.stop().unwrap();
@@ -152,11 +161,17 @@ fn a_global_table_without_its_offsets_file_is_rebuilt_and_clean_up_deletes_it() 
             std::fs::remove_file(p).unwrap();
         }
     }
-    broker.send("products", &"a".to_string(), &None::<String>).unwrap();
+    broker
+        .send("products", &"a".to_string(), &None::<String>)
+        .unwrap();
     let q = rt.start_query("enrich", enrich()).unwrap();
     assert_eq!(q.stats().records_restored, 3);
-    broker.send("orders", &"o1".to_string(), &"a".to_string()).unwrap();
-    broker.send("orders", &"o2".to_string(), &"b".to_string()).unwrap();
+    broker
+        .send("orders", &"o1".to_string(), &"a".to_string())
+        .unwrap();
+    broker
+        .send("orders", &"o2".to_string(), &"b".to_string())
+        .unwrap();
     let out: Vec<(String, String)> = read_n(&broker, "enriched", 2);
     assert_eq!(
         sorted(out),
@@ -266,7 +281,11 @@ mod kafka {
         });
         // An update after the start, followed by both processes' global tasks: probe
         // orders for p1 (one per partition) until both show it.
-        send(&servers, "products", &[("p1".to_string(), Some("m1".to_string()))]);
+        send(
+            &servers,
+            "products",
+            &[("p1".to_string(), Some("m1".to_string()))],
+        );
         let mut n = 0;
         read_until(&servers, |out| {
             // Four probe keys, spread over both order partitions.

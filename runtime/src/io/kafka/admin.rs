@@ -4,12 +4,16 @@ use std::sync::Arc;
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error, kafka_partition};
 use crate::error::{Error, Result};
 use crate::io::transport::InternalTopic;
+
+/// Records per batch handed over while a partition is read to its end.
+pub(super) const READ_BATCH: usize = 1000;
 
 /// Waits for `f` on this thread (the admin client's futures complete on its own
 /// polling thread; weir runs no async runtime).
@@ -158,22 +162,48 @@ impl KafkaClients {
         mut apply: impl FnMut(&[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()>,
     ) -> Result<(u64, i64)> {
         use rdkafka::Message;
+        let mut batch = Vec::new();
+        let mut read = 0u64;
+        let (_, high) = self.read_partition(topic, partition, from, &mut |m| {
+            read += 1;
+            let Some(k) = m.key() else { return Ok(()) };
+            batch.push((k.to_vec(), m.payload().map(<[u8]>::to_vec)));
+            if batch.len() >= READ_BATCH {
+                apply(&batch)?;
+                batch.clear();
+            }
+            Ok(())
+        })?;
+        apply(&batch)?;
+        Ok((read, high))
+    }
+
+    /// Reads `topic`/`partition` from `from` to its end as it is now (under
+    /// read_committed, to its last committed record) through the restore consumer,
+    /// handing each message to `each`. Returns the offset after the last message read
+    /// (`from`, or the log's start, if none) and the high watermark.
+    pub(super) fn read_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: i64,
+        each: &mut dyn FnMut(&BorrowedMessage<'_>) -> Result<()>,
+    ) -> Result<(i64, i64)> {
+        use rdkafka::Message;
         let restorer = self.restorer.lock();
         let (low, high) = restorer
             .fetch_watermarks(topic, kafka_partition(partition), REQUEST_TIMEOUT)
             .map_err(|e| kafka_error(&format!("cannot read offsets of '{topic}'"), e))?;
         let from = from.max(low);
         if from >= high {
-            return Ok((0, high));
+            return Ok((from, high));
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, kafka_partition(partition), Offset::Offset(from))
             .map_err(|e| kafka_error("bad partition", e))?;
         restorer
             .assign(&tpl)
-            .map_err(|e| kafka_error(&format!("cannot read changelog '{topic}'"), e))?;
-        let mut batch = Vec::new();
-        let mut read = 0u64;
+            .map_err(|e| kafka_error(&format!("cannot read '{topic}'"), e))?;
         let mut at = from;
         let result = loop {
             if at >= high {
@@ -182,23 +212,18 @@ impl KafkaClients {
             match restorer.poll(REQUEST_TIMEOUT) {
                 Some(Ok(m)) => {
                     at = m.offset() + 1;
-                    read += 1;
-                    let Some(k) = m.key() else { continue };
-                    batch.push((k.to_vec(), m.payload().map(<[u8]>::to_vec)));
-                    if batch.len() >= 1000 {
-                        if let Err(e) = apply(&batch) {
-                            break Err(e);
-                        }
-                        batch.clear();
+                    if let Err(e) = each(&m) {
+                        break Err(e);
                     }
                 }
                 // The end: under read_committed, short of the high watermark by the
-                // transaction markers.
+                // transaction markers (or at an open transaction, whose records are
+                // read later from the offset after the last one read here).
                 Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
-                Some(Err(e)) => break Err(kafka_error(&format!("restoring from '{topic}'"), e)),
+                Some(Err(e)) => break Err(kafka_error(&format!("reading '{topic}'"), e)),
                 None => {
                     break Err(Error::kafka(format!(
-                        "restoring from '{topic}' partition {partition}: nothing for {} s at offset {at} of {high}",
+                        "reading '{topic}' partition {partition}: nothing for {} s at offset {at} of {high}",
                         REQUEST_TIMEOUT.as_secs()
                     )));
                 }
@@ -206,7 +231,6 @@ impl KafkaClients {
         };
         let _ = restorer.unassign();
         result?;
-        apply(&batch)?;
-        Ok((read, high))
+        Ok((at, high))
     }
 }

@@ -177,17 +177,7 @@ fn poll_consumer<C: rdkafka::consumer::ConsumerContext>(
                 }
             };
             polled += 1;
-            let headers = match m.headers() {
-                Some(h) => {
-                    use rdkafka::message::Headers as _;
-                    let mut out = crate::record::Headers::new();
-                    for h in h.iter() {
-                        out.add(h.key, h.value.map(bytes::Bytes::copy_from_slice));
-                    }
-                    out
-                }
-                None => crate::record::Headers::new(),
-            };
+            let headers = super::headers_of(&m);
             let ts = m.timestamp().to_millis().unwrap_or(0);
             let index = by_partition.get_or_insert_with(|| {
                 let mut index = ReadersIndex::new();

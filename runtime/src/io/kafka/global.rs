@@ -12,15 +12,13 @@
 use std::collections::HashMap;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error, kafka_partition};
-use crate::error::{Error, Result};
+use super::admin::READ_BATCH;
+use super::{KafkaClients, REQUEST_TIMEOUT, headers_of, kafka_error, kafka_partition};
+use crate::error::Result;
 use crate::io::broker::FetchBatch;
 use crate::io::transport::TopicPartition;
-
-/// Records per batch handed over while reading a partition to its end.
-const READ_BATCH: usize = 1000;
 
 /// The global consumer's partitions: bindings and pausers of each.
 #[derive(Default)]
@@ -147,9 +145,8 @@ impl KafkaClients {
     }
 
     /// Reads `topic`/`partition` from `from` to its end through the restore consumer
-    /// (to the last committed record under read_committed: the end is where its
-    /// records end), handing `apply` batches of records. Returns the offset to read
-    /// next.
+    /// (to the last committed record under read_committed), handing `apply` batches of
+    /// records. Returns the offset to read next.
     pub(crate) fn read_to_end(
         &self,
         topic: &str,
@@ -157,68 +154,19 @@ impl KafkaClients {
         from: i64,
         apply: &mut dyn FnMut(FetchBatch) -> Result<()>,
     ) -> Result<i64> {
-        let restorer = self.restorer.lock();
-        let (low, high) = restorer
-            .fetch_watermarks(topic, kafka_partition(partition), REQUEST_TIMEOUT)
-            .map_err(|e| kafka_error(&format!("cannot read offsets of '{topic}'"), e))?;
-        let from = from.max(low);
-        if from >= high {
-            return Ok(from.max(high));
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, kafka_partition(partition), Offset::Offset(from))
-            .map_err(|e| kafka_error("bad partition", e))?;
-        restorer
-            .assign(&tpl)
-            .map_err(|e| kafka_error(&format!("cannot read global topic '{topic}'"), e))?;
+        use rdkafka::Message;
         let mut batch = FetchBatch::for_kafka();
-        let mut at = from;
-        let result = loop {
-            if at >= high {
-                break Ok(());
+        let (next, _) = self.read_partition(topic, partition, from, &mut |m| {
+            let ts = m.timestamp().to_millis().unwrap_or(0);
+            batch.push_message(m.offset(), ts, m.key(), m.payload(), &headers_of(m));
+            if batch.len() >= READ_BATCH {
+                apply(std::mem::replace(&mut batch, FetchBatch::for_kafka()))?;
             }
-            match restorer.poll(REQUEST_TIMEOUT) {
-                Some(Ok(m)) => {
-                    at = m.offset() + 1;
-                    let headers = match m.headers() {
-                        Some(h) => {
-                            use rdkafka::message::Headers as _;
-                            let mut out = crate::record::Headers::new();
-                            for h in h.iter() {
-                                out.add(h.key, h.value.map(bytes::Bytes::copy_from_slice));
-                            }
-                            out
-                        }
-                        None => crate::record::Headers::new(),
-                    };
-                    let ts = m.timestamp().to_millis().unwrap_or(0);
-                    batch.push_message(m.offset(), ts, m.key(), m.payload(), &headers);
-                    if batch.len() >= READ_BATCH
-                        && let Err(e) =
-                            apply(std::mem::replace(&mut batch, FetchBatch::for_kafka()))
-                    {
-                        break Err(e);
-                    }
-                }
-                // The end under read_committed: short of the high watermark by the
-                // transaction markers.
-                // (An open transaction also ends it here: what follows is read by the
-                // global consumer, from the offset after the last record read.)
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break Ok(()),
-                Some(Err(e)) => break Err(kafka_error(&format!("reading '{topic}'"), e)),
-                None => {
-                    break Err(Error::kafka(format!(
-                        "reading global topic '{topic}' partition {partition}: nothing for {} s at offset {at} of {high}",
-                        REQUEST_TIMEOUT.as_secs()
-                    )));
-                }
-            }
-        };
-        let _ = restorer.unassign();
-        result?;
+            Ok(())
+        })?;
         if !batch.is_empty() {
             apply(batch)?;
         }
-        Ok(at)
+        Ok(next)
     }
 }

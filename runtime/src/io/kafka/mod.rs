@@ -27,7 +27,8 @@
 //! Files: `config.rs` (the cluster and client settings), `group.rs` (rebalances,
 //! owned partitions, positions and commits), `feed.rs` (polling records into the
 //! partition queues), `produce.rs` (the producer and deliveries), `admin.rs`
-//! (metadata, internal topics, restoring), `txn.rs` (exactly-once rounds),
+//! (metadata, internal topics, restoring), `txn.rs` (exactly-once rounds), `global.rs`
+//! (the global consumer reading global tables' partitions outside the group),
 //! `transport.rs` (all of it as a [`Transport`](crate::io::transport::Transport)).
 //!
 //! Exactly-once makes the producer transactional; the runtime's tasks commit together,
@@ -73,6 +74,19 @@ fn kafka_error(context: &str, e: KafkaError) -> Error {
         context: context.to_string(),
         source: Some(Arc::new(e)),
     }
+}
+
+/// A message's headers, as weir keeps them.
+fn headers_of(m: &rdkafka::message::BorrowedMessage<'_>) -> crate::record::Headers {
+    use rdkafka::Message;
+    use rdkafka::message::Headers as _;
+    let mut out = crate::record::Headers::new();
+    if let Some(h) = m.headers() {
+        for h in h.iter() {
+            out.add(h.key, h.value.map(bytes::Bytes::copy_from_slice));
+        }
+    }
+    out
 }
 
 /// The id of this state directory's runtime, kept in `weir.process-id` (made once).
