@@ -108,9 +108,10 @@ impl GroupMember for RuntimeCore {
         let mut closing = Vec::new();
         for q in &g.queries {
             for t in q.tasks() {
-                if t.partitions
-                    .iter()
-                    .any(|(tp, p)| gone.contains(&(&**tp, *p)))
+                if !t.global
+                    && t.partitions
+                        .iter()
+                        .any(|(tp, p)| gone.contains(&(&**tp, *p)))
                 {
                     t.revoke();
                     closing.push(t);

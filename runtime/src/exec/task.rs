@@ -65,6 +65,10 @@ pub(crate) struct Task {
     /// Its partitions were taken away (a consumer-group rebalance): it commits what it
     /// processed and closes, and the query goes on.
     revoked: AtomicBool,
+    /// A global store's task: it reads outside the group, so no rebalance revokes it
+    /// (its topic may also be read, and revoked, as another query's stream).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) global: bool,
     /// Set once closed; [`Task::wait_closed`] waits for it.
     closed: Mutex<bool>,
     closed_cv: Condvar,
@@ -82,6 +86,7 @@ impl Task {
             .iter()
             .map(|i| (i.topic.clone(), i.partition))
             .collect();
+        let global = inner.global.is_some();
         Task {
             id,
             uid: NEXT_TASK.fetch_add(1, SeqCst),
@@ -91,6 +96,7 @@ impl Task {
             inner: Mutex::new(inner),
             partitions,
             revoked: AtomicBool::new(false),
+            global,
             closed: Mutex::new(false),
             closed_cv: Condvar::new(),
         }
