@@ -70,12 +70,16 @@ impl JoinWindows {
         self
     }
 
-    /// How long the join keeps each side's records: `before + after + grace`.
+    /// How long the join keeps each side's records: `before + after + grace`, plus
+    /// 1 ms. A window store keeps what is later than stream time less its retention,
+    /// and a window's bounds are inclusive: a record exactly `after + grace` behind
+    /// stream time still joins (`KStreamKStreamJoinTest.testAsymmetricWindowingAfter`:
+    /// `A1` at 1001 joins `g1` at 1101 with `after(100)`, no grace).
     fn retention(&self) -> i64 {
         self.before
             .saturating_add(self.after)
             .saturating_add(self.grace)
-            .max(1)
+            .saturating_add(1)
     }
 }
 

@@ -117,7 +117,7 @@ fn run(
 }
 
 fn scenario() -> impl Strategy<Value = (i64, i64, i64, Vec<Event>)> {
-    (1i64..8, 1i64..8, 0i64..8).prop_flat_map(|(before, after, grace)| {
+    (0i64..8, 0i64..8, 0i64..8).prop_flat_map(|(before, after, grace)| {
         // Disorder within the grace and the window: no record comes after its window
         // closed, so the model's "never had a partner" is exactly Kafka's rule.
         let disorder = grace.min(before).min(after);

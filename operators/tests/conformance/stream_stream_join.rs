@@ -285,7 +285,7 @@ fn test_windowing() {
     );
 }
 
-/// `KStreamKStreamJoinTest.testAsymmetricWindowingAfter`, its first six steps:
+/// `KStreamKStreamJoinTest.testAsymmetricWindowingAfter`, all its steps:
 /// `JoinWindows.ofTimeDifferenceWithNoGrace(0).after(100)` — a left record at `t`
 /// joins right records in `[t, t + 100]` only.
 #[test]
@@ -315,6 +315,64 @@ fn test_asymmetric_windowing_after() {
             kvt(3, "A3+e3", 1003),
         ]
     );
+    assert_eq!(
+        j.push(2, 4, "f", |_| 1100),
+        vec![
+            kvt(0, "A0+f0", 1100),
+            kvt(1, "A1+f1", 1100),
+            kvt(2, "A2+f2", 1100),
+            kvt(3, "A3+f3", 1100),
+        ]
+    );
+    assert_eq!(
+        j.push(2, 4, "g", |_| 1101),
+        vec![
+            kvt(1, "A1+g1", 1101),
+            kvt(2, "A2+g2", 1101),
+            kvt(3, "A3+g3", 1101),
+        ]
+    );
+    assert_eq!(
+        j.push(2, 4, "h", |_| 1102),
+        vec![kvt(2, "A2+h2", 1102), kvt(3, "A3+h3", 1102)]
+    );
+    assert_eq!(j.push(2, 4, "i", |_| 1103), vec![kvt(3, "A3+i3", 1103)]);
+    assert_eq!(j.push(2, 4, "j", |_| 1104), vec![]);
+}
+
+/// `KStreamKStreamJoinTest.testAsymmetricWindowingBefore`:
+/// `JoinWindows.ofTimeDifferenceWithNoGrace(0).before(100)` — a left record at `t`
+/// joins right records in `[t - 100, t]` only; each result carries the later
+/// timestamp (here the left record's).
+#[test]
+fn test_asymmetric_windowing_before() {
+    let j = Join::new(JoinWindows::of_time_difference_with_no_grace(ms(0)).before(ms(100)));
+    assert_eq!(j.push(1, 4, "A", |i| 1000 + i), vec![]);
+    assert_eq!(j.push(2, 4, "a", |_| 899), vec![]);
+    assert_eq!(j.push(2, 4, "b", |_| 900), vec![kvt(0, "A0+b0", 1000)]);
+    assert_eq!(
+        j.push(2, 4, "c", |_| 901),
+        vec![kvt(0, "A0+c0", 1000), kvt(1, "A1+c1", 1001)]
+    );
+    assert_eq!(
+        j.push(2, 4, "d", |_| 902),
+        vec![
+            kvt(0, "A0+d0", 1000),
+            kvt(1, "A1+d1", 1001),
+            kvt(2, "A2+d2", 1002),
+        ]
+    );
+    let all = |p: &str| {
+        (0..4)
+            .map(|k| kvt(k, &format!("A{k}+{p}{k}"), 1000 + i64::from(k)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(j.push(2, 4, "e", |_| 903), all("e"));
+    assert_eq!(j.push(2, 4, "f", |_| 1000), all("f"));
+    assert_eq!(j.push(2, 4, "g", |_| 1001), all("g")[1..].to_vec());
+    assert_eq!(j.push(2, 4, "h", |_| 1002), all("h")[2..].to_vec());
+    assert_eq!(j.push(2, 4, "i", |_| 1003), all("i")[3..].to_vec());
+    assert_eq!(j.push(2, 4, "j", |_| 1004), vec![]);
 }
 
 fn ms(n: u64) -> Duration {

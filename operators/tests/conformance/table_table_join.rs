@@ -321,6 +321,137 @@ fn inner_test_sending_old_values() {
     );
 }
 
+/// `KTableKTableOuterJoinTest.testSendingOldValue` (without its null-key records,
+/// which an `i32` key cannot carry): each update carries the joined row it replaces,
+/// `X0+null` included; a key gone from both sides is a delete carrying its last row.
+#[test]
+fn outer_test_sending_old_value() {
+    let builder = StreamsBuilder::new();
+    let table1 = builder.table::<i32, String>("topic1");
+    let table2 = builder.table::<i32, String>("topic2");
+    let joined = table1.outer_join(&table2, |a: Option<&String>, b: Option<&String>| {
+        format!(
+            "{}+{}",
+            a.map_or("null", String::as_str),
+            b.map_or("null", String::as_str)
+        )
+    });
+    let seen = capture(&joined.to_change_stream());
+    let driver = driver(builder);
+    let input1 = driver
+        .create_input_topic::<i32, Option<String>>("topic1")
+        .unwrap();
+    let input2 = driver
+        .create_input_topic::<i32, Option<String>>("topic2")
+        .unwrap();
+    let ch = |k: i32, new: Option<&str>, old: Option<&str>, t: i64| {
+        (k, (new.map(str::to_string), old.map(str::to_string)), t)
+    };
+    let take = || -> Changes {
+        seen.take()
+            .into_iter()
+            .map(|(k, c, t)| (k, (c.new, c.old), t))
+            .collect()
+    };
+    for (i, k) in [0, 1].into_iter().enumerate() {
+        input1
+            .pipe_input_at(k, Some(format!("X{k}")), 5 + i as i64)
+            .unwrap();
+    }
+    assert_eq!(
+        take(),
+        vec![
+            ch(0, Some("X0+null"), None, 5),
+            ch(1, Some("X1+null"), None, 6)
+        ]
+    );
+    for (i, k) in [0, 1].into_iter().enumerate() {
+        input2
+            .pipe_input_at(k, Some(format!("Y{k}")), 10 * i as i64)
+            .unwrap();
+    }
+    assert_eq!(
+        take(),
+        vec![
+            ch(0, Some("X0+Y0"), Some("X0+null"), 5),
+            ch(1, Some("X1+Y1"), Some("X1+null"), 10)
+        ]
+    );
+    for k in EXPECTED_KEYS {
+        input1.pipe_input_at(k, Some(format!("XX{k}")), 7).unwrap();
+    }
+    assert_eq!(
+        take(),
+        vec![
+            ch(0, Some("XX0+Y0"), Some("X0+Y0"), 7),
+            ch(1, Some("XX1+Y1"), Some("X1+Y1"), 10),
+            ch(2, Some("XX2+null"), None, 7),
+            ch(3, Some("XX3+null"), None, 7),
+        ]
+    );
+    for k in EXPECTED_KEYS {
+        input2
+            .pipe_input_at(k, Some(format!("YY{k}")), i64::from(k) * 5)
+            .unwrap();
+    }
+    assert_eq!(
+        take(),
+        vec![
+            ch(0, Some("XX0+YY0"), Some("XX0+Y0"), 7),
+            ch(1, Some("XX1+YY1"), Some("XX1+Y1"), 7),
+            ch(2, Some("XX2+YY2"), Some("XX2+null"), 10),
+            ch(3, Some("XX3+YY3"), Some("XX3+null"), 15),
+        ]
+    );
+    for k in EXPECTED_KEYS {
+        input1.pipe_input_at(k, Some(format!("XXX{k}")), 6).unwrap();
+    }
+    assert_eq!(
+        take(),
+        vec![
+            ch(0, Some("XXX0+YY0"), Some("XX0+YY0"), 6),
+            ch(1, Some("XXX1+YY1"), Some("XX1+YY1"), 6),
+            ch(2, Some("XXX2+YY2"), Some("XX2+YY2"), 10),
+            ch(3, Some("XXX3+YY3"), Some("XX3+YY3"), 15),
+        ]
+    );
+    input2.pipe_tombstone_at(0, 5).unwrap();
+    input2.pipe_tombstone_at(1, 7).unwrap();
+    assert_eq!(
+        take(),
+        vec![
+            ch(0, Some("XXX0+null"), Some("XXX0+YY0"), 6),
+            ch(1, Some("XXX1+null"), Some("XXX1+YY1"), 7),
+        ]
+    );
+    for k in EXPECTED_KEYS {
+        input1
+            .pipe_input_at(k, Some(format!("XXXX{k}")), 13)
+            .unwrap();
+    }
+    assert_eq!(
+        take(),
+        vec![
+            ch(0, Some("XXXX0+null"), Some("XXX0+null"), 13),
+            ch(1, Some("XXXX1+null"), Some("XXX1+null"), 13),
+            ch(2, Some("XXXX2+YY2"), Some("XXX2+YY2"), 13),
+            ch(3, Some("XXXX3+YY3"), Some("XXX3+YY3"), 15),
+        ]
+    );
+    for (k, t) in EXPECTED_KEYS.iter().zip([0, 42, 5, 20]) {
+        input1.pipe_tombstone_at(*k, t).unwrap();
+    }
+    assert_eq!(
+        take(),
+        vec![
+            ch(0, None, Some("XXXX0+null"), 0),
+            ch(1, None, Some("XXXX1+null"), 42),
+            ch(2, Some("null+YY2"), Some("XXXX2+YY2"), 10),
+            ch(3, Some("null+YY3"), Some("XXXX3+YY3"), 20),
+        ]
+    );
+}
+
 /// `KTable::outer_join` (Kafka's `KTableKTableOuterJoin` rules): a row for a key of
 /// either side, the missing side `null`; a key gone from both is deleted.
 #[test]
