@@ -185,6 +185,49 @@ fn a_global_table_without_its_offsets_file_is_rebuilt_and_clean_up_deletes_it() 
     assert!(!dir.path().join("enrich").exists());
 }
 
+/// Two global tables in one query: each has its own global task, and the stream's
+/// tasks read both.
+#[test]
+fn a_query_joins_two_global_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::new();
+    for (t, n) in [
+        ("products", 2),
+        ("colours", 3),
+        ("orders", 2),
+        ("enriched", 1),
+    ] {
+        broker.create_topic(t, n).unwrap();
+    }
+    broker
+        .send("products", &"p1".to_string(), &"tea".to_string())
+        .unwrap();
+    broker
+        .send("colours", &"p1".to_string(), &"green".to_string())
+        .unwrap();
+    let builder = StreamsBuilder::new();
+    let products = builder.global_table::<String, String>("products");
+    let colours = builder.global_table::<String, String>("colours");
+    builder
+        .stream::<String, String>("orders")
+        .join_global(&products, |_, p| p.clone(), |p, name| format!("{p}:{name}"))
+        .left_join_global(
+            &colours,
+            |_, v| v.split(':').next().map(str::to_string),
+            |v, c: Option<&String>| format!("{v}:{}", c.map_or("?", String::as_str)),
+        )
+        .to("enriched");
+    let rt = runtime(&broker, dir.path());
+    let q = rt.start_query("two", builder.build().unwrap()).unwrap();
+    assert_eq!(q.stats().records_restored, 2);
+    broker
+        .send("orders", &"o1".to_string(), &"p1".to_string())
+        .unwrap();
+    let out: Vec<(String, String)> = read_n(&broker, "enriched", 1);
+    assert_eq!(out, vec![("o1".to_string(), "p1:tea:green".to_string())]);
+    q.stop().unwrap();
+}
+
 #[test]
 fn a_missing_global_topic_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -334,7 +334,10 @@ impl Factory<'_> {
             current: None,
         };
         for (def, &owner) in plan.topology.stores.iter().zip(&plan.store_sub) {
-            let store = if def.global {
+            let store = if def.global && global && owner != si {
+                // A global task holds its own store only.
+                continue;
+            } else if def.global {
                 // Its global task writes it; every other task may read it.
                 let writable = owner == si;
                 let store = match (&global_store, writable) {
