@@ -105,7 +105,7 @@ type PairJoiner<V1, V2, VR> = Arc<dyn Fn(Option<&V1>, Option<&V2>) -> Option<VR>
 type RowJoiner<V, VT, VR> = Arc<dyn Fn(&V, Option<&VT>) -> Option<VR> + Send + Sync>;
 
 /// Reads `key`'s row of a table's store, with its timestamp.
-fn read_row<KO, VO, K: Data, V: Data>(
+pub(crate) fn read_row<KO, VO, K: Data, V: Data>(
     ctx: &mut ProcessorContext<'_, KO, VO>,
     store: &TableStore,
     key: &K,
@@ -123,7 +123,7 @@ fn read_row<KO, VO, K: Data, V: Data>(
 impl<K: Data, V: Data> KTable<K, V> {
     /// This table with a store of its own rows: itself if it has one, else the table
     /// materialized into a new store (a filtered or mapped table has none).
-    fn with_store(&self) -> (KTable<K, V>, Option<TableStore>) {
+    pub(crate) fn with_store(&self) -> (KTable<K, V>, Option<TableStore>) {
         if let Some(store) = &self.meta.store {
             return (self.clone_table(), Some(store.clone()));
         }
@@ -558,7 +558,7 @@ impl<K: Data, V1: Data, V2: Data, VR: Data> Processor<K, Change<V2>, K, Change<V
 
 /// Forwards nothing: stands in for a join that could not be built (the builder holds
 /// the error `build` returns).
-struct NoOp;
+pub(crate) struct NoOp;
 
 impl<KI: Data, VI: Data, KO: Data, VO: Data> Processor<KI, VI, KO, VO> for NoOp {
     fn process(

@@ -41,6 +41,7 @@
 //! rayon re-exports rayon-core.
 
 mod builder;
+mod fk_join;
 mod global_table;
 mod grouped;
 mod grouped_table;
@@ -91,6 +92,7 @@ macro_rules! use_jemalloc {
     };
 }
 
+pub use fk_join::TableJoined;
 pub use global_table::GlobalKTable;
 pub use grouped_table::KGroupedTable;
 pub use join::Joined;
@@ -123,6 +125,7 @@ pub mod prelude {
     };
     pub use crate::{
         BufferConfig, EmitStrategy, GlobalKTable, JoinWindows, Joined, SessionWindows,
-        SlidingWindows, StreamJoined, Suppressed, TimeWindows, Window, Windowed, WindowedSerde,
+        SlidingWindows, StreamJoined, Suppressed, TableJoined, TimeWindows, Window, Windowed,
+        WindowedSerde,
     };
 }

@@ -13,6 +13,7 @@ mod stream_table_join_grace;
 mod suppress;
 mod suppress_processor;
 mod table_aggregate;
+mod table_table_fk_join;
 mod table_table_join;
 mod time_windows;
 mod window_aggregate;
