@@ -155,6 +155,8 @@ fn main() -> Result<()> {
             (0..orders).map(|j| order(j, customers)),
         )?;
         wait_processed(&runtime, &query, customers + orders)?;
+        // Where the bytes are at the end of the order phase, near the peak.
+        println!("{}", runtime.memory_report());
         query.stop()?;
         let took = start.elapsed();
         let rate = orders as f64 / took.as_secs_f64();
@@ -177,7 +179,8 @@ fn main() -> Result<()> {
         }
         let exact = count == orders && matched == orders && checksum == expected_checksum;
         println!(
-            "run {run}: table of {customers} rows loaded in {load_secs:.2} s; {orders} orders in {:.2} s = {rate:.0} orders/s; matched {matched}, unmatched {}, checksum {checksum} ({})",
+            "run {run}: peak RSS so far {} MiB; table of {customers} rows loaded in {load_secs:.2} s; {orders} orders in {:.2} s = {rate:.0} orders/s; matched {matched}, unmatched {}, checksum {checksum} ({})",
+            peak_rss_bytes().unwrap_or(0) >> 20,
             took.as_secs_f64(),
             count - matched,
             if exact {
@@ -194,6 +197,13 @@ fn main() -> Result<()> {
         rates.push(rate);
         runtime.shutdown()?;
         drop(runtime);
+        // The run's topics (orders, output, the table's changelog) go, so a later run's
+        // peak RSS does not carry this one's offset indexes.
+        for t in broker.topics() {
+            if t != "customers" {
+                broker.delete_topic(&t)?;
+            }
+        }
         let _ = std::fs::remove_dir_all(&state_dir);
         std::thread::sleep(Duration::from_millis(100));
     }

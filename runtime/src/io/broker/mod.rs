@@ -130,6 +130,32 @@ impl Broker {
         Ok(())
     }
 
+    /// Deletes a topic: its records, its log files and the offsets groups committed on
+    /// it (Kafka's `deleteTopics`). A runtime still reading it keeps what it fetched and
+    /// then finds the topic unknown. Returns whether the topic existed.
+    pub fn delete_topic(&self, name: &str) -> Result<bool> {
+        let Some(log) = self.inner.topics.write().remove(name) else {
+            return Ok(false);
+        };
+        self.inner
+            .committed
+            .lock()
+            .retain(|(_, topic, _), _| topic != name);
+        if let Some(d) = &self.inner.log_dir {
+            for p in 0..log.partitions.len() {
+                let dir = d.join(format!("{name}-{p}"));
+                std::fs::remove_dir_all(&dir).or_else(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(Error::io(
+                        format!("cannot delete log directory {}", dir.display()),
+                        e,
+                    )),
+                })?;
+            }
+        }
+        Ok(true)
+    }
+
     /// Names of all topics, sorted.
     pub fn topics(&self) -> Vec<String> {
         let topics = self.inner.topics.read();
@@ -361,6 +387,32 @@ mod tests {
             );
         }
         assert_eq!(b.fetch("t", 0, 5, 3, usize::MAX).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_deleted_topic_is_gone_with_its_files_and_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Broker::with_log_dir(dir.path()).unwrap();
+        b.create_topic("t", 2).unwrap();
+        b.create_topic("keep", 1).unwrap();
+        let big = "z".repeat(300_000);
+        for i in 0..8 {
+            b.append("t", 0, [raw(Some("k"), &big, i)]).unwrap();
+        }
+        b.commit("g", "t", 0, 5);
+        b.commit("g", "keep", 0, 1);
+        assert!(dir.path().join("t-0").exists());
+
+        assert!(b.delete_topic("t").unwrap());
+        assert!(matches!(b.partitions("t"), Err(Error::UnknownTopic(_))));
+        assert!(!dir.path().join("t-0").exists() && !dir.path().join("t-1").exists());
+        assert_eq!(b.committed("g", "t", 0), None);
+        assert_eq!(b.committed("g", "keep", 0), Some(1));
+        assert_eq!(b.topics(), vec!["keep".to_string()]);
+        assert!(!b.delete_topic("t").unwrap(), "already gone");
+        // A topic made again under the name starts empty.
+        b.create_topic("t", 3).unwrap();
+        assert_eq!(b.end_offset("t", 0).unwrap(), 0);
     }
 
     #[test]
