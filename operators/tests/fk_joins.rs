@@ -192,31 +192,11 @@ mod kafka {
     use super::*;
     use std::time::{Duration, Instant};
 
-    use common::kafka::{cluster, config};
+    use common::kafka::{cluster, config, send};
     use common::wait_until;
     use weir::runtime::internals::rdkafka;
 
     use rdkafka::ClientConfig;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-
-    /// Produces with Kafka's (Java) default partitioner, murmur2 of the key, as weir's
-    /// sinks partition: the subscriptions keyed by foreign key must land where the
-    /// right table's rows are (librdkafka's own default, CRC32, would not).
-    fn send(servers: &str, topic: &str, records: &[(String, Option<String>)]) {
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", servers)
-            .set("partitioner", "murmur2_random")
-            .create()
-            .unwrap();
-        for (k, v) in records {
-            let mut r = BaseRecord::to(topic).key(k.as_bytes());
-            if let Some(v) = v {
-                r = r.payload(v.as_bytes());
-            }
-            producer.send(r).map_err(|(e, _)| e).unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-    }
 
     /// The last value of every key of `out` (absent after a tombstone), read from the
     /// start until it equals `expected` (or 60 s pass).

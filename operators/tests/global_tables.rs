@@ -245,26 +245,10 @@ fn a_missing_global_topic_is_a_clear_error() {
 #[cfg(feature = "kafka")]
 mod kafka {
     use super::*;
-    use common::kafka::{cluster, config};
+    use common::kafka::{cluster, config, send};
     use weir::runtime::internals::rdkafka;
 
     use rdkafka::ClientConfig;
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-
-    fn send(servers: &str, topic: &str, records: &[(String, Option<String>)]) {
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", servers)
-            .create()
-            .unwrap();
-        for (k, v) in records {
-            let mut r = BaseRecord::to(topic).key(k.as_bytes());
-            if let Some(v) = v {
-                r = r.payload(v.as_bytes());
-            }
-            producer.send(r).map_err(|(e, _)| e).unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-    }
 
     /// Reads `enriched` from the start until `done` holds for what was read.
     fn read_until(

@@ -74,6 +74,26 @@ pub fn produce(servers: &str, topic: &str, records: &[(String, i64)]) {
     producer.flush(Duration::from_secs(10)).unwrap();
 }
 
+/// Produces string records (`None`: a tombstone) with Kafka's (Java) default
+/// partitioner, murmur2 of the key, as weir's sinks partition: a topic written here is
+/// co-partitioned with what weir writes by the same keys (librdkafka's own default,
+/// CRC32, would not be).
+pub fn send(servers: &str, topic: &str, records: &[(String, Option<String>)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    for (k, v) in records {
+        let mut r = BaseRecord::to(topic).key(k.as_bytes());
+        if let Some(v) = v {
+            r = r.payload(v.as_bytes());
+        }
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
 /// Every record of `topic` once there are at least `n` (then a little longer, so extra
 /// records would show), as (key, value).
 pub fn read(servers: &str, topic: &str, n: usize) -> Vec<(String, i64)> {
