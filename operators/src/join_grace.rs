@@ -191,12 +191,14 @@ impl<K: Data, V: Data, VT: Data, VR: Data> Processor<K, V, K, VR> for GraceJoin<
     }
 
     fn init(&mut self, ctx: &mut ProcessorContext<'_, K, VR>) -> Result<()> {
-        // After a restart: go on numbering after the buffered records, and take the
-        // stream time the buffer proves (its latest record).
+        // After a restart: go on numbering after every buffered record (the largest
+        // number, not the last entry's: entries sort by time, and a later arrival may
+        // have an earlier timestamp), and take the stream time the buffer proves (its
+        // latest record).
         let all = ctx.store::<Bytes, Bytes>(&self.buffer)?.all()?;
-        if let Some((ts, seq)) = all.last().and_then(|(k, _)| parse_key(k)) {
+        for (ts, seq) in all.iter().filter_map(|(k, _)| parse_key(k)) {
             self.stream_time = self.stream_time.max(ts);
-            self.seq = seq + 1;
+            self.seq = self.seq.max(seq + 1);
         }
         self.min_buffered = first_buffered(&all);
         Ok(())

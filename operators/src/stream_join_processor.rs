@@ -143,6 +143,14 @@ fn parse_pending(k: &[u8]) -> Option<(i64, bool, &[u8])> {
     Some((ts, left, k.get(13..13 + len)?))
 }
 
+/// The arrival number at the end of a waiting record's key.
+fn parse_arrival(k: &[u8]) -> Option<u64> {
+    let len = u32::from_be_bytes(k.get(9..13)?.try_into().ok()?) as usize;
+    Some(u64::from_be_bytes(
+        k.get(13 + len..13 + len + 8)?.try_into().ok()?,
+    ))
+}
+
 impl<K: Data, V1: Data, V2: Data, VR: Data> StreamStreamJoin<K, V1, V2, VR> {
     fn key_bytes(&self, key: &K) -> Result<Option<Vec<u8>>> {
         let mut b = Vec::new();
@@ -316,14 +324,21 @@ impl<K: Data, V1: Data, V2: Data, VR: Data> Processor<K, Side<V1, V2>, K, VR>
     }
 
     fn init(&mut self, ctx: &mut ProcessorContext<'_, K, VR>) -> Result<()> {
-        // After a restart the waiting records' earliest time is unknown: look.
+        // After a restart the waiting records' earliest time is unknown: look. New
+        // arrivals are numbered after every waiting record, so one with the timestamp,
+        // side and key of a waiting record does not take its place.
         if let Some(outer) = self.outer_store.clone() {
             let mut store = ctx.store::<Bytes, Bytes>(&outer)?;
-            self.min_pending = store
-                .all()?
+            let all = store.all()?;
+            self.min_pending = all
                 .first()
                 .and_then(|(k, _)| parse_pending(k).map(|(ts, _, _)| ts))
                 .unwrap_or(i64::MAX);
+            for (k, _) in &all {
+                if let Some(arrival) = parse_arrival(k) {
+                    self.arrival = self.arrival.max(arrival + 1);
+                }
+            }
         }
         Ok(())
     }
