@@ -61,8 +61,11 @@ impl<K, V> Joined<K, V> {
     /// Delays each stream record until stream time has passed it by `grace`, then
     /// joins it with the table's row *as of its own timestamp* (KIP-923, Kafka
     /// Streams' `Joined#withGracePeriod`), so a table update that arrives a little
-    /// after the record it should have enriched is still seen. The table must be
-    /// versioned (`Materialized::as_versioned`); the waiting records live in a store
+    /// after the record it should have enriched is still seen. The table must be a
+    /// versioned source table (`Materialized::as_versioned`); unlike Kafka Streams,
+    /// weir refuses a filtered or mapped table of one (it keeps no history for a
+    /// derived table): join the source table and filter the joined stream. The
+    /// waiting records live in a store
     /// (`<join>-buffer`) under the memory limit. Records older than `stream time −
     /// grace` on arrival are joined at once. Zero means no buffering.
     pub fn with_grace_period(mut self, grace: std::time::Duration) -> Self {
@@ -381,6 +384,19 @@ impl<K: Data, V: Data> KStream<K, V> {
         } else {
             self.clone()
         };
+        if let Some(grace) = joined.grace.filter(|g| !g.is_zero())
+            && table.meta.store.is_none()
+        {
+            // Kafka Streams reads a filtered or mapped table of a versioned table
+            // through its parent's versioned store; weir materializes such a table
+            // into a plain store of its own, which has no history to join as of.
+            stream.builder.borrow_mut().check::<()>(Err(Error::Topology(format!(
+                "the join at '{}' has a grace period of {grace:?}, which needs the table's own versioned store (KIP-923); table '{}' is filtered or mapped, and weir keeps no history for a derived table (Kafka Streams reads its versioned parent): join the versioned source table with the grace period and filter or map the joined stream",
+                stream.node_name(),
+                table.node_name()
+            ))));
+            return stream.add(prefix, || NoOp);
+        }
         let (_, store) = table.with_store();
         let Some(store) = store else {
             return stream.add(prefix, || NoOp);

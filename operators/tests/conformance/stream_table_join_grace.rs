@@ -96,6 +96,53 @@ fn should_fail_if_table_is_not_versioned() {
     assert!(e.contains("needs a versioned table"), "{e}");
 }
 
+/// A filter of a source table, joined with a grace period.
+fn grace_join_over_filtered(materialized: Materialized<String, String>) -> String {
+    let builder = StreamsBuilder::new();
+    let stream = builder.stream::<String, String>("topic");
+    let source = builder.table_with(
+        "topic2",
+        Consumed::<String, String>::defaults(),
+        materialized,
+    );
+    let table = source.filter(|_, _| true);
+    stream
+        .join_with(
+            &table,
+            |a: &String, b: &String| format!("{a}{b}"),
+            Joined::defaults()
+                .with_name("first-join")
+                .with_grace_period(Duration::from_millis(6)),
+        )
+        .to("out-one");
+    builder.build().unwrap_err().to_string()
+}
+
+/// `shouldFailIfTableIsNotVersionedButMaterializationIsInherited`: a filter of a
+/// plain table has no versions to join with.
+#[test]
+fn should_fail_if_table_is_not_versioned_but_materialization_is_inherited() {
+    let e = grace_join_over_filtered(Materialized::as_("tableB").in_memory());
+    assert!(e.contains("needs the table's own versioned store"), "{e}");
+}
+
+/// `shouldNotFailIfTableIsVersionedButMaterializationIsInherited`, where weir
+/// deliberately differs: Kafka Streams joins a filter of a versioned table through the
+/// parent's versioned store; weir materializes a derived table into a plain store of
+/// its own (no history, and out-of-order updates of the parent never reach it), so it
+/// refuses the topology with a message saying what to do instead.
+#[test]
+fn should_not_fail_if_table_is_versioned_but_materialization_is_inherited_weir_refuses() {
+    let e = grace_join_over_filtered(Materialized::as_versioned(
+        "tableB",
+        Duration::from_secs(300),
+    ));
+    assert!(
+        e.contains("is filtered or mapped") && e.contains("join the versioned source table"),
+        "{e}"
+    );
+}
+
 /// `shouldFailIfGracePeriodIsLongerThanHistoryRetention` (5 minutes of history, a grace
 /// of 6): Kafka's "History retention must be at least grace period."; weir's message
 /// says the same, with the figures.
