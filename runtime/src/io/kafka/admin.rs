@@ -12,6 +12,9 @@ use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error, kafka_partition};
 use crate::error::{Error, Result};
 use crate::io::transport::InternalTopic;
 
+/// How long one poll of the restore consumer waits before it checks its position.
+const RESTORE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Records per batch handed over while a partition is read to its end.
 pub(super) const READ_BATCH: usize = 1000;
 
@@ -70,7 +73,8 @@ impl KafkaClients {
     }
 
     /// Creates the internal topics that do not exist (changelogs compacted, repartition
-    /// topics deleting by time), with the broker's default replication; checks the
+    /// topics deleting by time), with the configured replication factor (the broker's
+    /// default unless `KafkaConfig::replication_factor` says otherwise); checks the
     /// partition counts of those that do.
     pub(crate) fn ensure_topics(&self, topics: &[InternalTopic]) -> Result<()> {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -106,13 +110,14 @@ impl KafkaClients {
             .client(&[])
             .create()
             .map_err(|e| kafka_error("cannot create the Kafka admin client", e))?;
+        let replicas = self.config.internal_replication();
         let new: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|t| {
                 NewTopic::new(
                     &t.name,
                     kafka_partition(t.partitions),
-                    TopicReplication::Fixed(-1),
+                    TopicReplication::Fixed(replicas),
                 )
                 .set(
                     "cleanup.policy",
@@ -205,13 +210,15 @@ impl KafkaClients {
             .assign(&tpl)
             .map_err(|e| kafka_error(&format!("cannot read '{topic}'"), e))?;
         let mut at = from;
+        let mut last_progress = std::time::Instant::now();
         let result = loop {
             if at >= high {
                 break Ok(());
             }
-            match restorer.poll(REQUEST_TIMEOUT) {
+            match restorer.poll(RESTORE_POLL) {
                 Some(Ok(m)) => {
                     at = m.offset() + 1;
+                    last_progress = std::time::Instant::now();
                     if let Err(e) = each(&m) {
                         break Err(e);
                     }
@@ -222,10 +229,34 @@ impl KafkaClients {
                 Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
                 Some(Err(e)) => break Err(kafka_error(&format!("reading '{topic}'"), e)),
                 None => {
-                    break Err(Error::kafka(format!(
-                        "reading '{topic}' partition {partition}: nothing for {} s at offset {at} of {high}",
-                        REQUEST_TIMEOUT.as_secs()
-                    )));
+                    // Nothing delivered: the records left may all be aborted ones and
+                    // transaction markers, which read_committed skips. Some brokers
+                    // then answer with no record set at all, and no end-of-partition
+                    // event ever comes: the consumer's position says how far it got.
+                    let position = restorer
+                        .position()
+                        .ok()
+                        .and_then(|tpl| {
+                            tpl.find_partition(topic, kafka_partition(partition))
+                                .map(|e| e.offset())
+                        })
+                        .and_then(|o| match o {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                    if let Some(p) = position
+                        && p > at
+                    {
+                        at = p;
+                        last_progress = std::time::Instant::now();
+                        continue;
+                    }
+                    if last_progress.elapsed() >= REQUEST_TIMEOUT {
+                        break Err(Error::kafka(format!(
+                            "reading '{topic}' partition {partition}: nothing for {} s at offset {at} of {high}",
+                            REQUEST_TIMEOUT.as_secs()
+                        )));
+                    }
                 }
             }
         };

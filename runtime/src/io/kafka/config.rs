@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 pub struct KafkaConfig {
     bootstrap_servers: String,
     properties: Vec<(String, String)>,
+    replication_factor: i32,
 }
 
 impl KafkaConfig {
@@ -18,7 +19,21 @@ impl KafkaConfig {
         KafkaConfig {
             bootstrap_servers: bootstrap_servers.into(),
             properties: Vec::new(),
+            replication_factor: -1,
         }
+    }
+
+    /// The replication factor of the internal topics weir creates (changelogs,
+    /// repartition and join topics): Kafka Streams' `replication.factor`. The default,
+    /// -1, asks for the broker's default (KIP-464); a broker that does not take -1
+    /// needs an explicit count.
+    pub fn replication_factor(mut self, replicas: i32) -> Self {
+        self.replication_factor = replicas;
+        self
+    }
+
+    pub(super) fn internal_replication(&self) -> i32 {
+        self.replication_factor
     }
 
     /// Sets a librdkafka property on both clients (e.g. `security.protocol`). Set after
@@ -38,6 +53,12 @@ impl KafkaConfig {
             return Err(Error::Config(
                 "kafka bootstrap servers must not be empty".into(),
             ));
+        }
+        if self.replication_factor == 0 || self.replication_factor < -1 {
+            return Err(Error::Config(format!(
+                "kafka replication factor {} for internal topics: it must be -1 (the broker's default) or at least 1",
+                self.replication_factor
+            )));
         }
         for (k, _) in &self.properties {
             if matches!(
@@ -80,6 +101,19 @@ mod tests {
         assert!(
             KafkaConfig::new("localhost:9092")
                 .property("security.protocol", "plaintext")
+                .validate()
+                .is_ok()
+        );
+        for bad in [0, -2] {
+            let e = KafkaConfig::new("localhost:9092")
+                .replication_factor(bad)
+                .validate()
+                .unwrap_err();
+            assert!(e.to_string().contains("replication factor"), "{e}");
+        }
+        assert!(
+            KafkaConfig::new("localhost:9092")
+                .replication_factor(3)
                 .validate()
                 .is_ok()
         );
