@@ -5,6 +5,8 @@
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kafka")]
+pub mod real_broker;
 
 use std::time::{Duration, Instant};
 
