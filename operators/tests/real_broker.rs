@@ -39,6 +39,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const SERVERS: &str = "WEIR_TEST_REAL_SERVERS";
 const STATE_DIR: &str = "WEIR_TEST_REAL_STATE_DIR";
+const GUARANTEE: &str = "WEIR_TEST_REAL_GUARANTEE";
 const KEYS: usize = 20;
 const PER_ROUND: usize = 200;
 /// Kills per campaign (`WEIR_TEST_KILLS` overrides it).
@@ -53,13 +54,17 @@ fn kills() -> usize {
 /// factor -1 (the broker's default, weir's default as Kafka Streams'): its internal
 /// topics get 1.
 fn runtime(servers: &str, dir: &std::path::Path) -> Runtime {
+    runtime_with(servers, dir, ProcessingGuarantee::ExactlyOnce)
+}
+
+fn runtime_with(servers: &str, dir: &std::path::Path, guarantee: ProcessingGuarantee) -> Runtime {
     Runtime::new(
         RuntimeConfig::builder()
             .workers(2)
             .application_id("kafka-test")
             .commit_interval(Duration::from_millis(100))
             .state_dir(dir)
-            .processing_guarantee(ProcessingGuarantee::ExactlyOnce)
+            .processing_guarantee(guarantee)
             .kafka(
                 KafkaConfig::new(servers)
                     .property("session.timeout.ms", "6000")
@@ -72,6 +77,37 @@ fn runtime(servers: &str, dir: &std::path::Path) -> Runtime {
     .unwrap()
 }
 
+/// The latest value of each key, in the store "latest" (idempotent: re-processing a
+/// record cannot change the final table).
+fn latest() -> Topology {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("in")
+        .group_by_key()
+        .reduce_with(|_, v| v, weir::Materialized::as_("latest"))
+        .to_stream()
+        .to("latest");
+    builder.build().unwrap()
+}
+
+/// The campaign's queries: on exactly-once the counts; on at-least-once `times-ten`
+/// (every input to `out`, times ten) and `latest`.
+fn start(servers: &str, dir: &std::path::Path, at_least_once: bool) -> (Runtime, Vec<QueryHandle>) {
+    if at_least_once {
+        let rt = runtime_with(servers, dir, ProcessingGuarantee::AtLeastOnce);
+        let q = vec![
+            rt.start_query("times-ten", common::kafka::times_ten())
+                .unwrap(),
+            rt.start_query("latest", latest()).unwrap(),
+        ];
+        (rt, q)
+    } else {
+        let rt = runtime(servers, dir);
+        let q = vec![rt.start_query("counts", counts()).unwrap()];
+        (rt, q)
+    }
+}
+
 /// The child: counts on exactly-once until it is killed, telling the parent how many
 /// records it has processed.
 #[test]
@@ -81,12 +117,12 @@ fn real_broker_member() {
         panic!("run only as the child of a real-broker test ({SERVERS}, {STATE_DIR} unset)");
     };
     let _ = env_logger::try_init();
-    let rt = runtime(&servers, std::path::Path::new(&dir));
-    let q = rt.start_query("counts", counts()).unwrap();
+    let at_least_once = std::env::var(GUARANTEE).as_deref() == Ok("at_least_once");
+    let (_rt, queries) = start(&servers, std::path::Path::new(&dir), at_least_once);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut told = u64::MAX;
     while Instant::now() < deadline {
-        let n = q.stats().records_processed;
+        let n = queries[0].stats().records_processed;
         if n != told {
             println!("processed {n}");
             told = n;
@@ -183,12 +219,15 @@ impl Lcg {
     }
 }
 
-#[test]
-fn exactly_once_counts_survive_repeated_sigkills_on_a_real_broker() {
-    let broker = RealBroker::start();
-    let servers = broker.servers();
-    create_topics(&servers, &[("in", 2), ("counts", 2)]);
-    let dir = tempfile::tempdir().unwrap();
+/// The SIGKILL campaign: `kills()` times, a child on `dir` running the queries of
+/// `start` is given round `r` of `input` and killed at a random point of it. Returns
+/// the seed, the records each run had processed when killed, and the records produced.
+fn sigkill_campaign(
+    servers: &str,
+    dir: &std::path::Path,
+    at_least_once: bool,
+    input: impl Fn(usize) -> Vec<(String, i64)>,
+) -> (u64, Vec<usize>, usize) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -196,13 +235,18 @@ fn exactly_once_counts_survive_repeated_sigkills_on_a_real_broker() {
     let mut rng = Lcg(seed);
     let mut kill_points = Vec::new();
     let mut produced = 0usize;
-    let kills = kills();
-    for r in 0..kills {
+    let guarantee = if at_least_once {
+        "at_least_once"
+    } else {
+        "exactly_once"
+    };
+    for r in 0..kills() {
         let mut child = spawn_child(
             "real_broker_member",
             &[
-                (SERVERS, &servers),
-                (STATE_DIR, dir.path().to_str().unwrap()),
+                (SERVERS, servers),
+                (STATE_DIR, dir.to_str().unwrap()),
+                (GUARANTEE, guarantee),
             ],
         );
         let processed = Arc::new(AtomicUsize::new(0));
@@ -215,21 +259,33 @@ fn exactly_once_counts_survive_repeated_sigkills_on_a_real_broker() {
                 }
             }
         });
-        produce(&servers, "in", &round(r));
-        produced += PER_ROUND;
+        let records = input(r);
+        produced += records.len();
+        produce(servers, "in", &records);
         // Kill somewhere in its processing of this round: after a random number of its
         // records (or a timeout, if it is still restoring or rejoining the group).
-        let at = rng.below(PER_ROUND as u64) as usize;
+        let at = rng.below(records.len() as u64) as usize;
         let deadline = Instant::now() + Duration::from_secs(20);
         while processed.load(Ordering::SeqCst) < at && Instant::now() < deadline {
             assert!(child.0.try_wait().unwrap().is_none(), "the child exited");
             std::thread::sleep(Duration::from_millis(1));
         }
-        // Then up to 400 ms more: several commits (transactions) may happen first.
+        // Then up to 400 ms more: several commits may happen first.
         std::thread::sleep(Duration::from_millis(rng.below(400)));
         kill_points.push(processed.load(Ordering::SeqCst));
         child.kill();
     }
+    (seed, kill_points, produced)
+}
+
+#[test]
+fn exactly_once_counts_survive_repeated_sigkills_on_a_real_broker() {
+    let broker = RealBroker::start();
+    let servers = broker.servers();
+    create_topics(&servers, &[("in", 2), ("counts", 2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let (seed, kill_points, produced) = sigkill_campaign(&servers, dir.path(), false, round);
+    let kills = kill_points.len();
     println!("seed {seed}; {kills} kills after these records of each run: {kill_points:?}");
 
     // A last runtime finishes the work.
@@ -498,5 +554,78 @@ fn exactly_once_a_foreign_key_join_across_rebalances_ends_equal_to_the_model() {
     println!(
         "foreign-key join over two rebalances: {} rows equal to the model",
         want.len()
+    );
+}
+
+/// The at-least-once campaign: the same kills with `times-ten` (stateless: every input
+/// must reach `out`) and `latest` (a table: idempotent, so re-processing cannot change
+/// it) in one runtime. Every input record is in `out` (times ten), and the final
+/// latest-by-key table equals the model.
+#[test]
+fn at_least_once_loses_nothing_under_repeated_sigkills_on_a_real_broker() {
+    let broker = RealBroker::start();
+    let servers = broker.servers();
+    create_topics(&servers, &[("in", 2), ("out", 2), ("latest", 2)]);
+    let dir = tempfile::tempdir().unwrap();
+    // Round r: values r * PER_ROUND.., unique, rising per key.
+    let input = |r: usize| -> Vec<(String, i64)> {
+        (r * PER_ROUND..(r + 1) * PER_ROUND)
+            .map(|i| (format!("k{}", i % KEYS), i as i64))
+            .collect()
+    };
+    let (seed, kill_points, produced) = sigkill_campaign(&servers, dir.path(), true, input);
+    println!(
+        "seed {seed}; {} kills after these records of each run: {kill_points:?}",
+        kill_points.len()
+    );
+    let (_rt, queries) = start(&servers, dir.path(), true);
+
+    let all: Vec<(String, i64)> = (0..produced / PER_ROUND).flat_map(input).collect();
+    let want_latest: BTreeMap<String, i64> = all.iter().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut out, mut latest) = (BTreeMap::<i64, usize>::new(), BTreeMap::new());
+    let reader = |topic: &str| -> BaseConsumer {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .set("group.id", "real-broker-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..2 {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        c
+    };
+    let (out_reader, latest_reader) = (reader("out"), reader("latest"));
+    let value = |m: &rdkafka::message::BorrowedMessage<'_>| {
+        i64::from_be_bytes(m.payload().unwrap().try_into().unwrap())
+    };
+    while out.len() < produced || latest != want_latest {
+        assert!(
+            Instant::now() < deadline,
+            "after 120 s: {} of {produced} inputs in out; latest {latest:?}",
+            out.len()
+        );
+        while let Some(Ok(m)) = out_reader.poll(Duration::from_millis(10)) {
+            *out.entry(value(&m)).or_default() += 1;
+        }
+        while let Some(Ok(m)) = latest_reader.poll(Duration::from_millis(10)) {
+            let k = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            latest.insert(k, value(&m));
+        }
+    }
+    for (_, v) in &all {
+        assert!(out.contains_key(&(v * 10)), "input {v} lost; seed {seed}");
+    }
+    let duplicates: usize = out.values().map(|n| n - 1).sum();
+    for q in queries {
+        q.stop().unwrap();
+    }
+    println!(
+        "{produced} records, {} kills: none lost ({duplicates} re-processed duplicates in out), latest table equal to the model",
+        kill_points.len()
     );
 }
