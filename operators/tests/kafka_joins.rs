@@ -13,25 +13,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::kafka::{cluster, config, send};
+use common::kafka::{cluster, config, enrich, send};
 use common::wait_until;
 use weir::prelude::*;
 use weir::runtime::internals::rdkafka;
 
 use rdkafka::ClientConfig;
-
-/// orders (customer id → order id) left-joined with customers (id → name).
-fn topology() -> Topology {
-    let builder = StreamsBuilder::new();
-    let customers = builder.table::<String, String>("customers");
-    builder
-        .stream::<String, String>("orders")
-        .left_join(&customers, |order: &String, name: Option<&String>| {
-            format!("{order}:{}", name.map_or("?", String::as_str))
-        })
-        .to("enriched");
-    builder.build().unwrap()
-}
 
 /// Every value of `enriched` (order:name), read from the start until each order of
 /// `orders` is there (or 60 s pass).
@@ -77,7 +64,7 @@ fn on_kafka_a_stream_table_join_restores_the_table_it_takes_over() {
     let servers = mock.bootstrap_servers();
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let rt1 = Runtime::new(config(&servers, d1.path()).build().unwrap()).unwrap();
-    let q1 = rt1.start_query("st", topology()).unwrap();
+    let q1 = rt1.start_query("st", enrich()).unwrap();
     wait_until("four tasks", || q1.stats().tasks == 4);
 
     let customers = |version: &str| -> Vec<(String, Option<String>)> {
@@ -101,7 +88,7 @@ fn on_kafka_a_stream_table_join_restores_the_table_it_takes_over() {
     });
 
     let rt2 = Runtime::new(config(&servers, d2.path()).build().unwrap()).unwrap();
-    let q2 = rt2.start_query("st", topology()).unwrap();
+    let q2 = rt2.start_query("st", enrich()).unwrap();
     wait_until("the group to split the partitions", || {
         q1.stats().tasks == 2 && q2.stats().tasks == 2
     });

@@ -177,9 +177,15 @@ fn round(r: usize) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// Every committed record of `counts` (read_committed), in each partition's order,
-/// read until nothing new came for `quiet`.
-fn committed_counts(servers: &str, partitions: i32, quiet: Duration) -> Vec<(String, i64)> {
+/// Every committed record of `topic` (read_committed, an rdkafka consumer, not weir's
+/// reader), in each partition's order, read until nothing new came for `quiet`: its
+/// key and value bytes (`None`: a tombstone).
+fn committed_records(
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    quiet: Duration,
+) -> Vec<(String, Option<Vec<u8>>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", "real-broker-reader")
@@ -189,7 +195,7 @@ fn committed_counts(servers: &str, partitions: i32, quiet: Duration) -> Vec<(Str
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset("counts", p, rdkafka::Offset::Beginning)
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
@@ -197,13 +203,38 @@ fn committed_counts(servers: &str, partitions: i32, quiet: Duration) -> Vec<(Str
     let mut last_new = Instant::now();
     while last_new.elapsed() < quiet {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
-            let value = i64::from_be_bytes(m.payload().unwrap().try_into().unwrap());
-            out.push((key, value));
+            out.push((
+                String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap(),
+                m.payload().map(<[u8]>::to_vec),
+            ));
             last_new = Instant::now();
         }
     }
     out
+}
+
+/// The committed records of `counts` (big-endian i64 values).
+fn committed_counts(servers: &str, partitions: i32, quiet: Duration) -> Vec<(String, i64)> {
+    committed_records(servers, "counts", partitions, quiet)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v.expect("a count, not a tombstone");
+            (k, i64::from_be_bytes(v.try_into().unwrap()))
+        })
+        .collect()
+}
+
+/// The committed records of `topic` as strings.
+fn committed_strings(
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    quiet: Duration,
+) -> Vec<(String, Option<String>)> {
+    committed_records(servers, topic, partitions, quiet)
+        .into_iter()
+        .map(|(k, v)| (k, v.map(|v| String::from_utf8(v).unwrap())))
+        .collect()
 }
 
 /// A small deterministic generator for the kill points (the seed is printed).
@@ -319,54 +350,6 @@ fn exactly_once_counts_survive_repeated_sigkills_on_a_real_broker() {
     );
 }
 
-/// orders (customer id → order id) left-joined with customers (id → name).
-fn enrich() -> Topology {
-    let builder = StreamsBuilder::new();
-    let customers = builder.table::<String, String>("customers");
-    builder
-        .stream::<String, String>("orders")
-        .left_join(&customers, |order: &String, name: Option<&String>| {
-            format!("{order}:{}", name.map_or("?", String::as_str))
-        })
-        .to("enriched");
-    builder.build().unwrap()
-}
-
-/// Every committed value of `topic` (read_committed), read until nothing new came for
-/// `quiet`, with its key (`None`: a tombstone).
-fn committed_strings(
-    servers: &str,
-    topic: &str,
-    partitions: i32,
-    quiet: Duration,
-) -> Vec<(String, Option<String>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", "real-broker-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let mut last_new = Instant::now();
-    while last_new.elapsed() < quiet {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-            out.push((
-                String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap(),
-                m.payload().map(|v| String::from_utf8(v.to_vec()).unwrap()),
-            ));
-            last_new = Instant::now();
-        }
-    }
-    out
-}
-
 /// Issue 17's exactly-once join check: a stream-table join run by two runtimes in one
 /// group, the second joining (a rebalance moves tasks, their table rows restored from
 /// the changelog) and leaving again (a second rebalance) while orders flow; on
@@ -381,7 +364,7 @@ fn exactly_once_a_stream_table_join_across_rebalances_emits_each_order_once() {
     );
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let rt1 = runtime(&servers, d1.path());
-    let q1 = rt1.start_query("st", enrich()).unwrap();
+    let q1 = rt1.start_query("st", common::kafka::enrich()).unwrap();
     let customers: Vec<(String, Option<String>)> = (0..40)
         .map(|c| (format!("c{c}"), Some(format!("name{c}"))))
         .collect();
@@ -399,7 +382,7 @@ fn exactly_once_a_stream_table_join_across_rebalances_emits_each_order_once() {
     }
     // A second member joins while orders flow, then leaves (stops) while they flow.
     let rt2 = runtime(&servers, d2.path());
-    let q2 = rt2.start_query("st", enrich()).unwrap();
+    let q2 = rt2.start_query("st", common::kafka::enrich()).unwrap();
     for _ in 0..5 {
         common::kafka::send(&servers, "orders", &orders(sent, sent + 200));
         sent += 200;

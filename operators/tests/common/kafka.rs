@@ -204,6 +204,20 @@ pub fn counts() -> Topology {
     builder.build().unwrap()
 }
 
+/// orders (customer id → order id) left-joined with customers (id → name) into
+/// `enriched` as `order:name` (`?` for no customer).
+pub fn enrich() -> Topology {
+    let builder = StreamsBuilder::new();
+    let customers = builder.table::<String, String>("customers");
+    builder
+        .stream::<String, String>("orders")
+        .left_join(&customers, |order: &String, name: Option<&String>| {
+            format!("{order}:{}", name.map_or("?", String::as_str))
+        })
+        .to("enriched");
+    builder.build().unwrap()
+}
+
 pub fn records(keys: usize, each: usize) -> Vec<(String, i64)> {
     (0..each)
         .flat_map(|_| (0..keys).map(|k| (format!("k{k}"), 1)))
