@@ -52,6 +52,7 @@ mod printed;
 mod stream;
 mod stream_join;
 mod stream_join_processor;
+mod stream_table_join;
 mod suppress;
 mod table;
 mod window;
@@ -95,12 +96,12 @@ macro_rules! use_jemalloc {
 pub use fk_join::TableJoined;
 pub use global_table::GlobalKTable;
 pub use grouped_table::KGroupedTable;
-pub use join::Joined;
 pub use printed::Printed;
 pub use stream::{
     Branched, BranchedKStream, Consumed, KStream, Produced, Repartitioned, StreamsBuilder,
 };
 pub use stream_join::{JoinWindows, StreamJoined};
+pub use stream_table_join::Joined;
 pub use suppress::{BufferConfig, Suppressed};
 pub use table::{Grouped, KGroupedStream, KTable, Materialized};
 pub use weir_runtime::{Window, Windowed, WindowedSerde};
