@@ -14,9 +14,7 @@
 //! The same campaign on at-least-once loses no input; three processes on six
 //! partitions, one killed and restarted, count exactly.
 //!
-//! Joins on exactly-once across rebalances (issue 17): a stream-table join emits each
-//! order exactly once while a second member joins and leaves; a foreign-key join's
-//! committed result table ends equal to the model of its two tables.
+//! Joins on exactly-once across rebalances are in `real_broker_joins.rs`.
 
 #![cfg(feature = "kafka")]
 
@@ -29,15 +27,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::kafka::{committed, counts, produce, spawn_child};
-use common::real_broker::RealBroker;
+use common::real_broker::{RealBroker, committed_records, create_topics, runtime, runtime_with};
 use weir::prelude::*;
 use weir::runtime::internals::rdkafka;
-use weir::{KafkaConfig, ProcessingGuarantee};
+use weir::ProcessingGuarantee;
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const SERVERS: &str = "WEIR_TEST_REAL_SERVERS";
@@ -51,33 +47,6 @@ fn kills() -> usize {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20)
-}
-
-/// An exactly-once runtime on the broker. crabka-broker does not take replication
-/// factor -1 (the broker's default, weir's default as Kafka Streams'): its internal
-/// topics get 1.
-fn runtime(servers: &str, dir: &std::path::Path) -> Runtime {
-    runtime_with(servers, dir, ProcessingGuarantee::ExactlyOnce)
-}
-
-fn runtime_with(servers: &str, dir: &std::path::Path, guarantee: ProcessingGuarantee) -> Runtime {
-    Runtime::new(
-        RuntimeConfig::builder()
-            .workers(2)
-            .application_id("kafka-test")
-            .commit_interval(Duration::from_millis(100))
-            .state_dir(dir)
-            .processing_guarantee(guarantee)
-            .kafka(
-                KafkaConfig::new(servers)
-                    .property("session.timeout.ms", "6000")
-                    .property("heartbeat.interval.ms", "500")
-                    .replication_factor(1),
-            )
-            .build()
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 /// The latest value of each key, in the store "latest" (idempotent: re-processing a
@@ -135,85 +104,11 @@ fn real_broker_member() {
     panic!("not killed within 120 s");
 }
 
-fn create_topics(servers: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .create()
-        .unwrap();
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
-        .collect();
-    let results = block_on(admin.create_topics(&new, &AdminOptions::new()));
-    for r in results.unwrap() {
-        r.unwrap();
-    }
-}
-
-/// Runs a future to completion on this thread (the admin client's calls are futures).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
-    fn raw() -> RawWaker {
-        fn clone(_: *const ()) -> RawWaker {
-            raw()
-        }
-        fn noop(_: *const ()) {}
-        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
-        RawWaker::new(std::ptr::null(), &VTABLE)
-    }
-    // SAFETY: the waker's functions ignore their (null) data pointer.
-    let waker = unsafe { Waker::from_raw(raw()) };
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Round `r`: `PER_ROUND` records of value 1 over `KEYS` keys.
 fn round(r: usize) -> Vec<(String, i64)> {
     (0..PER_ROUND)
         .map(|i| (format!("k{}", (r * PER_ROUND + i) % KEYS), 1))
         .collect()
-}
-
-/// Every committed record of `topic` (read_committed, an rdkafka consumer, not weir's
-/// reader), in each partition's order, read until nothing new came for `quiet`: its
-/// key and value bytes (`None`: a tombstone).
-fn committed_records(
-    servers: &str,
-    topic: &str,
-    partitions: i32,
-    quiet: Duration,
-) -> Vec<(String, Option<Vec<u8>>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", "real-broker-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let mut last_new = Instant::now();
-    while last_new.elapsed() < quiet {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-            out.push((
-                String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap(),
-                m.payload().map(<[u8]>::to_vec),
-            ));
-            last_new = Instant::now();
-        }
-    }
-    out
 }
 
 /// The committed records of `counts` (big-endian i64 values).
@@ -224,19 +119,6 @@ fn committed_counts(servers: &str, partitions: i32, quiet: Duration) -> Vec<(Str
             let v = v.expect("a count, not a tombstone");
             (k, i64::from_be_bytes(v.try_into().unwrap()))
         })
-        .collect()
-}
-
-/// The committed records of `topic` as strings.
-fn committed_strings(
-    servers: &str,
-    topic: &str,
-    partitions: i32,
-    quiet: Duration,
-) -> Vec<(String, Option<String>)> {
-    committed_records(servers, topic, partitions, quiet)
-        .into_iter()
-        .map(|(k, v)| (k, v.map(|v| String::from_utf8(v).unwrap())))
         .collect()
 }
 
@@ -350,191 +232,6 @@ fn exactly_once_counts_survive_repeated_sigkills_on_a_real_broker() {
     println!(
         "{produced} records, {kills} kills: every key counted {per_key}, {} committed updates, none repeated",
         out.len()
-    );
-}
-
-/// Issue 17's exactly-once join check: a stream-table join run by two runtimes in one
-/// group, the second joining (a rebalance moves tasks, their table rows restored from
-/// the changelog) and leaving again (a second rebalance) while orders flow; on
-/// exactly-once every order comes out exactly once, enriched with its customer's row.
-#[test]
-fn exactly_once_a_stream_table_join_across_rebalances_emits_each_order_once() {
-    let broker = RealBroker::start();
-    let servers = broker.servers();
-    create_topics(
-        &servers,
-        &[("customers", 4), ("orders", 4), ("enriched", 4)],
-    );
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let rt1 = runtime(&servers, d1.path());
-    let q1 = rt1.start_query("st", common::kafka::enrich()).unwrap();
-    let customers: Vec<(String, Option<String>)> = (0..40)
-        .map(|c| (format!("c{c}"), Some(format!("name{c}"))))
-        .collect();
-    common::kafka::send(&servers, "customers", &customers);
-    let orders = |from: usize, to: usize| -> Vec<(String, Option<String>)> {
-        (from..to)
-            .map(|o| (format!("c{}", o % 40), Some(format!("o{o}"))))
-            .collect()
-    };
-    common::wait_until("the table", || q1.stats().records_processed >= 40);
-    let mut sent = 0;
-    for _ in 0..5 {
-        common::kafka::send(&servers, "orders", &orders(sent, sent + 200));
-        sent += 200;
-    }
-    // A second member joins while orders flow, then leaves (stops) while they flow.
-    let rt2 = runtime(&servers, d2.path());
-    let q2 = rt2.start_query("st", common::kafka::enrich()).unwrap();
-    for _ in 0..5 {
-        common::kafka::send(&servers, "orders", &orders(sent, sent + 200));
-        sent += 200;
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    common::wait_until("the group to split the tasks", || {
-        q1.stats().tasks > 0 && q2.stats().tasks > 0
-    });
-    for _ in 0..5 {
-        common::kafka::send(&servers, "orders", &orders(sent, sent + 200));
-        sent += 200;
-    }
-    q2.stop().unwrap();
-    rt2.shutdown().unwrap();
-    for _ in 0..5 {
-        common::kafka::send(&servers, "orders", &orders(sent, sent + 200));
-        sent += 200;
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed(&servers, "orders", 4) < sent as i64 {
-        assert!(Instant::now() < deadline, "orders not all committed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    q1.stop().unwrap();
-
-    let out = committed_strings(&servers, "enriched", 4, Duration::from_secs(3));
-    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (_, v) in out {
-        let v = v.expect("no tombstones in a stream");
-        let order = v.split(':').next().unwrap().to_string();
-        seen.entry(order).or_default().push(v);
-    }
-    for o in 0..sent {
-        let want = vec![format!("o{o}:name{}", o % 40)];
-        assert_eq!(seen.get(&format!("o{o}")), Some(&want), "order o{o}");
-    }
-    assert_eq!(seen.len(), sent, "no other output");
-    println!("{sent} orders over two rebalances: each committed exactly once");
-}
-
-/// Issue 17's exactly-once foreign-key join check: orders (order → "item|customer")
-/// left-joined on the customer with a customers table whose topic has another
-/// partition count, run by two runtimes in one group with a member joining and
-/// leaving while both tables change. The committed result table (last value per key,
-/// read_committed) is the join of the tables as they end.
-#[test]
-fn exactly_once_a_foreign_key_join_across_rebalances_ends_equal_to_the_model() {
-    let broker = RealBroker::start();
-    let servers = broker.servers();
-    create_topics(&servers, &[("fk-left", 4), ("fk-right", 2), ("fk-out", 4)]);
-    let topology = || {
-        let builder = StreamsBuilder::new();
-        let left = builder.table::<String, String>("fk-left");
-        let right = builder.table::<String, String>("fk-right");
-        left.left_join_foreign(
-            &right,
-            |_: &String, v: &String| v.split('|').nth(1).map(str::to_string),
-            |l: &String, r: Option<&String>| format!("{l}+{}", r.map_or("null", String::as_str)),
-        )
-        .to_stream()
-        .to("fk-out");
-        builder.build().unwrap()
-    };
-    let mut left: BTreeMap<String, String> = BTreeMap::new();
-    let mut right: BTreeMap<String, String> = BTreeMap::new();
-    let mut send_left = |rows: Vec<(String, String)>| {
-        for (k, v) in &rows {
-            left.insert(k.clone(), v.clone());
-        }
-        let rows: Vec<(String, Option<String>)> =
-            rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
-        common::kafka::send(&servers, "fk-left", &rows);
-    };
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let rt1 = runtime(&servers, d1.path());
-    let q1 = rt1.start_query("fk", topology()).unwrap();
-    let customers: Vec<(String, Option<String>)> = (0..10)
-        .map(|c| (format!("r{c}"), Some(format!("name{c}"))))
-        .collect();
-    for (k, v) in &customers {
-        right.insert(k.clone(), v.clone().unwrap());
-    }
-    common::kafka::send(&servers, "fk-right", &customers);
-    send_left(
-        (0..60)
-            .map(|o| (format!("l{o}"), format!("{o}|r{}", o % 12)))
-            .collect(),
-    );
-    let rt2 = runtime(&servers, d2.path());
-    let q2 = rt2.start_query("fk", topology()).unwrap();
-    send_left(
-        (0..60)
-            .step_by(3)
-            .map(|o| (format!("l{o}"), format!("{o}b|r{}", (o + 5) % 12)))
-            .collect(),
-    );
-    common::wait_until("the group to split the tasks", || {
-        q1.stats().tasks > 0 && q2.stats().tasks > 0
-    });
-    let changes: Vec<(String, Option<String>)> = vec![
-        ("r3".to_string(), Some("renamed3".to_string())),
-        ("r4".to_string(), None),
-        ("r11".to_string(), Some("name11".to_string())),
-    ];
-    for (k, v) in &changes {
-        match v {
-            Some(v) => right.insert(k.clone(), v.clone()),
-            None => right.remove(k),
-        };
-    }
-    common::kafka::send(&servers, "fk-right", &changes);
-    q2.stop().unwrap();
-    rt2.shutdown().unwrap();
-    send_left(
-        (1..60)
-            .step_by(4)
-            .map(|o| (format!("l{o}"), format!("{o}c|r{}", (o + 7) % 12)))
-            .collect(),
-    );
-
-    let want: BTreeMap<String, String> = left
-        .iter()
-        .map(|(k, v)| {
-            let fk = v.split('|').nth(1).unwrap();
-            let r = right.get(fk).map_or("null", String::as_str);
-            (k.clone(), format!("{v}+{r}"))
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut last: BTreeMap<String, String> = BTreeMap::new();
-        for (k, v) in committed_strings(&servers, "fk-out", 4, Duration::from_secs(2)) {
-            match v {
-                Some(v) => last.insert(k, v),
-                None => last.remove(&k),
-            };
-        }
-        if last == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "committed result {last:?}, want {want:?}"
-        );
-    }
-    q1.stop().unwrap();
-    println!(
-        "foreign-key join over two rebalances: {} rows equal to the model",
-        want.len()
     );
 }
 

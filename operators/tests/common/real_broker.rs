@@ -13,6 +13,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use weir::prelude::*;
+use weir::runtime::internals::rdkafka;
+use weir::{KafkaConfig, ProcessingGuarantee};
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
 /// Where the binary is: `WEIR_TEST_BROKER_BIN`, else the install script's cache.
 pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("WEIR_TEST_BROKER_BIN") {
@@ -249,4 +259,122 @@ fn set_transaction_version(port: u16) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An exactly-once runtime on the broker. crabka-broker does not take replication
+/// factor -1 (the broker's default, weir's default as Kafka Streams'): its internal
+/// topics get 1.
+pub fn runtime(servers: &str, dir: &std::path::Path) -> Runtime {
+    runtime_with(servers, dir, ProcessingGuarantee::ExactlyOnce)
+}
+
+pub fn runtime_with(
+    servers: &str,
+    dir: &std::path::Path,
+    guarantee: ProcessingGuarantee,
+) -> Runtime {
+    Runtime::new(
+        RuntimeConfig::builder()
+            .workers(2)
+            .application_id("kafka-test")
+            .commit_interval(Duration::from_millis(100))
+            .state_dir(dir)
+            .processing_guarantee(guarantee)
+            .kafka(
+                KafkaConfig::new(servers)
+                    .property("session.timeout.ms", "6000")
+                    .property("heartbeat.interval.ms", "500")
+                    .replication_factor(1),
+            )
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+pub fn create_topics(servers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let results = block_on(admin.create_topics(&new, &AdminOptions::new()));
+    for r in results.unwrap() {
+        r.unwrap();
+    }
+}
+
+/// Runs a future to completion on this thread (the admin client's calls are futures).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+    fn raw() -> RawWaker {
+        fn clone(_: *const ()) -> RawWaker {
+            raw()
+        }
+        fn noop(_: *const ()) {}
+        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+        RawWaker::new(std::ptr::null(), &VTABLE)
+    }
+    // SAFETY: the waker's functions ignore their (null) data pointer.
+    let waker = unsafe { Waker::from_raw(raw()) };
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every committed record of `topic` (read_committed, an rdkafka consumer, not weir's
+/// reader), in each partition's order, read until nothing new came for `quiet`: its
+/// key and value bytes (`None`: a tombstone).
+pub fn committed_records(
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    quiet: Duration,
+) -> Vec<(String, Option<Vec<u8>>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "real-broker-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut last_new = Instant::now();
+    while last_new.elapsed() < quiet {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+            out.push((
+                String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap(),
+                m.payload().map(<[u8]>::to_vec),
+            ));
+            last_new = Instant::now();
+        }
+    }
+    out
+}
+
+/// The committed records of `topic` as strings.
+pub fn committed_strings(
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    quiet: Duration,
+) -> Vec<(String, Option<String>)> {
+    committed_records(servers, topic, partitions, quiet)
+        .into_iter()
+        .map(|(k, v)| (k, v.map(|v| String::from_utf8(v).unwrap())))
+        .collect()
 }
