@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use common::kafka::{committed, counts, produce, spawn_child};
 use common::real_broker::{RealBroker, committed_records, create_topics, runtime, runtime_with};
+use weir::ProcessingGuarantee;
 use weir::prelude::*;
 use weir::runtime::internals::rdkafka;
-use weir::ProcessingGuarantee;
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
