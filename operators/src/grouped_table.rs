@@ -502,4 +502,19 @@ mod tests {
         assert!(serde.deserialize(Some(&[1, 0, 0])).is_err());
         assert!(serde.deserialize(Some(&[1, 0, 0, 0, 9, b'x'])).is_err());
     }
+
+    #[test]
+    fn corrupt_regrouping_changes_are_errors() {
+        let serde = ChangeSerde::<String>(Arc::new(StringSerde));
+        let valid = serde
+            .serialize(&Change {
+                new: Some("new".to_string()),
+                old: Some("old".to_string()),
+            })
+            .unwrap()
+            .unwrap();
+        crate::corruption::each(&valid, |b| {
+            let _ = serde.deserialize(Some(b));
+        });
+    }
 }

@@ -41,6 +41,8 @@
 //! rayon re-exports rayon-core.
 
 mod builder;
+#[cfg(test)]
+mod corruption;
 mod fk_join;
 mod global_table;
 mod grouped;
@@ -58,16 +60,17 @@ mod table;
 mod window;
 
 pub use weir_runtime as runtime;
+pub use weir_runtime::dead_letter;
 pub use weir_runtime::serde;
 pub use weir_runtime::testing;
 pub use weir_runtime::{AllocatorStats, MemoryReport, ZoneUsage};
 pub use weir_runtime::{
     Broker, CacheStats, Cancellable, Change, ConsumerRecord, Data, DeserializationHandler, Error,
-    Header, Headers, OffsetReset, ProcessingGuarantee, Processor, ProcessorContext,
-    ProductionExceptionHandler, Punctuation, PunctuationType, PunctuatorId, QueryHandle,
-    QueryState, QueryStats, RawRecord, Record, RecordField, RecordMetadata, Result, Runtime,
-    RuntimeConfig, RuntimeConfigBuilder, SinkSpec, SourceSpec, StateUsage, StoreHandle, StoreKind,
-    StoreSpec, TaskId, Topology, TopologyDescription,
+    Header, Headers, OffsetReset, ProcessingExceptionHandler, ProcessingGuarantee, Processor,
+    ProcessorContext, ProductionExceptionHandler, Punctuation, PunctuationType, PunctuatorId,
+    QueryHandle, QueryState, QueryStats, RawRecord, Record, RecordField, RecordMetadata, Result,
+    Runtime, RuntimeConfig, RuntimeConfigBuilder, SinkSpec, SourceSpec, StateUsage, StoreHandle,
+    StoreKind, StoreSpec, TaskId, Topology, TopologyDescription,
 };
 
 /// Where the Kafka cluster is (feature `kafka`).
@@ -120,9 +123,10 @@ pub mod prelude {
     pub use crate::serde::{Json, JsonSerde};
     pub use crate::{
         Branched, Broker, Change, Consumed, DeserializationHandler, Error, Grouped, Headers,
-        KGroupedStream, KGroupedTable, KStream, KTable, Materialized, OffsetReset, Processor,
-        ProcessorContext, Produced, PunctuationType, QueryHandle, QueryState, Record,
-        Repartitioned, Result, Runtime, RuntimeConfig, StreamsBuilder, Topology,
+        KGroupedStream, KGroupedTable, KStream, KTable, Materialized, OffsetReset,
+        ProcessingExceptionHandler, Processor, ProcessorContext, Produced, PunctuationType,
+        QueryHandle, QueryState, Record, Repartitioned, Result, Runtime, RuntimeConfig,
+        StreamsBuilder, Topology,
     };
     pub use crate::{
         BufferConfig, EmitStrategy, GlobalKTable, JoinWindows, Joined, SessionWindows,

@@ -87,7 +87,8 @@ impl<V: 'static> Serde<Vec<V>> for ListSerde<V> {
         };
         let n = u32::from_be_bytes(b.get(..4).ok_or_else(bad)?.try_into().expect("4 bytes"));
         let mut at = 4;
-        let mut out = Vec::with_capacity(n as usize);
+        // A corrupt count must not size the allocation: each value takes 4 bytes at least.
+        let mut out = Vec::with_capacity((n as usize).min(b.len() / 4));
         for _ in 0..n {
             let len = u32::from_be_bytes(
                 b.get(at..at + 4)
@@ -341,5 +342,37 @@ impl<K: Data, V1: Data, V2: Data, VR: Data> Processor<K, Side<V1, V2>, K, VR>
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_runtime::serde::StringSerde;
+
+    #[test]
+    fn corrupt_join_window_entries_are_errors() {
+        let serde = ListSerde::<String>(Arc::new(StringSerde));
+        let valid = serde
+            .serialize(&vec![
+                "left".to_string(),
+                "".to_string(),
+                "right".to_string(),
+            ])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            serde.deserialize(Some(&valid)).unwrap(),
+            ["left", "", "right"]
+        );
+        crate::corruption::each(&valid, |b| {
+            let _ = serde.deserialize(Some(b));
+        });
+        // A count of four billion values in eight bytes.
+        assert!(
+            serde
+                .deserialize(Some(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1]))
+                .is_err()
+        );
     }
 }

@@ -516,4 +516,21 @@ mod tests {
         }
         assert!(decode_change(&s, &[3, 0, 0, 0, 9]).is_err());
     }
+
+    #[test]
+    fn corrupt_suppressed_changes_are_errors() {
+        let s = StringSerde;
+        let valid = encode_change(
+            &s,
+            &Change {
+                new: Some("new".to_string()),
+                old: Some("old".to_string()),
+            },
+        )
+        .unwrap();
+        crate::corruption::each(&valid, |b| {
+            let _ = decode_change(&s, b);
+            let _ = window_end(b);
+        });
+    }
 }

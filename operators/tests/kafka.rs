@@ -254,6 +254,77 @@ fn with_log_and_continue_a_failed_delivery_is_skipped_and_the_query_goes_on() {
     q.stop().unwrap();
 }
 
+/// KIP-1034 for the production handler: with log-and-continue and a dead-letter topic,
+/// the records Kafka refused are written there (the bytes that were refused, and
+/// Kafka's error headers), so every input is in the output or in the dead letters.
+#[test]
+fn refused_deliveries_go_to_the_dead_letter_topic() {
+    use rdkafka::types::RDKafkaApiKey;
+    use weir::dead_letter::{HEADER_ERRORS_EXCEPTION, HEADER_ERRORS_TOPIC};
+    let mock = cluster(&[("in", 1), ("out", 1), ("dlq", 1)]);
+    let servers = mock.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    produce(&servers, "in", &records(10, 2));
+    // One request refused: the dead letters' own request goes through.
+    refuse_produce(&mock, 1);
+    let rt = Runtime::new(
+        config(&servers, dir.path())
+            .production_exception_handler(ProductionExceptionHandler::LogAndContinue)
+            .dead_letter_queue_topic("dlq")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let q = rt.start_query("times-ten", times_ten()).unwrap();
+    wait_until("first records", || q.stats().records_processed == 20);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    mock.cluster().clear_request_errors(RDKafkaApiKey::Produce);
+    // Whatever went through (the refused requests may have held every record).
+    let out = read(&servers, "out", 0);
+    let letters = read(&servers, "dlq", 20 - out.len());
+    assert!(!letters.is_empty(), "no dead letter");
+    assert_eq!(
+        out.len() + letters.len(),
+        20,
+        "out {out:?}, dead letters {letters:?}"
+    );
+    assert!(letters.iter().all(|(_, v)| *v == 10), "{letters:?}");
+    // The headers, read raw.
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .set("group.id", "dlq-headers")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::{Headers as _, Message as _};
+    c.subscribe(&["dlq"]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let m = loop {
+        if let Some(Ok(m)) = c.poll(std::time::Duration::from_millis(100)) {
+            break m.detach();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter to read"
+        );
+    };
+    let header = |name: &str| {
+        let h = m.headers().unwrap();
+        (0..h.count())
+            .map(|i| h.get(i))
+            .find(|h| h.key == name)
+            .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+    };
+    assert!(
+        header(HEADER_ERRORS_EXCEPTION)
+            .unwrap()
+            .starts_with("Kafka: ")
+    );
+    assert_eq!(header(HEADER_ERRORS_TOPIC).as_deref(), Some("out"));
+    q.stop().unwrap();
+}
+
 #[test]
 fn unreachable_brokers_are_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

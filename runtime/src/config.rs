@@ -23,6 +23,30 @@ pub enum DeserializationHandler {
     LogAndContinue,
 }
 
+/// What to do when user code fails on one record: a processor (or a DSL operator's
+/// closure) returns an error or panics, in `process` or in a punctuator — Kafka
+/// Streams' `processing.exception.handler` (KIP-1033). Set the runtime's default with
+/// [`RuntimeConfigBuilder::processing_exception_handler`] and override it per query
+/// with [`Topology::processing_exception_handler`](crate::Topology::processing_exception_handler).
+///
+/// Only user code's failures reach the handler: an `Err` a processor returned
+/// ([`Error::User`](crate::Error::User), [`Error::Serde`](crate::Error::Serde)) or a
+/// panic. The engine's own failures (a store RocksDB refuses, the state budget, Kafka)
+/// always fail the query: skipping those would lose records nobody chose to lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProcessingExceptionHandler {
+    /// Fail the query with the error, naming the processor (the default, Kafka's
+    /// `LogAndFailProcessingExceptionHandler`). Nothing past the last commit is
+    /// committed: a restart processes the record again.
+    #[default]
+    Fail,
+    /// Log the error, count the record as dropped by that processor (Kafka's
+    /// `dropped-records`, `weir_dropped_records_total`) and as skipped, and go on with
+    /// the next record (Kafka's `LogAndContinueProcessingExceptionHandler`). What the
+    /// record did before the failure (forwards to other children, store writes) stays.
+    LogAndContinue,
+}
+
 /// Smallest memory limit the runtime accepts.
 pub const MIN_MEMORY_LIMIT: usize = 16 << 20;
 
@@ -38,10 +62,15 @@ pub struct RuntimeConfig {
     pub(crate) max_batch_records: usize,
     pub(crate) max_batch_time: Duration,
     pub(crate) commit_interval: Duration,
+    /// Kafka Streams' `task.timeout.ms`.
+    pub(crate) task_timeout: Duration,
     /// `None`: task idling disabled.
     pub(crate) max_task_idle: Option<Duration>,
     pub(crate) deserialization_handler: DeserializationHandler,
     pub(crate) production_exception_handler: ProductionExceptionHandler,
+    pub(crate) processing_exception_handler: ProcessingExceptionHandler,
+    /// Kafka Streams' `errors.dead.letter.queue.topic.name`.
+    pub(crate) dead_letter_queue_topic: Option<String>,
     pub(crate) processing_guarantee: ProcessingGuarantee,
     pub(crate) offset_reset: OffsetReset,
     pub(crate) broker: Broker,
@@ -84,6 +113,7 @@ impl RuntimeConfig {
             offset_reset: self.offset_reset,
             production_exception_handler: self.production_exception_handler,
             processing_guarantee: self.processing_guarantee,
+            task_timeout: self.task_timeout,
             broker: &self.broker,
             #[cfg(feature = "kafka")]
             kafka: self.kafka.as_ref(),
@@ -152,10 +182,13 @@ pub struct RuntimeConfigBuilder {
     max_batch_records: Option<usize>,
     max_batch_time: Option<Duration>,
     commit_interval: Option<Duration>,
+    task_timeout: Option<Duration>,
     max_task_idle: Option<Duration>,
     task_idling_disabled: bool,
     deserialization_handler: DeserializationHandler,
     production_exception_handler: ProductionExceptionHandler,
+    processing_exception_handler: ProcessingExceptionHandler,
+    dead_letter_queue_topic: Option<String>,
     processing_guarantee: ProcessingGuarantee,
     offset_reset: OffsetReset,
     broker: Option<Broker>,
@@ -221,6 +254,16 @@ impl RuntimeConfigBuilder {
         self.commit_interval = Some(d);
         self
     }
+    /// How long a query's commits may wait for a cluster that does not answer (a
+    /// broker down or restarting) before the query fails — Kafka Streams'
+    /// `task.timeout.ms` (KIP-572). Meanwhile tasks go on processing until the
+    /// producer's queue is full, then stall; their offsets stay at the last commit, and
+    /// [`QueryStats::commits_deferred`](crate::QueryStats::commits_deferred) and
+    /// `commit_stalled_ms` say so. Default 5 minutes (Kafka's).
+    pub fn task_timeout(mut self, d: Duration) -> Self {
+        self.task_timeout = Some(d);
+        self
+    }
     /// How long a task that reads several partitions (a join, a merge) waits for one of
     /// them that is empty before it processes the others regardless of timestamp order
     /// — Kafka Streams' `max.task.idle.ms`. Default zero: a task never waits for a
@@ -248,9 +291,42 @@ impl RuntimeConfigBuilder {
         self.deserialization_handler = h;
         self
     }
-    /// What a failed delivery to Kafka does. Default: fail the query.
+    /// What a record that cannot be written does: a key or value a sink's serde
+    /// cannot serialize, or a delivery Kafka refuses. Default: fail the query.
     pub fn production_exception_handler(mut self, h: ProductionExceptionHandler) -> Self {
         self.production_exception_handler = h;
+        self
+    }
+    /// Default handler for user code that fails on a record (an `Err` or a panic in a
+    /// processor or an operator's closure); queries override it with
+    /// [`Topology::processing_exception_handler`](crate::Topology::processing_exception_handler).
+    /// Default: fail the query.
+    ///
+    /// ```
+    /// use weir_runtime::{ProcessingExceptionHandler, RuntimeConfig};
+    /// let config = RuntimeConfig::builder()
+    ///     .processing_exception_handler(ProcessingExceptionHandler::LogAndContinue)
+    ///     .dead_letter_queue_topic("orders-dlq")
+    ///     .build()?;
+    /// # Ok::<(), weir_runtime::Error>(())
+    /// ```
+    pub fn processing_exception_handler(mut self, h: ProcessingExceptionHandler) -> Self {
+        self.processing_exception_handler = h;
+        self
+    }
+    /// The dead-letter topic (Kafka Streams' `errors.dead.letter.queue.topic.name`,
+    /// KIP-1034): every record a handler deals with — one that fails to deserialize,
+    /// one user code fails on, one a sink cannot serialize, one Kafka refuses — is also
+    /// written there, whether the handler goes on or fails the query. A dead letter
+    /// holds the source record's key and value bytes as read (for a refused delivery:
+    /// the bytes that were refused), its timestamp, and Kafka's headers
+    /// `__streams.errors.exception`, `.message`, `.stacktrace` (weir: the processor that
+    /// failed), `.topic`, `.partition` and `.offset` (the source record's). The topic
+    /// must exist; weir does not create it. Queries override it with
+    /// [`Topology::dead_letter_queue_topic`](crate::Topology::dead_letter_queue_topic).
+    /// Default: none.
+    pub fn dead_letter_queue_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_queue_topic = Some(topic.into());
         self
     }
     /// At-least-once (the default) or exactly-once processing; exactly-once needs
@@ -398,6 +474,10 @@ impl RuntimeConfigBuilder {
         if commit_interval.is_zero() {
             return Err(Error::Config("commit_interval must be positive".into()));
         }
+        let task_timeout = self.task_timeout.unwrap_or(Duration::from_secs(300));
+        if task_timeout.is_zero() {
+            return Err(Error::Config("task_timeout must be positive".into()));
+        }
         let rocksdb_cache_bytes = self
             .rocksdb_cache_bytes
             .unwrap_or(Zone::RocksDb.default_bound(memory_limit));
@@ -460,6 +540,12 @@ impl RuntimeConfigBuilder {
                 "exactly_once needs Kafka (RuntimeConfigBuilder::kafka): its transactions are what make a commit atomic".into(),
             ));
         }
+        let dead_letter_queue_topic = self.dead_letter_queue_topic;
+        if dead_letter_queue_topic.as_deref() == Some("") {
+            return Err(Error::Config(
+                "dead_letter_queue_topic must not be empty".into(),
+            ));
+        }
         let state_dir = self
             .state_dir
             .unwrap_or_else(|| std::env::temp_dir().join("weir").join(&application_id));
@@ -479,10 +565,13 @@ impl RuntimeConfigBuilder {
             max_batch_records,
             max_batch_time,
             commit_interval,
+            task_timeout,
             max_task_idle: (!self.task_idling_disabled)
                 .then(|| self.max_task_idle.unwrap_or(Duration::ZERO)),
             deserialization_handler: self.deserialization_handler,
             production_exception_handler: self.production_exception_handler,
+            processing_exception_handler: self.processing_exception_handler,
+            dead_letter_queue_topic,
             processing_guarantee: self.processing_guarantee,
             offset_reset: self.offset_reset,
             broker: self.broker.unwrap_or_default(),

@@ -44,6 +44,8 @@
 mod config;
 mod error;
 mod exec;
+#[cfg(test)]
+mod fuzz;
 mod io;
 mod memory;
 pub mod metrics;
@@ -57,13 +59,23 @@ mod topology;
 
 // Running queries.
 pub use config::{
-    DeserializationHandler, MIN_MEMORY_LIMIT, OffsetReset, ProcessingGuarantee,
-    ProductionExceptionHandler, RuntimeConfig, RuntimeConfigBuilder, StateConfig,
+    DeserializationHandler, MIN_MEMORY_LIMIT, OffsetReset, ProcessingExceptionHandler,
+    ProcessingGuarantee, ProductionExceptionHandler, RuntimeConfig, RuntimeConfigBuilder,
+    StateConfig,
 };
 pub use error::{Error, RecordField, Result};
 pub use exec::{QueryHandle, QueryState, QueryStats, Runtime};
 #[cfg(feature = "kafka")]
 pub use io::kafka::KafkaConfig;
+
+/// The headers of a dead letter (Kafka Streams' names, KIP-1034): see
+/// [`RuntimeConfigBuilder::dead_letter_queue_topic`].
+pub mod dead_letter {
+    pub use crate::processor::internals::errors::{
+        HEADER_ERRORS_EXCEPTION, HEADER_ERRORS_MESSAGE, HEADER_ERRORS_OFFSET,
+        HEADER_ERRORS_PARTITION, HEADER_ERRORS_STACKTRACE, HEADER_ERRORS_TOPIC,
+    };
+}
 
 // Records and the in-process broker.
 pub use io::broker::Broker;

@@ -63,6 +63,12 @@ pub const RECORD_LATENESS_AVG_MS: &str = "weir_record_lateness_avg_ms";
 pub const ENFORCED_PROCESSING_TOTAL: &str = "weir_enforced_processing_total";
 /// Counter `{query}`: records Kafka refused, with a log-and-continue production handler.
 pub const PRODUCE_ERRORS_TOTAL: &str = "weir_produce_errors_total";
+/// Counter `{query}`: commits put off because the cluster did not answer in time or
+/// the group was rebalancing (the offsets stay at the last commit).
+pub const COMMITS_DEFERRED_TOTAL: &str = "weir_commits_deferred_total";
+/// Gauge `{query}`: how long the query's commits have been waiting for the cluster, in
+/// ms (zero once one goes through).
+pub const COMMIT_STALLED_MS: &str = "weir_commit_stalled_ms";
 /// Gauge `{query, store, task}`: records restored into a store from its changelog.
 pub const RESTORED_RECORDS: &str = "weir_restored_records";
 
@@ -123,6 +129,8 @@ pub const ALL: &[&str] = &[
     RECORD_LATENESS_AVG_MS,
     ENFORCED_PROCESSING_TOTAL,
     PRODUCE_ERRORS_TOTAL,
+    COMMITS_DEFERRED_TOTAL,
+    COMMIT_STALLED_MS,
     RESTORED_RECORDS,
     RECORD_CACHE_BYTES,
     RECORD_CACHE_LIMIT_BYTES,

@@ -480,4 +480,50 @@ mod tests {
         assert!(primary_key_of(&[0, 0, 0, 9, 1]).is_err());
         assert!(primary_key_of(&[0, 0]).is_err());
     }
+
+    #[test]
+    fn corrupt_foreign_key_join_messages_are_errors() {
+        let string = || Arc::new(StringSerde) as Arc<dyn Serde<String>>;
+        let subscriptions = SubscriptionSerde(string());
+        let responses = ResponseSerde(string());
+        let hash = Some([7u8; 16]);
+        let sub = subscriptions
+            .serialize(&Subscription {
+                hash,
+                instruction: Instruction::PropagateNullIfNoFkValAvailable,
+                primary_key: "order-1".to_string(),
+                primary_partition: 3,
+            })
+            .unwrap()
+            .unwrap();
+        crate::corruption::each(&sub, |b| {
+            let _ = subscriptions.deserialize(Some(b));
+        });
+        let resp = responses
+            .serialize(&Response {
+                hash,
+                foreign_value: Some("customer".to_string()),
+                primary_partition: 1,
+            })
+            .unwrap()
+            .unwrap();
+        crate::corruption::each(&resp, |b| {
+            let _ = responses.deserialize(Some(b));
+        });
+        let row = SubscribedSerde
+            .serialize(&Subscribed {
+                hash,
+                primary_partition: 2,
+            })
+            .unwrap()
+            .unwrap();
+        crate::corruption::each(&row, |b| {
+            let _ = SubscribedSerde.deserialize(Some(b));
+        });
+        let key = combined_key(b"customer-9", b"order-1").unwrap();
+        assert_eq!(primary_key_of(&key).unwrap(), b"order-1");
+        crate::corruption::each(&key, |b| {
+            let _ = primary_key_of(b);
+        });
+    }
 }

@@ -543,3 +543,27 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
         self.core.flush(ctx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_runtime::serde::I64Serde;
+
+    #[test]
+    fn corrupt_sliding_window_entries_are_errors() {
+        let serde =
+            StampedSerde::<Option<i64>>(Arc::new(weir_runtime::serde::OptionSerde(I64Serde)));
+        let valid = serde
+            .serialize(&Stamped {
+                latest: 1_000,
+                value: Some(42),
+            })
+            .unwrap()
+            .unwrap();
+        let back = serde.deserialize(Some(&valid)).unwrap();
+        assert_eq!((back.latest, back.value), (1_000, Some(42)));
+        crate::corruption::each(&valid, |b| {
+            let _ = serde.deserialize(Some(b));
+        });
+    }
+}

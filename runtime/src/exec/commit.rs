@@ -76,6 +76,9 @@ impl TaskInner {
     }
 
     pub(crate) fn flush_sinks(&mut self) -> Result<()> {
+        // Dead letters of failures outside a record's run (cache flushes) have no
+        // source bytes.
+        self.core.write_dead_letters(None, None)?;
         for &s in &self.sinks {
             self.core.flush_node(s)?;
         }
@@ -84,16 +87,22 @@ impl TaskInner {
 
     /// The commit protocol: record cache (writing and forwarding), then stores, then
     /// sinks, then offsets.
-    pub(super) fn commit(&mut self, group: &str) -> Result<()> {
+    ///
+    /// False if the commit has to wait: the cluster did not acknowledge everything
+    /// produced, did not take the offsets, or the group is rebalancing. Nothing past
+    /// the last commit is then committed; the task tries again later.
+    pub(super) fn commit(&mut self, group: &str) -> Result<bool> {
         if self.global.is_some() {
             self.flush_for_commit(false)?;
             if let Some(dir) = self.global.as_ref().and_then(|g| g.dir.as_ref()) {
                 crate::state::global::write_offsets(dir, &self.global_offsets())?;
             }
             self.committed();
-            return Ok(());
+            return Ok(true);
         }
-        self.flush_for_commit(true)?;
+        if !self.flush_for_commit(true)? {
+            return Ok(false);
+        }
         let offsets: Vec<(&str, u32, i64)> = self
             .moved()
             .map(|(i, off)| (&*i.topic, i.partition, off))
@@ -105,11 +114,11 @@ impl TaskInner {
                 .transport
                 .commit(group, &self.core.env.query, &offsets)?
         {
-            // Not committed (a rebalance): tried again at the next commit.
-            return Ok(());
+            // Not committed (a rebalance, or no answer): tried again at the next commit.
+            return Ok(false);
         }
         self.committed();
-        Ok(())
+        Ok(true)
     }
 
     /// A global task's position in each partition it reads.
@@ -168,8 +177,9 @@ impl TaskInner {
 
     /// Steps 1-4 of a commit: the record cache (writing and forwarding), processors'
     /// buffers, stores, sinks; on Kafka everything produced is acknowledged, and with
-    /// `checkpoints` the changelog checkpoints are written.
-    pub(super) fn flush_for_commit(&mut self, checkpoints: bool) -> Result<()> {
+    /// `checkpoints` the changelog checkpoints are written. False if the cluster did
+    /// not acknowledge everything in time (no checkpoint is written then).
+    pub(super) fn flush_for_commit(&mut self, checkpoints: bool) -> Result<bool> {
         self.flush_buffers()?;
         for s in &mut self.core.env.state.stores {
             s.store.flush()?;
@@ -178,11 +188,22 @@ impl TaskInner {
         // Everything produced (output and changelogs) is acknowledged before the offsets
         // move; the checkpoints record how far the changelogs now reach.
         let env = &self.core.env;
-        env.transport.flush(env.query_id, &env.query)?;
+        if !env.transport.flush(env.query_id, &env.query)? {
+            return Ok(false);
+        }
+        // Records the cluster refused (a log-and-continue production handler) go to the
+        // dead-letter topic, acknowledged before the offsets move too.
+        let refused = env.transport.take_failed_deliveries(env.query_id);
+        if self.core.dead_letter_deliveries(refused)? {
+            let env = &self.core.env;
+            if !env.transport.flush(env.query_id, &env.query)? {
+                return Ok(false);
+            }
+        }
         if checkpoints {
             self.write_checkpoints()?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Steps 1-2 of a commit: the record cache (writing and forwarding), then what

@@ -16,9 +16,9 @@ use crate::config::RuntimeConfig;
 use crate::error::{Error, Result};
 use crate::io::broker::FetchBatch;
 use crate::io::queue::PartitionQueue;
-use crate::io::transport::{Binding, Feed, TopicPartition, Transport, Wake};
+use crate::io::transport::{Binding, Feed, SinkTopic, TopicPartition, Transport, Wake};
 use crate::processor::TaskId;
-use crate::processor::internals::{Clock, Node, TaskCore, TaskEnv};
+use crate::processor::internals::{Clock, ErrorPolicy, Node, TaskCore, TaskEnv};
 use crate::state::changelog::{ChangeloggedStore, checkpoint_path, read_checkpoint};
 use crate::state::global::{
     GlobalOffsetList, GlobalStore, SharedStore, global_store_dir, read_offsets,
@@ -226,6 +226,30 @@ impl Factory<'_> {
         Ok((shared, offsets))
     }
 
+    /// The dead-letter topic of `query` (its own, else the runtime's), opened: a
+    /// query whose dead-letter topic does not exist does not start.
+    fn dead_letter_topic(
+        &self,
+        query: &QueryShared,
+        topology: &crate::topology::Topology,
+    ) -> Result<Option<Arc<dyn SinkTopic>>> {
+        let Some(name) = topology
+            .dead_letter_topic
+            .as_deref()
+            .or(self.config.dead_letter_queue_topic.as_deref())
+        else {
+            return Ok(None);
+        };
+        match self.transport.sink(name) {
+            Ok(topic) => Ok(Some(topic)),
+            Err(Error::UnknownTopic(_)) => Err(Error::Config(format!(
+                "the dead-letter topic '{name}' of query '{}' does not exist (create it first: weir does not)",
+                query.name
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Builds task (`si`, `p`) of `query`: its processors (initialized), its stores
     /// (restored on Kafka) and its inputs. With `owned`, only the Kafka partitions this
     /// member owns are read; `None` if that leaves nothing to read.
@@ -322,6 +346,13 @@ impl Factory<'_> {
                 transport: self.transport.clone(),
                 topic_names: plan.topic_names.clone(),
                 deserialization_handler: cfg.deserialization_handler,
+                errors: ErrorPolicy::new(
+                    plan.topology
+                        .processing_handler
+                        .unwrap_or(cfg.processing_exception_handler),
+                    cfg.production_exception_handler,
+                    self.dead_letter_topic(query, &plan.topology)?,
+                ),
                 skipped: 0,
                 state: TaskStores::default(),
                 forwarders: Vec::new(),

@@ -64,6 +64,15 @@ pub struct QueryStats {
     /// Kafka from the end offsets the consumer's last fetches saw. Also the gauge
     /// `weir_consumer_lag_records{query,topic,partition}`.
     pub lag: u64,
+    /// Commits put off because the cluster did not answer in time (a broker down or
+    /// restarting), or because the group was rebalancing: the offsets stay at the
+    /// last commit and the task tries again. Also `weir_commits_deferred_total{query}`.
+    pub commits_deferred: u64,
+    /// How long the query's commits have been waiting for the cluster, in ms; zero
+    /// once one goes through. Past
+    /// [`RuntimeConfigBuilder::task_timeout`](crate::RuntimeConfigBuilder::task_timeout)
+    /// the query fails. Also the gauge `weir_commit_stalled_ms{query}`.
+    pub commit_stalled_ms: u64,
 }
 
 pub(crate) struct Status {
@@ -97,6 +106,11 @@ pub(crate) struct QueryShared {
     pub(crate) processed: AtomicU64,
     pub(crate) skipped: AtomicU64,
     pub(crate) dropped_late: AtomicU64,
+    /// Commits put off (see [`QueryStats::commits_deferred`]).
+    pub(crate) deferred: AtomicU64,
+    /// When the first of the commits deferred since the last one that went through was
+    /// deferred (ms since the epoch); 0 if the last commit went through.
+    pub(crate) stalled_since: std::sync::atomic::AtomicI64,
     pub(crate) io_tx: Sender<IoCommand>,
     /// The query's global stores, by name: opened and held by its global tasks, read
     /// by all (closed when the last task holding one closes).
@@ -133,6 +147,8 @@ impl QueryShared {
             processed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             dropped_late: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
+            stalled_since: std::sync::atomic::AtomicI64::new(0),
             io_tx,
             globals: Mutex::new(std::collections::HashMap::new()),
         }
@@ -206,6 +222,44 @@ impl QueryShared {
     }
 
     /// Records the first failure and stops the query without committing.
+    /// A task's commit went through: the query is not stalled.
+    pub(crate) fn commit_went_through(&self) {
+        if self.stalled_since.swap(0, Ordering::Relaxed) != 0 {
+            log::info!("query '{}': commits go through again", self.name);
+            metrics::gauge!(crate::metrics::COMMIT_STALLED_MS, "query" => self.name.to_string())
+                .set(0.0);
+        }
+    }
+
+    /// A task's commit had to wait for the cluster. An error once commits have waited
+    /// longer than `timeout` (Kafka Streams' `task.timeout.ms`): the query then fails.
+    pub(crate) fn commit_deferred(&self, timeout: std::time::Duration) -> Result<()> {
+        self.deferred.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::COMMITS_DEFERRED_TOTAL, "query" => self.name.to_string())
+            .increment(1);
+        let now = crate::record::now_millis();
+        let since =
+            match self
+                .stalled_since
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => now,
+                Err(since) => since,
+            };
+        let stalled = (now - since).max(0);
+        metrics::gauge!(crate::metrics::COMMIT_STALLED_MS, "query" => self.name.to_string())
+            .set(stalled as f64);
+        if stalled as u128 > timeout.as_millis() {
+            return Err(Error::kafka(format!(
+                "query '{}': no commit for {} s, the cluster does not answer (task_timeout is {} s)",
+                self.name,
+                stalled / 1000,
+                timeout.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) fn fail(&self, e: Error) {
         {
             let mut s = self.status.lock();
@@ -334,6 +388,11 @@ impl QueryHandle {
             tasks: self.shared.tasks().len(),
             records_restored: self.shared.restored.load(Ordering::Relaxed),
             lag: self.shared.lag.load(Ordering::Relaxed),
+            commits_deferred: self.shared.deferred.load(Ordering::Relaxed),
+            commit_stalled_ms: match self.shared.stalled_since.load(Ordering::Relaxed) {
+                0 => 0,
+                since => (crate::record::now_millis() - since).max(0) as u64,
+            },
         }
     }
 

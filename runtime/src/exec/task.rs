@@ -17,7 +17,6 @@
 //! group. A task that fails commits nothing, so a restart re-reads from the last
 //! commit.
 
-use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Condvar};
@@ -32,6 +31,7 @@ use crate::io::broker::FetchBatch;
 use crate::io::transport::{Prepared, Wake};
 use crate::processor::PunctuationType;
 use crate::processor::TaskId;
+use crate::processor::internals::panic_message;
 use crate::record::{RecordMetadata, now_millis};
 use crate::sync::{Mutex, MutexGuard};
 
@@ -297,10 +297,16 @@ impl Task {
         if !requested {
             txn.request();
         }
-        inner.flush_for_commit(false)?;
+        if !inner.flush_for_commit(false)? {
+            // The cluster has not acknowledged this task's records: it prepares once it
+            // has (the round waits; processing stalls until then).
+            self.query.commit_deferred(self.rt.config.task_timeout)?;
+            return Ok(Some(After::More));
+        }
         let offsets = inner.txn_offsets();
         match txn.prepare(self.uid, offsets)? {
             Prepared::Committed => {
+                self.query.commit_went_through();
                 inner.committed();
                 if leaving || inner.core.env.shutdown.is_some() {
                     return self.close_committed(guard).map(Some);
@@ -331,7 +337,13 @@ impl Task {
         let cfg = &self.rt.config;
         if self.query.is_stopping() {
             if self.query.is_clean_stop() {
-                inner.commit(&self.query.group)?;
+                if !inner.commit(&self.query.group)? {
+                    log::warn!(
+                        "query '{}' task {} stops without its last commit (the cluster did not take it): a restart processes its records since the previous commit again",
+                        self.query.name,
+                        self.id
+                    );
+                }
                 if let Some(e) = inner.core.env.shutdown.take() {
                     self.query.fail_after_commit(e);
                 }
@@ -341,7 +353,7 @@ impl Task {
         if self.revoked.load(SeqCst) {
             // Another member takes these partitions over from the committed offsets
             // and changelogs: commit everything processed first (what is still queued
-            // is read again there).
+            // is read again there; if the commit cannot be made, from the last one).
             inner.commit(&self.query.group)?;
             log::info!(
                 "query '{}' task {}: partitions revoked, committed and closed",
@@ -381,7 +393,11 @@ impl Task {
             return Ok(After::More);
         }
         if due {
-            inner.commit(&self.query.group)?;
+            if inner.commit(&self.query.group)? {
+                self.query.commit_went_through();
+            } else {
+                self.query.commit_deferred(cfg.task_timeout)?;
+            }
         }
         if let Some(e) = inner.core.env.shutdown.take() {
             // A clean failure: everything processed is committed (the processor that
@@ -583,16 +599,6 @@ impl Wake for Task {
 
     fn fail_query(&self, e: Error) {
         self.query.fail(e);
-    }
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(non-string panic payload)".to_string()
     }
 }
 

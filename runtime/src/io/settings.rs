@@ -57,6 +57,9 @@ pub(crate) struct TransportConfig<'a> {
     pub(crate) offset_reset: OffsetReset,
     pub(crate) production_exception_handler: ProductionExceptionHandler,
     pub(crate) processing_guarantee: ProcessingGuarantee,
+    /// How long commits may wait for the cluster (`task.timeout.ms`).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) task_timeout: std::time::Duration,
     pub(crate) broker: &'a Broker,
     #[cfg(feature = "kafka")]
     pub(crate) kafka: Option<&'a crate::io::kafka::KafkaConfig>,

@@ -172,6 +172,12 @@ impl IoThread {
                         .fill(b.partition, &mut b.next_offset, &b.queue, budget)
                 };
                 if !alive {
+                    if let Some(e) = b.feed.take_error()
+                        && let Some(t) = b.task.upgrade()
+                    {
+                        log::error!("query '{}': {e}", b.query_name);
+                        t.fail_query(e);
+                    }
                     unbind(b, budget);
                 } else {
                     // What a task with several inputs may wait for (task idling).

@@ -104,6 +104,18 @@ pub(crate) trait Wake: Send + Sync {
     fn fail_query(&self, e: Error);
 }
 
+/// A record the cluster refused (with a log-and-continue production handler), kept
+/// for its query's dead-letter topic.
+#[derive(Debug, Clone)]
+pub(crate) struct FailedDelivery {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) timestamp: i64,
+    pub(crate) error: String,
+}
+
 /// Where one binding's records come from: a partition of the in-process broker's log,
 /// or what the Kafka consumer polled for it.
 pub(crate) trait Feed: Send {
@@ -119,6 +131,11 @@ pub(crate) trait Feed: Send {
         queue: &PartitionQueue<FetchBatch>,
         budget: &ByteBudget,
     ) -> (usize, bool);
+    /// Why the last `fill` ended the binding, if it failed (a partition that cannot be
+    /// read): the I/O thread fails the task's query with it.
+    fn take_error(&mut self) -> Option<Error> {
+        None
+    }
     /// The partition's end offset as last seen (no request), if known.
     fn end_offset(&self, partition: u32) -> Option<i64>;
     /// The binding goes away: give back what waits beside its queue.
@@ -229,12 +246,22 @@ pub(crate) trait Transport: Send + Sync {
     fn sink(&self, topic: &str) -> Result<Arc<dyn SinkTopic>>;
 
     /// Commits `query`'s next offsets (topic, partition, offset) to `group`. False if
-    /// the group refused them for a rebalance under way (the task commits again later).
+    /// the group refused them for a rebalance under way, or the cluster did not answer
+    /// (the task commits again later).
     fn commit(&self, group: &str, query: &str, offsets: &[(&str, u32, i64)]) -> Result<bool>;
 
     /// Waits until everything query `query_id` produced is acknowledged; reports its
-    /// failed deliveries by the runtime's production exception handler.
-    fn flush(&self, query_id: u64, query: &str) -> Result<()>;
+    /// failed deliveries by the runtime's production exception handler. False if the
+    /// cluster did not acknowledge everything in time (the commit waits for a later
+    /// try).
+    fn flush(&self, query_id: u64, query: &str) -> Result<bool>;
+
+    /// The records of query `query_id` the cluster refused since the last call, kept
+    /// by a log-and-continue production handler for the query's dead-letter topic.
+    fn take_failed_deliveries(&self, query_id: u64) -> Vec<FailedDelivery> {
+        let _ = query_id;
+        Vec::new()
+    }
 
     /// Writes one changelog entry (`None` = a tombstone) of query `query_id`.
     fn produce_change(

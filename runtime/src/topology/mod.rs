@@ -10,6 +10,7 @@
 //! component reads it back). Each sub-topology runs as one task per input partition.
 
 mod describe;
+mod handlers;
 mod nodes;
 pub(crate) mod plan;
 mod specs;
@@ -114,6 +115,10 @@ pub struct Topology {
     pub(crate) stores: Vec<StoreDef>,
     /// The sources and processors of global stores: they feed nothing else.
     global_nodes: BTreeSet<NodeId>,
+    /// This query's processing exception handler, if it overrides the runtime's.
+    pub(crate) processing_handler: Option<crate::config::ProcessingExceptionHandler>,
+    /// This query's dead-letter topic, if it overrides the runtime's.
+    pub(crate) dead_letter_topic: Option<String>,
 }
 
 impl std::fmt::Debug for Topology {

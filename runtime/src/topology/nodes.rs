@@ -44,11 +44,11 @@ impl<K: Data, V: Data> Node for SourceNode<K, V> {
     ) -> Result<()> {
         let key = match self.spec.key_serde.deserialize(view.key) {
             Ok(k) => k,
-            Err(e) => return self.on_error(core, offset, RecordField::Key, e),
+            Err(e) => return self.on_error(core, me, offset, RecordField::Key, e),
         };
         let value = match self.spec.value_serde.deserialize(view.value) {
             Ok(v) => v,
-            Err(e) => return self.on_error(core, offset, RecordField::Value, e),
+            Err(e) => return self.on_error(core, me, offset, RecordField::Value, e),
         };
         let timestamp = match &self.spec.extractor {
             None => view.timestamp,
@@ -110,6 +110,7 @@ impl<K, V> SourceNode<K, V> {
     fn on_error(
         &self,
         core: &mut TaskCore,
+        me: NodeId,
         offset: i64,
         field: RecordField,
         e: Error,
@@ -118,18 +119,22 @@ impl<K, V> SourceNode<K, V> {
         let (topic, partition) =
             meta.map_or((String::new(), 0), |m| (m.topic.to_string(), m.partition));
         let reason = e.to_string();
+        let error = Error::Deserialization {
+            topic: topic.clone(),
+            partition,
+            offset,
+            field,
+            reason: reason.clone(),
+        };
+        // Its dead letter (if the query has a dead-letter topic) carries the bytes: the
+        // task core writes it as the record returns.
+        core.queue_dead_letter(&error, format!("source '{}'", core.names[me]));
         match self
             .spec
             .handler
             .unwrap_or(core.env.deserialization_handler)
         {
-            DeserializationHandler::Fail => Err(Error::Deserialization {
-                topic,
-                partition,
-                offset,
-                field,
-                reason,
-            }),
+            DeserializationHandler::Fail => Err(error),
             DeserializationHandler::LogAndContinue => {
                 log::warn!(
                     "query '{}': skipping record at {topic}-{partition} offset {}: cannot deserialize its {field}: {reason}",
@@ -186,11 +191,14 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
             reason: e.to_string(),
         };
         self.key_buf.clear();
-        let has_key = self
+        let has_key = match self
             .spec
             .key_serde
             .serialize_into(&record.key, &mut self.key_buf)
-            .map_err(|e| ser_err(RecordField::Key, e))?;
+        {
+            Ok(has_key) => has_key,
+            Err(e) => return core.on_serialization_error(me, ser_err(RecordField::Key, e)),
+        };
         let n = log.partition_count();
         let chosen = self
             .spec
@@ -213,14 +221,15 @@ impl<K: Data, V: Data> Node for SinkNode<K, V> {
             }
         };
         let value_serde = &self.spec.value_serde;
-        self.buffers[partition as usize]
-            .push(
-                record.timestamp,
-                has_key.then_some(self.key_buf.as_slice()),
-                |out| value_serde.serialize_into(&record.value, out),
-                &record.headers,
-            )
-            .map_err(|e| ser_err(RecordField::Value, e))
+        match self.buffers[partition as usize].push(
+            record.timestamp,
+            has_key.then_some(self.key_buf.as_slice()),
+            |out| value_serde.serialize_into(&record.value, out),
+            &record.headers,
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) => core.on_serialization_error(me, ser_err(RecordField::Value, e)),
+        }
     }
 
     fn punctuate(&mut self, _p: &Punctuation, _core: &mut TaskCore, _me: NodeId) -> Result<()> {

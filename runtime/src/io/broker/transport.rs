@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{Broker, EncodedBatch, FetchBatch, TopicLog};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::queue::{ByteBudget, PartitionQueue, TryPushError};
 use crate::io::settings::OffsetReset;
 use crate::io::transport::{
@@ -78,7 +78,7 @@ impl Transport for BrokerTransport {
     }
 
     fn feed(&self, topic: &str) -> Result<Box<dyn Feed>> {
-        Ok(Box::new(LogFeed(self.broker.topic(topic)?)))
+        Ok(Box::new(LogFeed(self.broker.topic(topic)?, None)))
     }
 
     fn global_feed(&self, topic: &str) -> Result<Box<dyn Feed>> {
@@ -122,8 +122,8 @@ impl Transport for BrokerTransport {
         Ok(true)
     }
 
-    fn flush(&self, _query_id: u64, _query: &str) -> Result<()> {
-        Ok(())
+    fn flush(&self, _query_id: u64, _query: &str) -> Result<bool> {
+        Ok(true)
     }
 
     fn produce_change(
@@ -185,7 +185,7 @@ impl Transport for BrokerTransport {
 }
 
 /// A partition of the log, fetched from by the I/O thread.
-struct LogFeed(Arc<TopicLog>);
+struct LogFeed(Arc<TopicLog>, Option<Error>);
 
 impl Feed for LogFeed {
     fn topic(&self) -> &str {
@@ -211,7 +211,12 @@ impl Feed for LogFeed {
         ) {
             Ok(Some(batch)) => batch,
             Ok(None) => return (0, true),
-            Err(_) => return (0, false),
+            Err(e) => {
+                // A segment that cannot be read back (corrupt, truncated): the records
+                // stay where they are and the query fails saying so.
+                self.1 = Some(e);
+                return (0, false);
+            }
         };
         let n = batch.len();
         match queue.try_push(batch) {
@@ -224,6 +229,10 @@ impl Feed for LogFeed {
             Err(TryPushError::Full(_) | TryPushError::OverBudget(_)) => (0, true),
             Err(TryPushError::Closed(_)) => (0, false),
         }
+    }
+
+    fn take_error(&mut self) -> Option<Error> {
+        self.1.take()
     }
 
     fn end_offset(&self, partition: u32) -> Option<i64> {

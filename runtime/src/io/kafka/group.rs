@@ -403,6 +403,12 @@ impl KafkaClients {
                 );
                 Ok(false)
             }
+            Err(e) if super::is_transient(&e) => {
+                log::warn!(
+                    "query '{query}': offsets not committed, the cluster did not answer ({e}); trying again at the next commit"
+                );
+                Ok(false)
+            }
             Err(e) => Err(kafka_error("committing offsets failed", e)),
         }
     }

@@ -38,7 +38,7 @@ mod admin;
 mod config;
 mod feed;
 mod global;
-mod group;
+pub(crate) mod group;
 mod produce;
 mod transport;
 mod txn;
@@ -62,6 +62,11 @@ use txn::Txn;
 
 /// How long metadata, watermark and commit requests may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a commit waits for the producer's records to be acknowledged before it
+/// gives up for this time (the cluster is slow or away): the task goes on and tries
+/// again at its next batch, so a broker outage shows in the query's stats within
+/// seconds.
+const COMMIT_FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// A partition number as librdkafka takes it. Kafka's partition numbers are below
 /// 2^31 (its protocol's INT32), so this never saturates for a partition that exists.
@@ -69,11 +74,87 @@ fn kafka_partition(partition: u32) -> i32 {
     i32::try_from(partition).unwrap_or(i32::MAX)
 }
 
+/// What a fenced producer's error says.
+const FENCED: &str = "this runtime's transactional producer was fenced: another process started with the same application id and state directory (so the same transactional id) and took over; this one stops, and its unfinished transaction is aborted";
+
 fn kafka_error(context: &str, e: KafkaError) -> Error {
+    if is_fenced(&e) {
+        return Error::Kafka {
+            context: format!("{context}: {FENCED}"),
+            source: Some(Arc::new(e)),
+        };
+    }
     Error::Kafka {
         context: context.to_string(),
         source: Some(Arc::new(e)),
     }
+}
+
+/// The cluster did not answer in time (a broker down or restarting, a coordinator
+/// moving): worth trying again later rather than failing a query (Kafka Streams'
+/// `task.timeout.ms`, KIP-572).
+pub(crate) fn is_transient(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    if let KafkaError::Transaction(t) = e
+        && t.is_retriable()
+    {
+        return true;
+    }
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::BrokerTransportFailure
+                | C::Resolve
+                | C::AllBrokersDown
+                | C::OperationTimedOut
+                | C::TimedOutQueue
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::WaitingForCoordinator
+                | C::NotCoordinator
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+        )
+    )
+}
+
+/// The error of a failed producer call: once librdkafka's producer has hit a fatal
+/// error, every call fails with `_FATAL`; the fatal error itself (a fencing, most
+/// often) is what the user needs to read.
+pub(crate) fn fatal_or(
+    producer: &ThreadedProducer<produce::DeliveryContext>,
+    context: &str,
+    e: KafkaError,
+) -> Error {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    if e.rdkafka_error_code() == Some(C::Fatal)
+        && let Some((code, reason)) = producer.client().fatal_error()
+    {
+        let what = if matches!(
+            code,
+            C::Fenced | C::ProducerFenced | C::InvalidProducerEpoch
+        ) {
+            FENCED
+        } else {
+            "the producer hit a fatal error"
+        };
+        return Error::Kafka {
+            context: format!("{context}: {what} ({reason})"),
+            source: Some(Arc::new(e)),
+        };
+    }
+    kafka_error(context, e)
+}
+
+/// Another producer with this transactional id took over (a zombie's error).
+fn is_fenced(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::Fenced | C::ProducerFenced | C::InvalidProducerEpoch)
+    )
 }
 
 /// A message's headers, as weir keeps them.
@@ -143,6 +224,8 @@ pub(crate) struct KafkaClients {
     /// Partition counts read so far: every task of every query asks for its topics'.
     partition_counts: Mutex<HashMap<String, u32>>,
     on_failure: crate::io::settings::ProductionExceptionHandler,
+    /// How long a transaction's commit retries while the cluster does not answer.
+    task_timeout: Duration,
     /// Where a query without a committed position starts.
     offset_reset: crate::io::settings::OffsetReset,
     /// Itself, for the feeds it hands out (set once, by `new`).
@@ -206,7 +289,10 @@ impl KafkaClients {
             .set("group.id", format!("{application_id}-restore"))
             .create()
             .map_err(|e| kafka_error("cannot create the Kafka restore consumer", e))?;
-        let deliveries = Arc::new(Deliveries::default());
+        let deliveries = Arc::new(Deliveries::new(
+            config.production_exception_handler
+                == crate::io::settings::ProductionExceptionHandler::LogAndContinue,
+        ));
         let mut producer_config = cfg.client(&[
             ("linger.ms", "5"),
             ("enable.idempotence", "true"),
@@ -244,6 +330,7 @@ impl KafkaClients {
             config: cfg.clone(),
             partition_counts: Mutex::new(HashMap::new()),
             on_failure,
+            task_timeout: config.task_timeout,
             offset_reset: config.offset_reset,
             me: OnceLock::new(),
             application_id: application_id.to_string(),

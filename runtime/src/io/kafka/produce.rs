@@ -11,9 +11,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error, kafka_partition};
+use super::{KafkaClients, kafka_error, kafka_partition};
 use crate::error::{Error, Result};
-use crate::io::transport::TopicPartition;
+use crate::io::transport::{FailedDelivery, TopicPartition};
 
 /// Keeps each query's first failed delivery: the query's next commit reports it
 /// instead of committing offsets past a record that was not written. (Each record
@@ -22,9 +22,17 @@ use crate::io::transport::TopicPartition;
 pub(crate) struct Deliveries {
     /// Per query id: the first failure not yet reported, and how many records failed.
     failed: Mutex<HashMap<usize, (String, u64)>>,
+    /// With a log-and-continue production handler: the records Kafka refused, per
+    /// query id, for its dead-letter topic (at most `MAX_LETTERS` per query between
+    /// two commits; the rest are only counted).
+    keep_letters: bool,
+    letters: Mutex<HashMap<usize, Vec<FailedDelivery>>>,
     /// The highest acknowledged offset per partition (changelog checkpoints).
     acked: Mutex<HashMap<TopicPartition, i64>>,
 }
+
+/// Refused records kept per query between two commits for its dead-letter topic.
+const MAX_LETTERS: usize = 1_000;
 
 /// The producer's context: records failed deliveries in [`Deliveries`].
 pub(crate) struct DeliveryContext(pub(super) Arc<Deliveries>);
@@ -57,6 +65,30 @@ impl ProducerContext for DeliveryContext {
                 (first, 0)
             });
             entry.1 += 1;
+            if self.0.keep_letters {
+                let mut letters = self.0.letters.lock();
+                let kept = letters.entry(query).or_default();
+                if kept.len() < MAX_LETTERS {
+                    kept.push(FailedDelivery {
+                        topic: m.topic().to_string(),
+                        partition: u32::try_from(m.partition()).unwrap_or(0),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        timestamp: m.timestamp().to_millis().unwrap_or(0),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Deliveries {
+    /// Deliveries that keep the records Kafka refuses for dead-letter topics, or not.
+    pub(super) fn new(keep_letters: bool) -> Self {
+        Deliveries {
+            keep_letters,
+            ..Deliveries::default()
         }
     }
 }
@@ -108,7 +140,13 @@ impl KafkaClients {
                     std::thread::sleep(Duration::from_millis(1));
                     record = r;
                 }
-                Err((e, r)) => return Err(kafka_error(&format!("{what} '{}'", r.topic), e)),
+                Err((e, r)) => {
+                    return Err(super::fatal_or(
+                        &self.producer,
+                        &format!("{what} '{}'", r.topic),
+                        e,
+                    ));
+                }
             }
         }
     }
@@ -132,6 +170,16 @@ impl KafkaClients {
         self.send(record, "cannot write changelog")
     }
 
+    /// The records of `query` Kafka refused since the last call (log-and-continue
+    /// production handler), for its dead-letter topic.
+    pub(crate) fn take_failed_deliveries(&self, query: u64) -> Vec<FailedDelivery> {
+        self.deliveries
+            .letters
+            .lock()
+            .remove(&(query as usize))
+            .unwrap_or_default()
+    }
+
     /// The offset after the last acknowledged record of `topic`/`partition`.
     pub(crate) fn acked_end(&self, topic: &str, partition: u32) -> Option<i64> {
         let acked = self.deliveries.acked.lock();
@@ -140,17 +188,26 @@ impl KafkaClients {
             .map(|o| o + 1)
     }
 
-    /// Waits until every produced record is acknowledged. If some of `query`'s failed:
-    /// an error (the first failure), or with `LogAndContinue` a warning and a count.
-    pub(crate) fn flush(&self, query: u64, query_name: &str) -> Result<()> {
+    /// Waits until every produced record is acknowledged: false if the cluster did
+    /// not acknowledge them all within the wait (the records stay queued and the
+    /// producer keeps trying). If some of `query`'s failed: an error (the first
+    /// failure), or with `LogAndContinue` a warning and a count.
+    pub(crate) fn flush(&self, query: u64, query_name: &str) -> Result<bool> {
         use crate::io::settings::ProductionExceptionHandler as H;
-        self.producer
-            .flush(REQUEST_TIMEOUT)
-            .map_err(|e| kafka_error("flushing the producer failed", e))?;
+        match self.producer.flush(super::COMMIT_FLUSH_WAIT) {
+            Ok(()) => {}
+            Err(e) if super::is_transient(&e) => {
+                log::warn!(
+                    "query '{query_name}': the cluster has not acknowledged every record yet ({e}); the commit waits"
+                );
+                return Ok(false);
+            }
+            Err(e) => return Err(kafka_error("flushing the producer failed", e)),
+        }
         let mut failed = self.deliveries.failed.lock();
         let key = query as usize;
         match (failed.get(&key), self.on_failure) {
-            (None, _) => Ok(()),
+            (None, _) => Ok(true),
             (Some((first, _)), H::Fail) => Err(Error::kafka(first.clone())),
             (Some(_), H::LogAndContinue) => {
                 let (first, n) = failed.remove(&key).expect("just found");
@@ -159,7 +216,7 @@ impl KafkaClients {
                 );
                 metrics::counter!(crate::metrics::PRODUCE_ERRORS_TOTAL, "query" => query_name.to_string())
                     .increment(n);
-                Ok(())
+                Ok(true)
             }
         }
     }

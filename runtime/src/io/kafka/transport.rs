@@ -11,8 +11,8 @@ use crate::io::broker::{EncodedBatch, FetchBatch};
 use crate::io::queue::ByteBudget;
 use crate::io::settings::OffsetReset;
 use crate::io::transport::{
-    Binding, ChangelogEntry, Feed, GroupMember, InternalTopic, Prepared, SinkTopic, TopicPartition,
-    Transaction, Transport, TxnOffset, unbind,
+    Binding, ChangelogEntry, FailedDelivery, Feed, GroupMember, InternalTopic, Prepared, SinkTopic,
+    TopicPartition, Transaction, Transport, TxnOffset, unbind,
 };
 
 impl KafkaClients {
@@ -97,8 +97,12 @@ impl Transport for KafkaClients {
         KafkaClients::commit(self, query, offsets)
     }
 
-    fn flush(&self, query_id: u64, query: &str) -> Result<()> {
+    fn flush(&self, query_id: u64, query: &str) -> Result<bool> {
         KafkaClients::flush(self, query_id, query)
+    }
+
+    fn take_failed_deliveries(&self, query_id: u64) -> Vec<FailedDelivery> {
+        KafkaClients::take_failed_deliveries(self, query_id)
     }
 
     fn produce_change(

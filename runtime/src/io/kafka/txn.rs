@@ -8,7 +8,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::producer::{Producer, ThreadedProducer};
 
 use super::produce::DeliveryContext;
-use super::{KafkaClients, REQUEST_TIMEOUT, kafka_error};
+use super::{KafkaClients, REQUEST_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::io::transport::{Prepared, TxnOffset};
 
@@ -54,9 +54,9 @@ impl Txn {
     fn begin(&self, producer: &ThreadedProducer<DeliveryContext>) -> Result<()> {
         use std::sync::atomic::Ordering::{Acquire, Release};
         if !self.open.load(Acquire) {
-            producer
-                .begin_transaction()
-                .map_err(|e| kafka_error("exactly-once: cannot begin a transaction", e))?;
+            producer.begin_transaction().map_err(|e| {
+                super::fatal_or(producer, "exactly-once: cannot begin a transaction", e)
+            })?;
             self.open.store(true, Release);
         }
         Ok(())
@@ -166,13 +166,14 @@ impl KafkaClients {
                 let group = self.consumer.group_metadata().ok_or_else(|| {
                     Error::kafka("exactly-once: the consumer has no group metadata")
                 })?;
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &group, REQUEST_TIMEOUT)
-                    .map_err(|e| kafka_error("exactly-once: sending offsets failed", e))?;
+                self.retrying("sending offsets", || {
+                    self.producer
+                        .send_offsets_to_transaction(&tpl, &group, REQUEST_TIMEOUT)
+                })?;
             }
-            self.producer
-                .commit_transaction(REQUEST_TIMEOUT)
-                .map_err(|e| kafka_error("exactly-once: committing the transaction failed", e))?;
+            self.retrying("committing the transaction", || {
+                self.producer.commit_transaction(REQUEST_TIMEOUT)
+            })?;
             txn.open.store(false, std::sync::atomic::Ordering::Release);
             Ok(())
         })();
@@ -187,6 +188,33 @@ impl KafkaClients {
             (t.wake)();
         }
         Ok(())
+    }
+
+    /// Runs a transactional call, again while it fails for a cluster that does not
+    /// answer (librdkafka says the call may be retried), for up to `task_timeout`:
+    /// the round, and with it every task, waits meanwhile.
+    fn retrying(
+        &self,
+        what: &str,
+        mut call: impl FnMut() -> rdkafka::error::KafkaResult<()>,
+    ) -> Result<()> {
+        let deadline = std::time::Instant::now() + self.task_timeout;
+        loop {
+            match call() {
+                Ok(()) => return Ok(()),
+                Err(e) if super::is_transient(&e) && std::time::Instant::now() < deadline => {
+                    log::warn!("exactly-once: {what} did not go through ({e}); trying again");
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                Err(e) => {
+                    return Err(super::fatal_or(
+                        &self.producer,
+                        &format!("exactly-once: {what} failed"),
+                        e,
+                    ));
+                }
+            }
+        }
     }
 
     /// Exactly-once: a task failed; the transaction is aborted (nothing since the last

@@ -6,9 +6,11 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::errors::{ErrorPolicy, panic_message};
 use super::node::{Node, NodeId, NodeKind};
 use crate::config::DeserializationHandler;
 use crate::error::{Error, Result};
@@ -93,6 +95,8 @@ pub(crate) struct TaskEnv {
     /// Topology topic name -> broker topic name (internal topics are prefixed).
     pub(crate) topic_names: Arc<HashMap<String, String>>,
     pub(crate) deserialization_handler: DeserializationHandler,
+    /// Its query's processing and production handlers and dead-letter topic.
+    pub(crate) errors: ErrorPolicy,
     pub(crate) skipped: u64,
     /// Its stores, its part of the record cache, and store changes to forward.
     pub(crate) state: TaskStores,
@@ -142,17 +146,50 @@ pub(crate) struct TaskCore {
 impl TaskCore {
     /// Runs `node` on `input`. The node is taken out of the arena while it runs, so it
     /// can forward to its children through `self`.
+    ///
+    /// User code failing in the node (an error it returned, or a panic) goes to the
+    /// query's processing exception handler here, once, in the node it happened in;
+    /// the arena stays whole after a panic.
     pub(crate) fn dispatch(&mut self, node: NodeId, input: &mut dyn Any) -> Result<()> {
         let mut n = self.take(node)?;
         let prev = self.current.replace(node);
-        let r = n.process(input, self, node);
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| n.process(input, self, node)));
         self.current = prev;
         self.nodes[node] = Some(n);
-        // Rebuild `Ok` rather than move `r`: the error type is large, and this is the
-        // per-record, per-hop path.
         match r {
-            Ok(()) => Ok(()),
-            Err(e) => Err(e),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => self.on_node_error(node, e),
+            Err(payload) => self.on_node_panic(node, payload.as_ref()),
+        }
+    }
+
+    /// An error came out of `node`: its own user code's failures go to the handler,
+    /// everything else (the engine's errors, its children's handled failures) up.
+    #[cold]
+    fn on_node_error(&mut self, node: NodeId, e: Error) -> Result<()> {
+        let own = match &e {
+            Error::Processor { processor, source } => {
+                *processor == self.names[node] && source.is_user_failure()
+            }
+            other => other.is_user_failure(),
+        };
+        if own {
+            self.on_processing_error(node, e)
+        } else {
+            Err(e)
+        }
+    }
+
+    #[cold]
+    fn on_node_panic(&mut self, node: NodeId, payload: &(dyn Any + Send)) -> Result<()> {
+        let panic = Error::Panic {
+            processor: self.names[node].clone(),
+            message: panic_message(payload),
+        };
+        if matches!(self.kinds[node], NodeKind::Processor) {
+            self.on_processing_error(node, panic)
+        } else {
+            Err(panic)
         }
     }
 
@@ -202,9 +239,19 @@ impl TaskCore {
     ) -> Result<()> {
         let mut n = self.take(source)?;
         let prev = self.current.replace(source);
-        let r = n.ingest(view, offset, self, source);
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| n.ingest(view, offset, self, source)));
         self.current = prev;
         self.nodes[source] = Some(n);
+        let r = match r {
+            Ok(r) => r,
+            Err(payload) => self.on_node_panic(source, payload.as_ref()),
+        };
+        if !self.env.errors.pending.is_empty() {
+            // A handler dealt with this record: its dead letters carry its bytes.
+            let written = self.write_dead_letters(view.key, view.value);
+            r?;
+            return written;
+        }
         r
     }
 
@@ -234,10 +281,18 @@ impl TaskCore {
         let prev = self.current.replace(node);
         // Inside a punctuator, "the record's timestamp" is the punctuation time.
         self.env.record_timestamp = p.timestamp;
-        let r = n.punctuate(p, self, node);
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| n.punctuate(p, self, node)));
         self.current = prev;
         self.nodes[node] = Some(n);
-        r
+        let r = match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => self.on_node_error(node, e),
+            Err(payload) => self.on_node_panic(node, payload.as_ref()),
+        };
+        // A punctuation has no source record: its dead letters have no bytes.
+        let written = self.write_dead_letters(None, None);
+        r?;
+        written
     }
 
     pub(crate) fn pre_commit_node(&mut self, node: NodeId) -> Result<()> {

@@ -3,9 +3,11 @@
 //! `processor/internals`. Not part of the public API.
 
 pub(crate) mod core;
+pub(crate) mod errors;
 pub(crate) mod node;
 pub(crate) mod task_metrics;
 
 pub(crate) use core::{Clock, Forwarder, PunctuatorEntry, TaskCore, TaskEnv};
+pub(crate) use errors::{ErrorPolicy, panic_message};
 pub(crate) use node::{Node, NodeId, NodeKind, ProcessorNode, StoreSerdes, take_input};
 pub(crate) use task_metrics::TaskMetrics;
