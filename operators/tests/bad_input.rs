@@ -153,88 +153,77 @@ fn await_failed(q: &QueryHandle) -> Error {
     }
 }
 
-/// DeadLetterQueueIntegrationTest.shouldSendToDlqAndFailFromDsl
-#[test]
-fn should_send_to_dlq_and_fail_from_dsl() {
+/// Kafka's "send to the DLQ and fail" case: `value-1` goes through, KABOOM fails the
+/// query and is dead-lettered.
+fn dlq_and_fail(topology: Topology, failure: &str, exception: &str, place: &str) -> Error {
     let broker = Broker::new();
     topics(&broker);
     let rt = runtime_with(&broker, |b| b.dead_letter_queue_topic("dlq"));
-    let q = rt.start_query("dsl", dsl_topology()).unwrap();
+    let q = rt.start_query("q", topology).unwrap();
     kafka_data_in_two_steps(&broker);
     let e = await_failed(&q);
-    assert!(matches!(e, Error::Panic { .. }), "{e}");
-    assert!(e.to_string().contains("KABOOM"), "{e}");
+    assert!(e.to_string().contains(failure), "{e}");
     assert_eq!(values(&broker), ["value-1"]);
-    assert_kaboom_letter(
-        &broker,
-        "Panic: KABOOM",
-        "processor 'KSTREAM-MAPVALUES-0000000001'",
-    );
+    assert_kaboom_letter(&broker, exception, place);
+    e
+}
+
+/// Kafka's "send to the DLQ and continue" case: KABOOM is dead-lettered and skipped,
+/// the query goes on.
+fn dlq_and_continue(topology: Topology, exception: &str, place: &str) {
+    let broker = Broker::new();
+    topics(&broker);
+    let rt = runtime_with(&broker, |b| {
+        b.dead_letter_queue_topic("dlq")
+            .processing_exception_handler(ProcessingExceptionHandler::LogAndContinue)
+    });
+    kafka_data(&broker);
+    let q = rt.start_query("q", topology).unwrap();
+    read_n::<String, String>(&broker, "output", 2);
+    wait_until("the dead letter", || {
+        dead_letters(&broker, "dlq").len() == 1
+    });
+    assert_eq!(values(&broker), ["value-1", "value-2"]);
+    assert_kaboom_letter(&broker, exception, place);
+    assert_eq!(q.state(), QueryState::Running);
+    assert_eq!(q.stats().records_skipped, 1);
+    q.stop().unwrap();
+}
+
+const MAP_VALUES: &str = "processor 'KSTREAM-MAPVALUES-0000000001'";
+
+/// DeadLetterQueueIntegrationTest.shouldSendToDlqAndFailFromDsl
+#[test]
+fn should_send_to_dlq_and_fail_from_dsl() {
+    let e = dlq_and_fail(dsl_topology(), "KABOOM", "Panic: KABOOM", MAP_VALUES);
+    assert!(matches!(e, Error::Panic { .. }), "{e}");
 }
 
 /// DeadLetterQueueIntegrationTest.shouldSendToDlqAndContinueFromDsl
 #[test]
 fn should_send_to_dlq_and_continue_from_dsl() {
-    let broker = Broker::new();
-    topics(&broker);
-    let rt = runtime_with(&broker, |b| {
-        b.dead_letter_queue_topic("dlq")
-            .processing_exception_handler(ProcessingExceptionHandler::LogAndContinue)
-    });
-    kafka_data(&broker);
-    let q = rt.start_query("dsl", dsl_topology()).unwrap();
-    read_n::<String, String>(&broker, "output", 2);
-    wait_until("the dead letter", || {
-        dead_letters(&broker, "dlq").len() == 1
-    });
-    assert_eq!(values(&broker), ["value-1", "value-2"]);
-    assert_kaboom_letter(
-        &broker,
-        "Panic: KABOOM",
-        "processor 'KSTREAM-MAPVALUES-0000000001'",
-    );
-    assert_eq!(q.state(), QueryState::Running);
-    let stats = q.stats();
-    assert_eq!(stats.records_skipped, 1);
-    q.stop().unwrap();
+    dlq_and_continue(dsl_topology(), "Panic: KABOOM", MAP_VALUES);
 }
 
 /// DeadLetterQueueIntegrationTest.shouldSendToDlqAndFailFromProcessorAPI
 #[test]
 fn should_send_to_dlq_and_fail_from_processor_api() {
-    let broker = Broker::new();
-    topics(&broker);
-    let rt = runtime_with(&broker, |b| b.dead_letter_queue_topic("dlq"));
-    let q = rt.start_query("papi", processor_api_topology()).unwrap();
-    kafka_data_in_two_steps(&broker);
-    let e = await_failed(&q);
-    assert!(
-        e.to_string().contains("processor 'kaboom' failed: KABOOM"),
-        "{e}"
+    dlq_and_fail(
+        processor_api_topology(),
+        "processor 'kaboom' failed: KABOOM",
+        "User: KABOOM",
+        "processor 'kaboom'",
     );
-    assert_eq!(values(&broker), ["value-1"]);
-    assert_kaboom_letter(&broker, "User: KABOOM", "processor 'kaboom'");
 }
 
 /// DeadLetterQueueIntegrationTest.shouldSendToDlqAndContinueFromProcessorAPI
 #[test]
 fn should_send_to_dlq_and_continue_from_processor_api() {
-    let broker = Broker::new();
-    topics(&broker);
-    let rt = runtime_with(&broker, |b| {
-        b.dead_letter_queue_topic("dlq")
-            .processing_exception_handler(ProcessingExceptionHandler::LogAndContinue)
-    });
-    kafka_data(&broker);
-    let q = rt.start_query("papi", processor_api_topology()).unwrap();
-    read_n::<String, String>(&broker, "output", 2);
-    wait_until("the dead letter", || {
-        dead_letters(&broker, "dlq").len() == 1
-    });
-    assert_eq!(values(&broker), ["value-1", "value-2"]);
-    assert_kaboom_letter(&broker, "User: KABOOM", "processor 'kaboom'");
-    assert_eq!(q.state(), QueryState::Running);
-    q.stop().unwrap();
+    dlq_and_continue(
+        processor_api_topology(),
+        "User: KABOOM",
+        "processor 'kaboom'",
+    );
 }
 
 /// The handler is per query: the same failing topology skips in one query and fails

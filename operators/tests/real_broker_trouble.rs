@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::kafka::{committed, counts, produce, spawn_child};
 use common::real_broker::{RealBroker, committed_records, create_topics, runtime, runtime_with};
-use weir::ProcessingGuarantee;
 use weir::prelude::*;
 use weir::runtime::internals::rdkafka;
+use weir::{ProcessingGuarantee, QueryStats};
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
@@ -65,6 +65,32 @@ fn distinct_values(
     seen
 }
 
+/// Stops the broker for 10 s, the query staying Running meanwhile, and starts it again
+/// on its data directory; the query's stats at the end of the outage and the longest
+/// commit stall it reported.
+fn outage(broker: &mut RealBroker, q: &QueryHandle, hard: bool) -> (QueryStats, u64) {
+    if hard {
+        broker.kill();
+    } else {
+        broker.stop();
+    }
+    let down = Instant::now();
+    let mut stalled_max = 0;
+    while down.elapsed() < Duration::from_secs(10) {
+        assert_eq!(q.state(), QueryState::Running, "during the outage");
+        stalled_max = stalled_max.max(q.stats().commit_stalled_ms);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let during = q.stats();
+    broker.restart();
+    println!(
+        "outage of {:?}: {} commits deferred, commits stalled up to {stalled_max} ms",
+        down.elapsed(),
+        during.commits_deferred
+    );
+    (during, stalled_max)
+}
+
 /// The broker goes away for 10 s and comes back on its data directory while an
 /// at-least-once query is in the middle of its input: the query stays Running, its
 /// commits wait (and say so in its stats), and once the broker is back it goes on;
@@ -96,21 +122,7 @@ fn a_broker_outage_stalls_queries_which_resume_and_lose_nothing() {
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    broker.stop();
-    let down = Instant::now();
-    let mut stalled_max = 0;
-    while down.elapsed() < Duration::from_secs(10) {
-        assert_eq!(q.state(), QueryState::Running, "during the outage");
-        stalled_max = stalled_max.max(q.stats().commit_stalled_ms);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let during = q.stats();
-    broker.restart();
-    println!(
-        "outage of {:?}: {} commits deferred, commits stalled up to {stalled_max} ms",
-        down.elapsed(),
-        during.commits_deferred
-    );
+    let (during, stalled_max) = outage(&mut broker, &q, false);
     assert!(during.commits_deferred > 0, "{during:?}");
     assert!(stalled_max > 0, "the stall was reported: {during:?}");
 
@@ -138,6 +150,62 @@ fn a_broker_outage_stalls_queries_which_resume_and_lose_nothing() {
         q.stats()
     );
     q.stop().unwrap();
+}
+
+/// The same outage under exactly-once, with a slow count: the commit rounds wait for
+/// the broker (the transaction's flush, `send_offsets` and commit are retried while
+/// librdkafka calls them retriable), the query stays Running, and the committed counts
+/// are exact with none repeated.
+#[test]
+fn a_broker_outage_under_exactly_once_loses_and_repeats_nothing() {
+    let mut broker = RealBroker::start();
+    let servers = broker.servers();
+    create_topics(&servers, &[("in", 2), ("counts", 2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(&servers, dir.path());
+    let b = StreamsBuilder::new();
+    b.stream::<String, i64>("in")
+        .map_values(|v: i64| {
+            std::thread::sleep(Duration::from_millis(4));
+            v
+        })
+        .group_by_key()
+        .count_with(weir::Materialized::as_("counts"))
+        .to_stream()
+        .to("counts");
+    let q = rt.start_query("counts", b.build().unwrap()).unwrap();
+    produce(&servers, "in", &ones(0, 1_000));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while q.stats().records_processed < 100 {
+        assert!(Instant::now() < deadline, "{:?}", q.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SIGKILLed: crabka-broker 0.3.8 stopped with SIGTERM while transactions were
+    // open could not start again on its data directory (seen here: "STRING shorter
+    // than declared" while reading it back).
+    let (_, stalled_max) = outage(&mut broker, &q, true);
+    produce(&servers, "in", &ones(1_000, 1_000));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&servers, "in", 2) < 2_000 {
+        assert!(
+            Instant::now() < deadline,
+            "offsets committed: {} of 2000; {:?}, {:?}",
+            committed(&servers, "in", 2),
+            q.state(),
+            q.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(q.state(), QueryState::Running);
+    let stats = q.stats();
+    q.stop().unwrap();
+    rt.shutdown().unwrap();
+    let counts = final_counts(&servers);
+    let want: BTreeMap<String, i64> = (0..KEYS).map(|k| (format!("k{k}"), 100)).collect();
+    assert_eq!(counts, want);
+    println!(
+        "exactly-once across a 10 s outage: 2000 records, every count exact, none repeated; commits stalled up to {stalled_max} ms; {stats:?}"
+    );
 }
 
 /// The child of the zombie test: counts on exactly-once on the given state directory
@@ -281,6 +349,7 @@ fn a_zombie_on_the_same_state_directory_is_fenced() {
 /// exact and no committed count repeats.
 #[test]
 fn exactly_once_survives_sigkills_with_a_member_joining_and_leaving() {
+    let _ = env_logger::builder().is_test(true).try_init();
     let broker = RealBroker::start();
     let servers = broker.servers();
     create_topics(&servers, &[("in", 2), ("counts", 2)]);
@@ -295,24 +364,34 @@ fn exactly_once_survives_sigkills_with_a_member_joining_and_leaving() {
     let mut kill_points = Vec::new();
     let mut rng = 0x5eed_u64;
     for r in 0..rounds {
+        let (mut child, lines) = member(&servers, dir.path());
         if r == rounds / 3 {
+            // Joins while this round's child starts (the last one is dead).
             let rt = runtime(&servers, other.path());
             let q = rt.start_query("counts", counts()).unwrap();
             second = Some((rt, q));
         }
+        produce(&servers, "in", &ones(r * per_round, per_round));
         if r == 2 * rounds / 3
             && let Some((rt, q)) = second.take()
         {
+            // Leaves once this round's child takes part (owns a partition and has
+            // processed from it): crabka-broker's group coordinator does not finish a
+            // rebalance started by a member leaving while another member is dead and
+            // its session not yet expired (seen here: no assignment for minutes).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while processed(&lines) == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             q.stop().unwrap();
             rt.shutdown().unwrap();
         }
-        let (mut child, lines) = member(&servers, dir.path());
-        produce(&servers, "in", &ones(r * per_round, per_round));
         rng = rng
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let at = (rng >> 33) as usize % per_round;
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // (Or a timeout: it may be rejoining the group, or own no partition.)
+        let deadline = Instant::now() + Duration::from_secs(10);
         // With the second member it sees about half the records.
         let want = if second.is_some() { at / 2 } else { at };
         while processed(&lines) < want && Instant::now() < deadline {

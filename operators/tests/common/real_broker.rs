@@ -167,6 +167,14 @@ impl RealBroker {
         let _ = child.wait();
     }
 
+    /// Kills it (SIGKILL: no controlled shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts it again on the same data directory and port.
     pub fn restart(&mut self) {
         self.stop();

@@ -127,6 +127,14 @@ impl IoState {
 
 impl IoThread {
     pub(crate) fn run(self) {
+        let transport = self.transport.clone();
+        self.serve();
+        // The runtime shuts down: nothing of this process's is left half done on the
+        // cluster (an open transaction would hold its input offsets pending).
+        transport.close();
+    }
+
+    fn serve(self) {
         let mut st = IoState::default();
         let mut published = 0i64;
         let mut pressure = Pressure::new(self.zones.limit);

@@ -256,6 +256,10 @@ pub(crate) trait Transport: Send + Sync {
     /// try).
     fn flush(&self, query_id: u64, query: &str) -> Result<bool>;
 
+    /// The runtime shuts down (every query has stopped): leave nothing half done on the
+    /// cluster.
+    fn close(&self) {}
+
     /// The records of query `query_id` the cluster refused since the last call, kept
     /// by a log-and-continue production handler for the query's dead-letter topic.
     fn take_failed_deliveries(&self, query_id: u64) -> Vec<FailedDelivery> {

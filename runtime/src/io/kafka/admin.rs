@@ -196,9 +196,21 @@ impl KafkaClients {
     ) -> Result<(i64, i64)> {
         use rdkafka::Message;
         let restorer = self.restorer.lock();
-        let (low, high) = restorer
-            .fetch_watermarks(topic, kafka_partition(partition), REQUEST_TIMEOUT)
-            .map_err(|e| kafka_error(&format!("cannot read offsets of '{topic}'"), e))?;
+        // A cluster that does not answer (a broker restarting) is waited for, up to
+        // task_timeout, as commits wait for it.
+        let deadline = std::time::Instant::now() + self.task_timeout;
+        let (low, high) = loop {
+            match restorer.fetch_watermarks(topic, kafka_partition(partition), REQUEST_TIMEOUT) {
+                Ok(w) => break w,
+                Err(e) if super::is_transient(&e) && std::time::Instant::now() < deadline => {
+                    log::warn!("cannot read offsets of '{topic}' yet ({e}); trying again");
+                    std::thread::sleep(RESTORE_POLL);
+                }
+                Err(e) => {
+                    return Err(kafka_error(&format!("cannot read offsets of '{topic}'"), e));
+                }
+            }
+        };
         let from = from.max(low);
         if from >= high {
             return Ok((from, high));
@@ -227,6 +239,12 @@ impl KafkaClients {
                 // transaction markers (or at an open transaction, whose records are
                 // read later from the offset after the last one read here).
                 Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+                Some(Err(e))
+                    if super::is_transient(&e) && last_progress.elapsed() < self.task_timeout =>
+                {
+                    // (Also what the consumer kept from an outage that is over.)
+                    log::warn!("reading '{topic}' partition {partition}: {e}; going on");
+                }
                 Some(Err(e)) => break Err(kafka_error(&format!("reading '{topic}'"), e)),
                 None => {
                     // Nothing delivered: the records left may all be aborted ones and

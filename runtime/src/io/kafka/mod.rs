@@ -121,31 +121,37 @@ pub(crate) fn is_transient(e: &KafkaError) -> bool {
 }
 
 /// The error of a failed producer call: once librdkafka's producer has hit a fatal
-/// error, every call fails with `_FATAL`; the fatal error itself (a fencing, most
-/// often) is what the user needs to read.
+/// error, every call fails with `_FATAL` (and queued records with `_PURGE_QUEUE`); the
+/// fatal error itself (a fencing, most often) is what the user needs to read.
 pub(crate) fn fatal_or(
     producer: &ThreadedProducer<produce::DeliveryContext>,
     context: &str,
     e: KafkaError,
 ) -> Error {
-    use rdkafka::types::RDKafkaErrorCode as C;
-    if e.rdkafka_error_code() == Some(C::Fatal)
-        && let Some((code, reason)) = producer.client().fatal_error()
-    {
-        let what = if matches!(
-            code,
-            C::Fenced | C::ProducerFenced | C::InvalidProducerEpoch
-        ) {
-            FENCED
-        } else {
-            "the producer hit a fatal error"
-        };
+    if let Some(fatal) = fatal_reason(producer) {
         return Error::Kafka {
-            context: format!("{context}: {what} ({reason})"),
+            context: format!("{context}: {fatal}"),
             source: Some(Arc::new(e)),
         };
     }
     kafka_error(context, e)
+}
+
+/// What the producer's fatal error means, if it has one.
+pub(crate) fn fatal_reason(
+    producer: &ThreadedProducer<produce::DeliveryContext>,
+) -> Option<String> {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let (code, reason) = producer.client().fatal_error()?;
+    let what = if matches!(
+        code,
+        C::Fenced | C::ProducerFenced | C::InvalidProducerEpoch
+    ) {
+        FENCED
+    } else {
+        "the producer hit a fatal error"
+    };
+    Some(format!("{what} ({reason})"))
 }
 
 /// Another producer with this transactional id took over (a zombie's error).

@@ -208,7 +208,12 @@ impl KafkaClients {
         let key = query as usize;
         match (failed.get(&key), self.on_failure) {
             (None, _) => Ok(true),
-            (Some((first, _)), H::Fail) => Err(Error::kafka(first.clone())),
+            (Some((first, _)), H::Fail) => {
+                Err(Error::kafka(match super::fatal_reason(&self.producer) {
+                    Some(fatal) => format!("{first}: {fatal}"),
+                    None => first.clone(),
+                }))
+            }
             (Some(_), H::LogAndContinue) => {
                 let (first, n) = failed.remove(&key).expect("just found");
                 log::warn!(

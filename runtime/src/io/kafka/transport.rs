@@ -101,6 +101,10 @@ impl Transport for KafkaClients {
         KafkaClients::flush(self, query_id, query)
     }
 
+    fn close(&self) {
+        KafkaClients::close_txn(self);
+    }
+
     fn take_failed_deliveries(&self, query_id: u64) -> Vec<FailedDelivery> {
         KafkaClients::take_failed_deliveries(self, query_id)
     }

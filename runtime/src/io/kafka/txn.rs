@@ -217,6 +217,20 @@ impl KafkaClients {
         }
     }
 
+    /// Exactly-once, at shutdown: a transaction still open (something was produced
+    /// after the last round, which no task will commit now) is aborted, so its input
+    /// offsets are not left pending on the cluster until its transaction timeout.
+    pub(crate) fn close_txn(&self) {
+        let Some(txn) = &self.txn else { return };
+        let _st = txn.state.lock();
+        if txn.open.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            log::warn!("exactly-once: aborting the transaction left open at shutdown");
+            if let Err(e) = self.producer.abort_transaction(REQUEST_TIMEOUT) {
+                log::error!("exactly-once: aborting the transaction at shutdown failed: {e}");
+            }
+        }
+    }
+
     /// Exactly-once: a task failed; the transaction is aborted (nothing since the last
     /// commit is visible to read_committed readers) and every task fails.
     pub(crate) fn fail_txn(&self, why: &str) {
