@@ -474,13 +474,35 @@ fn a_missing_dead_letter_topic_is_a_clear_error() {
 /// naming the corrupt record; no worker panics, and other queries go on.
 #[test]
 fn a_corrupt_segment_file_fails_its_reader_with_an_error() {
+    // Overwrite the start of the first segment: the length fields of its first record
+    // become nonsense (0x7f7f7f7f).
+    let e = damaged_segment_fails_its_reader(|f, _| {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&[0x7f; 64], 0).unwrap();
+    });
+    assert!(e.to_string().contains("corrupt record at offset 0"), "{e}");
+}
+
+/// A segment file cut short under the log: the same, with the read's error.
+#[test]
+fn a_truncated_segment_file_fails_its_reader_with_an_error() {
+    let e = damaged_segment_fails_its_reader(|f, len| f.set_len(len / 2).unwrap());
+    assert!(
+        e.to_string().contains("cannot read the log of big-0"),
+        "{e}"
+    );
+}
+
+/// Writes ~3 MiB to topic `big` of a broker with a log directory, damages its first
+/// sealed segment file with `damage(file, length)`, and starts a query reading `big`
+/// beside a healthy one: the reader fails with `Error::Io` (returned), the other goes
+/// on.
+fn damaged_segment_fails_its_reader(damage: impl FnOnce(&std::fs::File, u64)) -> Error {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::with_log_dir(dir.path()).unwrap();
-    broker.create_topic("big", 1).unwrap();
-    broker.create_topic("small", 1).unwrap();
-    broker.create_topic("out1", 1).unwrap();
-    broker.create_topic("out2", 1).unwrap();
-    // About 3 MiB: the first segments are sealed into files.
+    for t in ["big", "small", "out1", "out2"] {
+        broker.create_topic(t, 1).unwrap();
+    }
     let value = "x".repeat(1000);
     for i in 0..3000 {
         broker.send("big", &format!("k{i}"), &value).unwrap();
@@ -495,14 +517,11 @@ fn a_corrupt_segment_file_fails_its_reader_with_an_error() {
         "no sealed segment under {:?}",
         dir.path()
     );
-    // Overwrite the start of the first segment: the length fields of its first record
-    // become nonsense (0x7f7f7f7f).
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(&segments[0])
         .unwrap();
-    use std::os::unix::fs::FileExt;
-    f.write_all_at(&[0x7f; 64], 0).unwrap();
+    damage(&f, f.metadata().unwrap().len());
     drop(f);
 
     let rt = runtime_with(&broker, |b| b);
@@ -515,13 +534,13 @@ fn a_corrupt_segment_file_fails_its_reader_with_an_error() {
     let q = rt.start_query("reader", copy("big", "out1")).unwrap();
     let e = await_failed(&q);
     assert!(matches!(e, Error::Io { .. }), "{e}");
-    assert!(e.to_string().contains("corrupt record at offset"), "{e}");
     broker
         .send("small", &"k".to_string(), &"v".to_string())
         .unwrap();
     read_n::<String, String>(&broker, "out2", 1);
     assert_eq!(healthy.state(), QueryState::Running);
     healthy.stop().unwrap();
+    e
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
