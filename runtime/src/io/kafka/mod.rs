@@ -74,6 +74,34 @@ fn kafka_partition(partition: u32) -> i32 {
     i32::try_from(partition).unwrap_or(i32::MAX)
 }
 
+/// How long dropping the runtime's clients waits for the group consumer to close.
+const CONSUMER_CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+impl Drop for KafkaClients {
+    /// Closes the group consumer (leaving the group) on a helper thread, waiting at
+    /// most `CONSUMER_CLOSE_WAIT`: librdkafka's close was seen to hang in `unassign`,
+    /// inside the revocation it runs, after an exactly-once campaign on a real broker
+    /// (once in about ten runs); a runtime's drop must not hang with it. A close that
+    /// does not finish is left to finish, or to end with the process.
+    fn drop(&mut self) {
+        // SAFETY: `consumer` is taken once, here, and never used again.
+        let consumer = unsafe { std::mem::ManuallyDrop::take(&mut self.consumer) };
+        let (done, closed) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("weir-consumer-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = done.send(());
+            });
+        if spawned.is_ok() && closed.recv_timeout(CONSUMER_CLOSE_WAIT).is_err() {
+            log::warn!(
+                "kafka: the consumer did not close within {} s; leaving it to close in the background",
+                CONSUMER_CLOSE_WAIT.as_secs()
+            );
+        }
+    }
+}
+
 /// What a fenced producer's error says.
 const FENCED: &str = "this runtime's transactional producer was fenced: another process started with the same application id and state directory (so the same transactional id) and took over; this one stops, and its unfinished transaction is aborted";
 
@@ -210,7 +238,8 @@ struct Assigned {
 /// global consumer once a query has a global store) and the per-query positions it
 /// commits.
 pub(crate) struct KafkaClients {
-    pub(crate) consumer: BaseConsumer<GroupContext>,
+    /// Closed in `Drop`, within a bound (see there).
+    pub(crate) consumer: std::mem::ManuallyDrop<BaseConsumer<GroupContext>>,
     /// Reads changelogs to restore stores; assigned one partition at a time.
     restorer: Mutex<BaseConsumer>,
     producer: ThreadedProducer<DeliveryContext>,
@@ -323,7 +352,7 @@ impl KafkaClients {
             None
         };
         let clients = Arc::new(KafkaClients {
-            consumer,
+            consumer: std::mem::ManuallyDrop::new(consumer),
             restorer: Mutex::new(restorer),
             producer,
             deliveries,
