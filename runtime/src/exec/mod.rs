@@ -1,5 +1,6 @@
 //! Execution: the runtime, its queries and their tasks.
 
+mod batch;
 mod commit;
 mod core;
 pub(crate) mod driver;
