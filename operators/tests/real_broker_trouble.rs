@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::kafka::{committed, counts, produce, spawn_child};
+use common::kafka::{committed, counts, poisoned, produce, spawn_child};
 use common::real_broker::{RealBroker, committed_records, create_topics, runtime, runtime_with};
 use weir::prelude::*;
 use weir::runtime::internals::rdkafka;
@@ -163,17 +163,7 @@ fn a_broker_outage_under_exactly_once_loses_and_repeats_nothing() {
     create_topics(&servers, &[("in", 2), ("counts", 2)]);
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(&servers, dir.path());
-    let b = StreamsBuilder::new();
-    b.stream::<String, i64>("in")
-        .map_values(|v: i64| {
-            std::thread::sleep(Duration::from_millis(4));
-            v
-        })
-        .group_by_key()
-        .count_with(weir::Materialized::as_("counts"))
-        .to_stream()
-        .to("counts");
-    let q = rt.start_query("counts", b.build().unwrap()).unwrap();
+    let q = rt.start_query("counts", slow_counts()).unwrap();
     produce(&servers, "in", &ones(0, 1_000));
     let deadline = Instant::now() + Duration::from_secs(60);
     while q.stats().records_processed < 100 {
@@ -205,6 +195,89 @@ fn a_broker_outage_under_exactly_once_loses_and_repeats_nothing() {
     assert_eq!(counts, want);
     println!(
         "exactly-once across a 10 s outage: 2000 records, every count exact, none repeated; commits stalled up to {stalled_max} ms; {stats:?}"
+    );
+}
+
+/// Counts per key into "counts", slowly (4 ms a record), so records are in flight
+/// when something happens.
+fn slow_counts() -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream::<String, i64>("in")
+        .map_values(|v: i64| {
+            std::thread::sleep(Duration::from_millis(4));
+            v
+        })
+        .group_by_key()
+        .count_with(weir::Materialized::as_("counts"))
+        .to_stream()
+        .to("counts");
+    b.build().unwrap()
+}
+
+/// Exactly-once, one query fails while another is in the middle of its input: the
+/// transaction they share is aborted, the failed query fails, and the other's tasks
+/// close without committing and start again from the last commit (stores restored
+/// from their committed changelogs). Its committed counts are exact, none repeated.
+#[test]
+fn a_failing_query_aborts_the_transaction_and_the_others_start_again_exactly() {
+    let broker = RealBroker::start();
+    let servers = broker.servers();
+    create_topics(
+        &servers,
+        &[("in", 2), ("counts", 2), ("poison", 1), ("poisoned", 1)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(&servers, dir.path());
+    let q = rt.start_query("counts", slow_counts()).unwrap();
+    produce(&servers, "in", &ones(0, 1_000));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&servers, "in", 2) < 200 {
+        assert!(Instant::now() < deadline, "{:?}", q.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    produce(&servers, "poison", &[("p".to_string(), -1)]);
+    let failing = rt.start_query("poisoned", poisoned()).unwrap();
+    match failing.await_termination(Some(Duration::from_secs(60))) {
+        QueryState::Failed(e) => assert!(e.to_string().contains("poisoned value -1"), "{e}"),
+        other => panic!("expected the poisoned query to fail, got {other:?}"),
+    }
+    let at_failure = committed(&servers, "in", 2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while q.stats().tasks_restarted == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not started again: {:?}",
+            q.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    produce(&servers, "in", &ones(1_000, 1_000));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(&servers, "in", 2) < 2_000 {
+        assert!(
+            Instant::now() < deadline,
+            "offsets committed: {} of 2000; {:?}, {:?}",
+            committed(&servers, "in", 2),
+            q.state(),
+            q.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(q.state(), QueryState::Running);
+    let stats = q.stats();
+    q.stop().unwrap();
+    let e = rt.shutdown().unwrap_err();
+    assert!(e.to_string().contains("poisoned value -1"), "{e}");
+    let counts = final_counts(&servers);
+    let want: BTreeMap<String, i64> = (0..KEYS).map(|k| (format!("k{k}"), 100)).collect();
+    assert_eq!(counts, want);
+    assert!(
+        committed_records(&servers, "poisoned", 1, Duration::from_secs(1)).is_empty(),
+        "the failed query's output was committed"
+    );
+    println!(
+        "a query failed with {at_failure} of 1000 offsets committed: the other's tasks started again {} times; 2000 records, every count exact, none repeated; {stats:?}",
+        stats.tasks_restarted
     );
 }
 
@@ -383,6 +456,7 @@ fn exactly_once_survives_sigkills_with_a_member_joining_and_leaving() {
             while processed(&lines) == 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
+            println!("the second member leaves after round {r}: {:?}", q.stats());
             q.stop().unwrap();
             rt.shutdown().unwrap();
         }

@@ -69,6 +69,10 @@ pub const COMMITS_DEFERRED_TOTAL: &str = "weir_commits_deferred_total";
 /// Gauge `{query}`: how long the query's commits have been waiting for the cluster, in
 /// ms (zero once one goes through).
 pub const COMMIT_STALLED_MS: &str = "weir_commit_stalled_ms";
+/// Counter `{query}`: exactly-once tasks closed without committing and built again from
+/// the last commit, because a rebalance made the transaction's commit fail (Kafka
+/// Streams' `TaskMigratedException`).
+pub const TASKS_RESTARTED_TOTAL: &str = "weir_tasks_restarted_total";
 /// Gauge `{query, store, task}`: records restored into a store from its changelog.
 pub const RESTORED_RECORDS: &str = "weir_restored_records";
 
@@ -131,6 +135,7 @@ pub const ALL: &[&str] = &[
     PRODUCE_ERRORS_TOTAL,
     COMMITS_DEFERRED_TOTAL,
     COMMIT_STALLED_MS,
+    TASKS_RESTARTED_TOTAL,
     RESTORED_RECORDS,
     RECORD_CACHE_BYTES,
     RECORD_CACHE_LIMIT_BYTES,

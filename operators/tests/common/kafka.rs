@@ -204,6 +204,19 @@ pub fn counts() -> Topology {
     builder.build().unwrap()
 }
 
+/// "poison" → "poisoned", failing (a panic in the processor) on a negative value.
+pub fn poisoned() -> Topology {
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, i64>("poison")
+        .map_values(|v| {
+            assert!(v >= 0, "poisoned value {v}");
+            v
+        })
+        .to("poisoned");
+    builder.build().unwrap()
+}
+
 /// orders (customer id → order id) left-joined with customers (id → name) into
 /// `enriched` as `order:name` (`?` for no customer).
 pub fn enrich() -> Topology {

@@ -34,6 +34,8 @@ pub(crate) struct TaskInner {
     pub(super) closed: bool,
     /// Exactly-once: the round this task prepared for (it waits for its commit).
     pub(super) prepared_round: Option<u64>,
+    /// Exactly-once: the transaction's epoch the task joined in (see `io/kafka/txn.rs`).
+    pub(super) txn_epoch: u64,
     /// How long to wait for an empty input when there are several
     /// ([`crate::RuntimeConfigBuilder::max_task_idle`]); `None`: never wait.
     pub(crate) max_task_idle: Option<std::time::Duration>,
@@ -61,6 +63,7 @@ impl TaskInner {
             registered_wake: None,
             closed: false,
             prepared_round: None,
+            txn_epoch: 0,
             max_task_idle: None,
             waiting_until: None,
             global: None,

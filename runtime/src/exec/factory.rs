@@ -456,7 +456,7 @@ impl RuntimeCore {
         let _ = built.slot.set(Arc::downgrade(&task));
         if let Some(txn) = self.txn().filter(|_| !global) {
             let t = Arc::downgrade(&task);
-            txn.join(
+            let epoch = txn.join(
                 task.uid,
                 Box::new(move || {
                     if let Some(t) = t.upgrade() {
@@ -464,6 +464,7 @@ impl RuntimeCore {
                     }
                 }),
             );
+            task.joined(epoch);
         }
         if !query.add_task(task.clone()) {
             task.discard();

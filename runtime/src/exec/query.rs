@@ -73,6 +73,12 @@ pub struct QueryStats {
     /// [`RuntimeConfigBuilder::task_timeout`](crate::RuntimeConfigBuilder::task_timeout)
     /// the query fails. Also the gauge `weir_commit_stalled_ms{query}`.
     pub commit_stalled_ms: u64,
+    /// Exactly-once: tasks closed without committing and built again from the last
+    /// commit because a rebalance made the transaction's commit fail (the group had
+    /// moved on; Kafka Streams' `TaskMigratedException`). The query keeps running; its
+    /// records since the last commit are processed again, and counted again in
+    /// `records_processed`. Also `weir_tasks_restarted_total{query}`.
+    pub tasks_restarted: u64,
 }
 
 pub(crate) struct Status {
@@ -108,6 +114,8 @@ pub(crate) struct QueryShared {
     pub(crate) dropped_late: AtomicU64,
     /// Commits put off (see [`QueryStats::commits_deferred`]).
     pub(crate) deferred: AtomicU64,
+    /// See [`QueryStats::tasks_restarted`].
+    pub(crate) restarted: AtomicU64,
     /// When the first of the commits deferred since the last one that went through was
     /// deferred (ms since the epoch); 0 if the last commit went through.
     pub(crate) stalled_since: std::sync::atomic::AtomicI64,
@@ -148,6 +156,7 @@ impl QueryShared {
             skipped: AtomicU64::new(0),
             dropped_late: AtomicU64::new(0),
             deferred: AtomicU64::new(0),
+            restarted: AtomicU64::new(0),
             stalled_since: std::sync::atomic::AtomicI64::new(0),
             io_tx,
             globals: Mutex::new(std::collections::HashMap::new()),
@@ -229,6 +238,13 @@ impl QueryShared {
             metrics::gauge!(crate::metrics::COMMIT_STALLED_MS, "query" => self.name.to_string())
                 .set(0.0);
         }
+    }
+
+    /// An exactly-once task closes without committing, to be built again.
+    pub(crate) fn task_restarted(&self) {
+        self.restarted.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::TASKS_RESTARTED_TOTAL, "query" => self.name.to_string())
+            .increment(1);
     }
 
     /// A task's commit had to wait for the cluster. An error once commits have waited
@@ -389,6 +405,7 @@ impl QueryHandle {
             records_restored: self.shared.restored.load(Ordering::Relaxed),
             lag: self.shared.lag.load(Ordering::Relaxed),
             commits_deferred: self.shared.deferred.load(Ordering::Relaxed),
+            tasks_restarted: self.shared.restarted.load(Ordering::Relaxed),
             commit_stalled_ms: match self.shared.stalled_since.load(Ordering::Relaxed) {
                 0 => 0,
                 since => (crate::record::now_millis() - since).max(0) as u64,

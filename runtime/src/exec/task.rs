@@ -107,6 +107,11 @@ impl Task {
         self.notify();
     }
 
+    /// Exactly-once: records the transaction's epoch the task joined in.
+    pub(crate) fn joined(&self, epoch: u64) {
+        self.inner.lock().txn_epoch = epoch;
+    }
+
     /// Closes a task that never ran (its query began stopping before it was added).
     pub(crate) fn discard(&self) {
         let mut inner = self.inner.lock();
@@ -209,14 +214,13 @@ impl Task {
     /// Fails the query and closes this task without committing.
     fn fail(self: &Arc<Self>, e: Error) {
         log::error!("query '{}' task {} failed: {e}", self.query.name, self.id);
-        if let Some(txn) = self.rt.txn() {
-            // Exactly-once: what every task wrote since the last commit is aborted.
-            txn.fail(&format!(
-                "query '{}' task {}: {e}",
-                self.query.name, self.id
-            ));
-        }
+        let why = format!("query '{}' task {}: {e}", self.query.name, self.id);
         self.query.fail(e);
+        if let Some(txn) = self.rt.txn() {
+            // Exactly-once: what every task wrote since the last commit is aborted (the
+            // other queries' tasks start again from it).
+            txn.fail(self.uid, &why);
+        }
         let mut inner = self.inner.lock();
         if !inner.closed {
             inner.core.current = None;
@@ -267,12 +271,25 @@ impl Task {
         let Some(txn) = rt.txn() else {
             return Ok(None);
         };
-        if let Some(why) = txn.failed() {
-            return Err(Error::kafka(why));
+        let status = txn.status();
+        if status.epoch > guard.txn_epoch {
+            // The transaction was aborted since this task joined it.
+            if let Some(why) = txn.failed() {
+                return Err(Error::kafka(why));
+            }
+            if self.query.is_stopping() {
+                // Its query is stopping (or failed): it is not built again.
+                return Ok(Some(self.close(guard)));
+            }
+            return Ok(Some(self.start_again(guard)));
+        }
+        if status.draining {
+            // Tasks of the aborted epoch are closing; woken once they all have.
+            return Ok(Some(After::Idle));
         }
         let inner = &mut *guard;
         let leaving = self.query.is_stopping() || self.revoked.load(SeqCst);
-        let (requested, round) = txn.status();
+        let (requested, round) = (status.requested, status.round);
         if let Some(r) = inner.prepared_round {
             if round <= r {
                 return Ok(Some(After::Idle));
@@ -285,7 +302,11 @@ impl Task {
             return Ok(None);
         }
         if leaving && !self.query.is_clean_stop() {
-            // The query failed: the transaction was aborted, nothing to commit.
+            // The query failed outside a task (its input could not be read, its tasks
+            // could not be built): what it wrote since the last commit must not be
+            // committed by the others' next round, so the transaction is aborted, as
+            // for a task's failure.
+            txn.fail(self.uid, &format!("query '{}' failed", self.query.name));
             return Ok(Some(self.close(guard)));
         }
         if !(requested || leaving || inner.core.env.shutdown.is_some()) {
@@ -314,7 +335,26 @@ impl Task {
                 inner.prepared_round = Some(r);
                 Ok(Some(After::Idle))
             }
+            Prepared::Reset => Ok(Some(self.start_again(guard))),
         }
+    }
+
+    /// Exactly-once: the transaction was aborted since this task joined it, for a
+    /// rebalance (the group moved on while it committed) or because another query
+    /// failed. The task closes without committing, as a failed one does (no
+    /// checkpoint: its stores are wiped and restored from their committed
+    /// changelogs), but its query goes on: the runtime builds the task again from the
+    /// last commit once every task of the aborted transaction has closed, if this
+    /// member still owns its partitions.
+    fn start_again(self: &Arc<Self>, mut guard: MutexGuard<'_, TaskInner>) -> After {
+        log::info!(
+            "query '{}' task {}: the transaction was aborted; the task starts again from its last commit",
+            self.query.name,
+            self.id
+        );
+        self.query.task_restarted();
+        guard.core.current = None;
+        self.close(guard)
     }
 
     fn run_batch(self: &Arc<Self>) -> Result<After> {

@@ -30,9 +30,12 @@ pub enum ProcessingGuarantee {
     /// `isolation.level=read_committed`: the runtime's one producer is transactional, and
     /// every commit is one transaction holding the output, the changelog writes and the
     /// input offsets of every task of the runtime. Kafka only. Stores are rebuilt from
-    /// their (committed) changelogs after a crash. A task failure aborts the transaction
-    /// and fails every query of the runtime (restart them: they resume from the last
-    /// committed transaction).
+    /// their (committed) changelogs after a crash. A query's failure aborts the
+    /// transaction: that query fails (restarted, it resumes from the last committed
+    /// transaction), and the other queries' tasks start again from the last commit, as
+    /// they do when a rebalance made a commit fail (Kafka Streams'
+    /// `TaskMigratedException`): see `QueryStats::tasks_restarted`. A transaction that
+    /// cannot commit (a fenced producer) fails every query.
     ExactlyOnce,
 }
 

@@ -71,6 +71,25 @@ pub(crate) enum Prepared {
     Committed,
     /// Waiting for the other tasks of this round (numbered) to prepare.
     Wait(u64),
+    /// The transaction was aborted since this task joined it: the task closes without
+    /// committing and starts again from the last commit (see [`TxnStatus`]).
+    Reset,
+}
+
+/// Where the runtime's transaction stands ([`Transaction::status`]).
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct TxnStatus {
+    /// A commit round is requested.
+    pub(crate) requested: bool,
+    /// Rounds committed so far.
+    pub(crate) round: u64,
+    /// Aborts so far. A task that joined before the last one closes without
+    /// committing: what it wrote since the last commit is gone.
+    pub(crate) epoch: u64,
+    /// Tasks that joined before the last abort are still open: until they have closed,
+    /// nothing they write reaches the cluster, and tasks that joined since wait.
+    pub(crate) draining: bool,
 }
 
 /// Exactly-once: one transaction for every task of the runtime. A commit is a round:
@@ -79,12 +98,15 @@ pub(crate) enum Prepared {
 /// and all go on.
 pub(crate) trait Transaction: Send + Sync {
     /// A task joins; `wake` makes it run (to prepare, or to go on after a round).
-    fn join(&self, task: u64, wake: Box<dyn Fn() + Send + Sync>);
+    /// Returns the transaction's epoch (aborts so far) the task belongs to.
+    fn join(&self, task: u64, wake: Box<dyn Fn() + Send + Sync>) -> u64;
     /// Asks for a commit round: wakes every task that has not prepared.
     fn request(&self);
-    /// Whether a round is requested, and how many rounds committed so far.
-    fn status(&self) -> (bool, u64);
-    /// The failure that aborted the transaction, if any.
+    /// Where the transaction stands.
+    fn status(&self) -> TxnStatus;
+    /// Why the last abort happened, if it fails the tasks that joined before it (the
+    /// transaction could not commit); `None` after an abort for a rebalance or a
+    /// query's failure, whose tasks start again instead.
     fn failed(&self) -> Option<String>;
     /// Task `task` has flushed everything and hands over its offsets; the last task of
     /// the round commits the transaction (offsets included) and wakes the others.
@@ -92,8 +114,10 @@ pub(crate) trait Transaction: Send + Sync {
     /// A task leaves (closed); a requested round whose other tasks are all prepared
     /// commits now.
     fn leave(&self, task: u64);
-    /// A task failed: the transaction is aborted and every task fails.
-    fn fail(&self, why: &str);
+    /// Task `task`'s query failed: the transaction is aborted, and the tasks of the
+    /// other queries start again (nothing happens if the transaction was aborted
+    /// since `task` joined).
+    fn fail(&self, task: u64, why: &str);
 }
 
 /// What the I/O thread may do to a task it feeds (implemented by the engine's tasks).

@@ -327,6 +327,7 @@ impl KafkaClients {
         let deliveries = Arc::new(Deliveries::new(
             config.production_exception_handler
                 == crate::io::settings::ProductionExceptionHandler::LogAndContinue,
+            exactly_once,
         ));
         let mut producer_config = cfg.client(&[
             ("linger.ms", "5"),

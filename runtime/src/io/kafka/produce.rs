@@ -29,6 +29,8 @@ pub(crate) struct Deliveries {
     letters: Mutex<HashMap<usize, Vec<FailedDelivery>>>,
     /// The highest acknowledged offset per partition (changelog checkpoints).
     acked: Mutex<HashMap<TopicPartition, i64>>,
+    /// The producer is transactional (exactly-once).
+    transactional: bool,
 }
 
 /// Refused records kept per query between two commits for its dead-letter topic.
@@ -55,6 +57,16 @@ impl ProducerContext for DeliveryContext {
             *at = (*at).max(m.offset());
         }
         if let Err((e, m)) = result {
+            if self.0.transactional
+                && matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                )
+            {
+                // Part of an aborted transaction: never visible, and its records are
+                // produced again by the tasks that process their input again.
+                return;
+            }
             let mut failed = self.0.failed.lock();
             let entry = failed.entry(query).or_insert_with(|| {
                 let first = format!(
@@ -84,10 +96,12 @@ impl ProducerContext for DeliveryContext {
 }
 
 impl Deliveries {
-    /// Deliveries that keep the records Kafka refuses for dead-letter topics, or not.
-    pub(super) fn new(keep_letters: bool) -> Self {
+    /// Deliveries that keep the records Kafka refuses for dead-letter topics, or not,
+    /// of a transactional producer or not.
+    pub(super) fn new(keep_letters: bool, transactional: bool) -> Self {
         Deliveries {
             keep_letters,
+            transactional,
             ..Deliveries::default()
         }
     }
@@ -129,9 +143,15 @@ impl KafkaClients {
 
     /// Sends `record`, waiting while the producer's queue is full (the error says
     /// `what` and the topic).
+    ///
+    /// Exactly-once: while the transaction drains after an abort, the record is
+    /// dropped (see `txn.rs`): it belongs to a task of the aborted epoch, which closes
+    /// without committing and whose input is processed again.
     fn send(&self, mut record: BaseRecord<'_, [u8], [u8], usize>, what: &str) -> Result<()> {
-        if let Some(t) = &self.txn {
-            t.ensure_open(&self.producer)?;
+        if let Some(t) = &self.txn
+            && !t.ensure_open(&self.producer)?
+        {
+            return Ok(());
         }
         loop {
             match self.producer.send(record) {
@@ -140,6 +160,8 @@ impl KafkaClients {
                     std::thread::sleep(Duration::from_millis(1));
                     record = r;
                 }
+                // Refused because the transaction was aborted meanwhile.
+                Err(_) if self.txn.as_ref().is_some_and(|t| t.draining()) => return Ok(()),
                 Err((e, r)) => {
                     return Err(super::fatal_or(
                         &self.producer,

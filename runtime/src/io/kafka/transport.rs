@@ -12,7 +12,7 @@ use crate::io::queue::ByteBudget;
 use crate::io::settings::OffsetReset;
 use crate::io::transport::{
     Binding, ChangelogEntry, FailedDelivery, Feed, GroupMember, InternalTopic, Prepared, SinkTopic,
-    TopicPartition, Transaction, Transport, TxnOffset, unbind,
+    TopicPartition, Transaction, Transport, TxnOffset, TxnStatus, unbind,
 };
 
 impl KafkaClients {
@@ -194,10 +194,8 @@ impl Transport for KafkaClients {
 }
 
 impl Transaction for KafkaClients {
-    fn join(&self, task: u64, wake: Box<dyn Fn() + Send + Sync>) {
-        if let Some(t) = &self.txn {
-            t.join(task, wake);
-        }
+    fn join(&self, task: u64, wake: Box<dyn Fn() + Send + Sync>) -> u64 {
+        self.txn.as_ref().map_or(0, |t| t.join(task, wake))
     }
 
     fn request(&self) {
@@ -206,8 +204,10 @@ impl Transaction for KafkaClients {
         }
     }
 
-    fn status(&self) -> (bool, u64) {
-        self.txn.as_ref().map_or((false, 0), |t| t.status())
+    fn status(&self) -> TxnStatus {
+        self.txn
+            .as_ref()
+            .map_or_else(TxnStatus::default, |t| t.status())
     }
 
     fn failed(&self) -> Option<String> {
@@ -222,8 +222,8 @@ impl Transaction for KafkaClients {
         self.leave_txn(task);
     }
 
-    fn fail(&self, why: &str) {
-        self.fail_txn(why);
+    fn fail(&self, task: u64, why: &str) {
+        self.fail_txn(task, why);
     }
 }
 

@@ -2,6 +2,8 @@
 
 use crate::sync::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::Consumer;
@@ -10,22 +12,35 @@ use rdkafka::producer::{Producer, ThreadedProducer};
 use super::produce::DeliveryContext;
 use super::{KafkaClients, REQUEST_TIMEOUT};
 use crate::error::{Error, Result};
-use crate::io::transport::{Prepared, TxnOffset};
+use crate::io::transport::{Prepared, TxnOffset, TxnStatus};
 
 /// Exactly-once: one transaction for every task of the runtime (it has one producer).
 /// A commit is a round: a task whose commit is due requests one; every task then
 /// flushes what it holds (output and changelog writes go into the transaction), hands
 /// over its offsets and stops processing; the last one sends the offsets and commits
 /// the transaction, and all go on.
+///
+/// An abort starts a new *epoch*. The tasks of the old one close without committing
+/// and are built again from the last commit: after a rebalance made the commit fail
+/// (the offsets carried a generation the coordinator no longer knows: Kafka Streams'
+/// `TaskMigratedException`), and after one query failed (its tasks are not built
+/// again). Only when the transaction itself could not commit (a fenced producer, a
+/// refused request) do they all fail. Until the last of them has closed the
+/// transaction *drains*: nothing they produce is sent, and tasks that joined since
+/// wait.
 #[derive(Default)]
 pub(crate) struct Txn {
     state: Mutex<TxnState>,
     /// A transaction was begun and not yet committed.
-    open: std::sync::atomic::AtomicBool,
+    open: AtomicBool,
+    /// Tasks of an aborted epoch are still open (see above).
+    draining: AtomicBool,
 }
 
 struct TxnTask {
     prepared: bool,
+    /// The epoch it joined in.
+    epoch: u64,
     wake: Box<dyn Fn() + Send + Sync>,
 }
 
@@ -36,23 +51,54 @@ struct TxnState {
     /// Rounds committed so far.
     round: u64,
     offsets: Vec<TxnOffset>,
-    /// Set when a transaction was aborted: every task fails.
+    /// Aborts so far.
+    epoch: u64,
+    /// Why the last abort fails the tasks of the epochs before it (the transaction
+    /// could not commit; none: they start again). Kept while they drain.
     failed: Option<String>,
+    /// The last abort does not fail its tasks: once they have closed, the tasks of the
+    /// partitions this member owns are built again.
+    rebuild: bool,
+}
+
+/// Why a round did not commit.
+enum RoundError {
+    /// The group moved on (a rebalance): the round's tasks start again.
+    Migrated(String),
+    Failed(Error),
+}
+
+impl From<Error> for RoundError {
+    fn from(e: Error) -> Self {
+        RoundError::Failed(e)
+    }
 }
 
 impl Txn {
-    /// Begins a transaction unless one is open.
-    pub(super) fn ensure_open(&self, producer: &ThreadedProducer<DeliveryContext>) -> Result<()> {
-        if self.open.load(std::sync::atomic::Ordering::Acquire) {
-            return Ok(());
+    /// Begins a transaction unless one is open. False while the transaction drains:
+    /// the record to be sent belongs to a task of an aborted epoch, and is dropped.
+    pub(super) fn ensure_open(&self, producer: &ThreadedProducer<DeliveryContext>) -> Result<bool> {
+        if self.draining.load(Acquire) {
+            return Ok(false);
+        }
+        if self.open.load(Acquire) {
+            return Ok(true);
         }
         let _st = self.state.lock();
-        self.begin(producer)
+        if self.draining.load(Acquire) {
+            return Ok(false);
+        }
+        self.begin(producer)?;
+        Ok(true)
+    }
+
+    /// Whether tasks of an aborted epoch are still open.
+    pub(super) fn draining(&self) -> bool {
+        self.draining.load(Acquire)
     }
 
     /// Begins a transaction unless one is open; the state lock is held.
     fn begin(&self, producer: &ThreadedProducer<DeliveryContext>) -> Result<()> {
-        use std::sync::atomic::Ordering::{Acquire, Release};
         if !self.open.load(Acquire) {
             producer.begin_transaction().map_err(|e| {
                 super::fatal_or(producer, "exactly-once: cannot begin a transaction", e)
@@ -63,20 +109,26 @@ impl Txn {
     }
 
     /// A task joins; `wake` makes it run (to prepare, or to go on after a round).
-    pub(crate) fn join(&self, task: u64, wake: Box<dyn Fn() + Send + Sync>) {
-        self.state.lock().tasks.insert(
+    /// Returns the epoch it joins in.
+    pub(crate) fn join(&self, task: u64, wake: Box<dyn Fn() + Send + Sync>) -> u64 {
+        let mut st = self.state.lock();
+        let epoch = st.epoch;
+        st.tasks.insert(
             task,
             TxnTask {
                 prepared: false,
+                epoch,
                 wake,
             },
         );
+        epoch
     }
 
-    /// Asks for a commit round: wakes every task that has not prepared.
+    /// Asks for a commit round: wakes every task that has not prepared. (Not while
+    /// draining: the tasks asking then are of an aborted epoch.)
     pub(crate) fn request(&self) {
         let mut st = self.state.lock();
-        if st.requested {
+        if st.requested || self.draining.load(Acquire) {
             return;
         }
         st.requested = true;
@@ -86,15 +138,28 @@ impl Txn {
         }
     }
 
-    /// Whether a round is requested, and how many rounds committed so far.
-    pub(crate) fn status(&self) -> (bool, u64) {
+    /// Where the transaction stands.
+    pub(crate) fn status(&self) -> TxnStatus {
         let st = self.state.lock();
-        (st.requested, st.round)
+        TxnStatus {
+            requested: st.requested,
+            round: st.round,
+            epoch: st.epoch,
+            draining: self.draining.load(Acquire),
+        }
     }
 
-    /// The failure that aborted the transaction, if any.
+    /// Why the last abort fails the tasks before it, if it does.
     pub(crate) fn failed(&self) -> Option<String> {
         self.state.lock().failed.clone()
+    }
+}
+
+impl TxnState {
+    /// Whether `task` joined before the last abort (a task not in the transaction,
+    /// such as a global store's, counts as current).
+    fn is_stale(&self, task: u64) -> bool {
+        self.tasks.get(&task).is_some_and(|t| t.epoch < self.epoch)
     }
 }
 
@@ -108,8 +173,13 @@ impl KafkaClients {
             .as_ref()
             .ok_or_else(|| Error::Config("the runtime is not transactional".into()))?;
         let mut st = txn.state.lock();
-        if let Some(e) = &st.failed {
-            return Err(Error::kafka(e.clone()));
+        if st.is_stale(task) {
+            // Aborted since it joined (a stale task never prepares while draining, and
+            // the transaction drains only right after an abort).
+            return match &st.failed {
+                Some(e) => Err(Error::kafka(e.clone())),
+                None => Ok(Prepared::Reset),
+            };
         }
         st.offsets.extend(offsets);
         if let Some(t) = st.tasks.get_mut(&task) {
@@ -122,8 +192,7 @@ impl KafkaClients {
             st.tasks.len()
         );
         if st.tasks.values().all(|t| t.prepared) {
-            self.commit_round(txn, &mut st)?;
-            Ok(Prepared::Committed)
+            self.commit_round(txn, &mut st)
         } else {
             Ok(Prepared::Wait(st.round))
         }
@@ -135,12 +204,9 @@ impl KafkaClients {
         let Some(txn) = &self.txn else { return };
         let mut st = txn.state.lock();
         st.tasks.remove(&task);
-        if st.tasks.is_empty() && st.failed.is_some() {
-            // Every task of the failed transaction is gone: new ones start afresh.
-            st.failed = None;
-        }
+        self.finish_draining(txn, &mut st);
         if st.requested
-            && st.failed.is_none()
+            && !txn.draining()
             && st.tasks.values().all(|t| t.prepared)
             && let Err(e) = self.commit_round(txn, &mut st)
         {
@@ -148,12 +214,13 @@ impl KafkaClients {
         }
     }
 
-    /// Commits the round's transaction (or aborts it and fails every task). Called
-    /// with the state locked, when every task is prepared.
-    fn commit_round(&self, txn: &Txn, st: &mut TxnState) -> Result<()> {
-        let result = (|| -> Result<()> {
+    /// Commits the round's transaction, when every task is prepared (the state is
+    /// locked). If it cannot, the transaction is aborted: for a rebalance the round's
+    /// tasks start again (`Reset`), otherwise every task fails (the error).
+    fn commit_round(&self, txn: &Txn, st: &mut TxnState) -> Result<Prepared> {
+        let result = (|| -> std::result::Result<(), RoundError> {
             let offsets = std::mem::take(&mut st.offsets);
-            if offsets.is_empty() && !txn.open.load(std::sync::atomic::Ordering::Acquire) {
+            if offsets.is_empty() && !txn.open.load(Acquire) {
                 return Ok(());
             }
             // Offsets only, if nothing was produced.
@@ -174,20 +241,28 @@ impl KafkaClients {
             self.retrying("committing the transaction", || {
                 self.producer.commit_transaction(REQUEST_TIMEOUT)
             })?;
-            txn.open.store(false, std::sync::atomic::Ordering::Release);
+            txn.open.store(false, Release);
             Ok(())
         })();
-        if let Err(e) = &result {
-            self.abort(txn, st, &e.to_string());
-            return result;
+        match result {
+            Ok(()) => {
+                st.round += 1;
+                st.requested = false;
+                for t in st.tasks.values_mut() {
+                    t.prepared = false;
+                    (t.wake)();
+                }
+                Ok(Prepared::Committed)
+            }
+            Err(RoundError::Migrated(why)) => {
+                self.abort(txn, st, &why, false);
+                Ok(Prepared::Reset)
+            }
+            Err(RoundError::Failed(e)) => {
+                self.abort(txn, st, &e.to_string(), true);
+                Err(e)
+            }
         }
-        st.round += 1;
-        st.requested = false;
-        for t in st.tasks.values_mut() {
-            t.prepared = false;
-            (t.wake)();
-        }
-        Ok(())
     }
 
     /// Runs a transactional call, again while it fails for a cluster that does not
@@ -197,7 +272,7 @@ impl KafkaClients {
         &self,
         what: &str,
         mut call: impl FnMut() -> rdkafka::error::KafkaResult<()>,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), RoundError> {
         let deadline = std::time::Instant::now() + self.task_timeout;
         loop {
             match call() {
@@ -206,12 +281,17 @@ impl KafkaClients {
                     log::warn!("exactly-once: {what} did not go through ({e}); trying again");
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
+                Err(e) if is_migrated(&e) && super::fatal_reason(&self.producer).is_none() => {
+                    return Err(RoundError::Migrated(format!(
+                        "{what} was refused, the consumer group has moved on ({e})"
+                    )));
+                }
                 Err(e) => {
-                    return Err(super::fatal_or(
+                    return Err(RoundError::Failed(super::fatal_or(
                         &self.producer,
                         &format!("exactly-once: {what} failed"),
                         e,
-                    ));
+                    )));
                 }
             }
         }
@@ -223,7 +303,7 @@ impl KafkaClients {
     pub(crate) fn close_txn(&self) {
         let Some(txn) = &self.txn else { return };
         let _st = txn.state.lock();
-        if txn.open.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        if txn.open.swap(false, AcqRel) {
             log::warn!("exactly-once: aborting the transaction left open at shutdown");
             if let Err(e) = self.producer.abort_transaction(REQUEST_TIMEOUT) {
                 log::error!("exactly-once: aborting the transaction at shutdown failed: {e}");
@@ -231,30 +311,84 @@ impl KafkaClients {
         }
     }
 
-    /// Exactly-once: a task failed; the transaction is aborted (nothing since the last
-    /// commit is visible to read_committed readers) and every task fails.
-    pub(crate) fn fail_txn(&self, why: &str) {
+    /// Exactly-once: task `task`'s query failed; the transaction is aborted (nothing
+    /// since the last commit is visible to read_committed readers): the query's tasks
+    /// close, and the other queries' start again from the last commit. Nothing to do
+    /// if it was aborted since the task joined.
+    pub(crate) fn fail_txn(&self, task: u64, why: &str) {
         let Some(txn) = &self.txn else { return };
         let mut st = txn.state.lock();
-        if st.failed.is_none() {
-            self.abort(txn, &mut st, why);
+        if !st.is_stale(task) {
+            self.abort(txn, &mut st, why, false);
         }
     }
 
-    fn abort(&self, txn: &Txn, st: &mut TxnState, why: &str) {
-        log::error!("exactly-once: aborting the transaction: {why}");
-        if txn.open.swap(false, std::sync::atomic::Ordering::AcqRel)
+    /// Aborts the transaction and starts a new epoch; the tasks of the old one fail
+    /// (`fail`: the transaction could not commit) or start again once they have all
+    /// closed (a failed query's are not built again: it is stopping).
+    fn abort(&self, txn: &Txn, st: &mut TxnState, why: &str, fail: bool) {
+        // Before the abort: from now on nothing the old tasks produce is sent.
+        txn.draining.store(true, Release);
+        if fail {
+            log::error!("exactly-once: aborting the transaction: {why}");
+        } else {
+            log::warn!(
+                "exactly-once: aborting the transaction ({why}); the tasks of running queries start again from the last commit"
+            );
+        }
+        if txn.open.swap(false, AcqRel)
             && let Err(e) = self.producer.abort_transaction(REQUEST_TIMEOUT)
         {
             log::error!("exactly-once: aborting the transaction failed: {e}");
         }
-        st.failed = Some(format!(
+        st.epoch += 1;
+        st.failed = fail.then(|| format!(
             "exactly-once: the transaction was aborted ({why}); every query of the runtime fails and resumes from the last committed transaction when restarted"
         ));
+        st.rebuild = !fail;
         st.offsets.clear();
         st.requested = false;
+        // The positions cached at `prepare` were never committed: they are read again
+        // from the group, by every task built from now on.
+        self.positions.lock().clear();
+        for t in st.tasks.values_mut() {
+            t.prepared = false;
+            (t.wake)();
+        }
+        self.finish_draining(txn, st);
+    }
+
+    /// Ends the draining once every task of an aborted epoch has closed: the tasks of
+    /// the owned partitions are built again after a rebalance's abort (the I/O thread
+    /// does it, as for an assignment), and tasks that joined meanwhile go on.
+    fn finish_draining(&self, txn: &Txn, st: &mut TxnState) {
+        if !txn.draining() || st.tasks.values().any(|t| t.epoch < st.epoch) {
+            return;
+        }
+        txn.draining.store(false, Release);
+        st.failed = None;
+        if std::mem::take(&mut st.rebuild) {
+            log::info!("exactly-once: the aborted tasks have closed; starting them again");
+            self.assigned_flag.store(true, Release);
+        }
         for t in st.tasks.values() {
             (t.wake)();
         }
     }
+}
+
+/// A transactional call refused because the consumer group moved on: a rebalance
+/// gave this member a new generation or dropped it (Kafka Streams turns these into a
+/// `TaskMigratedException`: the tasks close dirty and rejoin).
+fn is_migrated(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::IllegalGeneration
+                | C::UnknownMemberId
+                | C::FencedInstanceId
+                | C::RebalanceInProgress
+        )
+    )
 }
