@@ -65,12 +65,7 @@ fn a_commit_refused_for_a_rebalance_starts_the_tasks_again() {
     q.stop().unwrap();
     let stats = q.stats();
     assert_eq!(stats.tasks_restarted, 2, "{stats:?}");
-    let out: BTreeSet<i64> = read_with(&servers, "out", input.len(), true)
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    let want: BTreeSet<i64> = input.iter().map(|(_, v)| v * 10).collect();
-    assert_eq!(out, want, "records missing from the committed output");
+    assert_all_times_ten(&servers, &input);
     println!(
         "tasks restarted {}, records processed {} for {} input records",
         stats.tasks_restarted,
@@ -78,6 +73,16 @@ fn a_commit_refused_for_a_rebalance_starts_the_tasks_again() {
         input.len()
     );
     rt.shutdown().unwrap();
+}
+
+/// Every input value times ten is in "out", read_committed.
+fn assert_all_times_ten(servers: &str, input: &[(String, i64)]) {
+    let out: BTreeSet<i64> = read_with(servers, "out", input.len(), true)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let want: BTreeSet<i64> = input.iter().map(|(_, v)| v * 10).collect();
+    assert_eq!(out, want, "records missing from the committed output");
 }
 
 /// `n` records: key `k{i % 10}`, value `i`.
@@ -109,12 +114,7 @@ fn one_query_failing_aborts_the_transaction_and_the_others_go_on() {
     });
     // Its output is committed at the next round (the stop's).
     healthy.stop().unwrap();
-    let out: BTreeSet<i64> = read_with(&servers, "out", input.len(), true)
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    let want: BTreeSet<i64> = input.iter().map(|(_, v)| v * 10).collect();
-    assert_eq!(out, want, "records missing from the committed output");
+    assert_all_times_ten(&servers, &input);
     let stats = healthy.stats();
     assert!(stats.records_processed >= input.len() as u64, "{stats:?}");
     println!(

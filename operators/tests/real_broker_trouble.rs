@@ -175,18 +175,7 @@ fn a_broker_outage_under_exactly_once_loses_and_repeats_nothing() {
     // than declared" while reading it back).
     let (_, stalled_max) = outage(&mut broker, &q, true);
     produce(&servers, "in", &ones(1_000, 1_000));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed(&servers, "in", 2) < 2_000 {
-        assert!(
-            Instant::now() < deadline,
-            "offsets committed: {} of 2000; {:?}, {:?}",
-            committed(&servers, "in", 2),
-            q.state(),
-            q.stats()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(q.state(), QueryState::Running);
+    all_committed(&servers, &q, 2_000);
     let stats = q.stats();
     q.stop().unwrap();
     rt.shutdown().unwrap();
@@ -196,6 +185,22 @@ fn a_broker_outage_under_exactly_once_loses_and_repeats_nothing() {
     println!(
         "exactly-once across a 10 s outage: 2000 records, every count exact, none repeated; commits stalled up to {stalled_max} ms; {stats:?}"
     );
+}
+
+/// Waits (2 min at most) until the group's offsets of "in" reach `n`, `q` running.
+fn all_committed(servers: &str, q: &QueryHandle, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(servers, "in", 2) < n {
+        assert!(
+            Instant::now() < deadline,
+            "offsets committed: {} of {n}; {:?}, {:?}",
+            committed(servers, "in", 2),
+            q.state(),
+            q.stats()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(q.state(), QueryState::Running);
 }
 
 /// Counts per key into "counts", slowly (4 ms a record), so records are in flight
@@ -252,18 +257,7 @@ fn a_failing_query_aborts_the_transaction_and_the_others_start_again_exactly() {
         std::thread::sleep(Duration::from_millis(20));
     }
     produce(&servers, "in", &ones(1_000, 1_000));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while committed(&servers, "in", 2) < 2_000 {
-        assert!(
-            Instant::now() < deadline,
-            "offsets committed: {} of 2000; {:?}, {:?}",
-            committed(&servers, "in", 2),
-            q.state(),
-            q.stats()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(q.state(), QueryState::Running);
+    all_committed(&servers, &q, 2_000);
     let stats = q.stats();
     q.stop().unwrap();
     let e = rt.shutdown().unwrap_err();
