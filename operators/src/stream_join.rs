@@ -25,7 +25,7 @@ use weir_runtime::serde::{Bytes, BytesSerde, DefaultSerde, Serde};
 use weir_runtime::{Data, StoreSpec};
 
 use crate::stream::{ArcSerde, KStream, Repartitioned};
-use crate::stream_join_processor::{Joiner, Kind, ListSerde, Side, StreamStreamJoin, Tag};
+use crate::stream_join_processor::{Joiner, Kind, Side, StreamStreamJoin, Tag};
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -301,18 +301,24 @@ impl<K: Data, V: Data> KStream<K, V> {
         });
         let retention = Duration::from_millis(windows.retention().max(0) as u64);
         let mut inner = self.builder.borrow_mut();
-        let list1 = ListSerde(joined.value_serde.clone());
-        let list2 = ListSerde(joined.other_value_serde.clone());
         inner.add_store(
-            StoreSpec::new(this_store, ArcSerde(joined.key_serde.clone()), list1)
-                .windowed(Duration::ZERO, retention)
-                .without_caching(),
+            StoreSpec::new(
+                this_store,
+                ArcSerde(joined.key_serde.clone()),
+                ArcSerde(joined.value_serde.clone()),
+            )
+            .windowed_with_duplicates(Duration::ZERO, retention)
+            .without_caching(),
             &node,
         );
         inner.add_store(
-            StoreSpec::new(other_store, ArcSerde(joined.key_serde.clone()), list2)
-                .windowed(Duration::ZERO, retention)
-                .without_caching(),
+            StoreSpec::new(
+                other_store,
+                ArcSerde(joined.key_serde.clone()),
+                ArcSerde(joined.other_value_serde.clone()),
+            )
+            .windowed_with_duplicates(Duration::ZERO, retention)
+            .without_caching(),
             &node,
         );
         if kind != Kind::Inner {

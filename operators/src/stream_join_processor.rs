@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use weir_runtime::serde::{Bytes, Serde};
-use weir_runtime::{Data, Error, Processor, ProcessorContext, Record, Result};
+use weir_runtime::{Data, Processor, ProcessorContext, Record, Result};
 
 use crate::stream_join::JoinWindows;
 
@@ -47,63 +47,6 @@ impl<K: Data, V1: Data, V2: Data> Processor<K, V2, K, Side<V1, V2>> for Tag<fals
     ) -> Result<()> {
         let side = Side::Right(r.value.clone());
         ctx.forward(r.with_value(side))
-    }
-}
-
-/// Several values under one (key, timestamp) of a join window store, in arrival order:
-/// a count, then each value's length and bytes.
-pub(crate) struct ListSerde<V>(pub(crate) Arc<dyn Serde<V>>);
-
-impl<V: 'static> Serde<Vec<V>> for ListSerde<V> {
-    fn serialize(&self, value: &Vec<V>) -> Result<Option<Bytes>> {
-        let mut out = Vec::new();
-        self.serialize_into(value, &mut out)?;
-        Ok(Some(out.into()))
-    }
-
-    fn serialize_into(&self, value: &Vec<V>, out: &mut Vec<u8>) -> Result<bool> {
-        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
-        for v in value {
-            let at = out.len();
-            out.extend_from_slice(&[0; 4]);
-            if !self.0.serialize_into(v, out)? {
-                return Err(Error::Serde(
-                    "a joined record's value cannot be null".into(),
-                ));
-            }
-            let n = (out.len() - at - 4) as u32;
-            out[at..at + 4].copy_from_slice(&n.to_be_bytes());
-        }
-        Ok(true)
-    }
-
-    fn deserialize(&self, data: Option<&[u8]>) -> Result<Vec<V>> {
-        let b = data.unwrap_or_default();
-        let bad = || {
-            Error::Serde(format!(
-                "a join window entry of {} bytes is cut short",
-                b.len()
-            ))
-        };
-        let n = u32::from_be_bytes(b.get(..4).ok_or_else(bad)?.try_into().expect("4 bytes"));
-        let mut at = 4;
-        // A corrupt count must not size the allocation: each value takes 4 bytes at least.
-        let mut out = Vec::with_capacity((n as usize).min(b.len() / 4));
-        for _ in 0..n {
-            let len = u32::from_be_bytes(
-                b.get(at..at + 4)
-                    .ok_or_else(bad)?
-                    .try_into()
-                    .expect("4 bytes"),
-            ) as usize;
-            at += 4;
-            out.push(
-                self.0
-                    .deserialize(Some(b.get(at..at + len).ok_or_else(bad)?))?,
-            );
-            at += len;
-        }
-        Ok(out)
     }
 }
 
@@ -244,35 +187,27 @@ impl<K: Data, V1: Data, V2: Data, VR: Data> Processor<K, Side<V1, V2>, K, VR>
         let (this_store, other_store) = (this_store.clone(), other_store.clone());
         let mut matched = Vec::new();
         match &r.value {
+            // Both stores retain duplicates: the record is a new entry of its own
+            // store, written without reading its window first.
             Side::Left(v) => {
-                let mut others = ctx.window_store::<K, Vec<V2>>(&other_store)?;
-                for (window, values) in others.fetch_range(&r.key, from, to)? {
-                    for o in values {
-                        matched.push((window.start, (self.joiner)(Some(v), Some(&o))));
-                    }
+                let mut others = ctx.window_store::<K, V2>(&other_store)?;
+                for (window, o) in others.fetch_range(&r.key, from, to)? {
+                    matched.push((window.start, (self.joiner)(Some(v), Some(&o))));
                 }
-                let mut own = ctx.window_store::<K, Vec<V1>>(&this_store)?;
-                let mut list = own.fetch(&r.key, ts)?.unwrap_or_default();
-                list.push(v.clone());
-                own.put(&r.key, ts, Some(&list))?;
+                others.expire(self.stream_time)?;
+                let mut own = ctx.window_store::<K, V1>(&this_store)?;
+                own.put(&r.key, ts, Some(v))?;
                 own.expire(self.stream_time)?;
-                ctx.window_store::<K, Vec<V2>>(&other_store)?
-                    .expire(self.stream_time)?;
             }
             Side::Right(v) => {
-                let mut others = ctx.window_store::<K, Vec<V1>>(&other_store)?;
-                for (window, values) in others.fetch_range(&r.key, from, to)? {
-                    for o in values {
-                        matched.push((window.start, (self.joiner)(Some(&o), Some(v))));
-                    }
+                let mut others = ctx.window_store::<K, V1>(&other_store)?;
+                for (window, o) in others.fetch_range(&r.key, from, to)? {
+                    matched.push((window.start, (self.joiner)(Some(&o), Some(v))));
                 }
-                let mut own = ctx.window_store::<K, Vec<V2>>(&this_store)?;
-                let mut list = own.fetch(&r.key, ts)?.unwrap_or_default();
-                list.push(v.clone());
-                own.put(&r.key, ts, Some(&list))?;
+                others.expire(self.stream_time)?;
+                let mut own = ctx.window_store::<K, V2>(&this_store)?;
+                own.put(&r.key, ts, Some(v))?;
                 own.expire(self.stream_time)?;
-                ctx.window_store::<K, Vec<V1>>(&other_store)?
-                    .expire(self.stream_time)?;
             }
         }
         if let Some(outer) = self.outer_store.clone() {
@@ -342,37 +277,5 @@ impl<K: Data, V1: Data, V2: Data, VR: Data> Processor<K, Side<V1, V2>, K, VR>
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use weir_runtime::serde::StringSerde;
-
-    #[test]
-    fn corrupt_join_window_entries_are_errors() {
-        let serde = ListSerde::<String>(Arc::new(StringSerde));
-        let valid = serde
-            .serialize(&vec![
-                "left".to_string(),
-                "".to_string(),
-                "right".to_string(),
-            ])
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            serde.deserialize(Some(&valid)).unwrap(),
-            ["left", "", "right"]
-        );
-        crate::corruption::each(&valid, |b| {
-            let _ = serde.deserialize(Some(b));
-        });
-        // A count of four billion values in eight bytes.
-        assert!(
-            serde
-                .deserialize(Some(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1]))
-                .is_err()
-        );
     }
 }

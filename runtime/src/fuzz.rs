@@ -49,11 +49,8 @@ fn deserialize_all(b: &[u8]) {
 }
 
 fn store_keys(b: &[u8]) {
-    let window = StoreType::Window {
-        size_ms: 10,
-        retention_ms: 100,
-        segment_ms: 60_000,
-    };
+    let window = StoreType::window(10, 100);
+    let duplicates = StoreType::window_with_duplicates(0, 100);
     let session = StoreType::Session {
         retention_ms: 100,
         segment_ms: 60_000,
@@ -65,6 +62,8 @@ fn store_keys(b: &[u8]) {
     let _ = window::split_key(b, 1);
     let _ = window::split_key(b, 2);
     let _ = window::stored_window(&window, b);
+    let _ = window::stored_window(&duplicates, b);
+    let _ = window::entry_time(&duplicates, b);
     let _ = window::stored_window(&session, b);
     let _ = window::entry_time(&window, b);
     let _ = window::entry_time(&session, b);

@@ -152,3 +152,91 @@ fn an_empty_topology_is_rejected() {
         .to_string();
     assert!(err.contains("empty topology"), "{err}");
 }
+
+/// Puts every record into the window store "dups" (retaining duplicates) at its
+/// timestamp (a negative value puts `None`), expires it by stream time, and forwards
+/// how many of the key's entries the last 100 ms hold.
+struct KeepAll {
+    stream_time: i64,
+}
+
+impl Processor<String, i64, String, i64> for KeepAll {
+    fn process(
+        &mut self,
+        r: Record<String, i64>,
+        ctx: &mut ProcessorContext<'_, String, i64>,
+    ) -> Result<()> {
+        self.stream_time = self.stream_time.max(r.timestamp);
+        let mut store = ctx.window_store::<String, i64>("dups")?;
+        let value = (r.value >= 0).then_some(r.value);
+        store.put(&r.key, r.timestamp, value.as_ref())?;
+        store.expire(self.stream_time)?;
+        let held = store.fetch_range(&r.key, r.timestamp - 100, r.timestamp)?;
+        ctx.forward(r.with_value(held.len() as i64))
+    }
+}
+
+#[test]
+fn a_window_store_retaining_duplicates_keeps_every_value_in_put_order() {
+    use weir_runtime::StoreSpec;
+    use weir_runtime::testing::TopologyTestDriver;
+    let mut t = source_on_in();
+    t.add_processor("keep", || KeepAll { stream_time: 0 }, &["src"])
+        .unwrap();
+    t.add_state_store(
+        StoreSpec::<String, i64>::new("dups", StringSerde, I64Serde)
+            .windowed_with_duplicates(Duration::ZERO, Duration::from_millis(100))
+            .without_caching(),
+        &["keep"],
+    )
+    .unwrap();
+    t.add_sink(
+        "out",
+        "out",
+        SinkSpec::new(StringSerde, I64Serde),
+        &["keep"],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig::builder()
+        .state_dir(dir.path())
+        .build()
+        .unwrap();
+    let driver = TopologyTestDriver::new(t, config).unwrap();
+    let input = driver.create_input_topic::<String, i64>("in").unwrap();
+    let output = driver.create_output_topic::<String, i64>("out").unwrap();
+    for (v, ts) in [(1, 10), (2, 10), (3, 10), (4, 20), (-1, 20), (7, 15)] {
+        input.pipe_input_at("a".to_string(), v, ts).unwrap();
+    }
+    input.pipe_input_at("b".to_string(), 9, 10).unwrap();
+    // Every put is a new entry; the `None` put changed nothing; the one at 15 sees
+    // its window [-85, 15]: three at 10 and itself.
+    assert_eq!(output.read_values_to_list().unwrap(), [1, 2, 3, 4, 4, 4, 1]);
+    let store = driver.window_store::<String, i64>("dups").unwrap();
+    let values = |from, to| -> Vec<(i64, i64)> {
+        store
+            .fetch_range(&"a".to_string(), from, to)
+            .unwrap()
+            .into_iter()
+            .map(|(w, v)| (w.start, v))
+            .collect()
+    };
+    // By window start, then in the order they were put.
+    assert_eq!(
+        values(0, 100),
+        [(10, 1), (10, 2), (10, 3), (15, 7), (20, 4)]
+    );
+    assert_eq!(values(11, 15), [(15, 7)]);
+    assert_eq!(store.fetch(&"a".to_string(), 10).unwrap(), Some(1));
+    assert_eq!(store.fetch(&"a".to_string(), 11).unwrap(), None);
+    // Stream time 200: what started before 100 (200 less the retention) is gone.
+    input.pipe_input_at("a".to_string(), 5, 200).unwrap();
+    assert_eq!(output.read_values_to_list().unwrap(), [1]);
+    assert_eq!(values(0, 300), [(200, 5)]);
+    assert!(
+        store
+            .fetch_range(&"b".to_string(), 0, 300)
+            .unwrap()
+            .is_empty()
+    );
+}

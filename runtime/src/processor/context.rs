@@ -304,6 +304,7 @@ impl<K, V> ProcessorContext<'_, K, V> {
         let StoreType::Window {
             size_ms,
             segment_ms,
+            duplicates,
             ..
         } = ty
         else {
@@ -317,6 +318,7 @@ impl<K, V> ProcessorContext<'_, K, V> {
             value_serde,
             size_ms,
             segment_ms,
+            duplicates,
         })
     }
 

@@ -8,6 +8,7 @@ use crate::serde::Serde;
 use crate::state::task_stores::Access;
 use crate::state::window::{
     Window, Windowed, key_prefix, segment_key, session_key, split_key, time_bytes, window_key,
+    window_times,
 };
 
 /// A window store entry as read: (key bytes, window), value bytes.
@@ -182,6 +183,8 @@ pub struct WindowStoreHandle<'a, K, V> {
     pub(crate) value_serde: Arc<dyn Serde<V>>,
     pub(crate) size_ms: i64,
     pub(crate) segment_ms: i64,
+    /// The store retains duplicates (`StoreSpec::windowed_with_duplicates`).
+    pub(crate) duplicates: bool,
 }
 
 impl<K: 'static, V: 'static> Typed<K, V> for WindowStoreHandle<'_, K, V> {
@@ -194,22 +197,52 @@ impl<K: 'static, V: 'static> Typed<K, V> for WindowStoreHandle<'_, K, V> {
 }
 
 impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
-    /// The value of `key` in the window starting at `start`.
-    pub fn fetch(&mut self, key: &K, start: i64) -> Result<Option<V>> {
+    /// The stored value of `key` in the window starting at `start` (in a store
+    /// retaining duplicates, the first one put).
+    fn stored_at(&mut self, key: &K, start: i64) -> Result<Option<Vec<u8>>> {
         let k = window_key(self.segment_ms, &self.key_bytes(key)?, start);
-        match self.access.get(&k)? {
+        if !self.duplicates {
+            return self.access.get(&k);
+        }
+        let mut hi = k.clone();
+        hi.extend_from_slice(&[0xff; 8]);
+        Ok(self
+            .access
+            .range(&k, &hi)?
+            .into_iter()
+            .next()
+            .map(|(_, v)| v))
+    }
+
+    /// The key a value of `key` in the window starting at `start` is written under:
+    /// a new one each time in a store retaining duplicates.
+    fn entry_key(&mut self, key: &K, start: i64) -> Result<Vec<u8>> {
+        let mut k = window_key(self.segment_ms, &self.key_bytes(key)?, start);
+        if self.duplicates {
+            k.extend_from_slice(&self.access.next_seq().to_be_bytes());
+        }
+        Ok(k)
+    }
+
+    /// The value of `key` in the window starting at `start` (in a store retaining
+    /// duplicates, the first one put; [`WindowStoreHandle::fetch_range`] returns all).
+    pub fn fetch(&mut self, key: &K, start: i64) -> Result<Option<V>> {
+        match self.stored_at(key, start)? {
             Some(v) => self.value(&v).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Sets `key`'s value in the window starting at `start` (`None` removes it).
+    /// Sets `key`'s value in the window starting at `start` (`None` removes it). In a
+    /// store retaining duplicates every value is kept, and `None` does nothing (as in
+    /// Kafka Streams: expiry removes its entries).
     pub fn put(&mut self, key: &K, start: i64, value: Option<&V>) -> Result<()> {
-        let k = window_key(self.segment_ms, &self.key_bytes(key)?, start);
         let v = match value {
             Some(v) => self.value_bytes(v)?,
+            None if self.duplicates => return Ok(()),
             None => None,
         };
+        let k = self.entry_key(key, start)?;
         self.access.write(k, v)
     }
 
@@ -217,8 +250,7 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
     /// timestamped store (`StoreSpec::timestamped`; any other store answers with an
     /// error).
     pub fn fetch_with_timestamp(&mut self, key: &K, start: i64) -> Result<Option<(V, i64)>> {
-        let k = window_key(self.segment_ms, &self.key_bytes(key)?, start);
-        match self.access.get(&k)? {
+        match self.stored_at(key, start)? {
             Some(v) => self.stamped(&v).map(Some),
             None => Ok(None),
         }
@@ -232,12 +264,14 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
         value: &V,
         timestamp: i64,
     ) -> Result<()> {
-        let k = window_key(self.segment_ms, &self.key_bytes(key)?, start);
         let v = self.value_bytes_at(value, timestamp)?;
+        let k = self.entry_key(key, start)?;
         self.access.write_at(k, v, timestamp)
     }
 
-    /// `key`'s windows whose start is in `[from, to]`, by start (expired ones left out).
+    /// `key`'s windows whose start is in `[from, to]`, by start (expired ones left
+    /// out); in a store retaining duplicates, every value, those of one window in the
+    /// order they were put.
     pub fn fetch_range(&mut self, key: &K, from: i64, to: i64) -> Result<Vec<(Window, V)>> {
         let kb = self.key_bytes(key)?;
         let from = from.max(self.access.min_live());
@@ -251,7 +285,7 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
             lo.extend_from_slice(&time_bytes(from));
             hi.extend_from_slice(&time_bytes(to.saturating_add(1)));
             for (k, v) in self.access.range(&lo, &hi)? {
-                if let Some((_, [start, _])) = split_key(&k, 1) {
+                if let Some((_, [start, _])) = split_key(&k, window_times(self.duplicates)) {
                     out.push((Window::new(start, start + self.size_ms), self.value(&v)?));
                 }
             }
@@ -298,7 +332,7 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
         let lo = segment_key(from.div_euclid(self.segment_ms));
         let hi = segment_key(to.div_euclid(self.segment_ms).saturating_add(1));
         for (k, v) in self.access.range(&lo, &hi)? {
-            if let Some((kb, [start, _])) = split_key(&k, 1)
+            if let Some((kb, [start, _])) = split_key(&k, window_times(self.duplicates))
                 && (from..=to).contains(&start)
             {
                 out.push(((kb.to_vec(), Window::new(start, start + self.size_ms)), v));

@@ -70,6 +70,14 @@ pub trait KeyValueStore: Send {
 
 /// The smallest key greater than every key starting with `prefix`, or `None` if there
 /// is none (the prefix is all 0xff).
+/// Where a window store retaining duplicates starts numbering its entries: the wall
+/// clock in nanoseconds (see `TaskStore::seq`).
+pub(crate) fn seq_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {

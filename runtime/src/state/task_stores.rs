@@ -214,6 +214,11 @@ pub(crate) struct TaskStore {
     pub(crate) store_type: StoreType,
     /// Window and session stores: the first segment not yet dropped.
     pub(crate) live_segment: i64,
+    /// A window store retaining duplicates: the last sequence number given out.
+    /// Starts at the wall clock in nanoseconds when the store is opened, so numbers
+    /// stay unique across restarts (Kafka Streams starts at 0 each time, and an entry
+    /// put after a restart can replace a restored one with the same key and time).
+    pub(crate) seq: u64,
     /// Window and session stores: entries whose time (window start, session end) is
     /// before this are expired. Reads do not see them, and cached ones leave the cache
     /// without being written.
@@ -315,6 +320,13 @@ impl<'a> Access<'a> {
             idx,
             timestamp,
         }
+    }
+
+    /// The next sequence number of a window store retaining duplicates.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        let s = &mut self.stores.stores[self.idx];
+        s.seq = s.seq.wrapping_add(1);
+        s.seq
     }
 
     /// The store itself, for scans after [`Access::settle`].

@@ -12,7 +12,9 @@
 //!
 //! Layouts (all integers big-endian; times with the sign bit flipped so they sort as
 //! numbers):
-//! - window store: `segment(8) | key length(4) | key | window start(8)`;
+//! - window store: `segment(8) | key length(4) | key | window start(8)`, and one
+//!   retaining duplicates (a stream-stream join's) adds `| sequence(8)`: every value
+//!   put is a new entry, written without reading what the window holds;
 //! - session store: `segment(8) | key length(4) | key | session end(8) | session start(8)`;
 //! - metadata: keys starting with `0x00`, before every segment (times are never
 //!   negative, so every segment key starts with `0x80` or above).
@@ -132,6 +134,10 @@ pub enum StoreType {
         retention_ms: i64,
         /// Width of a segment in ms.
         segment_ms: i64,
+        /// Every value put is kept, under a sequence number after the window start
+        /// (Kafka Streams' `retainDuplicates`, which stream-stream joins use); a
+        /// `None` put does nothing.
+        duplicates: bool,
     },
     /// A session store, sessions kept `retention_ms` after their end.
     Session {
@@ -158,6 +164,17 @@ impl StoreType {
             size_ms,
             retention_ms,
             segment_ms: segment_interval(retention_ms),
+            duplicates: false,
+        }
+    }
+
+    /// A window store retaining duplicates (see [`StoreType::Window`]).
+    pub fn window_with_duplicates(size_ms: i64, retention_ms: i64) -> Self {
+        StoreType::Window {
+            size_ms,
+            retention_ms,
+            segment_ms: segment_interval(retention_ms),
+            duplicates: true,
         }
     }
 
@@ -258,12 +275,22 @@ pub(crate) fn split_key(stored: &[u8], times: usize) -> Option<(&[u8], [i64; 2])
     Some((key, [a, b]))
 }
 
+/// How many 8-byte fields follow the record key in a window store's keys: the window
+/// start, and the sequence number if it retains duplicates.
+pub(crate) fn window_times(duplicates: bool) -> usize {
+    if duplicates { 2 } else { 1 }
+}
+
 /// Decodes a stored window or session key into the record key's bytes and its window.
 pub(crate) fn stored_window(ty: &StoreType, stored: &[u8]) -> Option<(Vec<u8>, Window)> {
     match *ty {
         StoreType::KeyValue | StoreType::Versioned { .. } => None,
-        StoreType::Window { size_ms, .. } => {
-            let (k, [start, _]) = split_key(stored, 1)?;
+        StoreType::Window {
+            size_ms,
+            duplicates,
+            ..
+        } => {
+            let (k, [start, _]) = split_key(stored, window_times(duplicates))?;
             Some((k.to_vec(), Window::new(start, start + size_ms)))
         }
         StoreType::Session { .. } => {
@@ -278,7 +305,9 @@ pub(crate) fn stored_window(ty: &StoreType, stored: &[u8]) -> Option<(Vec<u8>, W
 pub(crate) fn entry_time(ty: &StoreType, stored: &[u8]) -> Option<i64> {
     match ty {
         StoreType::KeyValue => None,
-        StoreType::Window { .. } => split_key(stored, 1).map(|(_, [start, _])| start),
+        StoreType::Window { duplicates, .. } => {
+            split_key(stored, window_times(*duplicates)).map(|(_, [start, _])| start)
+        }
         // An old version's entry is placed by the time it was replaced, as a session
         // by its end.
         StoreType::Session { .. } | StoreType::Versioned { .. } => {

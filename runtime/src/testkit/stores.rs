@@ -150,6 +150,7 @@ impl<K: 'static, V: 'static> WindowStoreView<K, V> {
             let StoreType::Window {
                 size_ms,
                 segment_ms,
+                duplicates,
                 ..
             } = stores.stores[idx].store_type
             else {
@@ -161,6 +162,7 @@ impl<K: 'static, V: 'static> WindowStoreView<K, V> {
                 value_serde,
                 size_ms,
                 segment_ms,
+                duplicates,
             })
         })
     }

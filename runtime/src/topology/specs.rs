@@ -197,6 +197,16 @@ impl<K, V> StoreSpec<K, V> {
         self
     }
 
+    /// Makes this a window store that keeps every value put, even several under one
+    /// key and window start (Kafka Streams' `retainDuplicates`, as its stream-stream
+    /// joins use): each is its own entry, under a sequence number, written without
+    /// reading the window first; `fetch_range` returns them in the order they were
+    /// put, and a `None` put does nothing (expiry removes entries).
+    pub fn windowed_with_duplicates(mut self, size: Duration, retention: Duration) -> Self {
+        self.store_type = StoreType::window_with_duplicates(millis(size), millis(retention));
+        self
+    }
+
     /// Makes this a session store: sessions kept `retention` after their end.
     /// Processors reach it with `ProcessorContext::session_store`.
     pub fn sessions(mut self, retention: Duration) -> Self {
