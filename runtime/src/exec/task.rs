@@ -277,10 +277,6 @@ impl Task {
             if let Some(why) = txn.failed() {
                 return Err(Error::kafka(why));
             }
-            if self.query.is_stopping() {
-                // Its query is stopping (or failed): it is not built again.
-                return Ok(Some(self.close(guard)));
-            }
             return Ok(Some(self.start_again(guard)));
         }
         if status.draining {
@@ -345,15 +341,19 @@ impl Task {
     /// checkpoint: its stores are wiped and restored from their committed
     /// changelogs), but its query goes on: the runtime builds the task again from the
     /// last commit once every task of the aborted transaction has closed, if this
-    /// member still owns its partitions.
+    /// member still owns its partitions (and its query is not stopping).
     fn start_again(self: &Arc<Self>, mut guard: MutexGuard<'_, TaskInner>) -> After {
+        guard.core.current = None;
+        if self.query.is_stopping() {
+            // Its query is stopping (or failed): it is not built again.
+            return self.close(guard);
+        }
         log::info!(
             "query '{}' task {}: the transaction was aborted; the task starts again from its last commit",
             self.query.name,
             self.id
         );
         self.query.task_restarted();
-        guard.core.current = None;
         self.close(guard)
     }
 
