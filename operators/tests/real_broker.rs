@@ -27,14 +27,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::kafka::{committed, counts, produce, spawn_child};
-use common::real_broker::{RealBroker, committed_records, create_topics, runtime, runtime_with};
+use common::real_broker::{
+    RealBroker, committed_records, create_topics, from_beginning, runtime, runtime_with,
+};
 use weir::ProcessingGuarantee;
 use weir::prelude::*;
 use weir::runtime::internals::rdkafka;
 
-use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const SERVERS: &str = "WEIR_TEST_REAL_SERVERS";
 const STATE_DIR: &str = "WEIR_TEST_REAL_STATE_DIR";
@@ -262,22 +262,10 @@ fn at_least_once_loses_nothing_under_repeated_sigkills_on_a_real_broker() {
     let want_latest: BTreeMap<String, i64> = all.iter().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut out, mut latest) = (BTreeMap::<i64, usize>::new(), BTreeMap::new());
-    let reader = |topic: &str| -> BaseConsumer {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &servers)
-            .set("group.id", "real-broker-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..2 {
-            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-                .unwrap();
-        }
-        c.assign(&tpl).unwrap();
-        c
-    };
-    let (out_reader, latest_reader) = (reader("out"), reader("latest"));
+    let (out_reader, latest_reader) = (
+        from_beginning(&servers, "out", 2, false),
+        from_beginning(&servers, "latest", 2, false),
+    );
     let value = |m: &rdkafka::message::BorrowedMessage<'_>| {
         i64::from_be_bytes(m.payload().unwrap().try_into().unwrap())
     };

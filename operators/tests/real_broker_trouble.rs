@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::kafka::{committed, counts, poisoned, produce, spawn_child};
-use common::real_broker::{RealBroker, committed_records, create_topics, runtime, runtime_with};
+use common::real_broker::{
+    RealBroker, committed_records, create_topics, from_beginning, runtime, runtime_with,
+};
 use weir::prelude::*;
 use weir::runtime::internals::rdkafka;
 use weir::{ProcessingGuarantee, QueryStats};
 
-use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const SERVERS: &str = "WEIR_TEST_TROUBLE_SERVERS";
 const STATE_DIR: &str = "WEIR_TEST_TROUBLE_STATE_DIR";
@@ -42,18 +42,7 @@ fn distinct_values(
     n: usize,
     timeout: Duration,
 ) -> BTreeMap<i64, usize> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", "trouble-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let c = from_beginning(servers, topic, 2, false);
     let mut seen = BTreeMap::new();
     let deadline = Instant::now() + timeout;
     while seen.len() < n && Instant::now() < deadline {

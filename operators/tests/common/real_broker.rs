@@ -338,6 +338,38 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// A plain rdkafka consumer (not weir's reader, no group membership) assigned
+/// `topic`'s first `partitions` partitions from the beginning; with `read_committed`
+/// it sees committed transactions' records only.
+pub fn from_beginning(
+    servers: &str,
+    topic: &str,
+    partitions: i32,
+    read_committed: bool,
+) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .set("group.id", "real-broker-reader")
+        .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    consumer
+}
+
 /// Every committed record of `topic` (read_committed, an rdkafka consumer, not weir's
 /// reader), in each partition's order, read until nothing new came for `quiet`: its
 /// key and value bytes (`None`: a tombstone).
@@ -347,19 +379,7 @@ pub fn committed_records(
     partitions: i32,
     quiet: Duration,
 ) -> Vec<(String, Option<Vec<u8>>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", "real-broker-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = from_beginning(servers, topic, partitions, true);
     let mut out = Vec::new();
     let mut last_new = Instant::now();
     while last_new.elapsed() < quiet {
