@@ -302,23 +302,21 @@ impl<K: Data, V: Data> KStream<K, V> {
         let retention = Duration::from_millis(windows.retention().max(0) as u64);
         let mut inner = self.builder.borrow_mut();
         inner.add_store(
-            StoreSpec::new(
+            join_window_store(
                 this_store,
-                ArcSerde(joined.key_serde.clone()),
-                ArcSerde(joined.value_serde.clone()),
-            )
-            .windowed_with_duplicates(Duration::ZERO, retention)
-            .without_caching(),
+                &joined.key_serde,
+                &joined.value_serde,
+                retention,
+            ),
             &node,
         );
         inner.add_store(
-            StoreSpec::new(
+            join_window_store(
                 other_store,
-                ArcSerde(joined.key_serde.clone()),
-                ArcSerde(joined.other_value_serde.clone()),
-            )
-            .windowed_with_duplicates(Duration::ZERO, retention)
-            .without_caching(),
+                &joined.key_serde,
+                &joined.other_value_serde,
+                retention,
+            ),
             &node,
         );
         if kind != Kind::Inner {
@@ -331,4 +329,21 @@ impl<K: Data, V: Data> KStream<K, V> {
         drop(inner);
         out
     }
+}
+
+/// One side's window store of a stream-stream join: every record its own entry
+/// (duplicates retained), kept `retention`, uncached.
+fn join_window_store<K: Data, V: Data>(
+    name: String,
+    key_serde: &Arc<dyn Serde<K>>,
+    value_serde: &Arc<dyn Serde<V>>,
+    retention: Duration,
+) -> StoreSpec<K, V> {
+    StoreSpec::new(
+        name,
+        ArcSerde(key_serde.clone()),
+        ArcSerde(value_serde.clone()),
+    )
+    .windowed_with_duplicates(Duration::ZERO, retention)
+    .without_caching()
 }

@@ -26,10 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::kafka::{committed, counts, produce, spawn_child};
-use common::real_broker::{
-    RealBroker, committed_records, create_topics, from_beginning, runtime, runtime_with,
-};
+use common::kafka::{committed, counts, produce, reader_of, spawn_child};
+use common::real_broker::{RealBroker, committed_records, create_topics, runtime, runtime_with};
 use weir::ProcessingGuarantee;
 use weir::prelude::*;
 use weir::runtime::internals::rdkafka;
@@ -263,8 +261,8 @@ fn at_least_once_loses_nothing_under_repeated_sigkills_on_a_real_broker() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut out, mut latest) = (BTreeMap::<i64, usize>::new(), BTreeMap::new());
     let (out_reader, latest_reader) = (
-        from_beginning(&servers, "out", 2, false),
-        from_beginning(&servers, "latest", 2, false),
+        reader_of(&servers, "out", Some(2), false),
+        reader_of(&servers, "latest", Some(2), false),
     );
     let value = |m: &rdkafka::message::BorrowedMessage<'_>| {
         i64::from_be_bytes(m.payload().unwrap().try_into().unwrap())

@@ -13,10 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::kafka::{committed, counts, poisoned, produce, spawn_child};
-use common::real_broker::{
-    RealBroker, committed_records, create_topics, from_beginning, runtime, runtime_with,
-};
+use common::kafka::{committed, counts, poisoned, produce, reader_of, spawn_child};
+use common::real_broker::{RealBroker, committed_records, create_topics, runtime, runtime_with};
 use weir::prelude::*;
 use weir::runtime::internals::rdkafka;
 use weir::{ProcessingGuarantee, QueryStats};
@@ -42,7 +40,7 @@ fn distinct_values(
     n: usize,
     timeout: Duration,
 ) -> BTreeMap<i64, usize> {
-    let c = from_beginning(servers, topic, 2, false);
+    let c = reader_of(servers, topic, Some(2), false);
     let mut seen = BTreeMap::new();
     let deadline = Instant::now() + timeout;
     while seen.len() < n && Instant::now() < deadline {

@@ -102,6 +102,18 @@ pub fn read(servers: &str, topic: &str, n: usize) -> Vec<(String, i64)> {
 
 /// A consumer (no group membership) reading every partition of `topic` from the start.
 fn reader(servers: &str, topic: &str, read_committed: bool) -> BaseConsumer {
+    reader_of(servers, topic, None, read_committed)
+}
+
+/// A consumer (no group membership) reading `topic`'s first `partitions` partitions
+/// (`None`: all, as the cluster's metadata says) from the start; with
+/// `read_committed` it sees committed transactions' records only.
+pub fn reader_of(
+    servers: &str,
+    topic: &str,
+    partitions: Option<i32>,
+    read_committed: bool,
+) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", "test-reader")
@@ -117,11 +129,14 @@ fn reader(servers: &str, topic: &str, read_committed: bool) -> BaseConsumer {
         )
         .create()
         .unwrap();
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .unwrap();
+    let partitions = partitions.unwrap_or_else(|| {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .unwrap();
+        md.topics()[0].partitions().len() as i32
+    });
     let mut tpl = TopicPartitionList::new();
-    for p in 0..md.topics()[0].partitions().len() as i32 {
+    for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }

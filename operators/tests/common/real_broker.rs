@@ -21,7 +21,6 @@ use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// Where the binary is: `WEIR_TEST_BROKER_BIN`, else the install script's cache.
 pub fn binary() -> PathBuf {
@@ -338,38 +337,6 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
-/// A plain rdkafka consumer (not weir's reader, no group membership) assigned
-/// `topic`'s first `partitions` partitions from the beginning; with `read_committed`
-/// it sees committed transactions' records only.
-pub fn from_beginning(
-    servers: &str,
-    topic: &str,
-    partitions: i32,
-    read_committed: bool,
-) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", "real-broker-reader")
-        .set("enable.auto.commit", "false")
-        .set(
-            "isolation.level",
-            if read_committed {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        )
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    consumer
-}
-
 /// Every committed record of `topic` (read_committed, an rdkafka consumer, not weir's
 /// reader), in each partition's order, read until nothing new came for `quiet`: its
 /// key and value bytes (`None`: a tombstone).
@@ -379,7 +346,7 @@ pub fn committed_records(
     partitions: i32,
     quiet: Duration,
 ) -> Vec<(String, Option<Vec<u8>>)> {
-    let consumer = from_beginning(servers, topic, partitions, true);
+    let consumer = super::kafka::reader_of(servers, topic, Some(partitions), true);
     let mut out = Vec::new();
     let mut last_new = Instant::now();
     while last_new.elapsed() < quiet {
