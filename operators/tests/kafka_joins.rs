@@ -129,3 +129,92 @@ fn on_kafka_a_stream_table_join_restores_the_table_it_takes_over() {
     q1.stop().unwrap();
     q2.stop().unwrap();
 }
+
+/// A stream-stream join whose left side was processed (and committed) by one runtime
+/// finds those records after a restart: from its local RocksDB store, then, with the
+/// state directory gone, from the changelogs. The join stores keep their recent
+/// entries in memory and write them at commits (`state/window_front.rs`), so what a
+/// restart finds is what the commits wrote.
+#[test]
+fn on_kafka_a_stream_stream_join_finds_its_window_after_a_restart_and_a_restore() {
+    // The mock cluster cannot create topics: the changelogs are made here.
+    let mock = cluster(&[
+        ("left", 4),
+        ("right", 4),
+        ("joined", 4),
+        ("kafka-test-ss-pairs-this-join-store-changelog", 4),
+        ("kafka-test-ss-pairs-other-join-store-changelog", 4),
+    ]);
+    let servers = mock.bootstrap_servers();
+    let topology = || {
+        let builder = StreamsBuilder::new();
+        let right = builder.stream::<String, String>("right");
+        builder
+            .stream::<String, String>("left")
+            .join_stream(
+                &right,
+                |l: &String, r: &String| format!("{l}+{r}"),
+                JoinWindows::of_time_difference_with_no_grace(Duration::from_secs(3600)),
+                StreamJoined::defaults().with_name("pairs"),
+            )
+            .to("joined");
+        builder.build().unwrap()
+    };
+    let side = |prefix: &str, per_key: usize| -> Vec<(String, Option<String>)> {
+        (0..20 * per_key)
+            .map(|i| (format!("k{}", i % 20), Some(format!("{prefix}{i}"))))
+            .collect()
+    };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let run = |dir: &std::path::Path, right: Option<&str>, processed: u64| {
+        let rt = Runtime::new(config(&servers, dir).build().unwrap()).unwrap();
+        let q = rt.start_query("ss", topology()).unwrap();
+        match right {
+            None => send(&servers, "left", &side("l", 2)),
+            Some(prefix) => send(&servers, "right", &side(prefix, 1)),
+        }
+        wait_until("the records", || q.stats().records_processed == processed);
+        let restored = q.stats().records_restored;
+        q.stop().unwrap();
+        rt.shutdown().unwrap();
+        restored
+    };
+    // 40 left records (two per key), committed by the stop.
+    run(d1.path(), None, 40);
+    // The same state directory: 20 right records, each matching its key's two.
+    run(d1.path(), Some("a"), 20);
+    // A new one: the stores come back from their changelogs.
+    let restored = run(d2.path(), Some("b"), 20);
+    assert_eq!(restored, 60, "40 left and 20 right entries restored");
+
+    let pairs: BTreeSet<String> = (0..20)
+        .flat_map(|k| {
+            ["a", "b"]
+                .into_iter()
+                .flat_map(move |r| [k, k + 20].map(|l| format!("l{l}+{r}{k}")))
+        })
+        .collect();
+    let out = read_joined(&servers, pairs.len());
+    let got: BTreeSet<String> = out.iter().cloned().collect();
+    assert_eq!(got, pairs);
+    assert_eq!(out.len(), pairs.len(), "no pair twice: {out:?}");
+}
+
+/// Every value of `joined`, read from the start until there are `n` (then 300 ms more,
+/// so extra ones would show), or 30 s pass.
+fn read_joined(servers: &str, n: usize) -> Vec<String> {
+    use rdkafka::Message;
+    let consumer = common::kafka::reader_of(servers, "joined", Some(4), false);
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut quiet = None;
+    while Instant::now() < deadline && quiet.is_none_or(|q| Instant::now() < q) {
+        while let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+            out.push(String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap());
+        }
+        if out.len() >= n && quiet.is_none() {
+            quiet = Some(Instant::now() + Duration::from_millis(300));
+        }
+    }
+    out
+}

@@ -25,7 +25,7 @@ use crate::state::global::{
 };
 use crate::state::task_stores::{Changelog, TaskStore, TaskStores};
 use crate::state::window::StoreType;
-use crate::state::{InMemoryStore, KeyValueStore};
+use crate::state::{InMemoryStore, KeyValueStore, WindowFront};
 use crate::topology::StoreKind;
 use crate::topology::plan::changelog_topic;
 
@@ -161,6 +161,25 @@ impl Factory<'_> {
             StoreType::KeyValue => (i64::MIN, i64::MIN),
             ty => TaskStore::opened(&*store, ty)?,
         };
+        // A join's window store keeps its recent entries in memory; the store holds
+        // none past the end of its last segment.
+        let front = match (def.store_type, def.kind) {
+            (
+                StoreType::Window {
+                    duplicates: true,
+                    segment_ms,
+                    ..
+                },
+                StoreKind::RocksDb,
+            ) => Some(WindowFront::new(
+                self.zones.record_cache.clone(),
+                match disk_segment {
+                    i64::MIN => i64::MIN,
+                    seg => seg.saturating_add(1).saturating_mul(segment_ms),
+                },
+            )),
+            _ => None,
+        };
         Ok(TaskStore {
             name: def.name.clone(),
             store,
@@ -177,6 +196,7 @@ impl Factory<'_> {
             min_live,
             disk_segment,
             changelog,
+            front,
         })
     }
 
@@ -400,6 +420,7 @@ impl Factory<'_> {
                     min_live: i64::MIN,
                     disk_segment: i64::MIN,
                     changelog: None,
+                    front: None,
                 }
             } else if owner == si {
                 self.open_task_store(def, name, task_id, query.id, &query.restored)?

@@ -23,11 +23,13 @@ mod rocks;
 pub(crate) mod suppress;
 pub(crate) mod task_stores;
 pub(crate) mod window;
+mod window_front;
 
 pub use cache::{CacheStats, ENTRY_OVERHEAD, RecordCache};
 pub(crate) use cache::{Dirty, Lookup, Pick, TaskCache};
 pub use memory::InMemoryStore;
 pub use rocks::{RocksDbStore, StateEnv, StateUsage};
+pub(crate) use window_front::WindowFront;
 
 use crate::error::Result;
 

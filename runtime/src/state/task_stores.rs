@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::state::window::{META_KEY, StoreType, entry_segment, entry_time, segment_key};
-use crate::state::{BatchEntry, Dirty, KeyValue, KeyValueStore, Lookup, Pick, TaskCache};
+use crate::state::window_front::Put;
+use crate::state::{
+    BatchEntry, Dirty, KeyValue, KeyValueStore, Lookup, Pick, TaskCache, WindowFront,
+};
 
 /// A task's stores, its part of the record cache, and the store changes waiting to
 /// go downstream.
@@ -120,6 +123,11 @@ impl TaskStores {
             Chunk,
             Failed(Error),
         }
+        for (idx, st) in self.stores.iter_mut().enumerate() {
+            if only.is_none_or(|o| o == idx) {
+                st.flush_front()?;
+            }
+        }
         let Some(cache) = self.cache.as_mut() else {
             return Ok(false);
         };
@@ -189,6 +197,9 @@ impl TaskStores {
     }
 }
 
+/// A write of a key (`None` deletes it).
+type Write = (Vec<u8>, Option<Vec<u8>>);
+
 /// Bytes of keys and values per write batch when the record cache is flushed.
 const FLUSH_BATCH_BYTES: usize = 4 << 20;
 
@@ -229,6 +240,9 @@ pub(crate) struct TaskStore {
     pub(crate) disk_segment: i64,
     /// With changelogs (Kafka): the changelog every write of the store also goes to.
     pub(crate) changelog: Option<Changelog>,
+    /// A RocksDB window store retaining duplicates (a join's): its recent entries in
+    /// memory, written to the store at commits (`state/window_front.rs`).
+    pub(crate) front: Option<WindowFront>,
 }
 
 /// A store's changelog partition, and where its checkpoint file goes (RocksDB stores).
@@ -253,6 +267,53 @@ impl TaskStore {
         let r = self.store.write_batch(batch);
         batch.clear();
         r
+    }
+
+    /// Writes the front's dirty entries to the store in one key-sorted batch; they
+    /// stay in the front, clean.
+    pub(crate) fn flush_front(&mut self) -> Result<()> {
+        let Some(front) = self.front.as_mut().filter(|f| f.has_dirty()) else {
+            return Ok(());
+        };
+        let mut entries = front.dirty_entries();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(seg) = entries.last().and_then(|(k, _)| entry_segment(k)) {
+            self.disk_segment = self.disk_segment.max(seg);
+        }
+        let batch: Vec<BatchEntry<'_>> = entries
+            .iter()
+            .map(|(k, v)| (k.as_slice(), Some(*v)))
+            .collect();
+        self.store.write_batch(&batch)?;
+        drop(batch);
+        drop(entries);
+        front.written();
+        Ok(())
+    }
+
+    /// Offers a write to the front, if the store has one. Hands it back if the store
+    /// must take it (no front, not an entry, older than the front's floor, or larger
+    /// than the front can hold once it has written and dropped its older half).
+    fn put_front(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<Option<Write>> {
+        let Some(front) = self.front.as_mut() else {
+            return Ok(Some((key, value)));
+        };
+        let (key, value) = match front.put(key, value) {
+            Put::Taken => return Ok(None),
+            Put::Refused(k, v) => return Ok(Some((k, v))),
+            Put::Full(k, v) => (k, v),
+        };
+        self.flush_front()?;
+        let front = self.front.as_mut().expect("checked above");
+        front.evict_half();
+        Ok(match front.put(key, value) {
+            Put::Taken => None,
+            Put::Refused(k, v) => Some((k, v)),
+            Put::Full(k, v) => {
+                front.pass(&k);
+                Some((k, v))
+            }
+        })
     }
 
     /// Writes one entry (`None` deletes it).
@@ -362,6 +423,7 @@ impl<'a> Access<'a> {
 
     pub(crate) fn get(&mut self, k: &[u8]) -> Result<Option<Vec<u8>>> {
         let idx = self.idx;
+        self.stores.stores[idx].flush_front()?;
         let st = &self.stores.stores[idx];
         if entry_time(&st.store_type, k).is_some_and(|t| t < st.min_live) {
             return Ok(None);
@@ -404,6 +466,9 @@ impl<'a> Access<'a> {
         timestamp: i64,
     ) -> Result<()> {
         let idx = self.idx;
+        let Some((k, v)) = self.stores.stores[idx].put_front(k, v)? else {
+            return Ok(());
+        };
         let dirty = if self.cached() {
             let cache = self.stores.cache.as_mut().expect("cached() checked");
             cache.put(idx, k, v, timestamp)
@@ -418,8 +483,10 @@ impl<'a> Access<'a> {
         self.stores.apply_dirty(dirty)
     }
 
-    /// Before a scan, writes this store's cached changes so the scan sees them.
+    /// Before a scan, writes this store's cached changes (and its front's) so the
+    /// scan sees them.
     pub(crate) fn settle(&mut self) -> Result<()> {
+        self.stores.stores[self.idx].flush_front()?;
         if !self.cached() {
             return Ok(());
         }
@@ -427,6 +494,17 @@ impl<'a> Access<'a> {
     }
 
     pub(crate) fn range(&mut self, from: &[u8], to: &[u8]) -> Result<Vec<KeyValue>> {
+        let st = &mut self.stores.stores[self.idx];
+        // One key's entries in a store with a front: the front answers from its floor
+        // on, the store before it.
+        if let Some(split) = st.front.as_ref().and_then(|f| f.split(from, to)) {
+            let mut out = match split.store {
+                Some((lo, hi)) if lo < hi => st.store.range(&lo, &hi)?,
+                _ => Vec::new(),
+            };
+            out.extend(split.front);
+            return Ok(out);
+        }
         self.settle()?;
         self.stores.stores[self.idx].store.range(from, to)
     }
@@ -467,6 +545,9 @@ impl<'a> Access<'a> {
             return Ok(());
         }
         st.min_live = min_live;
+        if let Some(front) = st.front.as_mut() {
+            front.expire(min_live);
+        }
         let live = min_live.div_euclid(segment_ms);
         if live <= st.live_segment || live <= 0 {
             return Ok(());

@@ -155,7 +155,13 @@ impl RecordCache {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn try_reserve(&self, n: usize) -> bool {
+    /// The budget.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Charges `n` bytes if they fit under the cap.
+    pub(crate) fn try_reserve(&self, n: usize) -> bool {
         let mut cur = self.used.load(Ordering::SeqCst);
         loop {
             if cur + n > self.cap {
@@ -171,7 +177,8 @@ impl RecordCache {
         }
     }
 
-    fn release(&self, n: usize) {
+    /// Gives back `n` charged bytes.
+    pub(crate) fn release(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::SeqCst);
     }
 
