@@ -7,7 +7,10 @@
 //! the runtime's one memory limit (RocksDB under the shared cache by default):
 //!
 //! - one window store per side: each key's records by timestamp (several records with
-//!   the same key and timestamp kept in arrival order), kept `before + after + grace`;
+//!   the same key and timestamp kept in arrival order), kept `before + after + grace`,
+//!   its recent entries in memory under the record cache's budget and written to
+//!   RocksDB (and the changelog) at commits, so a join hardly waits on RocksDB while
+//!   its windows are short;
 //! - for left and outer joins, the records without a partner yet, in a key-value store
 //!   ordered by (timestamp, side, key, arrival): a record goes downstream with `None`
 //!   for its partner only once its window has closed (stream time past `t + after +
