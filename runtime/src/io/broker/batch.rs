@@ -13,7 +13,8 @@ use crate::record::{Headers, RECORD_OVERHEAD_BYTES, RawRecord, Record};
 /// Where `FetchBatch::copy_from` reads a segment's bytes.
 pub(super) enum Source<'a> {
     Slice(&'a [u8]),
-    File(&'a File),
+    /// A file, and where in it the segment starts.
+    File(&'a File, u64),
 }
 
 /// What a fetch may still take.
@@ -83,9 +84,9 @@ impl FetchBatch {
             let at = self.data.len();
             match src {
                 Source::Slice(data) => self.data.extend_from_slice(&data[from..to]),
-                Source::File(f) => {
+                Source::File(f, base) => {
                     self.data.resize(at + (to - from), 0);
-                    f.read_exact_at(&mut self.data[at..], from as u64)?;
+                    f.read_exact_at(&mut self.data[at..], base + from as u64)?;
                 }
             }
             let shift = at as i64 - from as i64;

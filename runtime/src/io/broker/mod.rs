@@ -369,14 +369,21 @@ mod tests {
         let b = Broker::with_log_dir(dir.path()).unwrap();
         b.create_topic("t", 1).unwrap();
         let big = "y".repeat(300_000);
-        for i in 0..10 {
+        for i in 0..20 {
             b.append("t", 0, [raw(Some("k"), &format!("{i}{big}"), i)])
                 .unwrap();
         }
-        let files = std::fs::read_dir(dir.path().join("t-0")).unwrap().count();
-        assert!(files >= 2, "sealed segments are files ({files})");
+        // Segments of three records are sealed at 1 MiB and appended to a file until
+        // it holds 2 MiB in tests (64 MiB otherwise): six segments, two files.
+        let mut files: Vec<u64> = std::fs::read_dir(dir.path().join("t-0"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files.iter().all(|n| *n > 2_000_000), "{files:?}");
         let all = b.fetch("t", 0, 0, usize::MAX, usize::MAX).unwrap();
-        assert_eq!(all.len(), 10);
+        assert_eq!(all.len(), 20);
         for (i, (off, r)) in all.iter().enumerate() {
             assert_eq!((*off, r.timestamp), (i as i64, i as i64));
             assert!(
