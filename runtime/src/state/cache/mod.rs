@@ -45,12 +45,20 @@ const EVICTION_CHUNK_DIVISOR: usize = 64;
 /// A function that wakes a task (so it runs and serves an eviction request).
 pub(crate) type Waker = Arc<dyn Fn() + Send + Sync>;
 
-/// What a task publishes to the others: its oldest tick, its bytes, and requests made
-/// to it.
+/// Ticks a task takes from the global clock at once: a read or write stamps its entry
+/// from the task's own batch instead of incrementing the shared counter (a contended
+/// cache line when two workers read their caches). Ticks stay unique and rise within
+/// a task; across tasks "oldest" is right to within this many operations.
+const TICK_BATCH: u64 = 64;
+
+/// What a task publishes to the others: its oldest tick, its bytes, its read counts,
+/// and requests made to it.
 struct Shared {
     oldest: AtomicU64,
     bytes: AtomicUsize,
     entries: AtomicUsize,
+    hits: AtomicU64,
+    misses: AtomicU64,
     evict_request: AtomicUsize,
     waker: Waker,
 }
@@ -99,19 +107,18 @@ impl RecordCache {
 
     /// Counters and sizes now.
     pub fn stats(&self) -> CacheStats {
-        let entries = self
-            .tasks
-            .lock()
-            .iter()
-            .filter_map(Weak::upgrade)
-            .map(|t| t.entries.load(Ordering::Relaxed))
-            .sum();
+        let (mut entries, mut hits, mut misses) = (0, 0, 0);
+        for t in self.tasks.lock().iter().filter_map(Weak::upgrade) {
+            entries += t.entries.load(Ordering::Relaxed);
+            hits += t.hits.load(Ordering::Relaxed);
+            misses += t.misses.load(Ordering::Relaxed);
+        }
         CacheStats {
             cap: self.cap,
             used: self.used.load(Ordering::SeqCst),
             entries,
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Relaxed) + hits,
+            misses: self.misses.load(Ordering::Relaxed) + misses,
             evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
@@ -136,6 +143,8 @@ impl RecordCache {
             oldest: AtomicU64::new(u64::MAX),
             bytes: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
             evict_request: AtomicUsize::new(0),
             waker,
         });
@@ -148,11 +157,10 @@ impl RecordCache {
             entries: LinkedHashMap::new(),
             bytes: 0,
             dirty: 0,
+            ticks: 0..0,
+            hits: 0,
+            misses: 0,
         }
-    }
-
-    fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The budget.
@@ -225,6 +233,11 @@ pub struct TaskCache {
     /// How many entries are dirty: a flush walks back from the most recent entry only
     /// until it has seen them all, not over every clean entry.
     dirty: usize,
+    /// Ticks taken from the global clock, not used yet ([`TICK_BATCH`]).
+    ticks: std::ops::Range<u64>,
+    /// Reads answered here, and reads that went to the store (published in `Shared`).
+    hits: u64,
+    misses: u64,
 }
 
 fn size_of(key: &[u8], value: &Option<Vec<u8>>) -> usize {
@@ -245,6 +258,15 @@ impl TaskCache {
     /// True if the task caches nothing.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The next tick of this task.
+    fn tick(&mut self) -> u64 {
+        if self.ticks.is_empty() {
+            let base = self.global.clock.fetch_add(TICK_BATCH, Ordering::Relaxed);
+            self.ticks = base..base + TICK_BATCH;
+        }
+        self.ticks.next().expect("not empty")
     }
 
     fn publish(&self) {
@@ -269,8 +291,13 @@ impl TaskCache {
             hashlink::linked_hash_map::RawEntryMut::Occupied(mut o) => {
                 o.to_back();
                 let (t, _) = o.into_mut();
-                *t = self.global.tick();
-                self.global.hits.fetch_add(1, Ordering::Relaxed);
+                if self.ticks.is_empty() {
+                    let base = self.global.clock.fetch_add(TICK_BATCH, Ordering::Relaxed);
+                    self.ticks = base..base + TICK_BATCH;
+                }
+                *t = self.ticks.next().expect("not empty");
+                self.hits += 1;
+                self.shared.hits.store(self.hits, Ordering::Relaxed);
                 // The front (oldest) entry may have moved: publish the new oldest tick.
                 let oldest = self.entries.front().map_or(u64::MAX, |(_, (t, _))| *t);
                 self.shared.oldest.store(oldest, Ordering::Relaxed);
@@ -278,7 +305,8 @@ impl TaskCache {
                 Lookup::Hit(e.value.as_deref())
             }
             hashlink::linked_hash_map::RawEntryMut::Vacant(_) => {
-                self.global.misses.fetch_add(1, Ordering::Relaxed);
+                self.misses += 1;
+                self.shared.misses.store(self.misses, Ordering::Relaxed);
                 Lookup::Miss
             }
         }
@@ -302,7 +330,7 @@ impl TaskCache {
     fn admit(&mut self, k: Key, value: Option<Vec<u8>>, timestamp: i64, dirty: bool, size: usize) {
         self.bytes += size;
         self.dirty += usize::from(dirty);
-        let tick = self.global.tick();
+        let tick = self.tick();
         let entry = Entry {
             value,
             timestamp,
@@ -432,6 +460,11 @@ impl TaskCache {
 impl Drop for TaskCache {
     fn drop(&mut self) {
         self.global.release(self.bytes);
+        // Its reads still count once it is gone (not twice meanwhile).
+        self.shared.hits.store(0, Ordering::Relaxed);
+        self.shared.misses.store(0, Ordering::Relaxed);
+        self.global.hits.fetch_add(self.hits, Ordering::Relaxed);
+        self.global.misses.fetch_add(self.misses, Ordering::Relaxed);
     }
 }
 
