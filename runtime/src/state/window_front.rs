@@ -17,8 +17,9 @@
 //!   floor and the store for the part before it (nothing, while the floor is below
 //!   the retention).
 //! - Its bytes are reserved from the runtime's record cache budget (so they count in
-//!   the one memory limit, and show in the record cache's zone), and a front holds at
-//!   most [`FRONT_SHARE`] of that budget. When it cannot reserve, it writes its dirty
+//!   the one memory limit, and show in the record cache's zone). A front holds at
+//!   most [`FRONT_SHARE`] of that budget, and all fronts together at most half of it:
+//!   they do not give bytes back on request, as cached entries do. When it cannot reserve, it writes its dirty
 //!   entries, drops its oldest entries until half is free and raises its floor past
 //!   them; a put older than the floor goes straight to the store.
 //! - A failed task drops its front unwritten, like its record cache entries: nothing
@@ -222,7 +223,7 @@ impl WindowFront {
         if self.bytes + n > self.reserved {
             let need = self.bytes + n - self.reserved;
             let want = need.max(RESERVE_CHUNK.min(self.cap - self.reserved));
-            if !self.budget.try_reserve(want) {
+            if !self.budget.try_reserve_front(want) {
                 return false;
             }
             self.reserved += want;
@@ -236,7 +237,7 @@ impl WindowFront {
         self.bytes -= n;
         if self.reserved - self.bytes > 2 * RESERVE_CHUNK {
             let back = self.reserved - self.bytes - RESERVE_CHUNK;
-            self.budget.release(back);
+            self.budget.release_front(back);
             self.reserved -= back;
         }
     }
@@ -375,7 +376,7 @@ impl WindowFront {
 
 impl Drop for WindowFront {
     fn drop(&mut self) {
-        self.budget.release(self.reserved);
+        self.budget.release_front(self.reserved);
     }
 }
 

@@ -67,6 +67,8 @@ struct Shared {
 pub struct RecordCache {
     cap: usize,
     used: AtomicUsize,
+    /// Bytes of `used` reserved by join stores' in-memory fronts (at most half).
+    fronts: AtomicUsize,
     clock: AtomicU64,
     tasks: Mutex<Vec<Weak<Shared>>>,
     hits: AtomicU64,
@@ -97,6 +99,7 @@ impl RecordCache {
         Arc::new(RecordCache {
             cap,
             used: AtomicUsize::new(0),
+            fronts: AtomicUsize::new(0),
             clock: AtomicU64::new(1),
             tasks: Mutex::new(Vec::new()),
             hits: AtomicU64::new(0),
@@ -169,7 +172,7 @@ impl RecordCache {
     }
 
     /// Charges `n` bytes if they fit under the cap.
-    pub(crate) fn try_reserve(&self, n: usize) -> bool {
+    fn try_reserve(&self, n: usize) -> bool {
         let mut cur = self.used.load(Ordering::SeqCst);
         loop {
             if cur + n > self.cap {
@@ -185,8 +188,38 @@ impl RecordCache {
         }
     }
 
+    /// Charges `n` bytes for a join store's in-memory front, if they fit under the
+    /// cap and the fronts together stay within half of it (the rest is the cached
+    /// entries', which fronts do not give up on request).
+    pub(crate) fn try_reserve_front(&self, n: usize) -> bool {
+        let mut cur = self.fronts.load(Ordering::SeqCst);
+        loop {
+            if cur + n > self.cap / 2 {
+                return false;
+            }
+            match self
+                .fronts
+                .compare_exchange(cur, cur + n, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        if self.try_reserve(n) {
+            return true;
+        }
+        self.fronts.fetch_sub(n, Ordering::SeqCst);
+        false
+    }
+
+    /// Gives back `n` bytes a front reserved.
+    pub(crate) fn release_front(&self, n: usize) {
+        self.fronts.fetch_sub(n, Ordering::SeqCst);
+        self.release(n);
+    }
+
     /// Gives back `n` charged bytes.
-    pub(crate) fn release(&self, n: usize) {
+    fn release(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::SeqCst);
     }
 
@@ -635,6 +668,21 @@ mod tests {
             prop_assert_eq!(stores, model);
             prop_assert_eq!(global.stats().used, 0);
         }
+    }
+
+    #[test]
+    fn join_fronts_take_at_most_half_of_the_budget() {
+        let cache = RecordCache::new(1000);
+        assert!(cache.try_reserve_front(400));
+        assert!(!cache.try_reserve_front(101), "past half");
+        assert!(cache.try_reserve_front(100));
+        // The other half is the cached entries'.
+        assert!(cache.try_reserve(500));
+        assert!(!cache.try_reserve(1));
+        cache.release_front(500);
+        assert_eq!(cache.stats().used, 500);
+        assert!(cache.try_reserve_front(500));
+        assert!(!cache.try_reserve_front(1), "past half, and the cap");
     }
 
     #[test]
