@@ -39,13 +39,14 @@ use crate::state::window::{bytes_time, time_bytes};
 /// The largest share of the record cache budget one front may hold (1/16).
 pub(crate) const FRONT_SHARE: usize = 16;
 
-/// Bytes charged per entry on top of its value: the entry in its group (suffix,
-/// value pointer and flag), its element in the expiry queue and the allocator's
-/// rounding of the value.
-const ENTRY_OVERHEAD: usize = 80;
+/// Bytes charged per entry on top of its value, at their worst: the entry in its
+/// group's vector (40 bytes: suffix, value pointer and flag; up to twice that while
+/// the vector has spare room), its element in the expiry queue (24 bytes, likewise)
+/// and the allocator's rounding of the value (up to 16 bytes).
+const ENTRY_OVERHEAD: usize = 144;
 
-/// Bytes charged per group on top of its prefix: the hash-table slot, the shared
-/// prefix's header and the group's vector.
+/// Bytes charged per group on top of its prefix: the hash-table slot (key and vector
+/// headers, 40 bytes, at a load of 7/8), the shared prefix's header and rounding.
 const GROUP_OVERHEAD: usize = 96;
 
 /// Reservations from the record cache budget are taken and given back in chunks of
@@ -178,7 +179,11 @@ impl WindowFront {
             return Put::Full(key, Some(v));
         }
         let group: Arc<[u8]> = existing.unwrap_or_else(|| Arc::from(group));
-        let entries = self.groups.entry(group.clone()).or_default();
+        // Most groups hold one entry: no room for four (a vector's first growth).
+        let entries = self
+            .groups
+            .entry(group.clone())
+            .or_insert_with(|| Vec::with_capacity(1));
         let entry = FrontEntry {
             suffix,
             value: v.into_boxed_slice(),
