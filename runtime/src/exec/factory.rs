@@ -161,8 +161,9 @@ impl Factory<'_> {
             StoreType::KeyValue => (i64::MIN, i64::MIN),
             ty => TaskStore::opened(&*store, ty)?,
         };
-        // A join's window store keeps its recent entries in memory; the store holds
-        // none past the end of its last segment.
+        // A join's window store keeps its recent entries in memory (it is uncached:
+        // entries written through the cache would escape the front's reads); the
+        // store holds none past the end of its last segment.
         let front = match (def.store_type, def.kind) {
             (
                 StoreType::Window {
@@ -171,7 +172,7 @@ impl Factory<'_> {
                     ..
                 },
                 StoreKind::RocksDb,
-            ) => Some(WindowFront::new(
+            ) if !def.caching => Some(WindowFront::new(
                 self.zones.record_cache.clone(),
                 match disk_segment {
                     i64::MIN => i64::MIN,

@@ -201,12 +201,16 @@ impl<K, V> StoreSpec<K, V> {
     /// key and window start (Kafka Streams' `retainDuplicates`, as its stream-stream
     /// joins use): each is its own entry, under a sequence number, written without
     /// reading the window first; `fetch_range` returns them in the order they were
-    /// put, and a `None` put does nothing (expiry removes entries). A RocksDB store
-    /// of this kind keeps its recent entries in memory too, under the record cache's
-    /// budget (at most 1/16 of it; all such stores together at most half), and writes them to RocksDB and its changelog at
-    /// commits; entries that expire before a commit are never written.
+    /// put, and a `None` put does nothing (expiry removes entries). It does not go
+    /// through the record cache (Kafka Streams too disables caching for a store
+    /// retaining duplicates: no two writes share a key to compact). Instead a RocksDB
+    /// store of this kind keeps its recent entries in memory, under the record
+    /// cache's budget (at most 1/16 of it; all such stores together at most half),
+    /// and writes them to RocksDB and its changelog at commits; entries that expire
+    /// before a commit are never written.
     pub fn windowed_with_duplicates(mut self, size: Duration, retention: Duration) -> Self {
         self.store_type = StoreType::window_with_duplicates(millis(size), millis(retention));
+        self.caching = false;
         self
     }
 
