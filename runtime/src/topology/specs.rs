@@ -293,3 +293,24 @@ impl<K, V> std::fmt::Debug for StoreSpec<K, V> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serde::{I64Serde, StringSerde};
+
+    #[test]
+    fn a_store_retaining_duplicates_is_uncached_as_in_kafka_streams() {
+        let spec = StoreSpec::<String, i64>::new("s", StringSerde, I64Serde);
+        assert!(spec.caching);
+        let spec = spec.windowed_with_duplicates(Duration::ZERO, Duration::from_secs(1));
+        assert!(!spec.caching);
+        assert!(matches!(
+            spec.store_type,
+            StoreType::Window {
+                duplicates: true,
+                ..
+            }
+        ));
+    }
+}
