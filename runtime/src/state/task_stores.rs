@@ -1,8 +1,9 @@
 //! A task's stores, and the path a write takes to them.
 //!
 //! Reads and writes of a task's stores go through [`Access`]: through the runtime's
-//! record cache unless the store opted out, with expired window and session entries
-//! left out. What the cache lets go of (evicted, committed, or written through) reaches
+//! record cache unless the store opted out (a join's window store goes through its
+//! in-memory front instead, `window_front.rs`), with expired window and session
+//! entries left out. What the cache lets go of (evicted, committed, or written through) reaches
 //! the store here, in key-sorted write batches, and the changes of forwarding stores
 //! (aggregations) are queued to go downstream as (new, old).
 
