@@ -439,7 +439,7 @@ impl<'a> Access<'a> {
             }
             let v = self.stores.stores[idx].store.get(k)?;
             if let Some(cache) = self.stores.cache.as_mut() {
-                cache.insert_clean(idx, k, v.clone());
+                cache.insert_clean(idx, k, v.as_deref());
             }
             return Ok(v);
         }

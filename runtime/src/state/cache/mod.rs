@@ -345,17 +345,32 @@ impl TaskCache {
         }
     }
 
-    /// Caches a value read from the store (clean). Dropped silently if there is no
-    /// room: a read never evicts dirty data.
-    pub fn insert_clean(&mut self, store: usize, key: &[u8], value: Option<Vec<u8>>) {
-        let k = (store, key.to_vec());
-        if self.entries.contains_key(&k) {
+    /// Caches a value read from the store (clean), copying it only if there is room;
+    /// dropped silently if there is none: a read never evicts dirty data. A full
+    /// cache (a table larger than the budget, read at random) costs a read miss one
+    /// failed reservation here, no lookup and no copy.
+    pub fn insert_clean(&mut self, store: usize, key: &[u8], value: Option<&[u8]>) {
+        let size = key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD;
+        if !self.global.try_reserve(size) {
             return;
         }
-        let size = size_of(key, &value);
-        if self.global.try_reserve(size) {
-            self.admit(k, value, 0, false, size);
+        let hash = self.entries.hasher().hash_one((store, key));
+        if self
+            .entries
+            .raw_entry()
+            .from_hash(hash, |(s, k)| *s == store && k.as_slice() == key)
+            .is_some()
+        {
+            self.global.release(size);
+            return;
         }
+        self.admit(
+            (store, key.to_vec()),
+            value.map(<[u8]>::to_vec),
+            0,
+            false,
+            size,
+        );
     }
 
     /// Inserts an entry whose `size` bytes are already reserved, as the most recently
@@ -616,7 +631,7 @@ mod tests {
                             Lookup::Hit(v) => v.map(<[u8]>::to_vec),
                             Lookup::Miss => {
                                 let v = stores[task][store].get(&vec![key]).cloned();
-                                caches[task].insert_clean(store, &[key], v.clone());
+                                caches[task].insert_clean(store, &[key], v.as_deref());
                                 v
                             }
                         };
