@@ -316,6 +316,9 @@ impl TaskCache {
         // `(usize, &[u8])` hashes like the stored `(usize, Vec<u8>)`: look up without
         // copying the key.
         let hash = self.entries.hasher().hash_one((store, key));
+        // Taken before the lookup borrows the map (a miss uses one up: ticks need only
+        // be unique and rising).
+        let tick = self.tick();
         match self
             .entries
             .raw_entry_mut()
@@ -324,11 +327,7 @@ impl TaskCache {
             hashlink::linked_hash_map::RawEntryMut::Occupied(mut o) => {
                 o.to_back();
                 let (t, _) = o.into_mut();
-                if self.ticks.is_empty() {
-                    let base = self.global.clock.fetch_add(TICK_BATCH, Ordering::Relaxed);
-                    self.ticks = base..base + TICK_BATCH;
-                }
-                *t = self.ticks.next().expect("not empty");
+                *t = tick;
                 self.hits += 1;
                 self.shared.hits.store(self.hits, Ordering::Relaxed);
                 // The front (oldest) entry may have moved: publish the new oldest tick.
