@@ -132,8 +132,8 @@ pub mod internals {
     /// Stores and the record cache.
     pub mod state {
         pub use crate::state::{
-            BatchEntry, ENTRY_OVERHEAD, InMemoryStore, KeyValue, KeyValueStore, RecordCache,
-            RocksDbStore, StateEnv,
+            BatchEntry, ENTRY_OVERHEAD, InMemoryStore, KeyValue, KeyValueStore, Lookup,
+            RecordCache, RocksDbStore, StateEnv, TaskCache,
         };
     }
 

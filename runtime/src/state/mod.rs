@@ -25,8 +25,8 @@ pub(crate) mod task_stores;
 pub(crate) mod window;
 mod window_front;
 
-pub use cache::{CacheStats, ENTRY_OVERHEAD, RecordCache};
-pub(crate) use cache::{Dirty, Lookup, Pick, TaskCache};
+pub use cache::{CacheStats, ENTRY_OVERHEAD, Lookup, RecordCache, TaskCache};
+pub(crate) use cache::{Dirty, Pick};
 pub use memory::InMemoryStore;
 pub use rocks::{RocksDbStore, StateEnv, StateUsage};
 pub(crate) use window_front::WindowFront;

@@ -1,7 +1,7 @@
 //! What leaves the record cache dirty, and how: flushes at a commit (lent in place,
 //! uncopied), picked flushes when windows close or expire, and draining at close.
 
-use super::TaskCache;
+use super::{KeyBytes, TaskCache};
 
 /// An entry leaving the cache dirty: the caller writes it to its store (a `None` value
 /// deletes the key) and forwards it if the store belongs to an aggregation.
@@ -87,7 +87,7 @@ impl TaskCache {
             if e.dirty {
                 seen += 1;
                 if only.is_none_or(|s| s == *store) {
-                    picked.push((*store, key, e));
+                    picked.push((*store, key.as_slice(), e));
                 }
             }
         }
@@ -125,13 +125,13 @@ impl TaskCache {
             if *s != store {
                 continue;
             }
-            match pick(key) {
+            match pick(key.as_slice()) {
                 Pick::Keep => {}
                 Pick::Flush => {
                     e.dirty = false;
                     let d = Dirty {
                         store,
-                        key: key.clone(),
+                        key: key.as_slice().to_vec(),
                         value: e.value.clone(),
                         timestamp: e.timestamp,
                     };
@@ -141,7 +141,7 @@ impl TaskCache {
                     e.dirty = false;
                     let d = Dirty {
                         store,
-                        key: key.clone(),
+                        key: key.as_slice().to_vec(),
                         value: None,
                         timestamp: e.timestamp,
                     };
@@ -151,15 +151,11 @@ impl TaskCache {
         }
         self.dirty -= chosen.len();
         for (d, _) in chosen.iter_mut().filter(|(_, taken)| *taken) {
-            let k = (store, std::mem::take(&mut d.key));
-            match self.entries.remove_entry(&k) {
-                Some(((_, key), (_, e))) => {
-                    self.bytes -= e.size;
-                    self.global.release(e.size);
-                    d.key = key;
-                    d.value = e.value;
-                }
-                None => d.key = k.1,
+            let k = (store, KeyBytes::from(d.key.as_slice()));
+            if let Some((_, e)) = self.entries.remove(&k) {
+                self.bytes -= e.size;
+                self.global.release(e.size);
+                d.value = e.value;
             }
         }
         chosen.reverse();

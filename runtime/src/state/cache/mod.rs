@@ -28,7 +28,9 @@ use std::sync::{Arc, Weak};
 use hashlink::LinkedHashMap;
 
 mod flush;
+mod key;
 pub(crate) use flush::{Dirty, Pick};
+use key::KeyBytes;
 
 /// Bytes charged per entry on top of key and value: the map node with its list links,
 /// key and metadata (112 bytes in jemalloc's size classes), its hash-table slot, and
@@ -254,7 +256,7 @@ struct Entry {
     size: usize,
 }
 
-type Key = (usize, Vec<u8>);
+type Key = (usize, KeyBytes);
 
 /// One task's entries, across all its stores, in least-recently-used order.
 pub struct TaskCache {
@@ -313,7 +315,7 @@ impl TaskCache {
 
     /// Looks `key` up in `store`'s entries, refreshing it if found.
     pub fn get(&mut self, store: usize, key: &[u8]) -> Lookup<'_> {
-        // `(usize, &[u8])` hashes like the stored `(usize, Vec<u8>)`: look up without
+        // `(usize, &[u8])` hashes like the stored `(usize, KeyBytes)`: look up without
         // copying the key.
         let hash = self.entries.hasher().hash_one((store, key));
         // Taken before the lookup borrows the map (a miss uses one up: ticks need only
@@ -364,7 +366,7 @@ impl TaskCache {
             return;
         }
         self.admit(
-            (store, key.to_vec()),
+            (store, KeyBytes::from(key)),
             value.map(<[u8]>::to_vec),
             0,
             false,
@@ -401,7 +403,7 @@ impl TaskCache {
         timestamp: i64,
     ) -> Vec<Dirty> {
         let size = size_of(&key, &value);
-        let k = (store, key);
+        let k = (store, KeyBytes::from(key));
         let mut out = Vec::new();
         // The new value supersedes any cached one (compaction): release the old bytes.
         if let Some((_, old)) = self.entries.remove(&k) {
@@ -443,7 +445,7 @@ impl TaskCache {
         self.publish();
         out.push(Dirty {
             store,
-            key: k.1,
+            key: k.1.into_vec(),
             value,
             timestamp,
         });
@@ -470,7 +472,7 @@ impl TaskCache {
             self.dirty -= 1;
             out.push(Dirty {
                 store,
-                key,
+                key: key.into_vec(),
                 value: e.value,
                 timestamp: e.timestamp,
             });
