@@ -259,6 +259,7 @@ impl StateEnv {
             path: path.to_path_buf(),
             db,
             write,
+            read: ReadOptions::default(),
         })
     }
 
@@ -320,6 +321,9 @@ pub struct RocksDbStore {
     path: PathBuf,
     db: Arc<OpenDb>,
     write: WriteOptions,
+    /// Point lookups' options, made once: `DB::get` builds and frees a C++
+    /// `ReadOptions` per call.
+    read: ReadOptions,
 }
 
 impl RocksDbStore {
@@ -362,7 +366,7 @@ impl KeyValueStore for RocksDbStore {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db.get(key).map_err(|e| self.err(e))
+        self.db.get_opt(key, &self.read).map_err(|e| self.err(e))
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
