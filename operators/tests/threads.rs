@@ -21,8 +21,11 @@ fn start(rt: &Runtime, name: &str) -> QueryHandle {
 
 #[test]
 fn thread_count_is_the_same_with_1_and_100_queries_and_after_restarts() {
+    // Its own state directory: the global-table queries below open RocksDB stores,
+    // which in the default directory would outlive the test run.
+    let dir = tempfile::tempdir().unwrap();
     let before_runtime = os_threads();
-    let rt = common::runtime(2);
+    let rt = common::runtime_in(2, dir.path());
     let b = rt.broker().clone();
     b.create_topic("in", 2).unwrap();
     b.create_topic("out", 2).unwrap();
