@@ -151,7 +151,6 @@ impl<K: Data, V: Data, VT: Data, VR: Data> GraceJoin<K, V, VT, VR> {
         }
         // What is left is later than the horizon: a lower bound of its earliest.
         self.min_buffered = horizon.saturating_add(1);
-        drop(buffer);
         for (_, ts, v) in due {
             let (key, value, headers) = decode(&v).ok_or_else(|| {
                 Error::Serde(format!(

@@ -133,7 +133,6 @@ impl<K: Data, V1: Data, V2: Data, VR: Data> StreamStreamJoin<K, V1, V2, VR> {
         for (_, _, _, k, _) in &due {
             store.delete(k)?;
         }
-        drop(store);
         for (ts, left, key, _, v) in due {
             let key = self.key_serde.deserialize(Some(&key))?;
             let out = if left {
@@ -228,7 +227,6 @@ impl<K: Data, V1: Data, V2: Data, VR: Data> Processor<K, Side<V1, V2>, K, VR>
             if waits {
                 if to < self.stream_time {
                     // Its window closed already (an out-of-order record): out at once.
-                    drop(store);
                     let out = match &r.value {
                         Side::Left(v) => (self.joiner)(Some(v), None),
                         Side::Right(v) => (self.joiner)(None, Some(v)),

@@ -507,7 +507,6 @@ impl<K: Data, V: Data, VA: Data> Processor<K, V, Windowed<K>, Change<Stamped<VA>
             }
             store.put(&r.key, start, Some(&value))?;
         }
-        drop(store);
         for w in closed {
             drop_late(ctx, t, w, self.core.observed);
         }

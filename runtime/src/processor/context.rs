@@ -249,11 +249,10 @@ impl<K, V> ProcessorContext<'_, K, V> {
     pub(crate) fn store_serdes<SK: 'static, SV: 'static>(
         &self,
         idx: usize,
-    ) -> Result<StoreSerdes<SK, SV>> {
+    ) -> Result<&StoreSerdes<SK, SV>> {
         let st = &self.core.env.state.stores[idx];
         st.serdes
             .downcast_ref::<StoreSerdes<SK, SV>>()
-            .cloned()
             .ok_or_else(|| {
                 Error::Topology(format!("store '{}' has serdes of other types", st.name))
             })
@@ -268,12 +267,11 @@ impl<K, V> ProcessorContext<'_, K, V> {
     ) -> Result<StoreHandle<'_, SK, SV>> {
         let idx = self.store_index::<SK, SV>(name)?;
         self.expect_type(idx, "a key-value", |t| matches!(t, StoreType::KeyValue))?;
-        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
+        self.store_serdes::<SK, SV>(idx)?;
         let timestamp = self.core.env.record_timestamp;
         Ok(StoreHandle {
             access: Access::new(&mut self.core.env.state, idx, timestamp),
-            key_serde,
-            value_serde,
+            types: PhantomData,
         })
     }
 
@@ -310,12 +308,11 @@ impl<K, V> ProcessorContext<'_, K, V> {
         else {
             unreachable!("checked by expect_type")
         };
-        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
+        self.store_serdes::<SK, SV>(idx)?;
         let timestamp = self.core.env.record_timestamp;
         Ok(WindowStoreHandle {
             access: Access::new(&mut self.core.env.state, idx, timestamp),
-            key_serde,
-            value_serde,
+            types: PhantomData,
             size_ms,
             segment_ms,
             duplicates,
@@ -329,12 +326,11 @@ impl<K, V> ProcessorContext<'_, K, V> {
     ) -> Result<SessionStoreHandle<'_, SK, SV>> {
         let idx = self.store_index::<SK, SV>(name)?;
         let ty = self.expect_type(idx, "a session", |t| matches!(t, StoreType::Session { .. }))?;
-        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
+        self.store_serdes::<SK, SV>(idx)?;
         let timestamp = self.core.env.record_timestamp;
         Ok(SessionStoreHandle {
             access: Access::new(&mut self.core.env.state, idx, timestamp),
-            key_serde,
-            value_serde,
+            types: PhantomData,
             segment_ms: ty.segment_ms().unwrap_or(1),
         })
     }
@@ -358,12 +354,11 @@ impl<K, V> ProcessorContext<'_, K, V> {
         else {
             unreachable!("checked by expect_type")
         };
-        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
+        self.store_serdes::<SK, SV>(idx)?;
         let timestamp = self.core.env.record_timestamp;
         Ok(VersionedStoreHandle {
             access: Access::new(&mut self.core.env.state, idx, timestamp),
-            key_serde,
-            value_serde,
+            types: PhantomData,
             history_ms,
             segment_ms,
         })

@@ -159,7 +159,7 @@ impl<K: 'static, V: 'static> InternalForwardContext for ProcessorContext<'_, K, 
             )));
         }
         let idx = self.store_index::<SK, SV>(name)?;
-        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?;
+        let (key_serde, value_serde) = self.store_serdes::<SK, SV>(idx)?.clone();
         let stamped = self.core.env.state.stores[idx].timestamped;
         let owner = self.node;
         let store = name.to_string();
@@ -192,7 +192,7 @@ impl<K: Data, V: Data> InternalWindowedContext for ProcessorContext<'_, Windowed
         let ty = self.expect_type(idx, "a window or session", |t| {
             !matches!(t, StoreType::KeyValue)
         })?;
-        let (key_serde, value_serde) = self.store_serdes::<K, V>(idx)?;
+        let (key_serde, value_serde) = self.store_serdes::<K, V>(idx)?.clone();
         let stamped = self.core.env.state.stores[idx].timestamped;
         let owner = self.node;
         let store = name.to_string();

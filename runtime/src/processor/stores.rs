@@ -1,9 +1,10 @@
 //! Typed handles on a task's stores: key-value, window and session stores, through
 //! their serdes and the record cache.
 
-use std::sync::Arc;
+use std::marker::PhantomData;
 
 use crate::error::Result;
+use crate::processor::internals::StoreSerdes;
 use crate::serde::Serde;
 use crate::state::task_stores::Access;
 use crate::state::window::{
@@ -18,8 +19,18 @@ type RawWindowEntry = ((Vec<u8>, Window), Vec<u8>);
 /// record cache.
 pub struct StoreHandle<'a, K, V> {
     pub(crate) access: Access<'a>,
-    pub(crate) key_serde: Arc<dyn Serde<K>>,
-    pub(crate) value_serde: Arc<dyn Serde<V>>,
+    pub(crate) types: PhantomData<fn() -> (K, V)>,
+}
+
+/// The serdes of the store behind `access`, typed `<K, V>`.
+pub(crate) fn typed_serdes<'s, K: 'static, V: 'static>(
+    access: &'s Access<'_>,
+) -> (&'s dyn Serde<K>, &'s dyn Serde<V>) {
+    let (k, v) = access
+        .serdes_any()
+        .downcast_ref::<StoreSerdes<K, V>>()
+        .expect("a handle's types are its store's: checked when the handle was made");
+    (&**k, &**v)
 }
 
 /// The serdes of a typed handle, and the codecs every handle shares.
@@ -102,7 +113,7 @@ impl<K: 'static, V: 'static> Typed<K, V> for StoreHandle<'_, K, V> {
         &self.access
     }
     fn serdes(&self) -> (&dyn Serde<K>, &dyn Serde<V>) {
-        (&*self.key_serde, &*self.value_serde)
+        typed_serdes(&self.access)
     }
 }
 
@@ -179,8 +190,7 @@ impl<K: 'static, V: 'static> StoreHandle<'_, K, V> {
 /// go through the record cache; range fetches first write the store's cached changes.
 pub struct WindowStoreHandle<'a, K, V> {
     pub(crate) access: Access<'a>,
-    pub(crate) key_serde: Arc<dyn Serde<K>>,
-    pub(crate) value_serde: Arc<dyn Serde<V>>,
+    pub(crate) types: PhantomData<fn() -> (K, V)>,
     pub(crate) size_ms: i64,
     pub(crate) segment_ms: i64,
     /// The store retains duplicates (`StoreSpec::windowed_with_duplicates`).
@@ -192,7 +202,7 @@ impl<K: 'static, V: 'static> Typed<K, V> for WindowStoreHandle<'_, K, V> {
         &self.access
     }
     fn serdes(&self) -> (&dyn Serde<K>, &dyn Serde<V>) {
-        (&*self.key_serde, &*self.value_serde)
+        typed_serdes(&self.access)
     }
 }
 
@@ -368,8 +378,7 @@ impl<K: 'static, V: 'static> WindowStoreHandle<'_, K, V> {
 /// Typed access to a session store of the current task (`StoreSpec::sessions`).
 pub struct SessionStoreHandle<'a, K, V> {
     pub(crate) access: Access<'a>,
-    pub(crate) key_serde: Arc<dyn Serde<K>>,
-    pub(crate) value_serde: Arc<dyn Serde<V>>,
+    pub(crate) types: PhantomData<fn() -> (K, V)>,
     pub(crate) segment_ms: i64,
 }
 
@@ -378,7 +387,7 @@ impl<K: 'static, V: 'static> Typed<K, V> for SessionStoreHandle<'_, K, V> {
         &self.access
     }
     fn serdes(&self) -> (&dyn Serde<K>, &dyn Serde<V>) {
-        (&*self.key_serde, &*self.value_serde)
+        typed_serdes(&self.access)
     }
 }
 

@@ -11,10 +11,10 @@
 //! observed stream time (the largest timestamp put) is kept under the windowed stores'
 //! metadata key: it says which old versions are still readable, also after a restart.
 
-use std::sync::Arc;
+use std::marker::PhantomData;
 
+use super::stores::typed_serdes;
 use crate::error::Result;
-use crate::serde::Serde;
 use crate::state::task_stores::Access;
 use crate::state::window::{Window, key_prefix, session_key, split_key, time_bytes};
 
@@ -24,8 +24,7 @@ const LATEST: u8 = 0x01;
 /// Typed access to a versioned store of the current task (`StoreSpec::versioned`).
 pub struct VersionedStoreHandle<'a, K, V> {
     pub(crate) access: Access<'a>,
-    pub(crate) key_serde: Arc<dyn Serde<K>>,
-    pub(crate) value_serde: Arc<dyn Serde<V>>,
+    pub(crate) types: PhantomData<fn() -> (K, V)>,
     pub(crate) history_ms: i64,
     pub(crate) segment_ms: i64,
 }
@@ -43,7 +42,10 @@ pub struct VersionedRecord<V> {
 impl<K: 'static, V: 'static> VersionedStoreHandle<'_, K, V> {
     fn key_bytes(&self, key: &K) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(32);
-        if self.key_serde.serialize_into(key, &mut buf)? {
+        if typed_serdes::<K, V>(&self.access)
+            .0
+            .serialize_into(key, &mut buf)?
+        {
             Ok(buf)
         } else {
             Err(self.access.error("a null key cannot be stored".into()))
@@ -58,10 +60,13 @@ impl<K: 'static, V: 'static> VersionedStoreHandle<'_, K, V> {
     }
 
     fn decode(&self, v: &[u8]) -> Result<V> {
-        self.value_serde.deserialize(Some(v)).map_err(|e| {
-            self.access
-                .error(format!("cannot read a stored version: {e}"))
-        })
+        typed_serdes::<K, V>(&self.access)
+            .1
+            .deserialize(Some(v))
+            .map_err(|e| {
+                self.access
+                    .error(format!("cannot read a stored version: {e}"))
+            })
     }
 
     /// The latest version's timestamp and value bytes (`None` if it is a delete).
@@ -209,7 +214,10 @@ impl<K: 'static, V: 'static> VersionedStoreHandle<'_, K, V> {
         let bytes = match value {
             Some(v) => {
                 let mut b = Vec::new();
-                self.value_serde.serialize_into(v, &mut b)?.then_some(b)
+                typed_serdes::<K, V>(&self.access)
+                    .1
+                    .serialize_into(v, &mut b)?
+                    .then_some(b)
             }
             None => None,
         };

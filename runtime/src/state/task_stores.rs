@@ -384,6 +384,13 @@ impl<'a> Access<'a> {
         }
     }
 
+    /// The store's serdes, erased (`StoreSerdes<K, V>` of the processor room): a typed
+    /// handle borrows them from here for each call instead of cloning their `Arc`s
+    /// when it is made (once per record, on counters every worker's tasks share).
+    pub(crate) fn serdes_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        &*self.stores.stores[self.idx].serdes
+    }
+
     /// The next sequence number of a window store retaining duplicates.
     pub(crate) fn next_seq(&mut self) -> u64 {
         let s = &mut self.stores.stores[self.idx];

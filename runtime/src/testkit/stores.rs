@@ -75,11 +75,12 @@ impl<K: 'static, V: 'static> View<K, V> {
         Ok(())
     }
 
-    fn serdes(stores: &TaskStores, idx: usize) -> Result<StoreSerdes<K, V>> {
+    /// Checks that store `idx` has serdes of `<K, V>` (the handles borrow them).
+    fn check_serdes(stores: &TaskStores, idx: usize) -> Result<()> {
         let st = &stores.stores[idx];
         st.serdes
             .downcast_ref::<StoreSerdes<K, V>>()
-            .cloned()
+            .map(|_| ())
             .ok_or_else(|| {
                 Error::Topology(format!("store '{}' has serdes of other types", st.name))
             })
@@ -103,11 +104,10 @@ impl<K: 'static, V: 'static> KeyValueStoreView<K, V> {
 
     fn with(&self, mut f: impl FnMut(StoreHandle<'_, K, V>) -> Result<()>) -> Result<()> {
         self.0.each(|stores, idx| {
-            let (key_serde, value_serde) = View::<K, V>::serdes(stores, idx)?;
+            View::<K, V>::check_serdes(stores, idx)?;
             f(StoreHandle {
                 access: Access::new(stores, idx, 0),
-                key_serde,
-                value_serde,
+                types: PhantomData,
             })
         })
     }
@@ -146,7 +146,7 @@ impl<K: 'static, V: 'static> WindowStoreView<K, V> {
 
     fn with(&self, mut f: impl FnMut(WindowStoreHandle<'_, K, V>) -> Result<()>) -> Result<()> {
         self.0.each(|stores, idx| {
-            let (key_serde, value_serde) = View::<K, V>::serdes(stores, idx)?;
+            View::<K, V>::check_serdes(stores, idx)?;
             let StoreType::Window {
                 size_ms,
                 segment_ms,
@@ -158,8 +158,7 @@ impl<K: 'static, V: 'static> WindowStoreView<K, V> {
             };
             f(WindowStoreHandle {
                 access: Access::new(stores, idx, 0),
-                key_serde,
-                value_serde,
+                types: PhantomData,
                 size_ms,
                 segment_ms,
                 duplicates,
@@ -213,12 +212,11 @@ impl<K: 'static, V: 'static> SessionStoreView<K, V> {
     pub fn fetch_all(&self) -> Result<Vec<(Windowed<K>, V)>> {
         let mut out = Vec::new();
         self.0.each(|stores, idx| {
-            let (key_serde, value_serde) = View::<K, V>::serdes(stores, idx)?;
+            View::<K, V>::check_serdes(stores, idx)?;
             let segment_ms = stores.stores[idx].store_type.segment_ms().unwrap_or(1);
             let mut h = SessionStoreHandle {
                 access: Access::new(stores, idx, 0),
-                key_serde,
-                value_serde,
+                types: PhantomData,
                 segment_ms,
             };
             out.extend(h.fetch_all()?);
@@ -256,7 +254,7 @@ impl<K: 'static, V: 'static> VersionedStoreView<K, V> {
     ) -> Result<Option<VersionedRecord<V>>> {
         let mut out = None;
         self.0.each(|stores, idx| {
-            let (key_serde, value_serde) = View::<K, V>::serdes(stores, idx)?;
+            View::<K, V>::check_serdes(stores, idx)?;
             let StoreType::Versioned {
                 history_ms,
                 segment_ms,
@@ -267,8 +265,7 @@ impl<K: 'static, V: 'static> VersionedStoreView<K, V> {
             if out.is_none() {
                 out = f(&mut VersionedStoreHandle {
                     access: Access::new(stores, idx, 0),
-                    key_serde,
-                    value_serde,
+                    types: PhantomData,
                     history_ms,
                     segment_ms,
                 })?;
